@@ -1,0 +1,90 @@
+"""Apache Airflow provider for Dropbox Sign."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+DEFAULT_HOST = "https://api.hellosign.com"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """
+    Describe this provider to Airflow's providers manager (the ``apache_airflow_provider`` entry point).
+
+    The connection form is declared here rather than in hook methods, so the UI can render it
+    without importing the hook.
+    """
+    return {
+        "package-name": "airflow-provider-dropbox-sign",
+        "name": "Dropbox Sign",
+        "description": "`Dropbox Sign <https://developers.hellosign.com/>`__: confirmed, idempotent, "
+        "rate-limited cancellation of signature requests.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Dropbox Sign",
+                "external-doc-url": "https://developers.hellosign.com/api/reference/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Dropbox Sign",
+                "python-modules": ["dropbox_sign_provider.hooks.dropbox_sign"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Dropbox Sign",
+                "python-modules": ["dropbox_sign_provider.operators.signature_request"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Dropbox Sign",
+                "python-modules": ["dropbox_sign_provider.sensors.signature_request"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Dropbox Sign",
+                "python-modules": ["dropbox_sign_provider.triggers.signature_request"],
+            }
+        ],
+        "extra-links": ["dropbox_sign_provider.links.DropboxSignRequestLink"],
+        "connection-types": [
+            {
+                "hook-class-name": "dropbox_sign_provider.hooks.dropbox_sign.DropboxSignHook",
+                "hook-name": "Dropbox Sign",
+                "connection-type": "dropbox_sign",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"password": "API key"},
+                    "placeholders": {
+                        "host": DEFAULT_HOST,
+                        "password": "Your Dropbox Sign API key (or leave empty and set an access token)",
+                    },
+                },
+                "conn-fields": {
+                    "access_token": {
+                        "label": "Access token",
+                        "description": "OAuth access token, used instead of an API key (sent as Bearer).",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "max_requests_per_minute": {
+                        "label": "Requests per minute",
+                        "description": "Client-side budget shared by every task and trigger in a process "
+                        "that uses these credentials. Dropbox Sign allows 100 per account.",
+                        "schema": {"type": ["integer", "null"], "default": 100, "minimum": 1},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Timeout of every HTTP call.",
+                        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0},
+                    },
+                },
+            }
+        ],
+    }

@@ -1,0 +1,214 @@
+"""
+Typed errors of the Dropbox Sign API.
+
+One class per documented ``error_name``, so callers write ``except DropboxSignNotFoundError``
+instead of parsing messages. Every error carries what the API said and the request it answered;
+none of them ever holds a credential (requests are described by method and path only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class DropboxSignError(Exception):
+    """
+    An error answered by the Dropbox Sign API, or a failure to reach it.
+
+    :param status_code: HTTP status of the answer (``None`` when no answer arrived).
+    :param error_name: the API's ``error_name`` (for example ``deleted``), or a local one.
+    :param error_msg: the API's ``error_msg``.
+    :param error_path: the API's ``error_path``, naming the offending parameter, if any.
+    :param method: HTTP method of the request.
+    :param path: path of the request below the API base URL, without the query string.
+    """
+
+    def __init__(
+        self,
+        status_code: int | None,
+        error_name: str,
+        error_msg: str,
+        *,
+        error_path: str | None = None,
+        method: str = "",
+        path: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error_name = error_name
+        self.error_msg = error_msg
+        self.error_path = error_path
+        self.method = method
+        self.path = path
+        #: seconds until the rate-limit window resets, when the answer said so
+        self.retry_after = retry_after
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.path})" if self.method else ""
+        status = f"HTTP {self.status_code} " if self.status_code is not None else ""
+        param = f" [parameter: {self.error_path}]" if self.error_path else ""
+        return f"Dropbox Sign {status}{self.error_name}: {self.error_msg}{param}{where}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code!r}, error_name={self.error_name!r}, "
+            f"error_msg={self.error_msg!r}, method={self.method!r}, path={self.path!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments are lost by the default pickling of exceptions, which Airflow uses
+        # when it moves a task's failure between processes.
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.status_code,
+                self.error_name,
+                self.error_msg,
+                self.error_path,
+                self.method,
+                self.path,
+                self.retry_after,
+            ),
+        )
+
+
+def _rebuild(cls: type[DropboxSignError], *args: Any) -> DropboxSignError:
+    status, name, msg, error_path, method, path, retry_after = args
+    return cls(status, name, msg, error_path=error_path, method=method, path=path, retry_after=retry_after)
+
+
+class DropboxSignBadRequestError(DropboxSignError):
+    """400 ``bad_request``: a parameter was wrong (``error_path`` names it)."""
+
+
+class DropboxSignUnauthorizedError(DropboxSignError):
+    """401 ``unauthorized``: the API key or access token is missing, wrong or revoked."""
+
+
+class DropboxSignPaymentRequiredError(DropboxSignError):
+    """402 ``payment_required``: the account's plan does not allow this call."""
+
+
+class DropboxSignForbiddenError(DropboxSignError):
+    """403 ``forbidden``: the credentials may not act on this resource (not the sender or app owner)."""
+
+
+class DropboxSignNotFoundError(DropboxSignError):
+    """404 ``not_found``: no such resource for this account."""
+
+
+class DropboxSignConflictError(DropboxSignError):
+    """409 ``conflict``: an identical request is already being processed."""
+
+
+class DropboxSignDeletedError(DropboxSignError):
+    """410 ``deleted``: the resource is gone; for a signature request, its cancellation has taken effect."""
+
+
+class DropboxSignRateLimitError(DropboxSignError):
+    """429 ``exceeded_rate``: the account's rate limit is spent until the window resets."""
+
+
+class DropboxSignServerError(DropboxSignError):
+    """5xx: Dropbox Sign failed to answer the request; retried with backoff before it is raised."""
+
+
+class DropboxSignConnectionError(DropboxSignError):
+    """No answer arrived: connection refused or dropped, or the call timed out."""
+
+
+class DropboxSignResponseError(DropboxSignError):
+    """An answer arrived but could not be read (not JSON, or not the documented shape)."""
+
+
+_BY_STATUS: dict[int, type[DropboxSignError]] = {
+    400: DropboxSignBadRequestError,
+    401: DropboxSignUnauthorizedError,
+    402: DropboxSignPaymentRequiredError,
+    403: DropboxSignForbiddenError,
+    404: DropboxSignNotFoundError,
+    409: DropboxSignConflictError,
+    410: DropboxSignDeletedError,
+    429: DropboxSignRateLimitError,
+}
+
+
+def error_from_response(
+    status_code: int, body: bytes, *, method: str, path: str, retry_after: float | None = None
+) -> DropboxSignError:
+    """
+    Build the typed error for an answer with an HTTP error status.
+
+    The class follows the HTTP status, which the API documents per ``error_name``; a body that is
+    not the documented envelope (an HTML page from a proxy, say) still gives a typed error.
+
+    :param status_code: HTTP status of the answer (400 or more).
+    :param body: raw answer body.
+    :param method: HTTP method of the request.
+    :param path: request path below the API base URL.
+    :param retry_after: seconds until the rate-limit window resets, if known.
+    """
+    cls = _BY_STATUS.get(status_code)
+    if cls is None:
+        cls = DropboxSignServerError if status_code >= 500 else DropboxSignError
+    error = _error_envelope(body)
+    name = str(error.get("error_name") or _fallback_name(status_code))
+    msg = str(error.get("error_msg") or _body_excerpt(body) or "no error message in the answer")
+    error_path = error.get("error_path")
+    return cls(
+        status_code,
+        name,
+        msg,
+        error_path=str(error_path) if error_path else None,
+        method=method,
+        path=path,
+        retry_after=retry_after,
+    )
+
+
+def parse_json_body(status_code: int, body: bytes, *, method: str, path: str) -> dict[str, Any]:
+    """
+    Read a successful answer's JSON object; an empty body reads as ``{}``.
+
+    The cancel call answers 200 with ``{}`` in the reference and an "empty" body in the prose,
+    so both are accepted.
+
+    :raises DropboxSignResponseError: when the body is not a JSON object.
+    """
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DropboxSignResponseError(
+            status_code,
+            "invalid_response",
+            f"expected a JSON object, got {_body_excerpt(body)!r}",
+            method=method,
+            path=path,
+        )
+    return data
+
+
+def _error_envelope(body: bytes) -> Mapping[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _fallback_name(status_code: int) -> str:
+    return "server_error" if status_code >= 500 else f"http_{status_code}"
+
+
+def _body_excerpt(body: bytes, limit: int = 200) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    return text[:limit] + ("..." if len(text) > limit else "")

@@ -1,0 +1,81 @@
+"""
+Validation of signature request ids: the one place that decides what an id may look like.
+
+Every id is checked before anything is sent, so a typo, a path fragment or a template that
+rendered to something odd fails the task with the value named instead of reaching the API.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+#: The official examples use lowercase hex ids of 24, 37 and 40 characters; a range, not one length.
+SIGNATURE_REQUEST_ID_PATTERN = r"^[0-9a-f]{16,64}$"
+_ID_RE = re.compile(r"[0-9a-f]{16,64}", re.ASCII)
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def validate_signature_request_id(value: Any) -> str:
+    """
+    Return ``value`` as a signature request id, surrounding whitespace stripped.
+
+    :param value: the candidate id.
+    :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
+    """
+    if not isinstance(value, str):
+        raise ValueError(
+            f"signature_request_id {value!r} is not a Dropbox Sign id: expected a string of 16 to 64 "
+            f"lowercase hex characters, got {type(value).__name__}"
+        )
+    candidate = value.strip()
+    if not _ID_RE.fullmatch(candidate):
+        raise ValueError(
+            f"signature_request_id {value!r} is not a Dropbox Sign id: expected 16 to 64 lowercase hex "
+            "characters"
+        )
+    return candidate
+
+
+def normalize_signature_request_ids(value: Any) -> list[str]:
+    """
+    Turn what a task was given into a list of validated ids, duplicates dropped and order kept.
+
+    Accepted: one id; a string of ids separated by commas or white space (as typed in a form); a
+    string holding a list literal (what a Jinja template renders a list to); a list or tuple of ids;
+    a mapping whose keys are ids (the result of :class:`CancelSignatureRequestOperator`).
+
+    :param value: the ids.
+    :raises ValueError: naming the first bad value; nothing is returned half-validated.
+    """
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = value.keys()
+    elif isinstance(value, str):
+        items = _split_string(value)
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise ValueError(
+            f"signature_request_ids {value!r} must be an id, a list of ids or a mapping keyed by id, "
+            f"got {type(value).__name__}"
+        )
+    return list(dict.fromkeys(validate_signature_request_id(item) for item in items))
+
+
+def _split_string(value: str) -> list[Any]:
+    text = value.strip()
+    if text.startswith(("[", "(")):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"signature_request_ids {value!r} looks like a list but cannot be read as one"
+            ) from None
+        if not isinstance(parsed, list | tuple):
+            raise ValueError(f"signature_request_ids {value!r} looks like a list but is not one")
+        return list(parsed)
+    if not text:
+        raise ValueError(f"signature_request_ids {value!r} is empty: expected at least one id")
+    return _SEPARATORS.split(text)
