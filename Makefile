@@ -37,5 +37,20 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+docs: venv
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+chaos: venv
+	DROPBOX_SIGN_CHAOS=1 $(BIN)/pytest -q -m chaos
+
+e2e: venv
+	$(BIN)/python tests/e2e/run.py
+
 clean:
 	rm -rf build site .pytest_cache .mypy_cache .ruff_cache

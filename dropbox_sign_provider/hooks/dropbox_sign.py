@@ -457,9 +457,16 @@ class DropboxSignHook(HttpHook):
 
 # --- the async hook -----------------------------------------------------------------------------
 
+
 # One aiohttp session per event loop and connection settings: a triggerer runs many triggers in one
 # loop, and a session per trigger (or per call) would cost memory and connections for nothing.
-_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ApiSettings, aiohttp.ClientSession]] = (
+@dataclass
+class _SharedSession:
+    session: aiohttp.ClientSession
+    users: int = 0
+
+
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ApiSettings, _SharedSession]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -503,27 +510,41 @@ class DropboxSignAsyncHook(BaseHook):
 
     async def get_session(self) -> aiohttp.ClientSession:
         """The session shared by every hook with these settings in the running event loop."""
+        return (await self._shared()).session
+
+    async def _shared(self) -> _SharedSession:
         settings = await self.get_settings()
         sessions = _SESSIONS.setdefault(asyncio.get_running_loop(), {})
-        session = sessions.get(settings)
-        if session is None or session.closed:
-            ssl: Any = None if settings.verify is True else settings.verify
-            if isinstance(ssl, str):
+        shared = sessions.get(settings)
+        if shared is None or shared.session.closed:
+            ssl: Any = True
+            if isinstance(settings.verify, str):
                 import ssl as ssl_module
 
-                ssl = ssl_module.create_default_context(cafile=ssl)
-            session = sessions[settings] = aiohttp.ClientSession(
-                headers={"Authorization": settings.authorization, "Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=settings.timeout),
-                connector=aiohttp.TCPConnector(ssl=ssl if ssl is not None else True, limit=100),
+                ssl = ssl_module.create_default_context(cafile=settings.verify)
+            elif settings.verify is False:
+                ssl = False
+            shared = sessions[settings] = _SharedSession(
+                aiohttp.ClientSession(
+                    headers={"Authorization": settings.authorization, "Accept": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=settings.timeout),
+                    connector=aiohttp.TCPConnector(ssl=ssl, limit=100),
+                ),
+                users=shared.users if shared else 0,
             )
-        return session
+        return shared
 
-    @staticmethod
-    async def close_sessions() -> None:
-        """Close the sessions of the running event loop (for programs that end their loop cleanly)."""
-        for session in _SESSIONS.pop(asyncio.get_running_loop(), {}).values():
-            await session.close()
+    async def __aenter__(self) -> DropboxSignAsyncHook:
+        """Use the shared session; the last user to leave closes it."""
+        (await self._shared()).users += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        shared = await self._shared()
+        shared.users -= 1
+        if shared.users <= 0:
+            _SESSIONS.get(asyncio.get_running_loop(), {}).pop(await self.get_settings(), None)
+            await shared.session.close()
 
     async def _request(
         self, method: str, path: str, params: Mapping[str, Any] | None = None

@@ -1,0 +1,362 @@
+"""
+Waiting for cancellations to be confirmed: the bookkeeping shared by the operator's wait, the
+sensor's poke and the trigger.
+
+Its whole state is plain JSON with absolute Unix times, so a trigger rebuilt after a triggerer
+restart resumes exactly where it was: the same deadline, and no 60-minute clock started anew.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+
+from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.state import RequestState, request_state
+
+if TYPE_CHECKING:
+    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+
+#: Dropbox Sign: "if the event has not arrived within 60 minutes, retry the cancellation".
+DEFAULT_RECANCEL_AFTER = 3600.0
+DEFAULT_MAX_CANCEL_ATTEMPTS = 3
+DEFAULT_POLL_INTERVAL = 60.0
+
+#: Outcome of an id whose cancellation was never confirmed in time.
+TIMEOUT = "timeout"
+
+OnCompleted = Literal["fail", "ignore"]
+ON_COMPLETED_CHOICES: tuple[str, ...] = ("fail", "ignore")
+
+
+class Logger(Protocol):
+    """The part of a logger this module uses (Airflow's task and trigger loggers both fit)."""
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+
+
+class Action(str, enum.Enum):
+    """What to do next for one id."""
+
+    DONE = "done"
+    WAIT = "wait"
+    RECANCEL = "recancel"
+
+
+class PendingCancel(TypedDict):
+    """A cancellation waiting for confirmation."""
+
+    last_cancel_at: float
+    cancel_attempts: int
+
+
+class CancellationEvent(TypedDict):
+    """
+    The payload of the trigger's one event.
+
+    :param status: ``success`` when every id ended in an acceptable outcome, else ``failure``.
+    :param outcomes: id -> outcome, for every id.
+    :param failures: id -> why, for the ids that failed.
+    :param message: one line a person can read.
+    """
+
+    status: Literal["success", "failure"]
+    outcomes: dict[str, str]
+    failures: dict[str, str]
+    message: str
+
+
+def check_wait_settings(
+    poll_interval: float, timeout: float, recancel_after: float, max_cancel_attempts: int
+) -> None:
+    """
+    Refuse wait settings that cannot work, naming the value.
+
+    :raises ValueError: for a poll interval, timeout or re-cancel period that is not positive, a
+        re-cancel period longer than the timeout (it would never apply), or attempts below 1.
+    """
+    for name, value in (
+        ("poke_interval", poll_interval),
+        ("timeout", timeout),
+        ("recancel_after", recancel_after),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name} {value!r} must be a positive number of seconds")
+    if recancel_after > timeout:
+        raise ValueError(
+            f"recancel_after {recancel_after!r} is longer than timeout {timeout!r}: the re-cancel rule "
+            "could never apply; lower recancel_after or raise timeout"
+        )
+    if (
+        isinstance(max_cancel_attempts, bool)
+        or not isinstance(max_cancel_attempts, int)
+        or max_cancel_attempts < 1
+    ):
+        raise ValueError(f"max_cancel_attempts {max_cancel_attempts!r} must be an integer of 1 or more")
+
+
+def check_on_completed(on_completed: Any) -> None:
+    """:raises ValueError: when ``on_completed`` is not ``fail`` or ``ignore``."""
+    if on_completed not in ON_COMPLETED_CHOICES:
+        raise ValueError(f"on_completed {on_completed!r} must be one of {', '.join(ON_COMPLETED_CHOICES)}")
+
+
+#: Outcomes that mean the request was cancelled, whoever did it.
+CANCELED_OUTCOMES = frozenset({RequestState.CANCELED.value, "already_canceled"})
+#: Outcomes where the request was signed or declined before a cancellation could take effect.
+COMPLETED_OUTCOMES = frozenset({RequestState.COMPLETED.value, RequestState.DECLINED.value})
+
+
+def failure_reason(outcome: str, on_completed: str) -> str | None:
+    """
+    Why an outcome fails the task, or ``None`` when it is acceptable.
+
+    :param outcome: an id's outcome.
+    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
+    """
+    if outcome in CANCELED_OUTCOMES or outcome == RequestState.CANCEL_REQUESTED.value:
+        return None
+    if outcome in COMPLETED_OUTCOMES:
+        if on_completed == "ignore":
+            return None
+        return f"{outcome} before it could be cancelled (set on_completed='ignore' to accept this)"
+    reasons = {
+        RequestState.NOT_FOUND.value: "not found (404): no such signature request for this account",
+        RequestState.FORBIDDEN.value: "forbidden (403): not the sender's or the app owner's request",
+        RequestState.UNAUTHORIZED.value: "unauthorized (401): the API key or token was refused",
+        TIMEOUT: "cancellation not confirmed in time",
+    }
+    return reasons.get(outcome, outcome)
+
+
+@dataclass
+class CancellationWatch:
+    """
+    The confirmation state of a set of cancellations.
+
+    :param pending: id -> when its last cancel was sent and how many were sent.
+    :param outcomes: id -> outcome for every id, in the order given; ``cancel_requested`` while
+        pending.
+    :param deadline: Unix time after which ids still pending end as ``timeout``.
+    :param recancel_after: seconds after a cancel with no confirmation before cancelling again.
+    :param max_cancel_attempts: cancels sent per id at most; one more due ends it as ``timeout``.
+    """
+
+    pending: dict[str, PendingCancel]
+    outcomes: dict[str, str]
+    deadline: float
+    recancel_after: float = DEFAULT_RECANCEL_AFTER
+    max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS
+
+    @classmethod
+    def start(
+        cls,
+        outcomes: dict[str, str],
+        now: float,
+        timeout: float,
+        recancel_after: float = DEFAULT_RECANCEL_AFTER,
+        max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+    ) -> CancellationWatch:
+        """
+        Start watching: ids whose outcome is ``cancel_requested`` wait, the others are settled.
+
+        The clock of the 60-minute rule starts now: the cancel was sent just before.
+        """
+        pending = {
+            sr_id: PendingCancel(last_cancel_at=now, cancel_attempts=1)
+            for sr_id, outcome in outcomes.items()
+            if outcome == RequestState.CANCEL_REQUESTED.value
+        }
+        return cls(pending, dict(outcomes), now + timeout, recancel_after, max_cancel_attempts)
+
+    @property
+    def done(self) -> bool:
+        """Whether every id is settled."""
+        return not self.pending
+
+    def observe(self, signature_request_id: str, state: RequestState, now: float) -> Action:
+        """
+        Take in what the API said of a pending id and say what to do next.
+
+        :param signature_request_id: a pending id.
+        :param state: its state, from :func:`~dropbox_sign_provider.state.request_state`.
+        :param now: the current Unix time.
+        """
+        if state.is_final:
+            self.settle(signature_request_id, state.value)
+            return Action.DONE
+        pending = self.pending[signature_request_id]
+        if state is RequestState.TRANSIENT or now - pending["last_cancel_at"] < self.recancel_after:
+            return Action.WAIT
+        if pending["cancel_attempts"] >= self.max_cancel_attempts:
+            self.settle(signature_request_id, TIMEOUT)
+            return Action.DONE
+        return Action.RECANCEL
+
+    def recanceled(self, signature_request_id: str, error: DropboxSignError | None, now: float) -> None:
+        """
+        Record the answer to a re-cancel of a pending id.
+
+        An answered call counts as an attempt and restarts the id's clock; what it did is read on
+        the next poll, from ``GET``. A re-cancel that got no verdict (429, 5xx, no answer) counts
+        for nothing and stays due.
+        """
+        if error is not None and request_state(error) is RequestState.TRANSIENT:
+            return
+        pending = self.pending[signature_request_id]
+        pending["last_cancel_at"] = now
+        pending["cancel_attempts"] += 1
+
+    def settle(self, signature_request_id: str, outcome: str) -> None:
+        """Give a pending id its final outcome."""
+        self.pending.pop(signature_request_id, None)
+        self.outcomes[signature_request_id] = outcome
+
+    def expire(self, now: float) -> bool:
+        """Past the deadline, settle every pending id as ``timeout``; return whether it did."""
+        if now < self.deadline or not self.pending:
+            return False
+        for signature_request_id in list(self.pending):
+            self.settle(signature_request_id, TIMEOUT)
+        return True
+
+    def next_recancel_at(self) -> float:
+        """When the earliest re-cancel falls due (the deadline when none is pending)."""
+        due = [p["last_cancel_at"] + self.recancel_after for p in self.pending.values()]
+        return min([*due, self.deadline])
+
+    def event(self, on_completed: str) -> CancellationEvent:
+        """The final report, judged with ``on_completed``."""
+        outcomes = dict(self.outcomes)
+        failures = {
+            sr_id: reason
+            for sr_id, outcome in outcomes.items()
+            if (reason := failure_reason(outcome, on_completed)) is not None
+        }
+        return CancellationEvent(
+            status="failure" if failures else "success",
+            outcomes=outcomes,
+            failures=failures,
+            message=summarize(outcomes, failures),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON state, for a trigger's kwargs."""
+        return {
+            "pending": {k: dict(v) for k, v in self.pending.items()},
+            "outcomes": dict(self.outcomes),
+            "deadline": self.deadline,
+            "recancel_after": self.recancel_after,
+            "max_cancel_attempts": self.max_cancel_attempts,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CancellationWatch:
+        """Rebuild from :meth:`to_json`."""
+        pending = {
+            k: PendingCancel(
+                last_cancel_at=float(v["last_cancel_at"]), cancel_attempts=int(v["cancel_attempts"])
+            )
+            for k, v in data["pending"].items()
+        }
+        return cls(
+            pending,
+            dict(data["outcomes"]),
+            float(data["deadline"]),
+            float(data["recancel_after"]),
+            int(data["max_cancel_attempts"]),
+        )
+
+
+def summarize(outcomes: dict[str, str], failures: dict[str, str]) -> str:
+    """One line: counts by outcome, then each failing id and why."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    line = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no signature requests"
+    if failures:
+        line += f"; {len(failures)} failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
+    return line
+
+
+def poll_once(hook: DropboxSignHook, watch: CancellationWatch, log: Logger) -> None:
+    """One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due."""
+    for sr_id in list(watch.pending):
+        try:
+            answer: dict[str, Any] | DropboxSignError = hook.get_signature_request(sr_id)
+        except DropboxSignError as error:
+            answer = error
+        if _observe(watch, sr_id, answer, log) is Action.RECANCEL:
+            try:
+                hook.cancel_signature_request(sr_id)
+            except DropboxSignError as error:
+                watch.recanceled(sr_id, error, time.time())
+            else:
+                watch.recanceled(sr_id, None, time.time())
+    watch.expire(time.time())
+
+
+async def apoll_once(hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger) -> None:
+    """Async :func:`poll_once`, for the trigger."""
+    for sr_id in list(watch.pending):
+        try:
+            answer: dict[str, Any] | DropboxSignError = await hook.get_signature_request(sr_id)
+        except DropboxSignError as error:
+            answer = error
+        if _observe(watch, sr_id, answer, log) is Action.RECANCEL:
+            try:
+                await hook.cancel_signature_request(sr_id)
+            except DropboxSignError as error:
+                watch.recanceled(sr_id, error, time.time())
+            else:
+                watch.recanceled(sr_id, None, time.time())
+    watch.expire(time.time())
+
+
+def _observe(
+    watch: CancellationWatch, sr_id: str, answer: dict[str, Any] | DropboxSignError, log: Logger
+) -> Action:
+    state = request_state(answer)
+    action = watch.observe(sr_id, state, time.time())
+    if state is RequestState.TRANSIENT:
+        log.warning("Signature request %s: no verdict this time (%s); will ask again", sr_id, answer)
+    elif action is Action.RECANCEL:
+        attempts = watch.pending[sr_id]["cancel_attempts"]
+        log.warning(
+            "Signature request %s: cancellation not confirmed %.0f s after cancel #%d; cancelling again",
+            sr_id,
+            watch.recancel_after,
+            attempts,
+        )
+    elif action is Action.DONE:
+        log.info("Signature request %s: %s", sr_id, watch.outcomes[sr_id])
+    return action
+
+
+def outcome_table(outcomes: dict[str, str]) -> str:
+    """A two-column table of ids and outcomes, for task logs."""
+    if not outcomes:
+        return "(no signature requests)"
+    width = max(len(k) for k in outcomes)
+    lines = [f"{'signature_request_id'.ljust(width)}  outcome", f"{'-' * width}  -------"]
+    lines += [f"{sr_id.ljust(width)}  {outcome}" for sr_id, outcome in outcomes.items()]
+    return "\n".join(lines)
+
+
+def finish(event: CancellationEvent, log: Logger) -> dict[str, str]:
+    """
+    End a task with a cancellation report: log it, then return the outcomes or fail.
+
+    :raises AirflowFailException: listing each failing id and why. Not retried as-is: a retry would
+        re-run the same checks and reach the same verdict.
+    """
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    log.info("Dropbox Sign cancellations: %s\n%s", event["message"], outcome_table(event["outcomes"]))
+    if event["status"] != "success":
+        raise AirflowFailException(f"Dropbox Sign cancellation failed: {event['message']}")
+    return dict(event["outcomes"])

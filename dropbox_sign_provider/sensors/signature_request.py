@@ -1,0 +1,153 @@
+"""Sensor that waits until signature request cancellations are confirmed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from dropbox_sign_provider.confirmation import (
+    DEFAULT_MAX_CANCEL_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECANCEL_AFTER,
+    CancellationEvent,
+    CancellationWatch,
+    check_on_completed,
+    check_wait_settings,
+    finish,
+    poll_once,
+)
+from dropbox_sign_provider.hooks.dropbox_sign import DEFAULT_CONN_NAME, DropboxSignHook
+from dropbox_sign_provider.ids import normalize_signature_request_ids
+from dropbox_sign_provider.state import RequestState
+from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Long enough for the first cancel and two re-cancels under the 60-minute rule, and some slack.
+DEFAULT_TIMEOUT = 4 * 3600.0
+
+
+def initial_outcomes(signature_request_ids: Any) -> dict[str, str]:
+    """
+    What is known of the ids before waiting: ``cancel_requested`` for plain ids; for the result
+    of :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`
+    (a mapping id -> outcome), the outcome it reported, so only the queued ids are waited on.
+
+    :raises ValueError: naming a bad id.
+    """
+    ids = normalize_signature_request_ids(signature_request_ids)
+    if isinstance(signature_request_ids, dict):
+        return {sr_id: str(signature_request_ids[sr_id]) for sr_id in ids}
+    return dict.fromkeys(ids, RequestState.CANCEL_REQUESTED.value)
+
+
+def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
+    """Airflow's own deferral timeout: a backstop after the trigger's deadline, never before it."""
+    return timedelta(seconds=max(0.0, watch.deadline - time.time()) + 2 * poll_interval + 60)
+
+
+class SignatureRequestCanceledSensor(BaseSensorOperator):
+    """
+    Wait until Dropbox Sign confirms the cancellation of signature requests.
+
+    A cancellation is confirmed when the request answers HTTP 410 ``deleted``. When nothing is
+    confirmed ``recancel_after`` seconds after the last cancel (Dropbox Sign says 60 minutes), the
+    request is cancelled again, at most ``max_cancel_attempts`` times in all. In deferrable mode
+    the waiting happens on the triggerer and survives its restarts; poke mode follows the same rules.
+
+    Returns (XCom) a mapping id -> outcome: ``canceled``, ``already_canceled``, ``completed``,
+    ``declined``; the task fails listing each id that ended ``not_found``, ``forbidden``,
+    ``unauthorized`` or ``timeout``, or ``completed``/``declined`` when ``on_completed="fail"``.
+
+    :param signature_request_ids: one id, a list of ids, or the result of
+        :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`
+        (then only the ids it queued are waited on). Templated.
+    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
+    :param poke_interval: seconds between polls.
+    :param timeout: seconds before ids still unconfirmed end as ``timeout``.
+    :param recancel_after: seconds after a cancel without confirmation before cancelling again.
+    :param max_cancel_attempts: cancels per id at most, counting the first one.
+    :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
+        before the cancellation took effect.
+    :param deferrable: wait on the triggerer instead of occupying a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("signature_request_ids",)
+    ui_color = "#e8f1fd"
+
+    def __init__(
+        self,
+        *,
+        signature_request_ids: Any,
+        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        recancel_after: float = DEFAULT_RECANCEL_AFTER,
+        max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+        on_completed: str = "fail",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        check_on_completed(on_completed)
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        if self.mode == "reschedule":
+            raise ValueError(
+                f"{self.task_id}: mode 'reschedule' would restart the 60-minute re-cancel clock at every "
+                "reschedule; use deferrable=True to free the worker while waiting"
+            )
+        self.signature_request_ids = signature_request_ids
+        self.dropbox_sign_conn_id = dropbox_sign_conn_id
+        self.recancel_after = recancel_after
+        self.max_cancel_attempts = max_cancel_attempts
+        self.on_completed = on_completed
+        self.deferrable = deferrable
+        self._watch: CancellationWatch | None = None
+
+    def _start_watch(self) -> CancellationWatch:
+        return CancellationWatch.start(
+            initial_outcomes(self.signature_request_ids),
+            time.time(),
+            float(self.timeout),
+            self.recancel_after,
+            self.max_cancel_attempts,
+        )
+
+    def execute(self, context: Context) -> Any:
+        """Check the ids, then wait on the triggerer (deferrable) or poke."""
+        self._watch = watch = self._start_watch()
+        if watch.done:
+            return finish(watch.event(self.on_completed), self.log)
+        if self.deferrable:
+            self.defer(
+                trigger=SignatureRequestCanceledTrigger(
+                    dropbox_sign_conn_id=self.dropbox_sign_conn_id,
+                    poll_interval=self.poke_interval,
+                    on_completed=self.on_completed,
+                    **watch.to_json(),
+                ),
+                method_name="execute_complete",
+                timeout=deferral_timeout(watch, self.poke_interval),
+            )
+        return super().execute(context)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One poll of the pending ids (same rules as the trigger)."""
+        if self._watch is None:
+            self._watch = self._start_watch()
+        poll_once(DropboxSignHook(self.dropbox_sign_conn_id), self._watch, self.log)
+        if not self._watch.done:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(
+            is_done=True, xcom_value=finish(self._watch.event(self.on_completed), self.log)
+        )
+
+    def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
+        """Turn the trigger's event into the task's result, or a failure listing each failing id."""
+        return finish(event, self.log)

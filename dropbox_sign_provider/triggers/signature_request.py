@@ -1,0 +1,108 @@
+"""Trigger that waits, on the triggerer, for signature request cancellations to be confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dropbox_sign_provider.confirmation import (
+    DEFAULT_MAX_CANCEL_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECANCEL_AFTER,
+    CancellationWatch,
+    PendingCancel,
+    apoll_once,
+    check_on_completed,
+)
+from dropbox_sign_provider.hooks.dropbox_sign import DEFAULT_CONN_NAME, DropboxSignAsyncHook
+
+
+class SignatureRequestCanceledTrigger(BaseTrigger):
+    """
+    Poll signature requests until each cancellation is confirmed (``GET`` answers 410 ``deleted``),
+    cancelling again when Dropbox Sign's 60-minute rule says so, then fire one event.
+
+    Every kwarg is plain JSON and every time is absolute (Unix seconds): since Airflow 3.2 trigger
+    kwargs go through ``airflow.sdk.serde``, which refuses anything else, and a triggerer that
+    restarts rebuilds the trigger from them, so it must resume with the same deadline and clocks.
+
+    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
+    :param pending: id -> ``{"last_cancel_at": unix time, "cancel_attempts": n}``, the ids still
+        waiting for confirmation.
+    :param deadline: Unix time after which ids still pending end as ``timeout``.
+    :param outcomes: id -> outcome of every id (``cancel_requested`` while pending), in order.
+    :param poll_interval: seconds between polls of the pending ids.
+    :param recancel_after: seconds after a cancel without confirmation before cancelling again.
+    :param max_cancel_attempts: cancels per id at most.
+    :param on_completed: ``fail`` or ``ignore`` for requests signed or declined before the
+        cancellation took effect; decides the event's ``status``.
+    """
+
+    def __init__(
+        self,
+        *,
+        pending: dict[str, PendingCancel],
+        deadline: float,
+        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
+        outcomes: dict[str, str] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        recancel_after: float = DEFAULT_RECANCEL_AFTER,
+        max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+        on_completed: str = "fail",
+    ) -> None:
+        super().__init__()
+        check_on_completed(on_completed)
+        self.dropbox_sign_conn_id = dropbox_sign_conn_id
+        self.poll_interval = float(poll_interval)
+        self.on_completed = on_completed
+        self.watch = CancellationWatch.from_json(
+            {
+                "pending": pending,
+                "outcomes": outcomes or {},
+                "deadline": deadline,
+                "recancel_after": recancel_after,
+                "max_cancel_attempts": max_cancel_attempts,
+            }
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and the current state as plain JSON."""
+        state = self.watch.to_json()
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "dropbox_sign_conn_id": self.dropbox_sign_conn_id,
+                "pending": state["pending"],
+                "deadline": state["deadline"],
+                "outcomes": state["outcomes"],
+                "poll_interval": self.poll_interval,
+                "recancel_after": state["recancel_after"],
+                "max_cancel_attempts": state["max_cancel_attempts"],
+                "on_completed": self.on_completed,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Poll until every id is settled or the deadline passes; yield exactly one event.
+
+        Only the API's expected answers (410, 404, 403, 401, 429, 5xx, no answer) become states;
+        anything else raises, so a bug fails the task instead of hiding in an event.
+        """
+        # The trigger has its own deadline: waiting for the account's budget is never an error here.
+        watch = self.watch
+        async with DropboxSignAsyncHook(self.dropbox_sign_conn_id, max_rate_limit_wait=None) as hook:
+            while not watch.done:
+                await apoll_once(hook, watch, self.log)
+                if watch.done:
+                    break
+                remaining = watch.deadline - time.time()
+                await asyncio.sleep(max(0.0, min(self.poll_interval, remaining)))
+                watch.expire(time.time())
+        event = watch.event(self.on_completed)
+        self.log.info("Dropbox Sign cancellations: %s", event["message"])
+        yield TriggerEvent(dict(event))
