@@ -1,0 +1,265 @@
+"""Every kind of answer the emulator gives validates against the official Dropbox Sign OpenAPI spec."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+import yaml
+from openapi_core import Config, OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+from openapi_schema_validator import OAS30Validator
+
+from dropbox_sign_provider.testing import DropboxSignEmulator
+
+DATA = Path(__file__).parent / "data" / "dropbox-sign"
+OFFICIAL_ORIGIN = ("https", "api.hellosign.com")
+KEY = ("test-key", "")
+CANCEL_DELAY = 0.1
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    with (DATA / "openapi.yaml").open(encoding="utf-8") as handle:
+        # The C loader parses the 550 kB spec several times faster; both are safe loaders.
+        loaded: dict[str, Any] = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def strict(spec: dict[str, Any]) -> OpenAPI:
+    """The spec, refusing any property it does not declare (catches invented or misspelt fields)."""
+    return OpenAPI.from_dict(spec, config=Config(additional_properties_default_policy="forbid"))
+
+
+@pytest.fixture(scope="module")
+def lenient(spec: dict[str, Any]) -> OpenAPI:
+    """The spec as written (OpenAPI 3.0 allows undeclared properties unless told otherwise)."""
+    return OpenAPI.from_dict(spec)
+
+
+@pytest.fixture
+def emu() -> Iterator[DropboxSignEmulator]:
+    with DropboxSignEmulator(cancel_delay=CANCEL_DELAY) as emulator:
+        yield emulator
+
+
+def call(emulator: DropboxSignEmulator, method: str, path: str, **kwargs: Any) -> requests.Response:
+    kwargs.setdefault("auth", KEY)
+    return requests.request(method, emulator.base_url + path, timeout=10, **kwargs)
+
+
+def validate(openapi: OpenAPI, response: requests.Response) -> None:
+    """Validate as if the call had gone to the spec's server, https://api.hellosign.com/v3."""
+    prepared = response.request.copy()
+    assert prepared.url is not None
+    parts = urlsplit(prepared.url)
+    prepared.url = urlunsplit((*OFFICIAL_ORIGIN, parts.path, parts.query, parts.fragment))
+    openapi.validate_response(RequestsOpenAPIRequest(prepared), RequestsOpenAPIResponse(response))
+
+
+def created_id(emulator: DropboxSignEmulator, **fields: Any) -> str:
+    return str(emulator.create_signature_request(**fields)["signature_request_id"])
+
+
+def canceled_id(emulator: DropboxSignEmulator) -> str:
+    request_id = created_id(emulator)
+    assert call(emulator, "POST", f"/signature_request/cancel/{request_id}").status_code == 200
+    time.sleep(CANCEL_DELAY + 0.05)
+    return request_id
+
+
+def _get_cancel_requested(emulator: DropboxSignEmulator) -> requests.Response:
+    request_id = created_id(emulator)
+    assert call(emulator, "POST", f"/signature_request/cancel/{request_id}").status_code == 200
+    return call(emulator, "GET", f"/signature_request/{request_id}")
+
+
+def _list(emulator: DropboxSignEmulator, params: dict[str, Any]) -> requests.Response:
+    created_id(emulator, title="NDA one", metadata={"customer": "acme"})
+    created_id(emulator, title="NDA two", is_complete=True)
+    created_id(emulator, title="Lease", is_declined=True)
+    response = call(emulator, "GET", "/signature_request/list", params=params)
+    assert response.json()["signature_requests"], response.text
+    return response
+
+
+def _storm(emulator: DropboxSignEmulator) -> requests.Response:
+    emulator.set_fault(rate_limit_storm=1.0)
+    return call(emulator, "POST", f"/signature_request/cancel/{created_id(emulator)}")
+
+
+Scenario = Callable[[DropboxSignEmulator], requests.Response]
+
+SCENARIOS: dict[str, tuple[int, Scenario]] = {
+    "get-awaiting": (200, lambda e: call(e, "GET", f"/signature_request/{created_id(e)}")),
+    "get-completed": (
+        200,
+        lambda e: call(
+            e, "GET", f"/signature_request/{created_id(e, is_complete=True, metadata={'a': 'b'})}"
+        ),
+    ),
+    "get-declined": (
+        200,
+        lambda e: call(
+            e,
+            "GET",
+            f"/signature_request/{created_id(e, is_declined=True, signers=[('A', 'a@x'), ('B', 'b@x')])}",
+        ),
+    ),
+    "get-expired": (
+        200,
+        lambda e: call(e, "GET", f"/signature_request/{created_id(e, expires_at=int(time.time()) - 5)}"),
+    ),
+    "get-cancel-requested": (200, lambda e: _get_cancel_requested(e)),
+    "list": (200, lambda e: _list(e, {})),
+    "list-query": (
+        200,
+        lambda e: _list(
+            e, {"query": "title:nda AND complete:false AND created:[2000-01-01 TO *]", "page_size": 1}
+        ),
+    ),
+    "list-empty": (200, lambda e: call(e, "GET", "/signature_request/list", params={"page": 3})),
+    "cancel": (200, lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e)}")),
+    "remove": (
+        200,
+        lambda e: call(e, "POST", f"/signature_request/remove/{created_id(e, is_complete=True)}"),
+    ),
+    "400-cancel-completed": (
+        400,
+        lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e, is_complete=True)}"),
+    ),
+    "400-cancel-declined": (
+        400,
+        lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e, is_declined=True)}"),
+    ),
+    "400-remove-incomplete": (400, lambda e: call(e, "POST", f"/signature_request/remove/{created_id(e)}")),
+    "400-page-size": (400, lambda e: call(e, "GET", "/signature_request/list", params={"page_size": 101})),
+    "400-query": (400, lambda e: call(e, "GET", "/signature_request/list", params={"query": "nda OR x"})),
+    "401-account": (401, lambda e: call(e, "GET", "/account", auth=None)),
+    "401-get": (401, lambda e: call(e, "GET", f"/signature_request/{created_id(e)}", auth=("nope", ""))),
+    "401-list": (401, lambda e: call(e, "GET", "/signature_request/list", auth=None)),
+    "401-cancel": (401, lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e)}", auth=None)),
+    "403-get": (403, lambda e: call(e, "GET", f"/signature_request/{created_id(e, forbidden=True)}")),
+    "403-cancel": (
+        403,
+        lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e, forbidden=True)}"),
+    ),
+    "404-get": (404, lambda e: call(e, "GET", "/signature_request/0123456789abcdef")),
+    "404-cancel": (404, lambda e: call(e, "POST", "/signature_request/cancel/0123456789abcdef")),
+    "410-get": (410, lambda e: call(e, "GET", f"/signature_request/{canceled_id(e)}")),
+    "410-cancel": (410, lambda e: call(e, "POST", f"/signature_request/cancel/{canceled_id(e)}")),
+    "429-storm": (429, _storm),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_answer_matches_the_spec(name: str, emu: DropboxSignEmulator, strict: OpenAPI) -> None:
+    status, scenario = SCENARIOS[name]
+    response = scenario(emu)
+    assert response.status_code == status, response.text
+    validate(strict, response)
+
+
+def test_account_matches_the_spec(emu: DropboxSignEmulator, lenient: OpenAPI, spec: dict[str, Any]) -> None:
+    response = call(emu, "GET", "/account")
+    assert response.status_code == 200
+    validate(lenient, response)
+    # The official AccountGetResponse example (our template) carries quotas.sms_signatures_left,
+    # which the schema does not declare: the only undeclared field the emulator sends.
+    schemas = spec["components"]["schemas"]
+    account = response.json()["account"]
+    assert set(account) <= set(schemas["AccountResponse"]["properties"])
+    assert set(account["quotas"]) - {"sms_signatures_left"} <= set(
+        schemas["AccountResponseQuotas"]["properties"]
+    )
+
+
+def test_429_from_the_budget_matches_the_spec(strict: OpenAPI) -> None:
+    with DropboxSignEmulator(rate_limit=1) as emulator:
+        assert call(emulator, "GET", "/signature_request/list").status_code == 200
+        response = call(emulator, "GET", "/signature_request/list")
+        assert response.status_code == 429
+        validate(strict, response)
+
+
+def test_the_validator_catches_a_broken_answer(emu: DropboxSignEmulator, strict: OpenAPI) -> None:
+    emu.set_fault(malformed_rate=1.0)
+    malformed = call(emu, "GET", f"/signature_request/{created_id(emu)}")
+    assert malformed.status_code == 200
+    with pytest.raises(Exception, match=r"(?i)deserial|json|decod"):
+        validate(strict, malformed)
+
+
+def test_the_validator_catches_an_undeclared_field(emu: DropboxSignEmulator, strict: OpenAPI) -> None:
+    response = call(emu, "GET", f"/signature_request/{created_id(emu)}")
+    validate(strict, response)
+    body = response.json()
+    body["signature_request"]["signatures"][0]["invented_field"] = 1
+    response._content = json.dumps(body).encode()
+    with pytest.raises(Exception, match="invented_field"):
+        validate(strict, response)
+
+
+def test_rate_limit_headers_are_declared_integers(emu: DropboxSignEmulator, spec: dict[str, Any]) -> None:
+    response = call(emu, "GET", "/signature_request/list")
+    headers = spec["components"]["headers"]
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-Ratelimit-Reset"):
+        assert headers[name]["schema"]["type"] == "integer"
+        assert int(response.headers[name]) >= 0
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                payload = b"Hello API Event Received"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_callback_event_matches_the_spec(spec: dict[str, Any]) -> None:
+    receiver = _Receiver()
+    try:
+        with DropboxSignEmulator(cancel_delay=0.05, callback_url=receiver.url) as emulator:
+            request_id = created_id(emulator)
+            call(emulator, "POST", f"/signature_request/cancel/{request_id}")
+            deadline = time.monotonic() + 5
+            while not emulator.callback_events:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    event = emulator.callback_events[0]
+    assert event["signature_request"]["signature_request_id"] == request_id
+    validator = OAS30Validator(
+        {"$ref": "#/components/schemas/EventCallbackRequest", "components": spec["components"]}
+    )
+    validator.validate(event)
+    assert list(validator.iter_errors({"event": {"event_type": "signature_request_canceled"}}))
+    official = json.loads((DATA / "examples" / "EventCallbackAppSignatureRequestSent.json").read_text())
+    assert set(event) == set(official)
+    assert set(event["event"]) == set(official["event"])
+    assert set(official["event"]["event_metadata"]) <= set(event["event"]["event_metadata"])
