@@ -1,0 +1,156 @@
+"""
+Cancel Dropbox Sign signature requests by id, from the UI's trigger form.
+
+The form validates the input before a run is created: only well-formed, distinct ids get through.
+The run cancels each id, waits (on the triggerer) until Dropbox Sign confirms the cancellations,
+then logs a table of what happened to each id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
+
+from dropbox_sign_provider.confirmation import failure_reason, outcome_table, summarize
+from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two checks of the queued cancellations, one API call per id still pending.
+#: Dropbox Sign usually confirms within seconds; a test or demo deployment whose API answers faster
+#: sets the environment variable (on every Airflow component, as it is read when the file is parsed).
+CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "15"))
+
+#: Both API tasks are idempotent (the operator asks Dropbox Sign what state a refused id is in),
+#: so a task that failed on a lasting API outage is safe to run again.
+API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1)}
+
+DOC_MD = """
+# Cancel Dropbox Sign signature requests
+
+Cancels the signature requests you name, so that nobody can sign them any more.
+
+**Cancellation is irreversible.** A cancelled request cannot be reopened: it has to be sent again.
+Double-check the ids before you trigger.
+
+## What a run does
+1. **cancel**: asks Dropbox Sign to cancel each id. Dropbox Sign only *queues* a cancellation;
+   ids that were already cancelled, signed by everyone or declined are recognised and reported,
+   not cancelled twice.
+2. **wait_for_confirmation**: decides whether to wait (see the parameter below).
+3. **confirm**: waits on the triggerer, without holding a worker slot, until each queued
+   cancellation has really happened. When Dropbox Sign has not confirmed one after 60 minutes,
+   it is cancelled again, as Dropbox Sign recommends.
+4. **summary**: logs a table of every id and its outcome and returns it (XCom).
+
+## Parameters
+- **Signature request ids**: the requests to cancel, one per line. Each is 16 to 64 lowercase hex
+  characters, as shown in the request's URL in Dropbox Sign (`...manage?guid=<id>`).
+- **Wait for confirmation**: on (default), the run ends only once every cancellation is
+  confirmed; off, it ends as soon as they are queued (outcome `cancel_requested`).
+- **If already signed or declined**: `fail` (default) fails the run when a request was signed by
+  everyone or declined before it could be cancelled, after every other id was handled; `ignore`
+  reports it and succeeds.
+
+## Outcomes
+`canceled` (confirmed), `already_canceled`, `cancel_requested` (queued, not waited for),
+`completed`, `declined`. A request that does not exist (`not_found`) or belongs to someone else
+(`forbidden`) fails the **cancel** task, naming the id.
+
+Uses the `dropbox_sign_default` connection. **confirm** checks every 15 seconds (environment
+variable `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
+"""
+
+with DAG(
+    dag_id="dropbox_sign_cancel_request",
+    description="Cancel Dropbox Sign signature requests by id (irreversible) and confirm it",
+    schedule=None,
+    catchup=False,
+    doc_md=DOC_MD,
+    tags=["dropbox-sign"],
+    # The ids reach the operator as the list the form produced, not as its string rendering.
+    render_template_as_native_obj=True,
+    params={
+        "signature_request_ids": Param(
+            type="array",
+            items={"type": "string", "pattern": SIGNATURE_REQUEST_ID_PATTERN},
+            minItems=1,
+            uniqueItems=True,
+            title="Signature request ids",
+            description="One id per line: 16 to 64 lowercase hex characters each, "
+            "e.g. fa5c8a0b0f492d768749333ad6fcc214c111e967. Cancellation cannot be undone.",
+        ),
+        "wait_for_confirmation": Param(
+            True,
+            type="boolean",
+            title="Wait for confirmation",
+            description="Finish only once Dropbox Sign confirms every cancellation. "
+            "Off: finish as soon as the cancellations are queued.",
+        ),
+        "on_completed": Param(
+            "fail",
+            type="string",
+            enum=["fail", "ignore"],
+            title="If already signed or declined",
+            description="fail: fail the run when a request was signed by everyone or declined "
+            "before it could be cancelled. ignore: report it and succeed.",
+        ),
+    },
+) as dag:
+    # The form's on_completed is applied in the summary: the operator and the sensor take theirs
+    # when the file is parsed, and judging at the end lets every other id be cancelled and
+    # confirmed first.
+    cancel = CancelSignatureRequestOperator(
+        task_id="cancel",
+        signature_request_ids="{{ params.signature_request_ids }}",
+        on_completed="ignore",
+        **API_TASK_ARGS,
+    )
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def wait_for_confirmation() -> bool:
+        """Go on to **confirm** only when the run was asked to wait; the summary runs either way."""
+        return bool(get_current_context()["params"]["wait_for_confirmation"])
+
+    confirm = SignatureRequestCanceledSensor(
+        task_id="confirm",
+        # The cancel result, not the ids: only what was queued is waited on.
+        signature_request_ids=cancel.output,
+        deferrable=True,
+        poke_interval=CONFIRM_POKE_INTERVAL,
+        on_completed="ignore",
+        **API_TASK_ARGS,
+    )
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def summary(cancelled: dict[str, str], confirmed: dict[str, str] | None) -> dict[str, str]:
+        """
+        Log every id with its outcome and return them; fail on signed or declined requests when
+        the run's ``on_completed`` is ``fail``.
+
+        :param cancelled: the outcomes of **cancel**.
+        :param confirmed: the outcomes of **confirm**; ``None`` when it was skipped.
+        """
+        outcomes = {**cancelled, **(confirmed or {})}
+        on_completed = get_current_context()["params"]["on_completed"]
+        failures = {
+            sr_id: reason
+            for sr_id, outcome in outcomes.items()
+            if (reason := failure_reason(outcome, on_completed)) is not None
+        }
+        message = summarize(outcomes, failures)
+        log.info("Dropbox Sign cancellations: %s\n%s", message, outcome_table(outcomes))
+        if failures:
+            raise AirflowFailException(f"Dropbox Sign cancellation failed: {message}")
+        return outcomes
+
+    gate = wait_for_confirmation()
+    cancel >> gate >> confirm
+    summary(cancel.output, confirm.output)

@@ -1,0 +1,381 @@
+"""
+The one-command demo (``make demo``): both example DAGs against the bundled Dropbox Sign emulator.
+
+On a fresh clone, with nothing but the project's virtualenv:
+
+1. a throw-away Airflow home with its embedded SQLite database (``airflow db migrate``), the DAGs
+   folder pointing at ``dags/`` and the ``dropbox_sign_api`` pool;
+2. the emulator on a free loopback port, seeded with a realistic account: stale requests, fresh
+   ones, signed ones, declined ones and a few past their expiry date;
+3. ``airflow dags test dropbox_sign_expiry_cleanup``, then ``airflow dags test
+   dropbox_sign_cancel_request`` naming one fresh request;
+4. a check of the emulator's final state: every stale or expired request cancelled, nothing else
+   touched but the one named. The exit status is non-zero otherwise.
+
+Airflow's own output goes to ``build/demo/demo.log``; the terminal shows the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+LOG_DIR = REPO / "build" / "demo"
+LOG_FILE = LOG_DIR / "demo.log"
+#: The emulator only accepts this key; it is not a real Dropbox Sign key.
+DEMO_API_KEY = "demo-api-key"
+#: Seconds the emulator takes to really cancel a request after accepting the cancel call.
+CANCEL_DELAY = 1.0
+DAY = 86400.0
+STEP_TIMEOUT = 240
+
+TITLES = (
+    "Mutual NDA",
+    "Master Services Agreement",
+    "Offer Letter",
+    "Statement of Work",
+    "Purchase Agreement",
+    "Lease Renewal",
+    "Contractor Agreement",
+    "Data Processing Addendum",
+)
+COMPANIES = ("Acme Corp", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries", "Wayne Enterprises")
+SIGNERS = (
+    ("Ada Lovelace", "ada@example.com"),
+    ("Grace Hopper", "grace@example.com"),
+    ("Alan Turing", "alan@example.com"),
+    ("Katherine Johnson", "katherine@example.com"),
+    ("Linus Pauling", "linus@example.com"),
+)
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and where to look."""
+
+
+def venv_bin() -> Path:
+    """The ``bin`` folder of the virtualenv running this script (``make demo`` uses ``.venv``)."""
+    for candidate in (Path(sys.executable).parent, REPO / ".venv" / "bin"):
+        if (candidate / "airflow").exists() and (candidate / "dropbox-sign-emulator").exists():
+            return candidate
+    raise DemoError("no virtualenv with airflow and dropbox-sign-emulator found: run `make demo`")
+
+
+# --- the seeded account -----------------------------------------------------------------------------
+
+
+def account_seed(now: float, rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+    """The signature requests of the demo account, by what should become of them."""
+
+    def request(created_days_ago: float, **fields: Any) -> dict[str, Any]:
+        title = f"{rng.choice(TITLES)} - {rng.choice(COMPANIES)}"
+        return {
+            "title": title,
+            "created_at": int(now - created_days_ago * DAY),
+            "signers": [list(signer) for signer in rng.sample(SIGNERS, rng.randint(1, 2))],
+            "metadata": {"source": "crm", "deal": f"D-{rng.randint(1000, 9999)}"},
+            **fields,
+        }
+
+    return {
+        # Out for signature for months: the clean-up's main work.
+        "stale": [request(rng.uniform(35, 120)) for _ in range(25)],
+        # Sent recently and not expired: must be left alone.
+        "fresh": [request(rng.uniform(0.1, 4)) for _ in range(6)]
+        + [request(rng.uniform(0.1, 4), expires_at=int(now + rng.uniform(3, 30) * DAY)) for _ in range(4)],
+        # Signed by everyone or declined, some of them long ago: never touched.
+        "completed": [request(rng.uniform(1, 120), is_complete=True) for _ in range(5)],
+        "declined": [request(rng.uniform(1, 120), is_declined=True) for _ in range(5)],
+        # Recent, but past their expiry date: nobody can sign them any more.
+        "expired": [
+            request(rng.uniform(8, 20), expires_at=int(now - rng.uniform(1, 72) * 3600)) for _ in range(3)
+        ],
+    }
+
+
+def seed(admin_url: str, now: float) -> dict[str, list[str]]:
+    """Create the account in the emulator; return the ids by kind."""
+    kinds = account_seed(now, random.Random(20240611))
+    ids: dict[str, list[str]] = {}
+    for kind, requests in kinds.items():
+        created = http_json("POST", f"{admin_url}/signature_requests", requests)
+        ids[kind] = [item["signature_request_id"] for item in created]
+    return ids
+
+
+def http_json(method: str, url: str, payload: Any = None) -> Any:
+    """One call to the emulator's admin API on loopback."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.load(response)
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def airflow_env(home: Path, emulator_url: str | None = None) -> dict[str, str]:
+    """A clean environment for Airflow: nothing inherited from an Airflow the user may have set up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    dags = str(REPO / "dags")
+    env.update(
+        {
+            "PATH": f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": dags,
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                [
+                    {
+                        "name": "dags-folder",
+                        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                        "kwargs": {"path": dags, "refresh_interval": 0},
+                    }
+                ]
+            ),
+            # The emulator confirms a cancellation in about a second; production DAGs check every minute.
+            "DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "2",
+        }
+    )
+    if emulator_url is not None:
+        env["AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT"] = json.dumps(
+            {"conn_type": "dropbox_sign", "host": emulator_url, "password": DEMO_API_KEY}
+        )
+    return env
+
+
+def run_step(title: str, command: list[str], env: dict[str, str], log: IO[str]) -> float:
+    """Run one command with its output in the log; return how long it took."""
+    print(f"  {title} ...", end="", flush=True)
+    log.write(f"\n===== {title}: {' '.join(command)}\n")
+    log.flush()
+    started = time.monotonic()
+    try:
+        completed = subprocess.run(  # noqa: S603 - our own venv's executables, fixed arguments
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=STEP_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        print(" timed out")
+        raise DemoError(f"{title} did not finish within {STEP_TIMEOUT} s") from None
+    took = time.monotonic() - started
+    if completed.returncode != 0:
+        print(f" failed ({took:.1f} s)")
+        raise DemoError(f"{title} failed with exit status {completed.returncode}")
+    print(f" done ({took:.1f} s)")
+    return took
+
+
+@contextmanager
+def emulator_process(home: Path, log: IO[str]) -> Iterator[Callable[[], str]]:
+    """
+    Start the emulator; yield a function that waits until it serves and returns its root URL.
+    Stopped by its pid on the way out, whatever happened.
+    """
+    port_file = home / "emulator.port"
+    command = [
+        str(venv_bin() / "dropbox-sign-emulator"),
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        "--cancel-delay",
+        str(CANCEL_DELAY),
+        "--api-key",
+        DEMO_API_KEY,
+    ]
+    shown = " ".join("***" if part == DEMO_API_KEY else part for part in command)
+    log.write(f"\n===== emulator: {shown}\n")
+    log.flush()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+
+    def wait_until_serving() -> str:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if process.poll() is not None:
+                raise DemoError(f"the emulator exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                raise DemoError("the emulator did not start within 30 s")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{int(port_file.read_text().strip())}"
+
+    try:
+        yield wait_until_serving
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+def check(
+    ids: dict[str, list[str]], named: str, final: dict[str, dict[str, Any]], api_calls: list[dict[str, Any]]
+) -> list[str]:
+    """Every way the final state differs from what the two DAGs should have done."""
+    problems = []
+    cancelled = {call["path"].rsplit("/", 1)[-1] for call in api_calls if "/cancel/" in call["path"]}
+    for kind in ("fresh", "completed", "declined"):
+        for sr_id in ids[kind]:
+            if sr_id != named and sr_id in cancelled:
+                problems.append(f"{kind} request {sr_id} received a cancel call")
+    for kind in ("stale", "expired"):
+        for sr_id in ids[kind]:
+            if final[sr_id]["state"] != "canceled":
+                problems.append(f"{kind} request {sr_id} is {final[sr_id]['state']}, not canceled")
+    expected = {"fresh": "awaiting_signature", "completed": "completed", "declined": "declined"}
+    for kind, state in expected.items():
+        for sr_id in ids[kind]:
+            wanted = "canceled" if sr_id == named else state
+            if final[sr_id]["state"] != wanted:
+                problems.append(f"{kind} request {sr_id} is {final[sr_id]['state']}, expected {wanted}")
+    return problems
+
+
+def report(
+    ids: dict[str, list[str]],
+    named: str,
+    final: dict[str, dict[str, Any]],
+    api_calls: list[dict[str, Any]],
+    timings: dict[str, float],
+    total: float,
+) -> None:
+    """Print what happened to the account, by kind of request."""
+    now = time.time()
+
+    def count(kind: str, state: str) -> int:
+        return sum(1 for sr_id in ids[kind] if final[sr_id]["state"] == state)
+
+    rows = [
+        ("Cancelled by the clean-up DAG", None),
+        ("  stale (sent 35 to 120 days ago)", f"{count('stale', 'canceled')} of {len(ids['stale'])}"),
+        ("  expired (past their expires_at)", f"{count('expired', 'canceled')} of {len(ids['expired'])}"),
+        ("Left alone", None),
+        (
+            "  fresh (sent in the last 4 days)",
+            f"{count('fresh', 'awaiting_signature')} of {len(ids['fresh'])} still out for signature",
+        ),
+        ("  signed by everyone", f"{count('completed', 'completed')} of {len(ids['completed'])}"),
+        ("  declined", f"{count('declined', 'declined')} of {len(ids['declined'])}"),
+        ("Cancelled by hand (dropbox_sign_cancel_request)", None),
+        (f"  {final[named]['title']}, sent {(now - final[named]['created_at']) / DAY:.1f} days ago", None),
+        (f"  {named}", final[named]["state"]),
+    ]
+    print()
+    print("The demo account after both runs")
+    print("--------------------------------")
+    for label, value in rows:
+        print(label if value is None else f"{label:<46} {value}")
+    print()
+    by_call: dict[str, int] = {}
+    for call in api_calls:
+        kind = "cancel" if "/cancel/" in call["path"] else "list" if call["path"].endswith("/list") else "get"
+        by_call[kind] = by_call.get(kind, 0) + 1
+    calls = ", ".join(f"{n} {kind}" for kind, n in sorted(by_call.items()))
+    limited = sum(1 for call in api_calls if call["status"] == 429)
+    print(f"Dropbox Sign API calls: {len(api_calls)} ({calls}), {limited} answered 429")
+    print("Time taken: " + ", ".join(f"{step} {took:.1f} s" for step, took in timings.items()))
+    print(f"Total: {total:.1f} s. Airflow's output: {LOG_FILE.relative_to(REPO)}")
+
+
+def demo(log: IO[str], home: Path) -> int:
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    bin_dir = venv_bin()
+    airflow = str(bin_dir / "airflow")
+    print("Dropbox Sign provider demo: Airflow with its embedded SQLite database and the bundled emulator")
+    with emulator_process(home, log) as wait_until_serving:
+        timings["setup"] = run_step(
+            "Creating the Airflow database", [airflow, "db", "migrate"], airflow_env(home), log
+        )
+        url = wait_until_serving()
+        seeded_at = time.time()
+        ids = seed(f"{url}/_emulator", seeded_at)
+        named = ids["fresh"][0]
+        print(
+            f"  Seeded the emulator at {url}: {len(ids['stale'])} stale, {len(ids['fresh'])} fresh, "
+            f"{len(ids['completed'])} completed, {len(ids['declined'])} declined and "
+            f"{len(ids['expired'])} expired signature requests"
+        )
+        env = airflow_env(home, url)
+        timings["setup"] += run_step(
+            "Creating the dropbox_sign_api pool",
+            [airflow, "pools", "set", "dropbox_sign_api", "4", "Dropbox Sign API calls"],
+            env,
+            log,
+        )
+        timings["clean-up run"] = run_step(
+            "airflow dags test dropbox_sign_expiry_cleanup",
+            [airflow, "dags", "test", "dropbox_sign_expiry_cleanup"],
+            env,
+            log,
+        )
+        timings["manual run"] = run_step(
+            f"airflow dags test dropbox_sign_cancel_request ({named[:12]}...)",
+            [
+                airflow,
+                "dags",
+                "test",
+                "dropbox_sign_cancel_request",
+                "-c",
+                json.dumps({"signature_request_ids": [named]}),
+            ],
+            env,
+            log,
+        )
+        final = {
+            item["signature_request_id"]: item
+            for item in http_json("GET", f"{url}/_emulator/signature_requests")
+        }
+        api_calls = http_json("GET", f"{url}/_emulator/requests_log")
+    report(ids, named, final, api_calls, timings, time.monotonic() - started)
+    problems = check(ids, named, final, api_calls)
+    if problems:
+        print("\nFAILED: the account is not in the expected state:")
+        for problem in problems:
+            print(f"  - {problem}")
+        print(f"See {LOG_FILE} for Airflow's output.")
+        return 1
+    print("\nOK: every stale and expired request was cancelled, nothing else was touched.")
+    return 0
+
+
+def main() -> int:
+    # A plain SIGTERM would end the script without its clean-up, leaving the emulator running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="dropbox-sign-demo-"))
+    try:
+        with LOG_FILE.open("w", encoding="utf-8") as log:
+            return demo(log, home)
+    except DemoError as error:
+        print(f"\nFAILED: {error}. See {LOG_FILE} for the details.")
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Output so far: {LOG_FILE}")
+        return 130
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

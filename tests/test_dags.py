@@ -1,0 +1,398 @@
+"""
+The example DAGs: they parse without touching the API, their trigger form refuses bad input, and
+they run end to end with ``dag.test()`` against the emulator.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import socket
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.exceptions import ParamValidationError
+
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.conftest import API_KEY, REPO, connection_uri_json, make_requests
+
+DAGS = REPO / "dags"
+DAY = 86400.0
+POOL = "dropbox_sign_api"
+CANCEL_DAG = "dropbox_sign_cancel_request"
+CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+
+
+def load_dag_module(name: str) -> ModuleType:
+    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_dags_folder() -> DagBag:
+    """Parse ``dags/`` as the DAG processor would (Airflow 3's DagBag never adds Airflow's examples)."""
+    return DagBag(dag_folder=DAGS)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def api_pool(airflow_db: Path) -> str:
+    """The pool the clean-up DAG's API tasks run in, as a deployment would have it."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(POOL, slots=4, description="Dropbox Sign API calls", include_deferred=False)
+    return POOL
+
+
+def task_states(dag_run: Any) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def xcom_of(dag_run: Any, task_id: str) -> Any:
+    ti = dag_run.get_task_instance(task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+def test_every_dag_file_parses() -> None:
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {CANCEL_DAG, CLEANUP_DAG}
+    files = {Path(dag.fileloc).name for dag in bag.dags.values()}
+    assert files == {path.name for path in DAGS.glob("*.py")}
+
+
+def test_parsing_sends_no_request(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    make_requests(emulator, 3, created_at=time.time() - 90 * DAY)
+
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert len(bag.dags) == 2
+    assert emulator.requests_log == []
+
+
+def test_parsing_works_with_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(f"http://127.0.0.1:{closed_port()}")
+    )
+
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {CANCEL_DAG, CLEANUP_DAG}
+
+
+# --- the trigger form -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cancel_module() -> ModuleType:
+    return load_dag_module(CANCEL_DAG)
+
+
+@pytest.fixture(scope="module")
+def cleanup_module() -> ModuleType:
+    return load_dag_module(CLEANUP_DAG)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pytest.param([], id="empty"),
+        pytest.param(["abc"], id="too-short"),
+        pytest.param(["D10338CAD145E1CB68AFC828"], id="upper-case"),
+        pytest.param(["d10338cad145e1cb68afc828/../x"], id="path"),
+        pytest.param(["d10338cad145e1cb68afc828", "d10338cad145e1cb68afc828"], id="duplicate"),
+        pytest.param("d10338cad145e1cb68afc828", id="not-a-list"),
+    ],
+)
+def test_the_form_refuses_bad_ids(cancel_module: ModuleType, ids: Any) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match="signature_request_ids"):
+        params["signature_request_ids"] = ids
+
+
+def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+    with pytest.raises(ParamValidationError, match="signature_request_ids"):
+        params.validate()
+
+    ids = ["d10338cad145e1cb68afc828", "fa5c8a0b0f492d768749333ad6fcc214c111e967"]
+    params["signature_request_ids"] = ids
+    assert params.validate() == {
+        "signature_request_ids": ids,
+        "wait_for_confirmation": True,
+        "on_completed": "fail",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("on_completed", "sometimes"), ("wait_for_confirmation", "yes")],
+)
+def test_the_form_refuses_bad_options(cancel_module: ModuleType, name: str, value: Any) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_age_days", 0), ("max_age_days", "30"), ("max_cancellations", 0), ("dry_run", "no")],
+)
+def test_cleanup_params_refuse_bad_values(cleanup_module: ModuleType, name: str, value: Any) -> None:
+    params = copy.deepcopy(cleanup_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+
+
+# --- the clean-up DAG under dag.test() --------------------------------------------------------------
+
+
+class Account:
+    """A small seeded account: what the clean-up must cancel and what it must leave alone."""
+
+    def __init__(self, emulator: DropboxSignEmulator) -> None:
+        now = time.time()
+        self.emulator = emulator
+        self.stale = make_requests(emulator, 3, created_at=now - 45 * DAY, title="NDA")
+        self.stale_other = make_requests(emulator, 1, created_at=now - 100 * DAY, title="Invoice")
+        self.expired = make_requests(emulator, 1, created_at=now - 3 * DAY, expires_at=now - 3600)
+        self.fresh = make_requests(emulator, 2, created_at=now - 2 * DAY, title="NDA")
+        self.fresh_expiring = make_requests(emulator, 1, created_at=now - DAY, expires_at=now + 7 * DAY)
+        self.completed = make_requests(emulator, 1, created_at=now - 60 * DAY, is_complete=True)
+        self.declined = make_requests(emulator, 1, created_at=now - 60 * DAY, is_declined=True)
+
+    @property
+    def to_cancel(self) -> list[str]:
+        return self.stale + self.stale_other + self.expired
+
+    @property
+    def to_keep(self) -> list[str]:
+        return self.fresh + self.fresh_expiring + self.completed + self.declined
+
+    def states(self, ids: list[str]) -> dict[str, str]:
+        return {sr_id: self.emulator.get_state(sr_id) for sr_id in ids}
+
+    def cancel_calls(self) -> int:
+        return sum(1 for entry in self.emulator.requests_log if "/cancel/" in entry.path)
+
+
+@pytest.fixture
+def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str, api_pool: str) -> Account:
+    return Account(emulator)
+
+
+@pytest.fixture
+def fast_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator confirms in 0.2 s; the DAGs' production interval would make each run wait a minute.
+    monkeypatch.setenv("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "0.5")
+
+
+@pytest.fixture
+def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
+    return load_dag_module(CLEANUP_DAG).dag
+
+
+def test_cleanup_cancels_stale_and_expired_requests_only(account: Account, cleanup_dag: Any) -> None:
+    dag_run = cleanup_dag.test(run_conf={})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert account.states(account.to_cancel) == dict.fromkeys(account.to_cancel, "canceled")
+    assert account.states(account.to_keep) == {
+        **dict.fromkeys(account.fresh + account.fresh_expiring, "awaiting_signature"),
+        **dict.fromkeys(account.completed, "completed"),
+        **dict.fromkeys(account.declined, "declined"),
+    }
+    for sr_id in account.to_keep:
+        assert account.emulator.cancel_calls(sr_id) == 0
+    report = xcom_of(dag_run, "report")
+    assert report["dry_run"] is False
+    assert report["outcomes"] == dict.fromkeys(account.to_cancel, "canceled")
+    assert report["counts"] == {"canceled": len(account.to_cancel)}
+    candidates = {c["signature_request_id"]: c["reason"] for c in xcom_of(dag_run, "find")}
+    assert candidates == {
+        **dict.fromkeys(account.stale + account.stale_other, "stale"),
+        **dict.fromkeys(account.expired, "expired"),
+    }
+
+
+def test_cleanup_cancels_in_batches_of_fifty(
+    monkeypatch: pytest.MonkeyPatch, api_pool: str, cleanup_dag: Any
+) -> None:
+    # 51 requests need more than the default 100 calls a minute; this account allows more.
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1000, cancel_delay=0.2) as big:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+            connection_uri_json(big.base_url, max_requests_per_minute=1000),
+        )
+        stale = make_requests(big, 51, created_at=time.time() - 40 * DAY)
+
+        dag_run = cleanup_dag.test(run_conf={})
+
+        assert dag_run.state == "success", task_states(dag_run)
+        states = task_states(dag_run)
+        assert states["cancel"] == ["success", "success"]
+        assert states["confirm"] == ["success", "success"]
+        batches = [
+            dag_run.get_task_instance("cancel", map_index=i).xcom_pull(task_ids="cancel", map_indexes=i)
+            for i in (0, 1)
+        ]
+        assert [len(batch) for batch in batches] == [50, 1]
+        assert {sr_id for batch in batches for sr_id in batch} == set(stale)
+        assert {big.get_state(sr_id) for sr_id in stale} == {"canceled"}
+        assert {big.cancel_calls(sr_id) for sr_id in stale} == {1}
+
+
+def test_cleanup_honours_query_and_max_age(account: Account, cleanup_dag: Any) -> None:
+    dag_run = cleanup_dag.test(run_conf={"query": "title:NDA", "max_age_days": 1})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    # title:NDA with a one-day cut-off: the stale NDAs and the two-day-old ones, nothing else.
+    cancelled = account.stale + account.fresh
+    assert account.states(cancelled) == dict.fromkeys(cancelled, "canceled")
+    others = account.stale_other + account.expired + account.fresh_expiring
+    assert account.states(others) == dict.fromkeys(others, "awaiting_signature")
+
+
+def test_cleanup_dry_run_cancels_nothing(account: Account, cleanup_dag: Any) -> None:
+    dag_run = cleanup_dag.test(run_conf={"dry_run": True})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert account.cancel_calls() == 0
+    everything = account.to_cancel + account.fresh + account.fresh_expiring
+    assert account.states(everything) == dict.fromkeys(everything, "awaiting_signature")
+    report = xcom_of(dag_run, "report")
+    assert report["dry_run"] is True
+    assert report["outcomes"] == dict.fromkeys(account.to_cancel, "would_cancel")
+    assert task_states(dag_run)["confirm"] == ["skipped"]
+
+
+def test_cleanup_with_nothing_to_cancel_succeeds(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, api_pool: str, cleanup_dag: Any
+) -> None:
+    fresh = make_requests(emulator, 2, created_at=time.time() - DAY)
+
+    dag_run = cleanup_dag.test(run_conf={})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert states["cancel"] == ["skipped"]
+    assert states["confirm"] == ["skipped"]
+    assert xcom_of(dag_run, "report") == {"dry_run": False, "counts": {}, "outcomes": {}}
+    assert {emulator.get_state(sr_id) for sr_id in fresh} == {"awaiting_signature"}
+
+
+def test_cleanup_guard_fails_before_cancelling_anything(
+    account: Account, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    found = len(account.to_cancel)
+
+    dag_run = cleanup_dag.test(run_conf={"max_cancellations": found - 1})
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert states["guard"] == ["failed"]
+    assert states["report"] == ["upstream_failed"]
+    assert account.cancel_calls() == 0
+    # The task log (printed by dag.test()) carries the reason, with the count.
+    assert f"Found {found} signature requests to cancel, more than max_cancellations={found - 1}" in (
+        capfd.readouterr().out
+    )
+
+
+# --- the manual DAG under dag.test() ----------------------------------------------------------------
+
+
+@pytest.fixture
+def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
+    return load_dag_module(CANCEL_DAG).dag
+
+
+def test_cancel_request_cancels_the_named_id(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
+) -> None:
+    target, bystander = make_requests(emulator, 2)
+
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert emulator.get_state(target) == "canceled"
+    assert emulator.get_state(bystander) == "awaiting_signature"
+    assert emulator.cancel_calls(target) == 1
+    assert emulator.cancel_calls(bystander) == 0
+    assert xcom_of(dag_run, "summary") == {target: "canceled"}
+
+
+def test_cancel_request_waits_until_the_cancellation_is_confirmed(
+    monkeypatch: pytest.MonkeyPatch, cancel_dag: Any
+) -> None:
+    with DropboxSignEmulator(api_keys=(API_KEY,), cancel_delay=1.5) as slow:
+        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(slow.base_url))
+        (target,) = make_requests(slow, 1)
+
+        dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+
+        assert dag_run.state == "success", task_states(dag_run)
+        assert slow.get_state(target) == "canceled"
+        assert xcom_of(dag_run, "summary") == {target: "canceled"}
+        polls = [entry.status for entry in slow.requests_log if entry.method == "GET"]
+        # Still out for signature at the first check(s), then gone: confirm waited for it.
+        assert polls[0] == 200
+        assert polls[-1] == 410
+        assert set(polls[:-1]) == {200}
+
+
+def test_cancel_request_without_waiting_skips_confirm(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
+) -> None:
+    (target,) = make_requests(emulator, 1)
+    emulator.set_fault(never_complete=True)
+
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], "wait_for_confirmation": False})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert task_states(dag_run)["confirm"] == ["skipped"]
+    assert emulator.get_state(target) == "cancel_requested"
+    assert xcom_of(dag_run, "summary") == {target: "cancel_requested"}
+    gets = [entry for entry in emulator.requests_log if entry.method == "GET"]
+    assert gets == []
+
+
+def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
+) -> None:
+    (pending,) = make_requests(emulator, 1)
+    (signed,) = make_requests(emulator, 1, is_complete=True)
+
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed]})
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert states["confirm"] == ["success"]
+    assert states["summary"] == ["failed"]
+    assert emulator.get_state(pending) == "canceled"
+    assert emulator.get_state(signed) == "completed"
