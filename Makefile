@@ -41,7 +41,7 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 docs: venv
-	$(BIN)/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: venv
 	$(BIN)/python benchmarks/run.py
