@@ -12,6 +12,7 @@ import asyncio
 import base64
 import ipaddress
 import random
+import re
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from dropbox_sign_provider import DEFAULT_HOST
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
     DropboxSignError,
+    DropboxSignRateLimitError,
     error_from_response,
     parse_json_body,
 )
@@ -101,6 +103,14 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
+_USERINFO = re.compile(r"^([^/@]*://)?[^/@]*@")
+
+
+def _without_userinfo(host: str) -> str:
+    # A password typed into the host must not reach the error that refuses it.
+    return _USERINFO.sub(r"\1***@", host)
+
+
 def settings_from_connection(conn: Connection) -> ApiSettings:
     """
     Read and check a ``dropbox_sign`` connection.
@@ -136,18 +146,30 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
 
     host = (conn.host or "").strip() or DEFAULT_HOST
     base_url = host if "://" in host else f"https://{host}"
-    parts = urlsplit(base_url)
     try:
+        parts = urlsplit(base_url)
         port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or " " in base_url:
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        parts, port = urlsplit(""), -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port == -1
+        or " " in base_url
+        or not base_url.isprintable()
+        # A query or fragment would end up in the middle of every URL; a user name and password
+        # would be sent in place of the connection's credentials.
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
         raise ValueError(
-            f"Connection {conn_id!r} has host {conn.host!r}, which is not an http(s) URL such as "
-            f"{DEFAULT_HOST!r}"
+            f"Connection {conn_id!r} has host {_without_userinfo(conn.host or '')!r}, which is not an "
+            f"http(s) URL such as {DEFAULT_HOST!r}"
         )
     if conn.port and not parts.port:
-        base_url = f"{parts.scheme}://{parts.hostname}:{conn.port}{parts.path}"
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        base_url = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
     if (
         parts.scheme == "http"
         and not _is_loopback(parts.hostname)
@@ -223,8 +245,25 @@ class _Call:
 
     def reserve(self) -> tuple[float, bool]:
         """Seconds to wait before sending, and whether the send is booked (else ask again)."""
-        slot = self._budget.reserve(max_wait=self._policy.max_rate_limit_wait)
+        try:
+            slot = self._budget.reserve(max_wait=self._policy.max_rate_limit_wait)
+        except DropboxSignRateLimitError as refused:
+            raise DropboxSignRateLimitError(
+                refused.status_code,
+                refused.error_name,
+                refused.error_msg,
+                method=self.method,
+                path=self.path,
+                retry_after=refused.retry_after,
+            ) from None
         return slot.wait, slot.claimed
+
+    def abandoned(self) -> None:
+        """
+        Handle a booked send given up before its answer (the task or trigger was cancelled or timed
+        out): when it was the budget's probe, the next request may probe instead of waiting forever.
+        """
+        self._budget.observe(None, None)
 
     def answered(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
         """Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`."""
@@ -291,7 +330,11 @@ def list_params(query: str | None, account_id: str | None, page_size: int, page:
     return params
 
 
-def _retry_policy(max_retries: int, max_rate_limit_wait: float | None) -> RetryPolicy:
+def _retry_policy(
+    max_retries: int, max_rate_limit_wait: float | None, retry_policy: RetryPolicy | None
+) -> RetryPolicy:
+    if retry_policy is not None:
+        return retry_policy
     return RetryPolicy(max_retries=max_retries, max_rate_limit_wait=max_rate_limit_wait)
 
 
@@ -311,6 +354,8 @@ class DropboxSignHook(HttpHook):
     :param max_retries: retries of one call after its first attempt.
     :param max_rate_limit_wait: longest wait in seconds for the rate limit before giving up with
         :class:`~dropbox_sign_provider.exceptions.DropboxSignRateLimitError`.
+    :param retry_policy: the whole retry policy, backoff included; when given, it replaces
+        ``max_retries`` and ``max_rate_limit_wait``.
     """
 
     conn_name_attr = "dropbox_sign_conn_id"
@@ -324,10 +369,11 @@ class DropboxSignHook(HttpHook):
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
         max_retries: int = 5,
         max_rate_limit_wait: float | None = 120.0,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         super().__init__(method="GET", http_conn_id=dropbox_sign_conn_id)
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait)
+        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait, retry_policy)
         self._settings: ApiSettings | None = None
         self._session: requests.Session | None = None
         self._rng = random.Random()
@@ -369,11 +415,12 @@ class DropboxSignHook(HttpHook):
         call = _Call(self.settings, self.retry_policy, self._rng, method, path)
         while True:
             wait, claimed = call.reserve()
-            if wait > 0:
-                time.sleep(wait)
             if not claimed:
+                time.sleep(wait)
                 continue
             try:
+                if wait > 0:
+                    time.sleep(wait)
                 response = session.request(method, call.url, params=params, timeout=self.settings.timeout)
             except (
                 requests.ConnectionError,
@@ -381,6 +428,9 @@ class DropboxSignHook(HttpHook):
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
                 call.not_answered(exc)
+            except BaseException:
+                call.abandoned()
+                raise
             else:
                 result = call.answered(response.status_code, response.headers, response.content)
                 if result is not None:
@@ -480,6 +530,8 @@ class DropboxSignAsyncHook(BaseHook):
     :param max_retries: retries of one call after its first attempt.
     :param max_rate_limit_wait: longest wait in seconds for the rate limit; ``None`` waits as long
         as it takes (a trigger has its own deadline).
+    :param retry_policy: the whole retry policy, backoff included; when given, it replaces
+        ``max_retries`` and ``max_rate_limit_wait``.
     """
 
     conn_name_attr = "dropbox_sign_conn_id"
@@ -492,10 +544,11 @@ class DropboxSignAsyncHook(BaseHook):
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
         max_retries: int = 5,
         max_rate_limit_wait: float | None = 120.0,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         super().__init__()
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait)
+        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait, retry_policy)
         self._settings: ApiSettings | None = None
         self._rng = random.Random()
 
@@ -503,9 +556,12 @@ class DropboxSignAsyncHook(BaseHook):
         """The connection's checked settings, read once per hook."""
         if self._settings is None:
             from airflow.providers.common.compat.connection import get_async_connection
+            from airflow.sdk.log import amask_secret
 
             conn = await get_async_connection(conn_id=self.dropbox_sign_conn_id, hook=self)
-            self._settings = settings_from_connection(conn)
+            settings = settings_from_connection(conn)
+            await amask_secret(settings.authorization)
+            self._settings = settings
         return self._settings
 
     async def get_session(self) -> aiohttp.ClientSession:
@@ -553,15 +609,19 @@ class DropboxSignAsyncHook(BaseHook):
         call = _Call(await self.get_settings(), self.retry_policy, self._rng, method, path)
         while True:
             wait, claimed = call.reserve()
-            if wait > 0:
-                await asyncio.sleep(wait)
             if not claimed:
+                await asyncio.sleep(wait)
                 continue
             try:
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 async with session.request(method, call.url, params=params) as response:
                     body = await response.read()
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
                 call.not_answered(exc)
+            except BaseException:  # cancelled (the trigger was stopped): do not hold up the budget's probe
+                call.abandoned()
+                raise
             else:
                 result = call.answered(response.status, response.headers, body)
                 if result is not None:

@@ -40,8 +40,9 @@ DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 # While nothing is known of the account's remaining budget, one request goes first and the others
 # wait this long before asking again: the first answer's headers tell how much may follow.
 _PROBE_WAIT_SECONDS = 0.02
-# The reset header has whole-second precision and clocks differ a little: start a new window a
-# moment after the announced reset rather than at it.
+# The reset header has whole-second precision, clocks differ a little and a request takes a moment
+# to arrive: start a new window a moment after the announced reset rather than at it, and send
+# nothing in the same moment before a reset, when the request could be counted in either window.
 _RESET_MARGIN_SECONDS = 0.05
 # Spreads retries of many clients that were all told the same reset time.
 _RESET_JITTER_SECONDS = 0.1
@@ -105,7 +106,10 @@ class RetryPolicy:
         return self.backoff(retries_done, rng)
 
     def backoff(self, retries_done: int, rng: random.Random) -> float:
-        """Exponential backoff with full jitter, so clients that failed together do not retry together."""
+        """
+        Exponential backoff with jitter: a random delay between half the ceiling and the ceiling,
+        so clients that failed together do not retry together.
+        """
         ceiling = min(self.backoff_max, self.backoff_base * 2.0**retries_done)
         return rng.uniform(ceiling / 2, ceiling)
 
@@ -194,6 +198,8 @@ class AccountBudget:
         """
         now = time.time() if now is None else now
         with self._lock:
+            while self._sends and self._sends[0] <= now - 60.0:
+                self._sends.popleft()
             self._roll(now)
             if not self._known:
                 if self._probe_in_flight:
@@ -278,17 +284,24 @@ class AccountBudget:
             if not self._known:
                 return at, True
             window = self._window_of(at)
-            if self._used.get(window, 0) < self._limit:
+            end = self._reset + window * (self._window or 0.0)
+            margin = self._margin()
+            if at < end - margin and self._used.get(window, 0) < self._limit:
                 return at, True
             if self._window is None:
                 # Past this reset nothing is known yet: wait for it, then probe the new window.
-                return max(at, self._reset + _RESET_MARGIN_SECONDS), False
-            at = self._reset + window * self._window + _RESET_MARGIN_SECONDS
+                return max(at, self._reset + margin), False
+            at = end + margin
+
+    def _margin(self) -> float:
+        # Never a large part of a window, so that every window keeps room for sends.
+        return _RESET_MARGIN_SECONDS if self._window is None else min(_RESET_MARGIN_SECONDS, self._window / 4)
 
     def _cap_free_at(self, at: float) -> float:
-        while self._sends and self._sends[0] <= at - 60.0:
-            self._sends.popleft()
-        if len(self._sends) < self.max_requests_per_minute:
+        # Counts without forgetting: a reservation that ends unclaimed or refused (max_wait) must
+        # leave every send of the last minute for the next one, which may be asked for an earlier time.
+        recent = sum(1 for sent in self._sends if sent > at - 60.0)
+        if recent < self.max_requests_per_minute:
             return at
         return self._sends[-self.max_requests_per_minute] + 60.0
 

@@ -1,0 +1,607 @@
+"""
+DropboxSignAsyncHook against the bundled emulator over loopback: the same connection, errors,
+budget and retries as the sync hook, plus the aiohttp session shared per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from dropbox_sign_provider.exceptions import (
+    DropboxSignBadRequestError,
+    DropboxSignConflictError,
+    DropboxSignConnectionError,
+    DropboxSignDeletedError,
+    DropboxSignError,
+    DropboxSignForbiddenError,
+    DropboxSignNotFoundError,
+    DropboxSignRateLimitError,
+    DropboxSignResponseError,
+    DropboxSignServerError,
+    DropboxSignUnauthorizedError,
+)
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.conftest import make_requests
+
+API_KEY = "sk-live-SECRETKEY123"
+ACCESS_TOKEN = "tok-live-SECRETTOKEN456"
+SECRETS = (
+    API_KEY,
+    ACCESS_TOKEN,
+    "SECRETKEY",
+    "SECRETTOKEN",
+    base64.b64encode(f"{API_KEY}:".encode()).decode(),
+)
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
+FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
+NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def emulator() -> Iterator[DropboxSignEmulator]:
+    """The emulator, with credentials that are easy to spot if they leak."""
+    with DropboxSignEmulator(api_keys=(API_KEY,), access_tokens=(ACCESS_TOKEN,), cancel_delay=0.2) as emu:
+        yield emu
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> str:
+    conn = {"conn_type": "dropbox_sign", **fields}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return conn_id
+
+
+@pytest.fixture
+def key_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    return set_connection(monkeypatch, "ds_key", host=emulator.base_url, password=API_KEY)
+
+
+@pytest.fixture
+def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    return set_connection(monkeypatch, "ds_token", host=emulator.url, extra={"access_token": ACCESS_TOKEN})
+
+
+def statuses(emulator: DropboxSignEmulator) -> list[int]:
+    return [entry.status for entry in emulator.requests_log]
+
+
+async def get(conn_id: str, sr_id: Any, **hook_kwargs: Any) -> dict[str, Any]:
+    async with DropboxSignAsyncHook(conn_id, **hook_kwargs) as hook:
+        return await hook.get_signature_request(sr_id)
+
+
+async def cancel(conn_id: str, sr_id: Any, **hook_kwargs: Any) -> None:
+    async with DropboxSignAsyncHook(conn_id, **hook_kwargs) as hook:
+        await hook.cancel_signature_request(sr_id)
+
+
+# --- authentication and the connection ----------------------------------------------------------
+
+
+def test_an_api_key_is_sent_as_basic_auth(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    created = emulator.create_signature_request(title="NDA")
+
+    async def main() -> tuple[dict[str, Any], str]:
+        async with DropboxSignAsyncHook(key_conn) as hook:
+            session = await hook.get_session()
+            return await hook.get_signature_request(created["signature_request_id"]), session.headers[
+                "Authorization"
+            ]
+
+    got, authorization = run(main())
+    assert got == created
+    assert authorization == "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+    assert statuses(emulator) == [200]
+
+
+def test_an_access_token_is_sent_as_bearer_auth(emulator: DropboxSignEmulator, token_conn: str) -> None:
+    created = emulator.create_signature_request(title="Offer")
+
+    async def main() -> tuple[dict[str, Any], str]:
+        async with DropboxSignAsyncHook(token_conn) as hook:
+            session = await hook.get_session()
+            return await hook.get_signature_request(created["signature_request_id"]), session.headers[
+                "Authorization"
+            ]
+
+    got, authorization = run(main())
+    assert got == created
+    assert authorization == f"Bearer {ACCESS_TOKEN}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"password": ACCESS_TOKEN}, id="token-as-api-key"),
+        pytest.param({"extra": {"access_token": API_KEY}}, id="api-key-as-token"),
+    ],
+)
+def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
+    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
+) -> None:
+    conn_id = set_connection(monkeypatch, "ds_wrong", host=emulator.base_url, **fields)
+    with pytest.raises(DropboxSignUnauthorizedError) as raised:
+        run(get(conn_id, UNKNOWN_ID))
+    assert (raised.value.status_code, raised.value.error_name) == (401, "unauthorized")
+    assert (raised.value.method, raised.value.path) == ("GET", f"/signature_request/{UNKNOWN_ID}")
+    assert statuses(emulator) == [401]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({}, "has no credentials", id="neither"),
+        pytest.param(
+            {"password": API_KEY, "extra": {"access_token": ACCESS_TOKEN}}, "has both an API key", id="both"
+        ),
+    ],
+)
+def test_a_connection_needs_exactly_one_credential(
+    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], message: str
+) -> None:
+    conn_id = set_connection(monkeypatch, "ds_creds_check", host=emulator.base_url, **fields)
+    with pytest.raises(ValueError, match=message) as raised:
+        run(get(conn_id, UNKNOWN_ID))
+    assert "'ds_creds_check'" in str(raised.value)
+    assert not any(secret in str(raised.value) for secret in SECRETS)
+    assert emulator.requests_log == []
+
+
+def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn_id = set_connection(monkeypatch, "ds_insecure", host="http://api.example.com", password=API_KEY)
+    with pytest.raises(ValueError, match="plain http://") as raised:
+        run(DropboxSignAsyncHook(conn_id).get_settings())
+    assert "'ds_insecure'" in str(raised.value)
+
+
+def test_a_malformed_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn_id = set_connection(
+        monkeypatch, "ds_bad_host", host="https://api.hellosign.com:port", password=API_KEY
+    )
+    with pytest.raises(ValueError, match="'ds_bad_host' has host"):
+        run(DropboxSignAsyncHook(conn_id).get_settings())
+
+
+# --- get and cancel --------------------------------------------------------------------------------
+
+
+def test_cancel_then_get_answers_deleted(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+
+    async def main() -> None:
+        async with DropboxSignAsyncHook(key_conn) as hook:
+            assert await hook.cancel_signature_request(sr_id) is None
+            assert emulator.get_state(sr_id) == "cancel_requested"
+            await asyncio.sleep(emulator.cancel_delay + 0.1)
+            await hook.get_signature_request(sr_id)
+
+    with pytest.raises(DropboxSignDeletedError) as raised:
+        run(main())
+    error = raised.value
+    assert (error.status_code, error.error_name, error.error_msg) == (
+        410,
+        "deleted",
+        "This resource has been deleted.",
+    )
+    assert (error.method, error.path) == ("GET", f"/signature_request/{sr_id}")
+    assert emulator.cancel_calls(sr_id) == 1
+    assert statuses(emulator) == [200, 410]
+
+
+# --- every error, typed --------------------------------------------------------------------------
+
+Setup = Callable[[DropboxSignEmulator], tuple[str, str, str]]
+
+
+def _cancel_completed(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "cancel", make_requests(emulator, 1, is_complete=True)[0], "/signature_request/cancel/{}"
+
+
+def _get_forbidden(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "get", make_requests(emulator, 1, forbidden=True)[0], "/signature_request/{}"
+
+
+def _get_unknown(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "get", UNKNOWN_ID, "/signature_request/{}"
+
+
+def _with_fault(action: str, **fault: Any) -> Setup:
+    def setup(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+        sr_id = make_requests(emulator, 1)[0]
+        emulator.set_fault(seed=1, **fault)
+        path = "/signature_request/cancel/{}" if action == "cancel" else "/signature_request/{}"
+        return action, sr_id, path
+
+    return setup
+
+
+ERROR_CASES = [
+    pytest.param(_cancel_completed, DropboxSignBadRequestError, 400, "bad_request", "POST", id="400"),
+    pytest.param(_get_forbidden, DropboxSignForbiddenError, 403, "forbidden", "GET", id="403"),
+    pytest.param(_get_unknown, DropboxSignNotFoundError, 404, "not_found", "GET", id="404"),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(409,)),
+        DropboxSignConflictError,
+        409,
+        "conflict",
+        "POST",
+        id="409",
+    ),
+    pytest.param(
+        _with_fault("get", rate_limit_storm=1.0),
+        DropboxSignRateLimitError,
+        429,
+        "exceeded_rate",
+        "GET",
+        id="429",
+    ),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(500,)),
+        DropboxSignServerError,
+        500,
+        "internal_error",
+        "POST",
+        id="500",
+    ),
+    pytest.param(
+        _with_fault("get", error_rate=1.0, error_statuses=(504,)),
+        DropboxSignServerError,
+        504,
+        "server_error",
+        "GET",
+        id="504-html",
+    ),
+    pytest.param(
+        _with_fault("get", malformed_rate=1.0),
+        DropboxSignResponseError,
+        200,
+        "invalid_response",
+        "GET",
+        id="garbled",
+    ),
+]
+
+
+@pytest.mark.parametrize(("setup", "cls", "status", "name", "method"), ERROR_CASES)
+def test_every_error_answer_raises_its_typed_error(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    setup: Setup,
+    cls: type[DropboxSignError],
+    status: int,
+    name: str,
+    method: str,
+) -> None:
+    action, sr_id, path = setup(emulator)
+    call = cancel if action == "cancel" else get
+    with pytest.raises(cls) as raised:
+        run(call(key_conn, sr_id, retry_policy=NO_RETRY))
+    error = raised.value
+    assert type(error) is cls
+    assert (error.status_code, error.error_name) == (status, name)
+    assert (error.method, error.path) == (method, path.format(sr_id))
+    assert error.error_msg
+    assert statuses(emulator) == [status]
+
+
+def test_a_non_json_error_page_is_still_a_typed_error(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(error_rate=1.0, error_statuses=(502,), seed=1)
+    with pytest.raises(DropboxSignServerError) as raised:
+        run(get(key_conn, sr_id, retry_policy=NO_RETRY))
+    assert raised.value.error_msg.startswith("<html>")
+    assert "502 Bad Gateway" in raised.value.error_msg
+
+
+@pytest.mark.parametrize(("setup", "cls", "status"), [case.values[:3] for case in ERROR_CASES[:4]])
+def test_client_errors_are_never_retried(
+    emulator: DropboxSignEmulator, key_conn: str, setup: Setup, cls: type[DropboxSignError], status: int
+) -> None:
+    action, sr_id, _ = setup(emulator)
+    call = cancel if action == "cancel" else get
+    with pytest.raises(cls):
+        run(call(key_conn, sr_id, retry_policy=FAST))
+    assert statuses(emulator) == [status]
+
+
+# --- invalid ids ---------------------------------------------------------------------------------
+
+BAD_IDS = [
+    "",
+    "   ",
+    "g" * 40,
+    "0123456789abcde",
+    "f" * 65,
+    "../account",
+    "%2e%2e/account",
+    f"{UNKNOWN_ID[:10]}\x00{UNKNOWN_ID[10:]}",
+    UNKNOWN_ID.replace("a", "\u0430"),
+    None,
+    12345678901234567890,
+]
+
+
+@pytest.mark.parametrize("value", BAD_IDS, ids=[repr(value)[:30] for value in BAD_IDS])
+@pytest.mark.parametrize("call", [get, cancel], ids=["get", "cancel"])
+def test_an_invalid_id_never_reaches_the_api(
+    emulator: DropboxSignEmulator, key_conn: str, call: Callable[..., Awaitable[Any]], value: Any
+) -> None:
+    with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
+        run(call(key_conn, value))
+    assert repr(value) in str(raised.value)
+    assert emulator.requests_log == []
+
+
+# --- the rate limit ------------------------------------------------------------------------------
+
+
+def test_twenty_concurrent_calls_share_a_five_per_second_budget_without_429s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=5, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_budget", host=emulator.base_url, password=API_KEY)
+        sr_ids = make_requests(emulator, 20)
+
+        async def main() -> list[dict[str, Any]]:
+            # Twenty triggers of one triggerer, each with its own hook.
+            return await asyncio.gather(*(get(conn_id, sr_id) for sr_id in sr_ids))
+
+        got = run(main())
+        log = list(emulator.requests_log)
+
+    assert [sr["signature_request_id"] for sr in got] == sr_ids
+    assert sum(entry.status == 429 for entry in log) <= 1
+    per_window = Counter(math.floor(entry.time) for entry in log if entry.status == 200)
+    assert max(per_window.values()) <= 5
+    assert sum(per_window.values()) == 20
+    assert len(per_window) >= 4
+
+
+def test_sync_and_async_hooks_of_one_account_draw_on_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=4, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_mixed", host=emulator.base_url, password=API_KEY)
+        sr_ids = make_requests(emulator, 12)
+
+        async def main() -> list[Any]:
+            loop = asyncio.get_running_loop()
+
+            def task(sr_id: str) -> dict[str, Any]:
+                return DropboxSignHook(conn_id).get_signature_request(sr_id)
+
+            in_threads = [loop.run_in_executor(None, task, sr_id) for sr_id in sr_ids[:6]]
+            in_loop = [get(conn_id, sr_id) for sr_id in sr_ids[6:]]
+            return await asyncio.gather(*in_threads, *in_loop)
+
+        got = run(main())
+        log = list(emulator.requests_log)
+
+    assert sorted(sr["signature_request_id"] for sr in got) == sorted(sr_ids)
+    assert sum(entry.status == 429 for entry in log) <= 1
+    per_window = Counter(math.floor(entry.time) for entry in log if entry.status == 200)
+    assert max(per_window.values()) <= 4
+
+
+def test_a_429_holds_the_next_send_until_the_announced_reset(
+    emulator: DropboxSignEmulator, key_conn: str
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(rate_limit_storm=1.0, seed=1)
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.ensure_future(get(key_conn, sr_id, retry_policy=FAST))
+        await asyncio.sleep(0.2)
+        emulator.clear_faults()
+        return await task
+
+    assert run(main())["signature_request_id"] == sr_id
+    log = emulator.requests_log
+    assert [entry.status for entry in log] == [429, 200]
+    assert math.floor(log[1].time) > math.floor(log[0].time)
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def test_concurrent_calls_get_through_server_errors_and_dropped_connections(
+    emulator: DropboxSignEmulator, key_conn: str
+) -> None:
+    sr_ids = make_requests(emulator, 10)
+    emulator.set_fault(error_rate=0.3, drop_rate=0.2, malformed_rate=0.1, seed=21)
+    policy = RetryPolicy(max_retries=10, backoff_base=0.01, backoff_max=0.05)
+
+    async def main() -> list[Any]:
+        gets = [get(key_conn, sr_id, retry_policy=policy) for sr_id in sr_ids[:6]]
+        cancels = [cancel(key_conn, sr_id, retry_policy=policy) for sr_id in sr_ids[6:]]
+        return await asyncio.gather(*gets, *cancels)
+
+    results = run(main())
+    assert [sr["signature_request_id"] for sr in results[:6]] == sr_ids[:6]
+    seen = Counter(statuses(emulator))
+    assert seen[0] > 0
+    assert sum(n for status, n in seen.items() if status >= 500) > 0
+    assert [emulator.cancel_calls(sr_id) for sr_id in sr_ids[6:]] == [1] * 4
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "status", "logged"),
+    [
+        pytest.param(
+            {"error_rate": 1.0, "error_statuses": (503,)}, DropboxSignServerError, 503, 503, id="503"
+        ),
+        pytest.param({"drop_rate": 1.0}, DropboxSignConnectionError, None, 0, id="dropped"),
+        pytest.param({"malformed_rate": 1.0}, DropboxSignResponseError, 200, 200, id="garbled"),
+    ],
+)
+def test_max_retries_exhausted_raises_the_last_typed_error(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    fault: dict[str, Any],
+    cls: type[DropboxSignError],
+    status: int | None,
+    logged: int,
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(seed=3, **fault)
+    policy = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.02)
+    with pytest.raises(cls) as raised:
+        run(cancel(key_conn, sr_id, retry_policy=policy))
+    error = raised.value
+    assert error.status_code == status
+    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
+    assert statuses(emulator) == [logged] * 3
+    if cls is DropboxSignConnectionError:
+        assert isinstance(error.__cause__, aiohttp.ClientError)
+    assert emulator.cancel_calls(sr_id) == 0
+
+
+# --- cancellation ----------------------------------------------------------------------------------
+
+
+def test_a_cancelled_call_does_not_stall_the_account(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(latency=0.6)
+
+    async def main() -> dict[str, Any]:
+        # The first call of a fresh budget is its probe; its trigger is cancelled mid-call.
+        probe = asyncio.ensure_future(get(key_conn, sr_id))
+        await asyncio.sleep(0.3)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        emulator.clear_faults()
+        return await asyncio.wait_for(get(key_conn, sr_id), timeout=3)
+
+    assert run(main())["signature_request_id"] == sr_id
+
+
+# --- the shared session --------------------------------------------------------------------------
+
+
+def test_one_session_per_event_loop_and_connection(key_conn: str, token_conn: str) -> None:
+    async def main() -> tuple[aiohttp.ClientSession, ...]:
+        async with DropboxSignAsyncHook(key_conn) as first:
+            shared = await first.get_session()
+            async with DropboxSignAsyncHook(key_conn) as second:
+                assert await second.get_session() is shared
+                async with DropboxSignAsyncHook(token_conn) as other:
+                    by_token = await other.get_session()
+                    assert by_token is not shared
+                assert by_token.closed
+            # The first hook still uses it.
+            assert not shared.closed
+            assert await first.get_session() is shared
+        assert shared.closed  # the last user left
+        async with DropboxSignAsyncHook(key_conn) as again:
+            fresh = await again.get_session()
+            assert fresh is not shared
+            assert not fresh.closed
+        return shared, fresh
+
+    first_loop = run(main())
+    second_loop = run(main())
+    assert all(session.closed for session in first_loop + second_loop)
+    assert not set(first_loop) & set(second_loop)
+
+
+def test_sessions_of_different_event_loops_are_not_shared(key_conn: str) -> None:
+    import threading
+
+    sessions: dict[str, aiohttp.ClientSession] = {}
+    both_open = threading.Barrier(2, timeout=5)
+
+    async def hold(name: str) -> None:
+        async with DropboxSignAsyncHook(key_conn) as hook:
+            sessions[name] = await hook.get_session()
+            await asyncio.get_running_loop().run_in_executor(None, both_open.wait)
+
+    threads = [threading.Thread(target=lambda n=name: asyncio.run(hold(n))) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sessions["a"] is not sessions["b"]
+    assert sessions["a"].closed
+    assert sessions["b"].closed
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def test_no_secret_reaches_logs_or_errors(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    token_conn: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sr_ids = make_requests(emulator, 3)
+    texts: list[str] = []
+
+    def record(error: BaseException | None) -> None:
+        while error is not None:
+            texts.extend([str(error), repr(error)])
+            error = error.__cause__ or error.__context__
+
+    async def main(conn_id: str) -> None:
+        async with DropboxSignAsyncHook(conn_id, retry_policy=FAST) as hook:
+            await hook.get_signature_request(sr_ids[0])
+            emulator.set_fault(error_rate=0.5, drop_rate=0.3, seed=5)
+            await hook.get_signature_request(sr_ids[1])
+            emulator.set_fault(drop_rate=1.0)
+            try:
+                await hook.cancel_signature_request(sr_ids[2])
+            except DropboxSignConnectionError as dropped:
+                record(dropped)
+            else:
+                raise AssertionError("every connection was dropped, yet the cancel succeeded")
+            emulator.clear_faults()
+            texts.append(repr(await hook.get_settings()))
+
+    for conn_id in (key_conn, token_conn):
+        run(main(conn_id))
+
+    out, err = capfd.readouterr()
+    logs = caplog.text + out + err
+    assert "retrying" in logs
+    for text in [logs, *texts]:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def test_a_retry_policy_given_replaces_the_default_backoff(
+    emulator: DropboxSignEmulator, key_conn: str
+) -> None:
+    # The default backoff would take 7.5 s at least for these four retries.
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(error_rate=1.0, error_statuses=(500,), seed=1)
+    started = time.monotonic()
+    with pytest.raises(DropboxSignServerError):
+        run(
+            get(key_conn, sr_id, retry_policy=RetryPolicy(max_retries=4, backoff_base=0.01, backoff_max=0.05))
+        )
+    assert time.monotonic() - started < 1.0
+    assert statuses(emulator) == [500] * 5
