@@ -205,7 +205,7 @@ class CancellationWatch:
         the next poll, from ``GET``. A re-cancel that got no verdict (429, 5xx, no answer) counts
         for nothing and stays due.
         """
-        if error is not None and request_state(error) is RequestState.TRANSIENT:
+        if error is not None and _no_verdict(error):
             return
         pending = self.pending[signature_request_id]
         pending["last_cancel_at"] = now
@@ -270,6 +270,15 @@ class CancellationWatch:
             float(data["recancel_after"]),
             int(data["max_cancel_attempts"]),
         )
+
+
+def _no_verdict(error: DropboxSignError) -> bool:
+    try:
+        return request_state(error) is RequestState.TRANSIENT
+    except DropboxSignError:
+        # A refusal that tells no state (a 400 for a request signed since the last poll, say) is
+        # still an answer: the next GET says what became of the request.
+        return False
 
 
 def summarize(outcomes: dict[str, str], failures: dict[str, str]) -> str:
@@ -347,16 +356,24 @@ def outcome_table(outcomes: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def finish(event: CancellationEvent, log: Logger) -> dict[str, str]:
+def finish(event: CancellationEvent, log: Logger, *, retryable: bool = False) -> dict[str, str]:
     """
     End a task with a cancellation report: log it, then return the outcomes or fail.
 
-    :raises AirflowFailException: listing each failing id and why. Not retried as-is: a retry would
-        re-run the same checks and reach the same verdict.
+    :param event: the report.
+    :param log: the task's logger.
+    :param retryable: whether a task retry may end differently, because some ids got no verdict
+        (the API failed or answered something unexpected) rather than a final one.
+    :raises AirflowFailException: listing each failing id and why, when every failure is a verdict:
+        a retry would re-run the same checks and reach the same verdict.
+    :raises AirflowException: the same message, when ``retryable``: the task's retries apply.
     """
-    from airflow.providers.common.compat.sdk import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
     log.info("Dropbox Sign cancellations: %s\n%s", event["message"], outcome_table(event["outcomes"]))
     if event["status"] != "success":
-        raise AirflowFailException(f"Dropbox Sign cancellation failed: {event['message']}")
+        message = f"Dropbox Sign cancellation failed: {event['message']}"
+        if retryable:
+            raise AirflowException(message)
+        raise AirflowFailException(message)
     return dict(event["outcomes"])

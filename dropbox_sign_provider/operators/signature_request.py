@@ -60,7 +60,9 @@ class CancelSignatureRequestOperator(BaseOperator):
     ``GET`` decides what happened instead of guessing from the message: ``already_canceled``
     (410), ``completed``, ``declined``, ``not_found`` (404) or ``forbidden`` (403). A 409 (an
     identical request in flight) counts as ``cancel_requested``. Every id is processed even when
-    some fail; the task then fails once, listing each failing id and why.
+    some fail; the task then fails once, listing each failing id and why. That failure skips the
+    task's retries when every failing id got a verdict (``not_found``, ``forbidden``, ...), and
+    uses them when some id got none (the API kept failing, or answered something unexpected).
 
     The cancel call only queues the cancellation. With ``wait_for_confirmation`` the task finishes
     only once Dropbox Sign confirms each one (see
@@ -170,6 +172,9 @@ class CancelSignatureRequestOperator(BaseOperator):
                     message=summarize(outcomes, failures),
                 ),
                 self.log,
+                # Ids that got no verdict may get one on a retry, which is safe: the ids already
+                # cancelled come back as already_canceled or cancel_requested.
+                retryable=bool(errors),
             )
         if not self.wait_for_confirmation:
             self.log.info(

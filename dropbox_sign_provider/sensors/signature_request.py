@@ -122,9 +122,9 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         """Check the ids, then wait on the triggerer (deferrable) or poke."""
         self._watch = watch = self._start_watch()
-        if watch.done:
-            return finish(watch.event(self.on_completed), self.log)
-        if self.deferrable:
+        # With nothing left to wait for, the first poke (which sends nothing) gives the verdict, so
+        # the base class still applies soft_fail and never_fail to it.
+        if self.deferrable and not watch.done:
             self.defer(
                 trigger=SignatureRequestCanceledTrigger(
                     dropbox_sign_conn_id=self.dropbox_sign_conn_id,

@@ -1,0 +1,315 @@
+"""The confirmation watch: its rules on an explicit clock, then one sync poll against the emulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from dropbox_sign_provider.confirmation import (
+    TIMEOUT,
+    Action,
+    CancellationEvent,
+    CancellationWatch,
+    check_on_completed,
+    check_wait_settings,
+    failure_reason,
+    finish,
+    outcome_table,
+    poll_once,
+    summarize,
+)
+from dropbox_sign_provider.exceptions import (
+    DropboxSignBadRequestError,
+    DropboxSignConnectionError,
+    DropboxSignDeletedError,
+    DropboxSignRateLimitError,
+    DropboxSignServerError,
+)
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.state import RequestState
+from dropbox_sign_provider.testing import DropboxSignEmulator
+from tests.conftest import make_requests
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+T0 = 1_700_000_000.0
+
+
+class Recorder:
+    """Collects log calls, as the task and trigger loggers would receive them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("info", event % args if args else str(event)))
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("warning", event % args if args else str(event)))
+
+    def text(self, level: str) -> str:
+        return "\n".join(line for lvl, line in self.lines if lvl == level)
+
+
+def watch_of(outcomes: dict[str, str], **kw: Any) -> CancellationWatch:
+    kw.setdefault("timeout", 100.0)
+    kw.setdefault("recancel_after", 10.0)
+    kw.setdefault("max_cancel_attempts", 3)
+    return CancellationWatch.start(outcomes, T0, **kw)
+
+
+def test_start_waits_only_on_queued_ids_and_keeps_the_order() -> None:
+    watch = watch_of({C: "cancel_requested", A: "completed", B: "cancel_requested"}, timeout=30.0)
+    assert list(watch.pending) == [C, B]
+    assert watch.pending[C] == {"last_cancel_at": T0, "cancel_attempts": 1}
+    assert list(watch.outcomes) == [C, A, B]
+    assert watch.deadline == T0 + 30.0
+    assert not watch.done
+    assert watch_of({A: "already_canceled"}).done
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [
+        (RequestState.CANCELED, "canceled"),
+        (RequestState.COMPLETED, "completed"),
+        (RequestState.DECLINED, "declined"),
+        (RequestState.NOT_FOUND, "not_found"),
+        (RequestState.FORBIDDEN, "forbidden"),
+        (RequestState.UNAUTHORIZED, "unauthorized"),
+    ],
+)
+def test_final_states_settle(state: RequestState, outcome: str) -> None:
+    watch = watch_of({A: "cancel_requested", B: "cancel_requested"})
+    assert watch.observe(A, state, T0 + 1) is Action.DONE
+    assert watch.outcomes[A] == outcome
+    assert list(watch.pending) == [B]
+
+
+@pytest.mark.parametrize(
+    "state", [RequestState.PENDING, RequestState.CANCEL_REQUESTED, RequestState.TRANSIENT]
+)
+def test_nothing_final_waits_until_recancel_after(state: RequestState) -> None:
+    watch = watch_of({A: "cancel_requested"}, recancel_after=10.0)
+    assert watch.observe(A, state, T0 + 9.99) is Action.WAIT
+    assert watch.outcomes[A] == "cancel_requested"
+    expected = Action.WAIT if state is RequestState.TRANSIENT else Action.RECANCEL
+    # A poll with no verdict is no evidence that the cancellation was lost.
+    assert watch.observe(A, state, T0 + 10.0) is expected
+
+
+def test_recancel_counts_and_restarts_the_clock_then_timeout_after_max_attempts() -> None:
+    watch = watch_of({A: "cancel_requested"}, recancel_after=10.0, max_cancel_attempts=2)
+    assert watch.observe(A, RequestState.PENDING, T0 + 10.0) is Action.RECANCEL
+    watch.recanceled(A, None, T0 + 10.5)
+    assert watch.pending[A] == {"last_cancel_at": T0 + 10.5, "cancel_attempts": 2}
+    assert watch.observe(A, RequestState.PENDING, T0 + 20.0) is Action.WAIT
+    assert watch.observe(A, RequestState.PENDING, T0 + 20.5) is Action.DONE
+    assert watch.outcomes[A] == TIMEOUT
+    assert watch.done
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DropboxSignRateLimitError(429, "exceeded_rate", "Too many requests."),
+        DropboxSignServerError(503, "server_error", "Service Temporarily Unavailable"),
+        DropboxSignConnectionError(None, "connection_error", "ConnectionResetError"),
+    ],
+)
+def test_recancel_without_an_answer_counts_for_nothing(error: Exception) -> None:
+    watch = watch_of({A: "cancel_requested"}, recancel_after=10.0)
+    watch.recanceled(A, error, T0 + 11)  # type: ignore[arg-type]
+    assert watch.pending[A] == {"last_cancel_at": T0, "cancel_attempts": 1}
+    assert watch.observe(A, RequestState.PENDING, T0 + 12) is Action.RECANCEL
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DropboxSignDeletedError(410, "deleted", "This resource has been deleted."),
+        # The request was signed between the poll and the re-cancel: an answer, not a crash.
+        DropboxSignBadRequestError(400, "bad_request", "This request has already been completed."),
+    ],
+)
+def test_answered_recancel_counts_even_when_refused(error: Exception) -> None:
+    watch = watch_of({A: "cancel_requested"}, recancel_after=10.0)
+    watch.recanceled(A, error, T0 + 11)  # type: ignore[arg-type]
+    assert watch.pending[A] == {"last_cancel_at": T0 + 11, "cancel_attempts": 2}
+
+
+def test_expire_settles_what_is_still_pending_at_the_deadline() -> None:
+    watch = watch_of({A: "cancel_requested", B: "cancel_requested", C: "completed"}, timeout=60.0)
+    watch.observe(A, RequestState.CANCELED, T0 + 1)
+    assert watch.expire(T0 + 59.9) is False
+    assert watch.outcomes[B] == "cancel_requested"
+    assert watch.expire(T0 + 60.0) is True
+    assert watch.outcomes == {A: "canceled", B: TIMEOUT, C: "completed"}
+    assert watch.expire(T0 + 61.0) is False  # nothing left to expire
+
+
+def test_next_recancel_at() -> None:
+    watch = watch_of({A: "cancel_requested", B: "cancel_requested"}, timeout=60.0, recancel_after=20.0)
+    watch.recanceled(A, None, T0 + 5)
+    assert watch.next_recancel_at() == T0 + 20.0
+    watch.settle(B, "canceled")
+    assert watch.next_recancel_at() == T0 + 25.0
+    watch.settle(A, "canceled")
+    assert watch.next_recancel_at() == T0 + 60.0
+
+
+def test_json_round_trip_keeps_every_clock() -> None:
+    watch = watch_of({A: "cancel_requested", B: "cancel_requested", C: "declined"}, recancel_after=7.5)
+    watch.recanceled(A, None, T0 + 8)
+    data = json.loads(json.dumps(watch.to_json()))
+    rebuilt = CancellationWatch.from_json(data)
+    assert rebuilt == watch
+    assert rebuilt.pending[A] == {"last_cancel_at": T0 + 8, "cancel_attempts": 2}
+    assert list(rebuilt.outcomes) == [A, B, C]
+    # The rebuilt watch answers exactly as the original would.
+    for at in (T0 + 10, T0 + 15.5):
+        assert rebuilt.observe(B, RequestState.PENDING, at) is watch.observe(B, RequestState.PENDING, at)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "on_completed", "reason"),
+    [
+        ("canceled", "fail", None),
+        ("already_canceled", "fail", None),
+        ("cancel_requested", "fail", None),
+        ("completed", "ignore", None),
+        ("declined", "ignore", None),
+        ("completed", "fail", "completed before it could be cancelled"),
+        ("declined", "fail", "declined before it could be cancelled"),
+        ("not_found", "ignore", "not found (404)"),
+        ("forbidden", "ignore", "forbidden (403)"),
+        ("unauthorized", "ignore", "unauthorized (401)"),
+        (TIMEOUT, "ignore", "cancellation not confirmed in time"),
+        ("would_cancel", "ignore", "would_cancel"),
+    ],
+)
+def test_failure_reason(outcome: str, on_completed: str, reason: str | None) -> None:
+    got = failure_reason(outcome, on_completed)
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.startswith(reason)
+
+
+def test_event_lists_each_failing_id_and_why() -> None:
+    watch = watch_of({A: "cancel_requested", B: "cancel_requested", C: "completed"})
+    watch.settle(A, "canceled")
+    watch.settle(B, "not_found")
+    event = watch.event("fail")
+    assert event["status"] == "failure"
+    assert event["outcomes"] == {A: "canceled", B: "not_found", C: "completed"}
+    assert set(event["failures"]) == {B, C}
+    assert event["message"].startswith("1 canceled, 1 completed, 1 not_found; 2 failed: ")
+    assert f"{B}: not found (404)" in event["message"]
+    assert f"{C}: completed before" in event["message"]
+    ignored = watch.event("ignore")
+    assert ignored["status"] == "failure"
+    assert set(ignored["failures"]) == {B}
+    json.dumps(event)  # a trigger event payload must be plain JSON
+
+
+def test_summarize_and_table() -> None:
+    assert summarize({}, {}) == "no signature requests"
+    assert summarize({A: "canceled", B: "canceled"}, {}) == "2 canceled"
+    table = outcome_table({A: "canceled", "ab" * 8: "timeout"})
+    lines = table.splitlines()
+    assert lines[0].split() == ["signature_request_id", "outcome"]
+    assert lines[2].split() == [A, "canceled"]
+    assert lines[3].split() == ["ab" * 8, "timeout"]
+    assert outcome_table({}) == "(no signature requests)"
+
+
+def test_finish_returns_or_fails() -> None:
+    log = Recorder()
+    ok = CancellationEvent(status="success", outcomes={A: "canceled"}, failures={}, message="1 canceled")
+    assert finish(ok, log) == {A: "canceled"}
+    assert A in log.text("info")
+    bad = CancellationEvent(
+        status="failure", outcomes={A: "not_found"}, failures={A: "not found"}, message=f"{A}: not found"
+    )
+    with pytest.raises(AirflowFailException, match=f"{A}: not found"):
+        finish(bad, log)
+    with pytest.raises(AirflowException, match=f"{A}: not found") as retryable:
+        finish(bad, log, retryable=True)
+    assert not isinstance(retryable.value, AirflowFailException)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ((-1, 10, 5, 3), "poke_interval -1"),
+        ((0, 10, 5, 3), "poke_interval 0"),
+        ((1, float("nan"), 5, 3), "timeout nan"),
+        ((1, 10, 0, 3), "recancel_after 0"),
+        ((1, 10, 11, 3), "recancel_after 11 is longer than timeout 10"),
+        ((1, 10, 5, 0), "max_cancel_attempts 0"),
+        ((1, 10, 5, 1.5), "max_cancel_attempts 1.5"),
+        ((True, 10, 5, 3), "poke_interval True"),
+    ],
+)
+def test_check_wait_settings_names_the_value(args: tuple[Any, ...], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        check_wait_settings(*args)
+
+
+def test_check_wait_settings_accepts_good_values() -> None:
+    check_wait_settings(0.1, 10, 10, 1)
+
+
+def test_check_on_completed() -> None:
+    check_on_completed("fail")
+    check_on_completed("ignore")
+    with pytest.raises(ValueError, match="on_completed 'skip' must be one of fail, ignore"):
+        check_on_completed("skip")
+
+
+def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    hook = DropboxSignHook(dropbox_sign_conn, max_retries=0)
+    queued, lost = make_requests(emulator, 2)
+    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    emulator.set_fault(never_complete=1)
+    for sr_id in (queued, lost):
+        hook.cancel_signature_request(sr_id)
+    emulator.set_fault(never_complete=False)
+    hook.cancel_signature_request(queued)  # after the lost first one: this one takes effect
+    now = time.time()
+    watch = CancellationWatch.start(
+        {queued: "cancel_requested", lost: "cancel_requested", signed: "cancel_requested"},
+        now,
+        timeout=30.0,
+        recancel_after=0.3,
+    )
+    log = Recorder()
+    time.sleep(0.25)
+    poll_once(hook, watch, log)
+    assert watch.outcomes == {queued: "canceled", lost: "cancel_requested", signed: "completed"}
+    assert emulator.cancel_calls(lost) == 1
+    time.sleep(0.1)
+    poll_once(hook, watch, log)  # lost is due: cancelled again, which now takes effect
+    assert emulator.cancel_calls(lost) == 2
+    assert watch.pending[lost]["cancel_attempts"] == 2
+    assert "cancelling again" in log.text("warning")
+    time.sleep(0.25)
+    poll_once(hook, watch, log)
+    assert watch.done
+    assert watch.outcomes[lost] == "canceled"
+
+
+def test_poll_once_raises_on_an_unexpected_answer(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    sr_id = emulator.create_signature_request()["signature_request_id"]
+    watch = CancellationWatch.start({sr_id: "cancel_requested"}, time.time(), timeout=30.0, recancel_after=5)
+    emulator.set_fault(error_rate=1.0, error_statuses=(400,))
+    with pytest.raises(DropboxSignBadRequestError):
+        poll_once(DropboxSignHook(dropbox_sign_conn, max_retries=0), watch, Recorder())
+    assert watch.outcomes[sr_id] == "cancel_requested"

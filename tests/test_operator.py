@@ -1,0 +1,533 @@
+"""The operator: its execute() called directly against the emulator, then a few full runs under dag.test()."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+
+from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
+from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.testing import DropboxSignEmulator
+from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from tests.conftest import REPO, connection_uri_json, make_requests
+
+LINK_KEY = DropboxSignRequestLink().xcom_key
+MISSING = "0f" * 20
+
+
+class FakeTI:
+    """The part of Airflow's task instance a task's execute() touches here."""
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)  # XCom values must be plain data
+        self.xcoms[key] = value
+
+
+def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
+    kw.setdefault("poke_interval", 0.1)
+    kw.setdefault("timeout", 10)
+    kw.setdefault("recancel_after", 5)
+    return CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids, **kw)
+
+
+def run(task: CancelSignatureRequestOperator, ti: FakeTI | None = None) -> Any:
+    """Run as Airflow would: execute(); when it defers, the trigger, then resume_execution()."""
+    ti = ti or FakeTI()
+    context: Any = {"ti": ti, "task_instance": ti}
+    try:
+        result = task.execute(context)
+    except TaskDeferred as deferred:
+        result = resume(task, deferred, context)
+    json.dumps(result)
+    return result
+
+
+def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
+    """What Airflow does with a deferral: run the trigger to its one event, then resume the task."""
+    assert task.deferrable
+    assert isinstance(deferred.trigger, SignatureRequestCanceledTrigger)
+    # The trigger is rebuilt from its plain-JSON kwargs, as the triggerer would.
+    _, kwargs = deferred.trigger.serialize()
+    trigger = SignatureRequestCanceledTrigger(**json.loads(json.dumps(kwargs)))
+
+    async def one_event() -> Any:
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1
+        return events[0].payload
+
+    return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
+
+
+def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
+    """(method, id, status) of every call, in order."""
+    return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorten the hook's backoff waits, so its retries are spent at once."""
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda seconds: real_sleep(min(seconds, 0.01)))
+
+
+# --- one id, many ids -----------------------------------------------------------------------------
+
+
+def test_one_id_is_cancelled_and_linked(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    ti = FakeTI()
+    assert run(operator(sr_id), ti) == {sr_id: "cancel_requested"}
+    assert calls(emulator) == [("POST", sr_id, 200)]
+    assert emulator.get_state(sr_id) == "cancel_requested"
+    assert ti.xcoms == {LINK_KEY: details_url(sr_id)}
+    assert ti.xcoms[LINK_KEY] == emulator.signature_requests()[0]["details_url"]
+
+
+def test_duplicates_dropped_order_kept_each_id_cancelled_once(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    a, b, c = make_requests(emulator, 3)
+    ti = FakeTI()
+    result = run(operator([c, a, c, b, a]), ti)
+    assert list(result) == [c, a, b]
+    assert set(result.values()) == {"cancel_requested"}
+    assert calls(emulator) == [("POST", c, 200), ("POST", a, 200), ("POST", b, 200)]
+    assert ti.xcoms[LINK_KEY] == ""  # several requests: no single page to link to
+
+
+def test_ids_as_a_typed_string(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    a, b = make_requests(emulator, 2)
+    assert list(run(operator(f" {a},\n{b} ,{a}"))) == [a, b]
+
+
+# --- a refused cancel: one GET decides ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "outcome", "get_status"),
+    [
+        ("canceled", "already_canceled", 410),
+        ("completed", "completed", 200),
+        ("declined", "declined", 200),
+    ],
+)
+def test_refused_cancel_accepted_outcomes(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, setup: str, outcome: str, get_status: int
+) -> None:
+    fields = {"completed": {"is_complete": True}, "declined": {"is_declined": True}}.get(setup, {})
+    sr_id = emulator.create_signature_request(**fields)["signature_request_id"]
+    if setup == "canceled":
+        run(operator(sr_id, wait_for_confirmation=True))
+        emulator.clear_log()
+    assert run(operator(sr_id, on_completed="ignore")) == {sr_id: outcome}
+    post_status = 410 if setup == "canceled" else 400
+    assert calls(emulator) == [("POST", sr_id, post_status), ("GET", sr_id, get_status)]
+
+
+@pytest.mark.parametrize(("setup", "status"), [("not_found", 404), ("forbidden", 403)])
+def test_refused_cancel_failing_outcomes(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, setup: str, status: int
+) -> None:
+    sr_id = (
+        MISSING
+        if setup == "not_found"
+        else emulator.create_signature_request(forbidden=True)["signature_request_id"]
+    )
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: {setup.replace('_', ' ')} \\({status}\\)"):
+        run(operator(sr_id), ti)
+    assert calls(emulator) == [("POST", sr_id, status), ("GET", sr_id, status)]
+    assert ti.xcoms["outcomes"] == {sr_id: setup}
+
+
+def test_completed_fails_by_default(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    sr_id = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: completed before it could be cancelled"):
+        run(operator(sr_id))
+    assert emulator.get_state(sr_id) == "completed"
+
+
+def test_conflict_counts_as_cancel_requested_without_a_get(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(error_rate=1.0, error_statuses=(409,))
+    assert run(operator(sr_id)) == {sr_id: "cancel_requested"}
+    assert calls(emulator) == [("POST", sr_id, 409)]
+
+
+def test_refused_credentials(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DS_OLD_KEY", connection_uri_json(emulator.base_url, api_key="old"))
+    sr_id = make_requests(emulator, 1)[0]
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: unauthorized \\(401\\)"):
+        run(operator(sr_id, dropbox_sign_conn_id="ds_old_key"))
+    assert emulator.get_state(sr_id) == "awaiting_signature"
+
+
+# --- many ids, one failure ----------------------------------------------------------------------
+
+
+def test_many_ids_every_one_processed_then_one_failure(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    plain = make_requests(emulator, 4)
+    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    declined = emulator.create_signature_request(is_declined=True)["signature_request_id"]
+    foreign = emulator.create_signature_request(forbidden=True)["signature_request_id"]
+    ids = [plain[0], MISSING, plain[1], signed, foreign, plain[2], declined, plain[3]]
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException) as failed:
+        run(operator(ids), ti)
+    message = str(failed.value)
+    # One message, each failing id with its reason, none of the others.
+    assert message.startswith(
+        "Dropbox Sign cancellation failed: 4 cancel_requested, 1 completed, 1 declined, 1 forbidden, "
+        "1 not_found; 4 failed: "
+    )
+    for sr_id, why in (
+        (MISSING, "not found (404)"),
+        (signed, "completed before it could be cancelled"),
+        (foreign, "forbidden (403)"),
+        (declined, "declined before it could be cancelled"),
+    ):
+        assert f"{sr_id}: {why}" in message
+    for sr_id in plain:
+        assert sr_id not in message
+    # Every id was touched, in order, even after the first failure.
+    posts = [sr_id for method, sr_id, _ in calls(emulator) if method == "POST"]
+    assert posts == ids
+    assert {emulator.get_state(i) for i in plain} == {"cancel_requested"}
+    assert ti.xcoms["outcomes"] == {
+        plain[0]: "cancel_requested",
+        MISSING: "not_found",
+        plain[1]: "cancel_requested",
+        signed: "completed",
+        foreign: "forbidden",
+        plain[2]: "cancel_requested",
+        declined: "declined",
+        plain[3]: "cancel_requested",
+    }
+
+
+def test_no_verdict_is_retryable_and_named(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    # 402 on cancel and on GET: neither says what state the request is in.
+    a, b = make_requests(emulator, 2)
+    emulator.set_fault(error_rate=1.0, error_statuses=(402,))
+    ti = FakeTI()
+    with pytest.raises(AirflowException) as failed:
+        run(operator([a, b, MISSING]), ti)
+    assert not isinstance(failed.value, AirflowFailException)  # the task's retries apply
+    for sr_id in (a, b, MISSING):
+        assert f"{sr_id}: Dropbox Sign HTTP 402 payment_required" in str(failed.value)
+    assert ti.xcoms["outcomes"] == dict.fromkeys([a, b, MISSING], "error")
+
+
+@pytest.mark.usefixtures("fast_backoff")
+def test_outage_after_retries_is_retryable_and_spares_the_others(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    a, b = make_requests(emulator, 2)
+    emulator.set_fault(error_rate=1.0, error_statuses=(500,))
+    with pytest.raises(AirflowException) as failed:
+        run(operator([a, b]))
+    assert not isinstance(failed.value, AirflowFailException)
+    assert f"{a}: Dropbox Sign HTTP 500" in str(failed.value)
+    # Each id tried 1 + 5 times by the hook, none of them given up on unseen.
+    assert [sr_id for _, sr_id, _ in calls(emulator)] == [a] * 6 + [b] * 6
+
+
+# --- guards: the cap, bad ids, bad parameters ---------------------------------------------------
+
+
+def test_max_cancellations_fails_before_anything(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    ids = make_requests(emulator, 3)
+    with pytest.raises(AirflowFailException, match=r"Refusing to cancel 3 .* max_cancellations=2\. Nothing"):
+        run(operator(ids, max_cancellations=2))
+    assert emulator.requests_log == []
+    # Duplicates do not count twice.
+    assert list(run(operator([*ids[:2], ids[0]], max_cancellations=2))) == ids[:2]
+
+
+def test_invalid_literal_ids_fail_at_parse_time() -> None:
+    with pytest.raises(ValueError, match="'not-an-id' is not a Dropbox Sign id"):
+        operator(["ab" * 20, "not-an-id"])
+
+
+@pytest.mark.parametrize(
+    "rendered",
+    ["ab" * 20 + ", ../etc/passwd", ["ab" * 20, "AB" * 20], "['abab', ", "", ["ab" * 20, 7]],
+    ids=["path", "uppercase", "broken-list", "empty", "not-a-string"],
+)
+def test_invalid_rendered_ids_fail_before_any_request(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, rendered: Any
+) -> None:
+    task = operator("{{ params.ids }}")
+    task.signature_request_ids = rendered  # what the template rendered to
+    with pytest.raises(ValueError, match="signature_request_id"):
+        run(task)
+    assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "named"),
+    [
+        ({"on_completed": "skip"}, "on_completed 'skip'"),
+        ({"max_cancellations": -1}, "max_cancellations -1"),
+        ({"poke_interval": 0}, "poke_interval 0"),
+        ({"timeout": 5, "recancel_after": 6}, "recancel_after 6 is longer than timeout 5"),
+    ],
+)
+def test_bad_parameters_are_named(kw: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        operator("ab" * 20, **kw)
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+def test_dry_run_only_reads(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    plain, gone = make_requests(emulator, 2)
+    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    declined = emulator.create_signature_request(is_declined=True)["signature_request_id"]
+    foreign = emulator.create_signature_request(forbidden=True)["signature_request_id"]
+    run(operator(gone, wait_for_confirmation=True))
+    emulator.clear_log()
+    result = run(operator([plain, gone, signed, declined, foreign, MISSING], dry_run=True))
+    assert result == {
+        plain: "would_cancel",
+        gone: "already_canceled",
+        signed: "completed",
+        declined: "declined",
+        foreign: "forbidden",
+        MISSING: "not_found",
+    }
+    assert {method for method, _, _ in calls(emulator)} == {"GET"}
+    assert len(emulator.requests_log) == 6
+    assert emulator.get_state(plain) == "awaiting_signature"
+    assert emulator.cancel_calls(plain) == 0
+
+
+def test_dry_run_reports_errors_instead_of_failing(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(error_rate=1.0, error_statuses=(400,))
+    result = run(operator(sr_id, dry_run=True))
+    assert result[sr_id].startswith("error: Dropbox Sign HTTP 400 bad_request")
+    assert emulator.cancel_calls(sr_id) == 0
+
+
+# --- waiting for confirmation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
+def test_wait_for_confirmation(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    first, second = make_requests(emulator, 2)
+    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    emulator.set_fault(never_complete=1)  # the first cancels are lost: the wait must cancel again
+    result = run(
+        operator(
+            [first, signed, second],
+            wait_for_confirmation=True,
+            deferrable=deferrable,
+            on_completed="ignore",
+            recancel_after=0.4,
+        )
+    )
+    assert result == {first: "canceled", signed: "completed", second: "canceled"}
+    assert [emulator.get_state(i) for i in (first, signed, second)] == ["canceled", "completed", "canceled"]
+    assert [emulator.cancel_calls(i) for i in (first, signed, second)] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
+def test_wait_for_confirmation_times_out(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=True)
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: cancellation not confirmed in time"):
+        run(
+            operator(
+                sr_id,
+                wait_for_confirmation=True,
+                deferrable=deferrable,
+                timeout=0.6,
+                recancel_after=0.3,
+                max_cancel_attempts=5,
+            )
+        )
+    assert 2 <= emulator.cancel_calls(sr_id) <= 3
+
+
+def test_wait_with_nothing_queued_returns_at_once(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    sr_id = emulator.create_signature_request(is_declined=True)["signature_request_id"]
+    task = operator(sr_id, wait_for_confirmation=True, deferrable=True, on_completed="ignore")
+    assert run(task) == {sr_id: "declined"}  # no deferral: the run() helper would have run a trigger
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pause", "outcome"), [(0.0, "cancel_requested"), (0.3, "already_canceled")])
+def test_rerun_after_partial_progress(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, pause: float, outcome: str
+) -> None:
+    done, later = make_requests(emulator, 2)
+    not_yet = "9" * 40
+    task = operator([done, not_yet, later])
+    with pytest.raises(AirflowFailException, match=f"{not_yet}: not found"):
+        run(task)
+    # The request becomes visible to the account; the task runs again.
+    emulator.create_signature_request(signature_request_id=not_yet)
+    time.sleep(pause)
+    result = run(task)
+    assert result == {done: outcome, not_yet: "cancel_requested", later: outcome}
+    assert emulator.cancel_calls(done) == 2
+    time.sleep(0.25)
+    assert {emulator.get_state(i) for i in (done, not_yet, later)} == {"canceled"}
+
+
+# --- under dag.test() ---------------------------------------------------------------------------
+
+
+def load_test_dag(name: str) -> Any:
+    """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
+    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
+    return {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+
+
+def xcom(ti: Any, key: str = "return_value") -> Any:
+    return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_dag_ids_from_xcom_template_and_mapping(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    from_xcom = make_requests(emulator, 2)
+    from_template = make_requests(emulator, 2)
+    mapped = [
+        *make_requests(emulator, 2),
+        emulator.create_signature_request(is_complete=True)["signature_request_id"],
+    ]
+    dag_run = load_test_dag("t_cancel_sources").test(
+        run_conf={"from_xcom": [*from_xcom, from_xcom[0]], "from_template": from_template, "mapped": mapped}
+    )
+    tis = task_instances(dag_run)
+    assert {key: str(ti.state) for key, ti in tis.items()} == {
+        ("find_from_xcom", -1): "success",
+        ("cancel_from_xcom", -1): "success",
+        ("find_from_template", -1): "success",
+        ("cancel_from_template", -1): "success",
+        ("find_mapped", -1): "success",
+        ("cancel_mapped", 0): "success",
+        ("cancel_mapped", 1): "success",
+        ("cancel_mapped", 2): "success",
+    }
+    # From an upstream XCom, duplicates dropped, confirmed on the triggerer.
+    assert xcom(tis["cancel_from_xcom", -1]) == dict.fromkeys(from_xcom, "canceled")
+    # From a template, which renders the list to its text.
+    assert xcom(tis["cancel_from_template", -1]) == dict.fromkeys(from_template, "cancel_requested")
+    # One mapped task per id, each with its own link.
+    for index, sr_id in enumerate(mapped):
+        ti = tis["cancel_mapped", index]
+        assert xcom(ti) == {sr_id: "completed" if index == 2 else "cancel_requested"}
+        assert xcom(ti, LINK_KEY) == details_url(sr_id)
+    assert [emulator.cancel_calls(i) for i in [*from_xcom, *from_template, *mapped]] == [1] * 7
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_dag_many_ids_mixed_outcomes_fail_once_without_retry(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    plain = make_requests(emulator, 6)
+    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
+    foreign = emulator.create_signature_request(forbidden=True)["signature_request_id"]
+    ids = [*plain[:3], MISSING, signed, foreign, *plain[3:]]
+    dag_run = load_test_dag("t_cancel_mixed").test(run_conf={"ids": ids})
+    ti = task_instances(dag_run)["cancel", -1]
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 1  # verdicts are not retried, although retries=1
+    assert xcom(ti, "outcomes") == {
+        **dict.fromkeys(plain, "cancel_requested"),
+        MISSING: "not_found",
+        signed: "completed",
+        foreign: "forbidden",
+    }
+    assert [r.path.rsplit("/", 1)[1] for r in emulator.requests_log if r.method == "POST"] == ids
+    assert {emulator.get_state(i) for i in plain} <= {"cancel_requested", "canceled"}
+    failures = [
+        line for line in capfd.readouterr().out.splitlines() if "Dropbox Sign cancellation failed:" in line
+    ]
+    assert failures
+    assert "3 failed: " in failures[0]
+    for sr_id, why in (
+        (MISSING, "not found (404)"),
+        (signed, "completed before"),
+        (foreign, "forbidden (403)"),
+    ):
+        assert f"{sr_id}: {why}" in failures[0]
+
+
+def fault_seed(pattern: list[bool], **faults: Any) -> int:
+    """
+    A seed for which the emulator's seeded faults hit exactly the calls ``pattern`` says, found by
+    asking a spare emulator (how faults draw from their seed is the emulator's business).
+    """
+    with DropboxSignEmulator() as probe:
+        url = f"{probe.base_url}/signature_request/{MISSING}"
+        for seed in range(200):
+            probe.set_fault(seed=seed, **faults)
+            hits = [requests.get(url, auth=("test-key", ""), timeout=10).status_code != 404 for _ in pattern]
+            if hits == pattern:
+                return seed
+    raise AssertionError(f"no seed gives {pattern}")
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_dag_retry_after_partial_progress(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    first, second = make_requests(emulator, 2)
+    # First try: the first cancel goes through; the second is refused with 402 and GET says the
+    # request is still out for signature, so the task fails without a verdict for it. The retry
+    # callback ends the trouble.
+    faults: dict[str, Any] = {"error_rate": 0.5, "error_statuses": (402,)}
+    emulator.set_fault(seed=fault_seed([False, True, False], **faults), **faults)
+    dag_run = load_test_dag("t_cancel_retry").test(
+        run_conf={"ids": [first, second], "emulator_admin_url": emulator.admin_url}
+    )
+    ti = task_instances(dag_run)["cancel", -1]
+    assert calls(emulator)[:3] == [("POST", first, 200), ("POST", second, 402), ("GET", second, 200)]
+    assert str(ti.state) == "success"
+    assert ti.try_number == 2
+    # The id cancelled on the first try is no failure on the second.
+    assert xcom(ti) == {first: "already_canceled", second: "cancel_requested"}
+    assert calls(emulator)[3:] == [
+        ("POST", first, 410),
+        ("GET", first, 410),
+        ("POST", second, 200),
+    ]
+    assert emulator.cancel_calls(first) == 2

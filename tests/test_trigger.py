@@ -1,0 +1,344 @@
+"""The trigger, its run() driven directly with asyncio against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+
+from dropbox_sign_provider.exceptions import DropboxSignBadRequestError
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.testing import DropboxSignEmulator
+from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from tests.conftest import API_KEY, connection_uri_json, make_requests
+
+CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
+_real_sleep = asyncio.sleep
+
+
+def cancel_now(conn_id: str, *ids: str) -> float:
+    """Send the first cancel of each id, as the operator does before deferring; return when."""
+    hook = DropboxSignHook(conn_id, max_retries=0)
+    at = time.time()
+    for sr_id in ids:
+        hook.cancel_signature_request(sr_id)
+    return at
+
+
+def make_trigger(
+    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, **kw: Any
+) -> SignatureRequestCanceledTrigger:
+    kw.setdefault("poll_interval", 0.1)
+    kw.setdefault("recancel_after", 5.0)
+    return SignatureRequestCanceledTrigger(
+        pending={sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1} for sr_id in ids},
+        outcomes=dict.fromkeys(ids, "cancel_requested"),
+        deadline=cancelled_at + timeout,
+        **kw,
+    )
+
+
+async def collect(trigger: SignatureRequestCanceledTrigger) -> list[TriggerEvent]:
+    return [event async for event in trigger.run()]
+
+
+def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
+    """Run to the end; exactly one event must come out. Returns its payload."""
+    events = asyncio.run(collect(trigger))
+    assert len(events) == 1, events
+    payload = events[0].payload
+    json.dumps(payload)
+    return dict(payload)
+
+
+def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
+    return [
+        r.time
+        for r in emulator.requests_log
+        if r.method == "POST" and r.path == f"/v3/signature_request/cancel/{sr_id}"
+    ]
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorten every asyncio wait, so the hook's own retries are spent in a fraction of a second."""
+
+    async def short_sleep(delay: float, result: Any = None) -> Any:
+        return await _real_sleep(min(delay, 0.05), result)
+
+    monkeypatch.setattr(asyncio, "sleep", short_sleep)
+
+
+# --- serialization -------------------------------------------------------------------------------
+
+
+def test_serialize_is_plain_json_without_secrets(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    trigger = make_trigger(["ab" * 20, "cd" * 20], 1_700_000_000.0, timeout=600, max_cancel_attempts=4)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH
+    text = json.dumps(kwargs)
+    assert json.loads(text) == kwargs
+    assert API_KEY not in text
+    assert kwargs == {
+        "dropbox_sign_conn_id": "dropbox_sign_default",
+        "pending": {
+            "ab" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1},
+            "cd" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1},
+        },
+        "deadline": 1_700_000_600.0,
+        "outcomes": {"ab" * 20: "cancel_requested", "cd" * 20: "cancel_requested"},
+        "poll_interval": 0.1,
+        "recancel_after": 5.0,
+        "max_cancel_attempts": 4,
+        "on_completed": "fail",
+    }
+    rebuilt = SignatureRequestCanceledTrigger(**json.loads(text))
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_serde_round_trip() -> None:
+    serde = pytest.importorskip("airflow.sdk.serde")
+    trigger = make_trigger(["ab" * 20], 1_700_000_000.5, timeout=60, on_completed="ignore")
+    classpath, kwargs = trigger.serialize()
+    # What the triggerer stores and reads back since Airflow 3.2.
+    restored = serde.deserialize(json.loads(json.dumps(serde.serialize(kwargs))))
+    assert restored == kwargs
+    from airflow.sdk._shared.module_loading import import_string
+
+    rebuilt = import_string(classpath)(**restored)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_bad_on_completed_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_completed 'maybe'"):
+        make_trigger(["ab" * 20], time.time(), on_completed="maybe")
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+
+def test_confirmed_cancellation(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    ids = make_requests(emulator, 2)
+    trigger = make_trigger(ids, cancel_now(dropbox_sign_conn, *ids))
+    payload = run_trigger(trigger)
+    assert payload["status"] == "success"
+    assert payload["outcomes"] == dict.fromkeys(ids, "canceled")
+    assert payload["failures"] == {}
+    assert [emulator.get_state(i) for i in ids] == ["canceled", "canceled"]
+    assert [emulator.cancel_calls(i) for i in ids] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("field", "on_completed", "status"),
+    [
+        ("is_complete", "fail", "failure"),
+        ("is_complete", "ignore", "success"),
+        ("is_declined", "fail", "failure"),
+        ("is_declined", "ignore", "success"),
+    ],
+)
+def test_signed_or_declined_is_final(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, field: str, on_completed: str, status: str
+) -> None:
+    plain = make_requests(emulator, 1)[0]
+    done = emulator.create_signature_request(**{field: True})["signature_request_id"]
+    outcome = "completed" if field == "is_complete" else "declined"
+    trigger = make_trigger([plain, done], cancel_now(dropbox_sign_conn, plain), on_completed=on_completed)
+    payload = run_trigger(trigger)
+    assert payload["status"] == status
+    assert payload["outcomes"] == {plain: "canceled", done: outcome}
+    assert (done in payload["failures"]) is (on_completed == "fail")
+    assert emulator.cancel_calls(done) == 0  # a final state is never cancelled again
+
+
+@pytest.mark.parametrize("case", ["not_found", "forbidden", "unauthorized"])
+def test_terminal_errors(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    conn_id = dropbox_sign_conn
+    if case == "not_found":
+        sr_id = "ef" * 20
+    else:
+        sr_id = emulator.create_signature_request(forbidden=case == "forbidden")["signature_request_id"]
+    if case == "unauthorized":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DS_REVOKED", connection_uri_json(emulator.base_url, api_key="revoked")
+        )
+        conn_id = "ds_revoked"
+    started = time.monotonic()
+    payload = run_trigger(make_trigger([sr_id], time.time(), dropbox_sign_conn_id=conn_id))
+    assert time.monotonic() - started < 2  # settled on the first poll, not at the deadline
+    assert payload["status"] == "failure"
+    assert payload["outcomes"] == {sr_id: case}
+    assert list(payload["failures"]) == [sr_id]
+    assert sr_id in payload["message"]
+    assert [r.status for r in emulator.requests_log] == [{"not_found": 404, "forbidden": 403}.get(case, 401)]
+
+
+@pytest.mark.usefixtures("fast_retries")
+@pytest.mark.parametrize(
+    ("fault", "statuses"),
+    [
+        ({"rate_limit_storm": 1.0}, {429}),
+        ({"error_rate": 1.0, "error_statuses": (500, 502, 503)}, {500, 502, 503}),
+        ({"drop_rate": 1.0}, {0}),
+    ],
+    ids=["429", "5xx", "network"],
+)
+def test_no_verdict_keeps_waiting_and_is_logged(
+    emulator: DropboxSignEmulator,
+    dropbox_sign_conn: str,
+    capfd: pytest.CaptureFixture[str],
+    fault: dict[str, Any],
+    statuses: set[int],
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    trigger = make_trigger([sr_id], cancel_now(dropbox_sign_conn, sr_id), timeout=20.0)
+    emulator.set_fault(seed=7, **fault)
+    outage_over = threading.Timer(0.8, emulator.clear_faults)
+    outage_over.start()
+    try:
+        payload = run_trigger(trigger)
+    finally:
+        outage_over.cancel()
+    assert payload["status"] == "success"
+    assert payload["outcomes"] == {sr_id: "canceled"}
+    gets = [r.status for r in emulator.requests_log if r.method == "GET"]
+    assert set(gets) & statuses
+    assert gets[-1] == 410
+    assert emulator.cancel_calls(sr_id) == 1  # an outage is no reason to cancel again
+    logged = capfd.readouterr()
+    assert f"Signature request {sr_id}: no verdict this time" in logged.out + logged.err
+
+
+def test_unexpected_error_raises_instead_of_an_event(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    trigger = make_trigger([sr_id], cancel_now(dropbox_sign_conn, sr_id))
+    emulator.set_fault(error_rate=1.0, error_statuses=(400,))
+    events: list[TriggerEvent] = []
+
+    async def consume() -> None:
+        async for event in trigger.run():
+            events.append(event)
+
+    with pytest.raises(DropboxSignBadRequestError) as raised:
+        asyncio.run(consume())
+    assert raised.value.status_code == 400
+    assert events == []
+
+
+# --- the re-cancel rule and the deadline ---------------------------------------------------------
+
+
+def test_lost_cancel_is_sent_again_after_recancel_after(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=1)  # the first cancel of each request is lost
+    trigger = make_trigger([sr_id], cancel_now(dropbox_sign_conn, sr_id), recancel_after=0.5)
+    payload = run_trigger(trigger)
+    assert payload["status"] == "success"
+    assert payload["outcomes"] == {sr_id: "canceled"}
+    first, second = cancel_times(emulator, sr_id)
+    assert second - first >= 0.5
+    assert emulator.get_state(sr_id) == "canceled"
+    logged = capfd.readouterr()
+    assert f"Signature request {sr_id}: cancellation not confirmed" in logged.out + logged.err
+
+
+def test_max_cancel_attempts_ends_in_timeout(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=True)
+    started = time.monotonic()
+    trigger = make_trigger(
+        [sr_id], cancel_now(dropbox_sign_conn, sr_id), timeout=10.0, recancel_after=0.3, max_cancel_attempts=2
+    )
+    payload = run_trigger(trigger)
+    assert time.monotonic() - started < 3  # ended by the attempts, long before the deadline
+    assert payload["status"] == "failure"
+    assert payload["outcomes"] == {sr_id: "timeout"}
+    assert payload["failures"] == {sr_id: "cancellation not confirmed in time"}
+    assert emulator.cancel_calls(sr_id) == 2
+    assert emulator.get_state(sr_id) == "cancel_requested"
+
+
+def test_deadline_lists_the_ids_still_pending(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    confirmed, lost = make_requests(emulator, 2)
+    cancel_now(dropbox_sign_conn, confirmed)
+    emulator.set_fault(never_complete=True)
+    at = cancel_now(dropbox_sign_conn, lost)
+    trigger = make_trigger([confirmed, lost], at, timeout=0.8, recancel_after=5.0)
+    payload = run_trigger(trigger)
+    assert time.time() >= at + 0.8
+    assert payload["status"] == "failure"
+    assert payload["outcomes"] == {confirmed: "canceled", lost: "timeout"}
+    assert list(payload["failures"]) == [lost]
+    assert f"{lost}: cancellation not confirmed in time" in payload["message"]
+    assert confirmed not in payload["message"].split("failed:")[1]
+    assert emulator.cancel_calls(lost) == 1  # recancel_after never came
+
+
+def test_rebuilt_after_the_deadline_polls_once_then_ends(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    # A triggerer that was down past the deadline: what is confirmed by now still counts.
+    confirmed, lost = make_requests(emulator, 2)
+    at = cancel_now(dropbox_sign_conn, confirmed)
+    emulator.set_fault(never_complete=True)
+    cancel_now(dropbox_sign_conn, lost)
+    time.sleep(0.3)
+    payload = run_trigger(make_trigger([confirmed, lost], at - 100, timeout=50))
+    assert payload["outcomes"] == {confirmed: "canceled", lost: "timeout"}
+    assert [r.method for r in emulator.requests_log].count("GET") == 2
+
+
+def test_round_trip_mid_wait_resumes_the_same_clocks(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    serde = pytest.importorskip("airflow.sdk.serde")
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=2)  # the first two cancels are lost, the third one works
+    recancel_after = 1.0
+    first = make_trigger(
+        [sr_id], cancel_now(dropbox_sign_conn, sr_id), timeout=20.0, recancel_after=recancel_after
+    )
+    deadline = first.serialize()[1]["deadline"]
+
+    async def run_then_stop() -> None:
+        task = asyncio.ensure_future(collect(first))
+        await asyncio.sleep(1.35)  # past the first re-cancel, well before the second one
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_then_stop())
+    stopped_at = time.time()
+    classpath, kwargs = first.serialize()
+    assert kwargs["deadline"] == deadline
+    assert kwargs["pending"][sr_id]["cancel_attempts"] == 2
+    second_cancel = cancel_times(emulator, sr_id)[1]
+    assert second_cancel <= kwargs["pending"][sr_id]["last_cancel_at"] <= stopped_at
+
+    from airflow.sdk._shared.module_loading import import_string
+
+    restored = serde.deserialize(json.loads(json.dumps(serde.serialize(kwargs))))
+    rebuilt = import_string(classpath)(**restored)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    payload = run_trigger(rebuilt)
+    assert payload["outcomes"] == {sr_id: "canceled"}
+    times = cancel_times(emulator, sr_id)
+    assert len(times) == 3
+    # The third cancel waited recancel_after from the second, not from the rebuild...
+    assert times[2] - kwargs["pending"][sr_id]["last_cancel_at"] >= recancel_after
+    assert times[2] - stopped_at < recancel_after
+    # ...and nothing was cancelled in between.
+    assert times[1] < stopped_at < times[2]
