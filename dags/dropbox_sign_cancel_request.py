@@ -32,6 +32,10 @@ CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL
 #: so a task that failed on a lasting API outage is safe to run again.
 API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1)}
 
+#: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
+#: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
+MAX_IDS = 50
+
 DOC_MD = """
 # Cancel Dropbox Sign signature requests
 
@@ -51,8 +55,8 @@ Double-check the ids before you trigger.
 4. **summary**: logs a table of every id and its outcome and returns it (XCom).
 
 ## Parameters
-- **Signature request ids**: the requests to cancel, one per line. Each is 16 to 64 lowercase hex
-  characters, as shown in the request's URL in Dropbox Sign (`...manage?guid=<id>`).
+- **Signature request ids**: the requests to cancel, one per line, at most 50. Each is 16 to 64
+  lowercase hex characters, as shown in the request's URL in Dropbox Sign (`...manage?guid=<id>`).
 - **Wait for confirmation**: on (default), the run ends only once every cancellation is
   confirmed; off, it ends as soon as they are queued (outcome `cancel_requested`).
 - **If already signed or declined**: `fail` (default) fails the run when a request was signed by
@@ -82,6 +86,7 @@ with DAG(
             type="array",
             items={"type": "string", "pattern": SIGNATURE_REQUEST_ID_PATTERN},
             minItems=1,
+            maxItems=MAX_IDS,
             uniqueItems=True,
             title="Signature request ids",
             description="One id per line: 16 to 64 lowercase hex characters each, "
@@ -111,6 +116,7 @@ with DAG(
         task_id="cancel",
         signature_request_ids="{{ params.signature_request_ids }}",
         on_completed="ignore",
+        max_cancellations=MAX_IDS,
         **API_TASK_ARGS,
     )
 

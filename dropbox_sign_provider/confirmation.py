@@ -3,7 +3,10 @@ Waiting for cancellations to be confirmed: the bookkeeping shared by the operato
 sensor's poke and the trigger.
 
 Its whole state is plain JSON with absolute Unix times, so a trigger rebuilt after a triggerer
-restart resumes exactly where it was: the same deadline, and no 60-minute clock started anew.
+restart keeps its deadline and the clock of each id's last known cancel: no 60-minute clock starts
+anew. Airflow rebuilds a trigger from the kwargs it was deferred with, so re-cancels made after the
+deferral are not known to the rebuilt trigger: an id may be cancelled again sooner than
+``recancel_after``, which is harmless (a cancel is idempotent) and never happens past the deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.ids import validate_signature_request_id
 from dropbox_sign_provider.state import RequestState, request_state
 
 if TYPE_CHECKING:
@@ -58,10 +62,10 @@ class CancellationEvent(TypedDict):
     """
     The payload of the trigger's one event.
 
-    :param status: ``success`` when every id ended in an acceptable outcome, else ``failure``.
-    :param outcomes: id -> outcome, for every id.
-    :param failures: id -> why, for the ids that failed.
-    :param message: one line a person can read.
+    :ivar status: ``success`` when every id ended in an acceptable outcome, else ``failure``.
+    :ivar outcomes: id -> outcome, for every id.
+    :ivar failures: id -> why, for the ids that failed.
+    :ivar message: one line a person can read.
     """
 
     status: Literal["success", "failure"]
@@ -256,16 +260,22 @@ class CancellationWatch:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CancellationWatch:
-        """Rebuild from :meth:`to_json`."""
+        """
+        Rebuild from :meth:`to_json`, checking every id and setting first.
+
+        :raises ValueError: naming a bad id or setting.
+        """
+        check_wait_settings(1.0, float("inf"), data["recancel_after"], data["max_cancel_attempts"])
         pending = {
-            k: PendingCancel(
+            validate_signature_request_id(k): PendingCancel(
                 last_cancel_at=float(v["last_cancel_at"]), cancel_attempts=int(v["cancel_attempts"])
             )
             for k, v in data["pending"].items()
         }
+        outcomes = {validate_signature_request_id(k): str(v) for k, v in data["outcomes"].items()}
         return cls(
             pending,
-            dict(data["outcomes"]),
+            outcomes,
             float(data["deadline"]),
             float(data["recancel_after"]),
             int(data["max_cancel_attempts"]),

@@ -44,8 +44,9 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
     Turn what a task was given into a list of validated ids, duplicates dropped and order kept.
 
     Accepted: one id; a string of ids separated by commas or white space (as typed in a form); a
-    string holding a list literal (what a Jinja template renders a list to); a list or tuple of ids;
-    a mapping whose keys are ids (the result of :class:`CancelSignatureRequestOperator`).
+    string holding a list or dict literal (what a Jinja template renders them to); a list or tuple
+    of ids; a mapping whose keys are ids (the result of
+    :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`).
 
     :param value: the ids.
     :raises ValueError: naming the first bad value; nothing is returned half-validated.
@@ -66,13 +67,15 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
 
 def _split_string(value: str) -> list[Any]:
     text = value.strip()
-    if text.startswith(("[", "(")):
+    if text.startswith(("[", "(", "{")):
         try:
             parsed = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             raise ValueError(
                 f"signature_request_ids {value!r} looks like a list but cannot be read as one"
             ) from None
+        if isinstance(parsed, dict):
+            return list(parsed)  # the operator's result, rendered by a template: its keys are the ids
         if not isinstance(parsed, list | tuple):
             raise ValueError(f"signature_request_ids {value!r} looks like a list but is not one")
         return list(parsed)

@@ -22,7 +22,7 @@ class DropboxSignRequestLink(BaseOperatorLink):
     """
     "Dropbox Sign" button on a task that handled a single signature request.
 
-    The task stores the URL under :attr:`xcom_key`; the UI reads it from there.
+    The task stores the URL under ``xcom_key``; the UI reads it from there.
     """
 
     name = "Dropbox Sign"

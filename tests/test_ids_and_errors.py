@@ -353,3 +353,11 @@ def test_a_successful_answer_that_is_not_a_json_object_is_a_response_error(body:
     assert (error.status_code, error.error_name) == (200, "invalid_response")
     assert (error.method, error.path) == ("GET", "/signature_request/list")
     assert body.decode()[:20] in error.error_msg
+
+
+def test_a_rendered_mapping_reads_as_its_ids() -> None:
+    # What "{{ ti.xcom_pull('cancel') }}" renders the operator's result to.
+    rendered = str({"a" * 40: "cancel_requested", "b" * 40: "completed"})
+    assert normalize_signature_request_ids(rendered) == ["a" * 40, "b" * 40]
+    with pytest.raises(ValueError, match="not a Dropbox Sign id"):
+        normalize_signature_request_ids(str({"../account": "cancel_requested"}))

@@ -342,3 +342,29 @@ def test_round_trip_mid_wait_resumes_the_same_clocks(
     assert times[2] - stopped_at < recancel_after
     # ...and nothing was cancelled in between.
     assert times[1] < stopped_at < times[2]
+
+
+@pytest.mark.parametrize("bad_id", ["../account", "", "ABCDEF0123456789ABCD", "0" * 15])
+def test_a_trigger_with_a_bad_id_is_refused_before_any_request(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, bad_id: str
+) -> None:
+    good = make_requests(emulator, 1)[0]
+    for where in ("pending", "outcomes"):
+        with pytest.raises(ValueError, match="is not a Dropbox Sign id"):
+            kwargs: dict[str, Any] = {
+                "pending": {good: {"last_cancel_at": time.time(), "cancel_attempts": 1}},
+                "outcomes": {good: "cancel_requested"},
+                "deadline": time.time() + 5,
+            }
+            kwargs[where] = {**kwargs[where], bad_id: kwargs[where][good]}
+            SignatureRequestCanceledTrigger(**kwargs)
+    assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("poll_interval", 0), ("poll_interval", -1.0), ("recancel_after", 0), ("max_cancel_attempts", 0)],
+)
+def test_a_trigger_with_a_bad_setting_is_refused(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        make_trigger(["a" * 40], time.time(), **{name: value})

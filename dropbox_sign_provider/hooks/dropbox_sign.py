@@ -30,6 +30,7 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
     DropboxSignError,
     DropboxSignRateLimitError,
+    DropboxSignResponseError,
     error_from_response,
     parse_json_body,
 )
@@ -307,6 +308,16 @@ def _describe(reason: BaseException) -> str:
     return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
 
 
+def _member(answer: Mapping[str, Any], name: str, method: str, path: str) -> dict[str, Any]:
+    # An answer without the documented object must not read as an empty (so, pending) request.
+    member = answer.get(name)
+    if not isinstance(member, dict):
+        raise DropboxSignResponseError(
+            200, "invalid_response", f"the answer has no {name!r} object", method=method, path=path
+        )
+    return member
+
+
 def signature_request_path(action: str | None, signature_request_id: Any) -> str:
     """
     The API path for a signature request, its id validated first.
@@ -440,7 +451,7 @@ class DropboxSignHook(HttpHook):
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
-        return dict(self._request("GET", "/account").get("account") or {})
+        return _member(self._request("GET", "/account"), "account", "GET", "/account")
 
     def get_signature_request(self, signature_request_id: str) -> dict[str, Any]:
         """
@@ -451,7 +462,7 @@ class DropboxSignHook(HttpHook):
         :raises DropboxSignDeletedError: once the request has been cancelled.
         """
         path = signature_request_path(None, signature_request_id)
-        return dict(self._request("GET", path).get("signature_request") or {})
+        return _member(self._request("GET", path), "signature_request", "GET", path)
 
     def cancel_signature_request(self, signature_request_id: str) -> None:
         """
@@ -632,7 +643,7 @@ class DropboxSignAsyncHook(BaseHook):
     async def get_signature_request(self, signature_request_id: str) -> dict[str, Any]:
         """Async :meth:`DropboxSignHook.get_signature_request`."""
         path = signature_request_path(None, signature_request_id)
-        return dict((await self._request("GET", path)).get("signature_request") or {})
+        return _member(await self._request("GET", path), "signature_request", "GET", path)
 
     async def cancel_signature_request(self, signature_request_id: str) -> None:
         """Async :meth:`DropboxSignHook.cancel_signature_request`."""

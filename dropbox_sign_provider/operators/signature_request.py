@@ -58,7 +58,8 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     For each id the cancel call is sent; when Dropbox Sign refuses it (a 4xx other than 429), one
     ``GET`` decides what happened instead of guessing from the message: ``already_canceled``
-    (410), ``completed``, ``declined``, ``not_found`` (404) or ``forbidden`` (403). A 409 (an
+    (410), ``completed``, ``declined``, ``not_found`` (404), ``forbidden`` (403) or
+    ``unauthorized`` (401). A 409 (an
     identical request in flight) counts as ``cancel_requested``. Every id is processed even when
     some fail; the task then fails once, listing each failing id and why. That failure skips the
     task's retries when every failing id got a verdict (``not_found``, ``forbidden``, ...), and

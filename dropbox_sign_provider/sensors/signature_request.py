@@ -109,6 +109,7 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         self.on_completed = on_completed
         self.deferrable = deferrable
         self._watch: CancellationWatch | None = None
+        self._hook: DropboxSignHook | None = None
 
     def _start_watch(self) -> CancellationWatch:
         return CancellationWatch.start(
@@ -141,7 +142,9 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         """One poll of the pending ids (same rules as the trigger)."""
         if self._watch is None:
             self._watch = self._start_watch()
-        poll_once(DropboxSignHook(self.dropbox_sign_conn_id), self._watch, self.log)
+        if self._hook is None:  # one hook (and HTTP session) for every poke of this run
+            self._hook = DropboxSignHook(self.dropbox_sign_conn_id)
+        poll_once(self._hook, self._watch, self.log)
         if not self._watch.done:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(

@@ -147,10 +147,10 @@ class LoggedRequest(NamedTuple):
     """
     One ``/v3`` call as the emulator saw it.
 
-    :param method: HTTP method, e.g. ``"POST"``.
-    :param path: full URL path without the query string, e.g. ``"/v3/signature_request/cancel/<id>"``.
-    :param status: HTTP status answered, ``0`` when the connection was dropped on purpose.
-    :param time: epoch seconds at which the call arrived.
+    :ivar method: HTTP method, e.g. ``"POST"``.
+    :ivar path: full URL path without the query string, e.g. ``"/v3/signature_request/cancel/<id>"``.
+    :ivar status: HTTP status answered, ``0`` when the connection was dropped on purpose.
+    :ivar time: epoch seconds at which the call arrived.
     """
 
     method: str
@@ -304,7 +304,9 @@ class DropboxSignEmulator:
         self.account_id = account_id
         self.email = email
         self.requests_log: list[LoggedRequest] = []
+        """Every ``/v3`` call, in arrival order, faulted and refused ones included."""
         self.callback_events: list[dict[str, Any]] = []
+        """The callback events the receiver acknowledged."""
 
         self._requested_port = int(port)
         self._port: int | None = None

@@ -56,6 +56,12 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         check_on_completed(on_completed)
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, int | float)
+            or not poll_interval > 0
+        ):
+            raise ValueError(f"poll_interval {poll_interval!r} must be a positive number of seconds")
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
         self.poll_interval = float(poll_interval)
         self.on_completed = on_completed
