@@ -49,7 +49,11 @@ bench: venv
 chaos: venv
 	DROPBOX_SIGN_CHAOS=1 $(BIN)/pytest -q -m chaos
 
-e2e: venv
+# Debian's Chromium drives the UI: Playwright never downloads a browser of its own.
+/usr/bin/chromium:
+	export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+
+e2e: venv /usr/bin/chromium
 	$(BIN)/python tests/e2e/run.py
 
 clean:

@@ -1,0 +1,486 @@
+"""
+End to end on a real Airflow deployment, driven through the Airflow UI in Chromium (``make e2e``).
+
+1. Starts the Dropbox Sign emulator and a local Airflow (api-server, scheduler, dag-processor,
+   triggerer; LocalExecutor; SQLite) in a throw-away ``AIRFLOW_HOME`` serving the repo's ``dags/``,
+   and seeds a few signature requests.
+2. In the browser: adds the ``dropbox_sign_default`` connection through Admin > Connections,
+   checking the form shows the provider's labels and fields.
+3. In the browser: opens ``dropbox_sign_cancel_request``, submits an invalid id (the form must
+   refuse it), then a seeded id.
+4. Waits for the run to succeed and proves through the REST API that the sensor task was
+   deferred and that the deployment's triggerer did the waiting.
+5. Checks in the emulator that exactly that request was cancelled and nothing else, and that the
+   API key reached no log.
+
+Screenshots, component logs, task logs and JSON evidence go to ``build/e2e/``. Every process
+started here is stopped by process group, on success, failure, Ctrl-C or SIGTERM.
+
+Usage: ``.venv/bin/python tests/e2e/run.py [--dags-folder DIR] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from playwright.sync_api import sync_playwright
+from stack import REPO, Stack, StackError, dump_json
+from ui import CHROMIUM, UI, ConnectionForm
+
+from dropbox_sign_provider import get_provider_info
+
+DAG_ID = "dropbox_sign_cancel_request"
+IDS_PARAM = "signature_request_ids"
+SENSOR_TASK_ID = "confirm"
+OUTCOME_TASK_IDS = (SENSOR_TASK_ID, "summary")
+TRIGGER_CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
+CONN_ID = "dropbox_sign_default"
+CONN_TYPE = "dropbox_sign"
+# Not a Dropbox Sign id: upper case and dashes, which the DAG's param pattern must refuse.
+INVALID_ID = "NOT-A-DROPBOX-SIGN-ID"
+# A whole run takes 1-2 minutes; past this something hangs, and the run must still clean up.
+OVERALL_TIMEOUT_S = 540
+RUN_TIMEOUT_S = 300
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP arrived: unwind through the ``finally`` blocks that stop the processes."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGALRM:
+        raise TimeoutError(f"the end-to-end run took longer than {OVERALL_TIMEOUT_S} s")
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+class Timer:
+    """Wall-clock time of each phase, printed as it ends and kept for ``summary.json``."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        print(f"== {name}", flush=True)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.monotonic() - start, 1)
+            print(f"   {name}: {self.phases[name]} s", flush=True)
+
+    @property
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+
+def check(condition: bool, message: str) -> None:
+    """Fail the run with ``message`` unless ``condition`` holds (works under ``python -O`` too)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def seed(stack: Stack) -> list[str]:
+    """Three ordinary, unsigned requests: one to cancel, two that must be left alone."""
+    created = stack.admin(
+        "POST",
+        "signature_requests",
+        [
+            {"title": f"E2E agreement {n}", "metadata": {"suite": "e2e", "n": str(n)}, "expires_at": None}
+            for n in (1, 2, 3)
+        ],
+    )
+    ids = [item["signature_request_id"] for item in created]
+    check(len(set(ids)) == 3, f"the emulator did not create three distinct requests: {ids}")
+    return ids
+
+
+def wait_for_dag(stack: Stack) -> dict[str, Any]:
+    """The DAG once the dag-processor has serialized it; fails fast on its import error."""
+
+    def probe() -> dict[str, Any] | None:
+        errors = stack.api("GET", "importErrors")["import_errors"]
+        for error in errors:
+            if Path(error["filename"]).name == f"{DAG_ID}.py":
+                raise StackError(f"{error['filename']} does not import:\n{error['stack_trace']}")
+        response = stack.api_response("GET", f"dags/{DAG_ID}")
+        dag: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return dag
+
+    parsed: dict[str, Any] = stack.wait_for(f"the DAG {DAG_ID} to be parsed", probe, 120, 1.0)
+    return parsed
+
+
+def check_connection(stack: Stack, host: str) -> dict[str, Any]:
+    """What the form saved, as the REST API reports it (the key itself is masked there)."""
+    conn: dict[str, Any] = stack.api("GET", f"connections/{CONN_ID}")
+    check(conn["conn_type"] == CONN_TYPE, f"saved conn_type {conn['conn_type']!r}, expected {CONN_TYPE!r}")
+    check(conn["host"] == host, f"saved host {conn['host']!r}, expected {host!r}")
+    check(bool(conn["password"]), "the saved connection has no API key")
+    for hidden in ("login", "schema", "port"):
+        check(conn[hidden] in (None, ""), f"the saved connection has a {hidden}: {conn[hidden]!r}")
+    return conn
+
+
+def watch_run(
+    stack: Stack, ui: UI, run_id: str, out: Path, summary: dict[str, Any]
+) -> tuple[str, list[dict[str, Any]]]:
+    """
+    Poll the run's task instances until the run ends, recording every change of state; take a
+    screenshot of the run page when the sensor is first seen deferred (and note whether the page
+    showed it: the deferral may end before the page has loaded, so that is evidence, not a check).
+
+    :return: the run's final state and the timeline of task-instance states.
+    """
+    run_path = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    timeline: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    deferred_shot = False
+    started = time.monotonic()
+    deadline = started + RUN_TIMEOUT_S
+    while True:
+        stack.check_alive()
+        tis = stack.api("GET", f"{run_path}/taskInstances")["task_instances"]
+        now = {
+            ti["task_id"]: {
+                "state": ti["state"],
+                "try_number": ti["try_number"],
+                "trigger_classpath": (ti.get("trigger") or {}).get("classpath"),
+                "trigger_id": (ti.get("trigger") or {}).get("id"),
+                "triggerer_job_id": (ti.get("triggerer_job") or {}).get("id"),
+            }
+            for ti in tis
+        }
+        if now != last:
+            timeline.append({"t": round(time.monotonic() - started, 2), "task_instances": now})
+            last = now
+            print(f"   t={timeline[-1]['t']:6.1f}s " + ", ".join(f"{k}={v['state']}" for k, v in now.items()))
+            if not deferred_shot and (now.get(SENSOR_TASK_ID) or {}).get("state") == "deferred":
+                deferred_shot = True
+                ui.open_run(DAG_ID, run_id)
+                summary["ui_showed_sensor_deferred"] = ui.shows_task_state(SENSOR_TASK_ID, "Deferred")
+                ui.shot("run-sensor-deferred")
+        state = stack.api("GET", run_path)["state"]
+        if state in TERMINAL_RUN_STATES:
+            dump_json(out / "task-instance-timeline.json", timeline)
+            return state, timeline
+        if time.monotonic() > deadline:
+            dump_json(out / "task-instance-timeline.json", timeline)
+            raise TimeoutError(f"run {run_id} still {state} after {RUN_TIMEOUT_S} s; last states: {now}")
+        time.sleep(0.25)
+
+
+def task_log(stack: Stack, run_id: str, task_id: str, try_number: int) -> list[dict[str, Any]]:
+    """A task try's log as structured events, merged by Airflow from the worker's and triggerer's files."""
+    path = (
+        f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+        f"/logs/{try_number}"
+    )
+    answer = stack.api("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+    content: list[dict[str, Any]] = answer["content"]
+    return content
+
+
+def prove_deferred(stack: Stack, run_id: str, timeline: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """
+    Prove the sensor went through ``deferred`` and that this deployment's triggerer ran its trigger.
+
+    Two independent signals, both required:
+
+    * live: while the run was in progress the REST API reported the sensor's task instance as
+      ``deferred``, holding a trigger of the provider's trigger class;
+    * after the fact: the sensor try's log, as the REST API serves it, holds the task runner's
+      "Pausing task as DEFERRED", and the triggerer's own "trigger ... starting" and "Trigger fired
+      event" lines, read from a ``.trigger.<job id>.log`` file whose job id is a ``TriggererJob``
+      of this deployment (and the same job the live signal showed, when it showed one).
+    """
+    sensor_states = [entry["task_instances"].get(SENSOR_TASK_ID, {}) for entry in timeline]
+    deferred = [s for s in sensor_states if s.get("state") == "deferred"]
+    check(
+        bool(deferred),
+        f"the REST API never showed {SENSOR_TASK_ID} deferred; its states were "
+        f"{[s.get('state') for s in sensor_states]}",
+    )
+    classpaths = {s["trigger_classpath"] for s in deferred if s["trigger_classpath"]}
+    check(
+        classpaths == {TRIGGER_CLASSPATH},
+        f"while deferred, {SENSOR_TASK_ID} held triggers {sorted(classpaths)}, expected {TRIGGER_CLASSPATH}",
+    )
+    live_jobs = {s["triggerer_job_id"] for s in deferred if s["triggerer_job_id"] is not None}
+
+    ti = stack.api(
+        "GET", f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{SENSOR_TASK_ID}"
+    )
+    events = task_log(stack, run_id, SENSOR_TASK_ID, ti["try_number"])
+    dump_json(out / f"task-log-{SENSOR_TASK_ID}.json", events)
+    messages = [str(event.get("event", "")) for event in events]
+    trigger_files = {
+        int(match.group(1)) for text in messages if (match := re.search(r"\.log\.trigger\.(\d+)\.log$", text))
+    }
+    from_triggerer = [
+        str(event.get("event", "")) for event in events if event.get("filename") == "triggerer_job_runner.py"
+    ]
+    check(
+        any(text.startswith("Pausing task as DEFERRED") for text in messages),
+        f"the {SENSOR_TASK_ID} log never says the task was paused as DEFERRED",
+    )
+    check(
+        any(re.match(r"trigger .* starting$", text) for text in from_triggerer),
+        f"no triggerer line says the trigger started; triggerer lines: {from_triggerer}",
+    )
+    check(
+        "Trigger fired event" in from_triggerer,
+        f"no triggerer line says the trigger fired; triggerer lines: {from_triggerer}",
+    )
+    triggerer_jobs = {
+        job["id"]: job for job in stack.api("GET", "jobs", params={"job_type": "TriggererJob"})["jobs"]
+    }
+    check(
+        bool(trigger_files) and trigger_files <= set(triggerer_jobs),
+        f"the trigger log came from job(s) {sorted(trigger_files)}, "
+        f"not from this deployment's triggerer job(s) {sorted(triggerer_jobs)}",
+    )
+    check(
+        live_jobs <= trigger_files,
+        f"the API showed triggerer job(s) {sorted(live_jobs)} but the log came from {sorted(trigger_files)}",
+    )
+    return {
+        "deferred_observations": len(deferred),
+        "trigger_classpath": TRIGGER_CLASSPATH,
+        "triggerer_job_ids": sorted(trigger_files),
+        "triggerer_lines": from_triggerer,
+    }
+
+
+def check_outcomes(stack: Stack, run_id: str, chosen: str) -> dict[str, Any]:
+    """The sensor's and the summary's results (XCom): the cancelled id, reported ``canceled``."""
+    results: dict[str, Any] = {}
+    for task_id in OUTCOME_TASK_IDS:
+        entry = stack.api(
+            "GET",
+            f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+            "/xcomEntries/return_value",
+            params={"deserialize": "true"},
+        )
+        value = entry["value"]
+        if isinstance(value, str):
+            value = json.loads(value)
+        check(
+            value == {chosen: "canceled"},
+            f"{task_id} returned {value!r}, expected {{{chosen!r}: 'canceled'}}",
+        )
+        results[task_id] = value
+    return results
+
+
+def check_emulator(stack: Stack, seeded: list[str], chosen: str, out: Path) -> None:
+    """Exactly the chosen request was cancelled, by one accepted cancel call; nothing else was touched."""
+    requests_now = stack.admin("GET", "signature_requests")
+    log = stack.admin("GET", "requests_log")
+    dump_json(out / "emulator-signature-requests.json", requests_now)
+    dump_json(out / "emulator-requests-log.json", log)
+
+    states = {item["signature_request_id"]: item["state"] for item in requests_now}
+    check(set(states) == set(seeded), f"the emulator holds {sorted(states)}, seeded {sorted(seeded)}")
+    check(states[chosen] == "canceled", f"{chosen} is {states[chosen]!r} in the emulator, not 'canceled'")
+    for other in seeded:
+        if other != chosen:
+            check(
+                states[other] == "awaiting_signature",
+                f"{other} was not to be touched but is {states[other]!r}",
+            )
+
+    cancels = [
+        entry for entry in log if entry["method"] == "POST" and "/signature_request/cancel/" in entry["path"]
+    ]
+    check(
+        [(entry["path"], entry["status"]) for entry in cancels]
+        == [(f"/v3/signature_request/cancel/{chosen}", 200)],
+        f"expected exactly one accepted cancel of {chosen}; cancel calls: {cancels}",
+    )
+    touched_others = [entry for entry in log if any(o in entry["path"] for o in seeded if o != chosen)]
+    check(not touched_others, f"calls about requests that were not to be cancelled: {touched_others}")
+    refused = [entry for entry in log if entry["status"] in (401, 403, 429) or entry["status"] >= 500]
+    check(not refused, f"the emulator refused or failed calls: {refused}")
+    confirmations = [entry for entry in log if entry["path"] == f"/v3/signature_request/{chosen}"]
+    check(
+        any(entry["status"] == 410 for entry in confirmations),
+        f"the cancellation was never confirmed by a 410 on GET: {confirmations}",
+    )
+
+
+def check_no_key_in_logs(log_dir: Path, api_key: str) -> int:
+    """The API key must reach no log line (component or task logs); returns the number of files read."""
+    needle = api_key.encode()
+    files = [path for path in log_dir.rglob("*") if path.is_file()]
+    leaked = [str(path) for path in files if needle in path.read_bytes()]
+    check(not leaked, f"the API key appears in {leaked}")
+    return len(files)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--dags-folder", type=Path, default=REPO / "dags", help="DAGs folder (default: dags/)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "build" / "e2e", help="artefacts (default: build/e2e/)"
+    )
+    return parser.parse_args(argv)
+
+
+def run_steps(stack: Stack, out: Path, api_key: str, timer: Timer, summary: dict[str, Any]) -> None:
+    """Everything the run checks, in order; raises on the first failure."""
+    check(
+        Path(CHROMIUM).is_file(),
+        f"{CHROMIUM} is missing: install Debian's Chromium first (apt-get install -y chromium)",
+    )
+    with timer.phase("start the emulator and seed signature requests"):
+        stack.start_emulator(cancel_delay=2.0)
+        seeded = seed(stack)
+        chosen = seeded[1]
+        summary.update(emulator=stack.emulator_base_url, seeded=seeded, cancelled=chosen)
+    with timer.phase("start Airflow and wait until healthy"):
+        check(any(stack.dags_folder.glob("*.py")), f"no DAG files in {stack.dags_folder}")
+        stack.start_airflow()
+        summary["airflow"] = stack.airflow_url
+        dag = wait_for_dag(stack)
+    with sync_playwright() as playwright:
+        ui = UI(playwright, stack.airflow_url, out)
+        failed = True
+        try:
+            run_id = ui_steps(stack, ui, out, dag, api_key, chosen, timer, summary)
+            failed = False
+        finally:
+            if failed:
+                with contextlib.suppress(Exception):
+                    summary["failure_page"] = [str(p) for p in ui.dump("failure-page")]
+            with contextlib.suppress(Exception):
+                ui.close(keep_trace=failed)
+    with timer.phase("the run's results; exactly that request cancelled; the key in no log"):
+        summary["results"] = check_outcomes(stack, run_id, chosen)
+        check_emulator(stack, seeded, chosen, out)
+        summary["log_files_checked_for_key"] = check_no_key_in_logs(stack.log_dir, api_key)
+
+
+def ui_steps(
+    stack: Stack,
+    ui: UI,
+    out: Path,
+    dag: dict[str, Any],
+    api_key: str,
+    chosen: str,
+    timer: Timer,
+    summary: dict[str, Any],
+) -> str:
+    """The browser part: the connection, the trigger form, the run; returns the run id."""
+    with timer.phase("UI: add the Dropbox Sign connection"):
+        form = ConnectionForm.from_provider_info(get_provider_info(), CONN_TYPE)
+        declared = {*form.relabeling.values(), *(spec["label"] for spec in form.conn_fields.values())}
+        for label in ("API key", "Access token", "Requests per minute"):
+            check(label in declared, f"the provider no longer declares the {label!r} field")
+        ui.add_connection(form, CONN_ID, stack.emulator_base_url, api_key)
+        check_connection(stack, stack.emulator_base_url)
+    with timer.phase("UI: trigger the DAG (invalid id refused, then a seeded id)"):
+        ui.open_dag(DAG_ID, dag.get("dag_display_name") or DAG_ID)
+        run = ui.trigger(DAG_ID, IDS_PARAM, INVALID_ID, chosen)
+        run_id: str = run["dag_run_id"]
+        summary["run_id"] = run_id
+        check(
+            run["conf"].get(IDS_PARAM) == [chosen],
+            f"the run's conf holds {run['conf'].get(IDS_PARAM)!r}, expected [{chosen!r}]",
+        )
+        runs = [r["dag_run_id"] for r in stack.api("GET", f"dags/{DAG_ID}/dagRuns")["dag_runs"]]
+        check(runs == [run_id], f"only the valid trigger was to create a run; runs: {runs}")
+    with timer.phase("wait for the run; prove the sensor was deferred to the triggerer"):
+        state, timeline = watch_run(stack, ui, run_id, out, summary)
+        ui.open_run(DAG_ID, run_id)
+        if state != "success":
+            raise AssertionError(f"run {run_id} ended {state}; task states: {timeline[-1]}")
+        ui.expect_run_state("success")
+        ui.shot("run-success")
+        summary["deferral"] = prove_deferred(stack, run_id, timeline, out)
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True)
+    home = Path(tempfile.mkdtemp(prefix="dropbox-sign-e2e-"))
+    # Per run, so that the leak check means something.
+    api_key = f"e2e-{secrets.token_hex(16)}"
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, _on_signal)
+    signal.alarm(OVERALL_TIMEOUT_S)
+
+    timer = Timer()
+    stack = Stack(
+        log_dir=log_dir,
+        home=home,
+        dags_folder=args.dags_folder.resolve(),
+        api_key=api_key,
+        # The DAG's own knob for deployments whose API confirms in seconds (the emulator: 2 s).
+        airflow_extra_env={"DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "2"},
+    )
+    summary: dict[str, Any] = {"dags_folder": str(stack.dags_folder)}
+    ok = False
+    try:
+        run_steps(stack, out, api_key, timer, summary)
+        ok = True
+    except (Exception, KeyboardInterrupt) as exc:
+        print(f"\nE2E FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        # Cleanup must finish even if the user presses Ctrl-C again or the watchdog fires now.
+        signal.alarm(0)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        print("== stopping every started process", flush=True)
+        stack.stop()
+        if ok:
+            shutil.rmtree(home, ignore_errors=True)
+        summary.update(ok=ok, seconds=timer.total, phases=timer.phases)
+        dump_json(out / "summary.json", summary)
+
+    if ok:
+        print(f"\nE2E PASSED in {timer.total} s; screenshots and logs in {out}")
+        return 0
+    print(f"\nArtefacts: {out}", file=sys.stderr)
+    print(f"  screenshots: {', '.join(p.name for p in sorted(out.glob('*.png'))) or 'none'}", file=sys.stderr)
+    print(f"  component logs: {log_dir}/*.log; task logs: {log_dir / 'tasks'}", file=sys.stderr)
+    if (out / "trace.zip").exists():
+        print(f"  browser trace: {out / 'trace.zip'} (.venv/bin/playwright show-trace)", file=sys.stderr)
+    print(f"  Airflow home kept for inspection: {home}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
