@@ -7,6 +7,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 DEFAULT_HOST = "https://api.hellosign.com"
+DEFAULT_CONN_NAME = "dropbox_sign_default"
 
 
 def get_provider_info() -> dict[str, Any]:

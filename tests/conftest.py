@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Airflow reads its configuration on first import: point it at a throw-away home first.
-_AIRFLOW_HOME = Path(os.environ.get("DROPBOX_SIGN_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="airflow-test-"))
+_AIRFLOW_HOME = Path(
+    os.environ.get("DROPBOX_SIGN_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="airflow-test-")
+)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # dag.test() runs a DAG only once it is in a bundle: the example DAGs and the tests' own DAGs.

@@ -515,3 +515,21 @@ def test_a_very_short_window_still_hands_out_every_slot() -> None:
     assert all(slot.claimed for slot in slots)
     windows = Counter(int((T0 + 0.01 + slot.wait - (T0 + 0.08)) // 0.08) for slot in slots[1:])
     assert windows == {0: 2, 1: 2, 2: 2}
+
+
+def test_an_idle_gap_is_not_taken_for_the_window_length() -> None:
+    # Windows of 60 s and 100 requests: one call, eleven idle minutes, then a burst of calls.
+    budget = known_budget(limit=100, remaining=99, reset=T0 + 60, now=T0 + 10)
+    now = T0 + 700
+    assert budget.reserve(now=now).claimed
+    budget.observe(headers(100, 99, T0 + 720), 200, now=now)
+    assert drain(budget, now) == 99
+
+    # The next window opens at its reset: one probe there, then the rest of that window.
+    now = T0 + 720.1
+    assert budget.reserve(now=now, max_wait=120).claimed
+    budget.observe(headers(100, 99, T0 + 780), 200, now=now)
+    assert drain(budget, now) == 99
+    # The window after that is the next one, 60 s on, not the 660 s the idle gap spanned.
+    after = budget.reserve(now=now, max_wait=120)
+    assert after.wait <= 60.0

@@ -350,13 +350,13 @@ def test_a_trigger_with_a_bad_id_is_refused_before_any_request(
 ) -> None:
     good = make_requests(emulator, 1)[0]
     for where in ("pending", "outcomes"):
+        kwargs: dict[str, Any] = {
+            "pending": {good: {"last_cancel_at": time.time(), "cancel_attempts": 1}},
+            "outcomes": {good: "cancel_requested"},
+            "deadline": time.time() + 5,
+        }
+        kwargs[where] = {**kwargs[where], bad_id: kwargs[where][good]}
         with pytest.raises(ValueError, match="is not a Dropbox Sign id"):
-            kwargs: dict[str, Any] = {
-                "pending": {good: {"last_cancel_at": time.time(), "cancel_attempts": 1}},
-                "outcomes": {good: "cancel_requested"},
-                "deadline": time.time() + 5,
-            }
-            kwargs[where] = {**kwargs[where], bad_id: kwargs[where][good]}
             SignatureRequestCanceledTrigger(**kwargs)
     assert emulator.requests_log == []
 

@@ -25,7 +25,7 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseHook
 
-from dropbox_sign_provider import DEFAULT_HOST
+from dropbox_sign_provider import DEFAULT_CONN_NAME, DEFAULT_HOST
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
     DropboxSignError,
@@ -47,7 +47,6 @@ from dropbox_sign_provider.ids import validate_signature_request_id
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-DEFAULT_CONN_NAME = "dropbox_sign_default"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_PAGE_SIZE = 100
 

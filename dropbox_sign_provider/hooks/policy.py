@@ -183,6 +183,8 @@ class AccountBudget:
         self._limit = 0
         self._reset = 0.0
         self._window: float | None = None
+        # A lower bound of the window's length: an answer's reset is never more than one window away.
+        self._window_at_least = 0.0
         # Sends counted per API window: 0 is the window ending at _reset, 1 the next one, ...
         self._used: dict[int, int] = {}
         self._probe_in_flight = False
@@ -239,18 +241,24 @@ class AccountBudget:
             self._roll(now)
             used = announced.limit if status_code == 429 else announced.limit - announced.remaining
             self._limit = announced.limit
+            self._window_at_least = max(self._window_at_least, announced.reset - now)
             if not self._known or announced.reset > self._reset + 0.5:
-                self._anchor(announced.reset)
+                self._anchor(announced.reset, now)
             elif announced.reset < self._reset - 0.5:
                 return  # a late answer from a window that is already over
             self._used[0] = max(self._used.get(0, 0), used)
 
-    def _anchor(self, reset: float) -> None:
+    def _anchor(self, reset: float, now: float) -> None:
         if self._reset and reset > self._reset:
-            # Two announced resets in a row bound the window's length from above.
             elapsed = reset - self._reset
-            self._window = elapsed if self._window is None else min(self._window, elapsed)
-            self._shift(max(1, round(elapsed / self._window)) if self._known else 0)
+            # Two announced resets are one window apart only when this answer came early in the
+            # window after the earlier reset; after an idle gap they are any multiple of it, and
+            # taking that for the window would book sends whole windows late for as long as the
+            # process lives.
+            if now - self._reset < self._window_at_least / 2:
+                self._window = elapsed if self._window is None else min(self._window, elapsed)
+            if self._known:
+                self._shift(max(1, round(elapsed / self._window)) if self._window else 1)
         self._reset = reset
         self._known = True
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
+from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.confirmation import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
@@ -24,7 +25,6 @@ from dropbox_sign_provider.confirmation import (
     summarize,
 )
 from dropbox_sign_provider.exceptions import DropboxSignConflictError, DropboxSignError
-from dropbox_sign_provider.hooks.dropbox_sign import DEFAULT_CONN_NAME, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.ids import normalize_signature_request_ids
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
@@ -34,6 +34,8 @@ from dropbox_sign_provider.triggers.signature_request import SignatureRequestCan
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
 #: Outcome of an id that a cancel found already cancelled (410 on ``GET``).
 ALREADY_CANCELED = "already_canceled"
@@ -144,6 +146,10 @@ class CancelSignatureRequestOperator(BaseOperator):
         # The link is read for every task instance; an empty one shows no button.
         link = details_url(ids[0]) if len(ids) == 1 else ""
         context["ti"].xcom_push(key=DropboxSignRequestLink().xcom_key, value=link)
+        # Imported here, not at the top: every DAG file that uses the operator imports this module,
+        # and the HTTP clients behind the hook are needed only to run it.
+        from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
         if self.is_dry_run:
             return self._preview(hook, ids)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.confirmation import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
@@ -21,13 +22,14 @@ from dropbox_sign_provider.confirmation import (
     finish,
     poll_once,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import DEFAULT_CONN_NAME, DropboxSignHook
 from dropbox_sign_provider.ids import normalize_signature_request_ids
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
 #: Long enough for the first cancel and two re-cancels under the 60-minute rule, and some slack.
 DEFAULT_TIMEOUT = 4 * 3600.0
@@ -143,6 +145,9 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         if self._watch is None:
             self._watch = self._start_watch()
         if self._hook is None:  # one hook (and HTTP session) for every poke of this run
+            # Imported here for the same reason as in the operator: DAG files import this module.
+            from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
             self._hook = DropboxSignHook(self.dropbox_sign_conn_id)
         poll_once(self._hook, self._watch, self.log)
         if not self._watch.done:

@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.confirmation import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
@@ -18,7 +19,6 @@ from dropbox_sign_provider.confirmation import (
     apoll_once,
     check_on_completed,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import DEFAULT_CONN_NAME, DropboxSignAsyncHook
 
 
 class SignatureRequestCanceledTrigger(BaseTrigger):
@@ -101,6 +101,9 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         """
         # The trigger has its own deadline: waiting for the account's budget is never an error here.
         watch = self.watch
+        # Imported here: the operator and the sensor import this module to defer, in DAG files too.
+        from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
+
         async with DropboxSignAsyncHook(self.dropbox_sign_conn_id, max_rate_limit_wait=None) as hook:
             while not watch.done:
                 await apoll_once(hook, watch, self.log)
