@@ -16,7 +16,6 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState, request_state
@@ -91,8 +90,9 @@ def reason_to_cancel(request: dict[str, Any], cutoff: float, now: float) -> str 
     :param cutoff: Unix time; requests created before it are stale.
     :param now: the current Unix time, for ``expires_at``.
     """
-    # The search already asked for incomplete requests; the index may lag, so ask again here.
-    if request_state(request) is not RequestState.PENDING:
+    # The search already asked for incomplete requests; the index may lag, so ask again here. A
+    # request that was never sent successfully (has_error) cannot be cancelled: leave it alone.
+    if request_state(request) is not RequestState.PENDING or request.get("has_error"):
         return None
     created_at = request.get("created_at")
     if isinstance(created_at, int | float) and created_at < cutoff:
@@ -150,6 +150,9 @@ with DAG(
         List the incomplete signature requests and keep the stale and the expired ones, oldest
         first.
         """
+        # Imported here, not at the top: parsing this file then needs no HTTP client.
+        from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
         params = get_current_context()["params"]
         now = time.time()
         cutoff = now - params["max_age_days"] * 86400

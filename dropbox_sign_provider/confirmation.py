@@ -109,8 +109,13 @@ def check_on_completed(on_completed: Any) -> None:
         raise ValueError(f"on_completed {on_completed!r} must be one of {', '.join(ON_COMPLETED_CHOICES)}")
 
 
+#: Outcome of an id that a cancel found already cancelled (410 on ``GET``).
+ALREADY_CANCELED = "already_canceled"
+#: Outcome of an id in a dry run that would be cancelled: nothing was sent, nothing to wait for.
+WOULD_CANCEL = "would_cancel"
+
 #: Outcomes that mean the request was cancelled, whoever did it.
-CANCELED_OUTCOMES = frozenset({RequestState.CANCELED.value, "already_canceled"})
+CANCELED_OUTCOMES = frozenset({RequestState.CANCELED.value, ALREADY_CANCELED})
 #: Outcomes where the request was signed or declined before a cancellation could take effect.
 COMPLETED_OUTCOMES = frozenset({RequestState.COMPLETED.value, RequestState.DECLINED.value})
 
@@ -122,7 +127,7 @@ def failure_reason(outcome: str, on_completed: str) -> str | None:
     :param outcome: an id's outcome.
     :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
     """
-    if outcome in CANCELED_OUTCOMES or outcome == RequestState.CANCEL_REQUESTED.value:
+    if outcome in CANCELED_OUTCOMES or outcome in (RequestState.CANCEL_REQUESTED.value, WOULD_CANCEL):
         return None
     if outcome in COMPLETED_OUTCOMES:
         if on_completed == "ignore":
@@ -196,7 +201,7 @@ class CancellationWatch:
         pending = self.pending[signature_request_id]
         if state is RequestState.TRANSIENT or now - pending["last_cancel_at"] < self.recancel_after:
             return Action.WAIT
-        if pending["cancel_attempts"] >= self.max_cancel_attempts:
+        if pending["cancel_attempts"] >= self.max_cancel_attempts or now >= self.deadline:
             self.settle(signature_request_id, TIMEOUT)
             return Action.DONE
         return Action.RECANCEL
@@ -302,9 +307,22 @@ def summarize(outcomes: dict[str, str], failures: dict[str, str]) -> str:
     return line
 
 
-def poll_once(hook: DropboxSignHook, watch: CancellationWatch, log: Logger) -> None:
+def round_cutoff(watch: CancellationWatch, poll_interval: float) -> float:
+    """
+    When a poll round must stop: one poll interval past the deadline (or past its own start, for a
+    trigger rebuilt after the deadline), inside Airflow's backstop of 2 poll intervals + 60 s. A
+    round paced by the rate limit would otherwise outlast that backstop and lose every outcome.
+    """
+    return max(time.time(), watch.deadline) + poll_interval
+
+
+def poll_once(
+    hook: DropboxSignHook, watch: CancellationWatch, log: Logger, cutoff: float = float("inf")
+) -> None:
     """One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due."""
     for sr_id in list(watch.pending):
+        if time.time() >= cutoff:
+            break
         try:
             answer: dict[str, Any] | DropboxSignError = hook.get_signature_request(sr_id)
         except DropboxSignError as error:
@@ -319,9 +337,13 @@ def poll_once(hook: DropboxSignHook, watch: CancellationWatch, log: Logger) -> N
     watch.expire(time.time())
 
 
-async def apoll_once(hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger) -> None:
+async def apoll_once(
+    hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger, cutoff: float = float("inf")
+) -> None:
     """Async :func:`poll_once`, for the trigger."""
     for sr_id in list(watch.pending):
+        if time.time() >= cutoff:
+            break
         try:
             answer: dict[str, Any] | DropboxSignError = await hook.get_signature_request(sr_id)
         except DropboxSignError as error:

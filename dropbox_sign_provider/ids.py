@@ -65,15 +65,33 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
     return list(dict.fromkeys(validate_signature_request_id(item) for item in items))
 
 
+def reported_outcomes(value: Any) -> dict[str, str] | None:
+    """
+    The ``{id: outcome}`` mapping held by ``value`` (the operator's result, as a mapping or as the
+    string a template renders it to), keys validated; ``None`` when ``value`` holds plain ids.
+
+    :raises ValueError: naming the first bad id.
+    """
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = _literal(value)
+    if not isinstance(value, Mapping):
+        return None
+    return {validate_signature_request_id(k): str(v) for k, v in value.items()}
+
+
+def _literal(value: str) -> Any:
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise ValueError(
+            f"signature_request_ids {value!r} looks like a list but cannot be read as one"
+        ) from None
+
+
 def _split_string(value: str) -> list[Any]:
     text = value.strip()
     if text.startswith(("[", "(", "{")):
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ValueError(
-                f"signature_request_ids {value!r} looks like a list but cannot be read as one"
-            ) from None
+        parsed = _literal(text)
         if isinstance(parsed, dict):
             return list(parsed)  # the operator's result, rendered by a template: its keys are the ids
         if not isinstance(parsed, list | tuple):

@@ -188,7 +188,8 @@ def test_json_round_trip_keeps_every_clock() -> None:
         ("forbidden", "ignore", "forbidden (403)"),
         ("unauthorized", "ignore", "unauthorized (401)"),
         (TIMEOUT, "ignore", "cancellation not confirmed in time"),
-        ("would_cancel", "ignore", "would_cancel"),
+        ("would_cancel", "fail", None),
+        ("something_new", "ignore", "something_new"),
     ],
 )
 def test_failure_reason(outcome: str, on_completed: str, reason: str | None) -> None:

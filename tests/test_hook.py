@@ -36,7 +36,7 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import make_requests
+from tests.conftest import connection_uri_json, make_requests
 
 API_KEY = "sk-live-SECRETKEY123"
 ACCESS_TOKEN = "tok-live-SECRETTOKEN456"
@@ -869,3 +869,16 @@ def test_no_secret_reaches_logs_or_errors(
     for text in [logs, *texts]:
         for secret in SECRETS:
             assert secret not in text
+
+
+@pytest.mark.parametrize("cap", ["0.5", 0.5, 2.5, "0"])
+def test_a_cap_that_is_not_a_whole_number_is_refused_naming_the_connection(
+    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, cap: object
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        connection_uri_json(emulator.base_url, max_requests_per_minute=cap),
+    )
+    with pytest.raises(ValueError, match=r"dropbox_sign_default.*max_requests_per_minute"):
+        DropboxSignHook().get_account()
+    assert emulator.requests_log == []

@@ -149,12 +149,25 @@ def test_a_probe_that_got_no_answer_lets_the_next_request_probe() -> None:
     assert not budget.reserve(now=T0 + 0.04).claimed  # and that one is the probe again
 
 
-def test_an_answer_without_rate_limit_headers_teaches_nothing() -> None:
-    budget = AccountBudget()
+def test_answers_without_rate_limit_headers_leave_pacing_to_the_client_cap() -> None:
+    # Behind a proxy that strips the headers, probing would send one request at a time forever.
+    budget = AccountBudget(max_requests_per_minute=3)
     assert budget.reserve(now=T0).claimed
     budget.observe({"Content-Type": "text/html"}, 502, now=T0 + 0.01)
     assert budget.reserve(now=T0 + 0.02).claimed
-    assert not budget.reserve(now=T0 + 0.03).claimed
+    assert budget.reserve(now=T0 + 0.02).claimed
+    capped = budget.reserve(now=T0 + 0.03)
+    assert capped.claimed
+    assert capped.wait == pytest.approx(60.0 - 0.03)
+
+
+def test_headers_coming_back_restore_the_window_accounting() -> None:
+    budget = AccountBudget(max_requests_per_minute=1000)
+    assert budget.reserve(now=T0).claimed
+    budget.observe({"Content-Type": "text/html"}, 502, now=T0 + 0.01)
+    budget.observe(headers(2, 1, T0 + 60), 200, now=T0 + 0.02)
+    assert budget.reserve(now=T0 + 0.03).claimed
+    assert budget.reserve(now=T0 + 0.04).wait >= 59.9  # the window's 2 are spent
 
 
 # --- AccountBudget: learning from headers --------------------------------------------------------
@@ -533,3 +546,19 @@ def test_an_idle_gap_is_not_taken_for_the_window_length() -> None:
     # The window after that is the next one, 60 s on, not the 660 s the idle gap spanned.
     after = budget.reserve(now=now, max_wait=120)
     assert after.wait <= 60.0
+
+
+@pytest.mark.parametrize(
+    ("limit", "remaining", "reset"),
+    [("0", "0", str(T0 + 60)), ("10", "5", "inf"), ("10", "5", "nan"), ("-3", "0", str(T0 + 60))],
+)
+def test_headers_that_would_stall_every_caller_are_ignored(limit: str, remaining: str, reset: str) -> None:
+    raw = {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-Ratelimit-Reset": reset}
+    assert RateLimitHeaders.from_headers(raw) is None
+
+
+def test_remaining_is_clamped_to_the_limit() -> None:
+    raw = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "-5", "X-Ratelimit-Reset": str(T0 + 60)}
+    announced = RateLimitHeaders.from_headers(raw)
+    assert announced is not None
+    assert announced.remaining == 0

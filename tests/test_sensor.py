@@ -226,3 +226,19 @@ def test_dag_cancel_then_confirm(emulator: DropboxSignEmulator, dropbox_sign_con
     ]
     # The sensors asked only about the one id that was waiting.
     assert {sr_id for _, sr_id, _ in log[5:]} == {plain}
+
+
+@MODES
+def test_a_rendered_dry_run_result_is_carried_not_cancelled(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    # What "{{ ti.xcom_pull('cancel') }}" renders a dry run's result to: a string, not a mapping.
+    untouched, gone = make_requests(emulator, 2)
+    cancel(dropbox_sign_conn, gone)
+    time.sleep(0.25)
+    emulator.clear_log()
+    rendered = str({untouched: "would_cancel", gone: "already_canceled"})
+    result = run(sensor(rendered, deferrable, recancel_after=0.1))
+    assert result == {untouched: "would_cancel", gone: "already_canceled"}
+    assert emulator.requests_log == []
+    assert emulator.get_state(untouched) == "awaiting_signature"

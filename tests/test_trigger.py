@@ -368,3 +368,23 @@ def test_a_trigger_with_a_bad_id_is_refused_before_any_request(
 def test_a_trigger_with_a_bad_setting_is_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         make_trigger(["a" * 40], time.time(), **{name: value})
+
+
+def test_no_cancel_goes_out_after_the_deadline_even_when_a_round_is_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5 requests a second and 30 ids: one round takes ~6 s, far past a 1 s deadline.
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=5, window_seconds=1, cancel_delay=0.2) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_SLOW", connection_uri_json(emu.base_url))
+        ids = make_requests(emu, 30)
+        started = time.time() - 2.0  # the first cancel went out 2 s ago, without confirmation
+        trigger = make_trigger(
+            ids, started, timeout=3.0, recancel_after=1.0, dropbox_sign_conn_id="slow", poll_interval=0.2
+        )
+        payload = run_trigger(trigger)
+        deadline = started + 3.0
+        late_cancels = [r for r in emu.requests_log if "/cancel/" in r.path and r.time > deadline]
+        assert late_cancels == []
+        assert time.time() - deadline < 0.2 + 2.0  # ended within one poll interval of it (and a call)
+        assert set(payload["outcomes"].values()) <= {"timeout", "canceled"}
+        assert payload["status"] == "failure"

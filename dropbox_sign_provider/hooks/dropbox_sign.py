@@ -188,13 +188,11 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
         base_url=base_url,
         authorization=authorization,
         timeout=_positive_number(conn_id, "timeout", _extra(extra, "timeout"), DEFAULT_TIMEOUT_SECONDS),
-        max_requests_per_minute=int(
-            _positive_number(
-                conn_id,
-                "max_requests_per_minute",
-                _extra(extra, "max_requests_per_minute"),
-                DEFAULT_MAX_REQUESTS_PER_MINUTE,
-            )
+        max_requests_per_minute=_whole_number(
+            conn_id,
+            "max_requests_per_minute",
+            _extra(extra, "max_requests_per_minute"),
+            DEFAULT_MAX_REQUESTS_PER_MINUTE,
         ),
         verify=_verify(extra),
     )
@@ -210,6 +208,14 @@ def _positive_number(conn_id: str, name: str, value: Any, default: float) -> flo
     if not number > 0 or number != number or number == float("inf"):
         raise ValueError(f"Connection {conn_id!r} has {name} {value!r}: expected a positive number")
     return number
+
+
+def _whole_number(conn_id: str, name: str, value: Any, default: int) -> int:
+    # int() of 0.5 is 0: a cap of no request at all, which stalls every caller of the account.
+    number = _positive_number(conn_id, name, value, default)
+    if number < 1 or number != int(number):
+        raise ValueError(f"Connection {conn_id!r} has {name} {value!r}: expected a whole number of 1 or more")
+    return int(number)
 
 
 def _verify(extra: Mapping[str, Any]) -> bool | str:
@@ -298,6 +304,12 @@ class _Call:
             raise error
         self._retries += 1
         self.retry_in = delay
+
+
+def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
+    # The whole header and the credential in it: a log line may hold either (Airflow already masks
+    # the connection's password and access_token as it reads them).
+    return settings.authorization, settings.authorization.split(" ", 1)[1]
 
 
 def _describe(reason: BaseException) -> str:
@@ -396,7 +408,8 @@ class DropboxSignHook(HttpHook):
             self._settings = settings_from_connection(conn)
             from airflow.sdk.log import mask_secret
 
-            mask_secret(self._settings.authorization)
+            for secret in _secrets_of(self._settings):
+                mask_secret(secret)
         return self._settings
 
     def get_conn(
@@ -570,7 +583,8 @@ class DropboxSignAsyncHook(BaseHook):
 
             conn = await get_async_connection(conn_id=self.dropbox_sign_conn_id, hook=self)
             settings = settings_from_connection(conn)
-            await amask_secret(settings.authorization)
+            for secret in _secrets_of(settings):
+                await amask_secret(secret)
             self._settings = settings
         return self._settings
 

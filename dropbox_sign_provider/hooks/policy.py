@@ -101,7 +101,12 @@ class RetryPolicy:
         """
         if retries_done >= self.max_retries or not self.is_retryable(error):
             return None
-        if isinstance(error, DropboxSignRateLimitError) and error.retry_after is not None:
+        # A reset this clock already sees as past (the clocks differ) gives the budget nothing to
+        # hold the next send back for: back off instead of retrying at once.
+        if (
+            isinstance(error, DropboxSignRateLimitError)
+            and (error.retry_after or 0.0) > _RESET_MARGIN_SECONDS
+        ):
             return rng.uniform(0, _RESET_JITTER_SECONDS)
         return self.backoff(retries_done, rng)
 
@@ -133,13 +138,15 @@ class RateLimitHeaders:
         """
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
-            return cls(
-                limit=int(lowered["x-ratelimit-limit"]),
-                remaining=int(lowered["x-ratelimit-remaining"]),
-                reset=float(lowered["x-ratelimit-reset"]),
-            )
+            limit = int(lowered["x-ratelimit-limit"])
+            remaining = int(lowered["x-ratelimit-remaining"])
+            reset = float(lowered["x-ratelimit-reset"])
         except (KeyError, ValueError):
             return None
+        # A limit below 1 or a reset that is not a time would stall every caller of the account.
+        if limit < 1 or not math.isfinite(reset):
+            return None
+        return cls(limit=limit, remaining=min(max(remaining, 0), limit), reset=reset)
 
 
 @dataclass(frozen=True)
@@ -182,12 +189,19 @@ class AccountBudget:
         self._known = False
         self._limit = 0
         self._reset = 0.0
+        # The last reset an answer announced; _reset also moves on by predicted windows.
+        self._announced_reset = 0.0
         self._window: float | None = None
         # A lower bound of the window's length: an answer's reset is never more than one window away.
         self._window_at_least = 0.0
         # Sends counted per API window: 0 is the window ending at _reset, 1 the next one, ...
         self._used: dict[int, int] = {}
         self._probe_in_flight = False
+        # Answers came without the headers (a proxy strips them): probing would then send one
+        # request at a time, each waiting for the last; the client-side cap paces alone instead.
+        self._headers_absent = False
+        # Nothing is sent before this time: set by a 429 whose reset the window model did not expect.
+        self._refused_until = 0.0
 
     def reserve(self, now: float | None = None, max_wait: float | None = None) -> Slot:
         """
@@ -203,14 +217,11 @@ class AccountBudget:
             while self._sends and self._sends[0] <= now - 60.0:
                 self._sends.popleft()
             self._roll(now)
-            if not self._known:
-                if self._probe_in_flight:
-                    return Slot(_PROBE_WAIT_SECONDS, claimed=False)
-                self._probe_in_flight = True
+            if not self._known and self._probe_in_flight and not self._headers_absent:
+                return Slot(_PROBE_WAIT_SECONDS, claimed=False)
             at, claimable = self._earliest_slot(now)
             wait = at - now
             if max_wait is not None and wait > max_wait:
-                self._probe_in_flight = False
                 raise DropboxSignRateLimitError(
                     None,
                     "exceeded_rate",
@@ -219,6 +230,7 @@ class AccountBudget:
                     retry_after=wait,
                 )
             if claimable:
+                self._probe_in_flight = not self._known
                 self._claim(at)
             return Slot(wait, claimed=claimable)
 
@@ -237,7 +249,9 @@ class AccountBudget:
         with self._lock:
             self._probe_in_flight = False
             if announced is None:
+                self._headers_absent = self._headers_absent or headers is not None
                 return
+            self._headers_absent = False
             self._roll(now)
             used = announced.limit if status_code == 429 else announced.limit - announced.remaining
             self._limit = announced.limit
@@ -245,21 +259,26 @@ class AccountBudget:
             if not self._known or announced.reset > self._reset + 0.5:
                 self._anchor(announced.reset, now)
             elif announced.reset < self._reset - 0.5:
+                if status_code == 429:
+                    # The API refused until a reset the window model did not predict (the clocks
+                    # differ): whatever the model says, nothing goes out before that reset.
+                    self._refused_until = max(self._refused_until, announced.reset + _RESET_MARGIN_SECONDS)
                 return  # a late answer from a window that is already over
             self._used[0] = max(self._used.get(0, 0), used)
 
     def _anchor(self, reset: float, now: float) -> None:
-        if self._reset and reset > self._reset:
+        last = self._announced_reset
+        # Two announced resets are one window apart only when this answer came early in the
+        # window after the earlier one; after an idle gap they are any multiple of it. Compare
+        # with what the API announced, never with _reset rolled on by a predicted window length.
+        if last and reset > last and 0 <= now - last < self._window_at_least / 2:
+            elapsed = reset - last
+            self._window = elapsed if self._window is None else min(self._window, elapsed)
+        if self._known and reset > self._reset:
             elapsed = reset - self._reset
-            # Two announced resets are one window apart only when this answer came early in the
-            # window after the earlier reset; after an idle gap they are any multiple of it, and
-            # taking that for the window would book sends whole windows late for as long as the
-            # process lives.
-            if now - self._reset < self._window_at_least / 2:
-                self._window = elapsed if self._window is None else min(self._window, elapsed)
-            if self._known:
-                self._shift(max(1, round(elapsed / self._window)) if self._window else 1)
+            self._shift(max(1, round(elapsed / self._window)) if self._window else 1)
         self._reset = reset
+        self._announced_reset = reset
         self._known = True
 
     def _roll(self, now: float) -> None:
@@ -283,7 +302,7 @@ class AccountBudget:
         return math.floor((at - self._reset) / self._window) + 1
 
     def _earliest_slot(self, now: float) -> tuple[float, bool]:
-        at = max(now, self._last_send)
+        at = max(now, self._last_send, self._refused_until)
         while True:
             cap_free_at = self._cap_free_at(at)
             if cap_free_at > at:
@@ -343,7 +362,7 @@ def budget_for(key: str, max_requests_per_minute: int) -> AccountBudget:
         budget = _BUDGETS.get(key)
         if budget is None:
             budget = _BUDGETS[key] = AccountBudget(max_requests_per_minute)
-        elif max_requests_per_minute < budget.max_requests_per_minute:
+        elif 1 <= max_requests_per_minute < budget.max_requests_per_minute:
             budget.max_requests_per_minute = max_requests_per_minute
         return budget
 

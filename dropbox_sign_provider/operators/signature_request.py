@@ -11,9 +11,11 @@ from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.confirmation import (
+    ALREADY_CANCELED,
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
+    WOULD_CANCEL,
     CancellationEvent,
     CancellationWatch,
     check_on_completed,
@@ -22,9 +24,15 @@ from dropbox_sign_provider.confirmation import (
     finish,
     outcome_table,
     poll_once,
+    round_cutoff,
     summarize,
 )
-from dropbox_sign_provider.exceptions import DropboxSignConflictError, DropboxSignError
+from dropbox_sign_provider.exceptions import (
+    DropboxSignConflictError,
+    DropboxSignError,
+    DropboxSignForbiddenError,
+    DropboxSignUnauthorizedError,
+)
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.ids import normalize_signature_request_ids
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
@@ -37,10 +45,6 @@ if TYPE_CHECKING:
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
-#: Outcome of an id that a cancel found already cancelled (410 on ``GET``).
-ALREADY_CANCELED = "already_canceled"
-#: Outcome of an id in a dry run that would be cancelled.
-WOULD_CANCEL = "would_cancel"
 
 # What a refused cancel (a 4xx other than 429) means, once GET has told the request's state.
 _REFUSED_CANCEL_OUTCOME = {
@@ -202,7 +206,13 @@ class CancelSignatureRequestOperator(BaseOperator):
         return RequestState.CANCEL_REQUESTED.value
 
     def _decide_by_get(self, hook: DropboxSignHook, sr_id: str, refused: DropboxSignError) -> str:
-        outcome = _REFUSED_CANCEL_OUTCOME.get(_state_by_get(hook, sr_id))
+        state = _state_by_get(hook, sr_id)
+        if state is RequestState.PENDING and isinstance(
+            refused, DropboxSignForbiddenError | DropboxSignUnauthorizedError
+        ):
+            # Reading is not cancelling: a team admin may GET a member's request but not cancel it.
+            state = request_state(refused)
+        outcome = _REFUSED_CANCEL_OUTCOME.get(state)
         if outcome is None:
             raise refused  # still pending (or no verdict): the refusal itself is the news
         return outcome
@@ -240,7 +250,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             )
         while True:
             time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))
-            poll_once(hook, watch, self.log)
+            poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
             if watch.done:
                 return finish(watch.event(self.on_completed), self.log)
 

@@ -21,8 +21,9 @@ from dropbox_sign_provider.confirmation import (
     check_wait_settings,
     finish,
     poll_once,
+    round_cutoff,
 )
-from dropbox_sign_provider.ids import normalize_signature_request_ids
+from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
@@ -43,9 +44,12 @@ def initial_outcomes(signature_request_ids: Any) -> dict[str, str]:
 
     :raises ValueError: naming a bad id.
     """
+    # A template renders the operator's mapping to a string: read its outcomes too, or a dry run's
+    # would_cancel ids would be waited on, and re-cancelled after recancel_after.
+    reported = reported_outcomes(signature_request_ids)
+    if reported is not None:
+        return reported
     ids = normalize_signature_request_ids(signature_request_ids)
-    if isinstance(signature_request_ids, dict):
-        return {sr_id: str(signature_request_ids[sr_id]) for sr_id in ids}
     return dict.fromkeys(ids, RequestState.CANCEL_REQUESTED.value)
 
 
@@ -149,7 +153,7 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
             from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
             self._hook = DropboxSignHook(self.dropbox_sign_conn_id)
-        poll_once(self._hook, self._watch, self.log)
+        poll_once(self._hook, self._watch, self.log, round_cutoff(self._watch, self.poke_interval))
         if not self._watch.done:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(

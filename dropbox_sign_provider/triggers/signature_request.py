@@ -18,6 +18,7 @@ from dropbox_sign_provider.confirmation import (
     PendingCancel,
     apoll_once,
     check_on_completed,
+    round_cutoff,
 )
 
 
@@ -106,7 +107,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
 
         async with DropboxSignAsyncHook(self.dropbox_sign_conn_id, max_rate_limit_wait=None) as hook:
             while not watch.done:
-                await apoll_once(hook, watch, self.log)
+                await apoll_once(hook, watch, self.log, round_cutoff(watch, self.poll_interval))
                 if watch.done:
                     break
                 remaining = watch.deadline - time.time()
