@@ -36,9 +36,8 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.ids import normalize_signature_request_ids
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
-from dropbox_sign_provider.sensors.signature_request import DEFAULT_TIMEOUT, deferral_timeout
+from dropbox_sign_provider.sensors.signature_request import DEFAULT_TIMEOUT, defer_until_confirmed
 from dropbox_sign_provider.state import RequestState, request_state
-from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -238,15 +237,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         if watch.done:
             return finish(watch.event(self.on_completed), self.log)
         if self.deferrable:
-            self.defer(
-                trigger=SignatureRequestCanceledTrigger(
-                    dropbox_sign_conn_id=self.dropbox_sign_conn_id,
-                    poll_interval=self.poke_interval,
-                    on_completed=self.on_completed,
-                    **watch.to_json(),
-                ),
-                method_name="execute_complete",
-                timeout=deferral_timeout(watch, self.poke_interval),
+            defer_until_confirmed(
+                self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
             )
         while True:
             time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -28,7 +28,7 @@ from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import BaseOperator, Context
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
@@ -56,6 +56,30 @@ def initial_outcomes(signature_request_ids: Any) -> dict[str, str]:
 def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
     """Airflow's own deferral timeout: a backstop after the trigger's deadline, never before it."""
     return timedelta(seconds=max(0.0, watch.deadline - time.time()) + 2 * poll_interval + 60)
+
+
+def defer_until_confirmed(
+    task: BaseOperator, watch: CancellationWatch, conn_id: str, poll_interval: float, on_completed: str
+) -> NoReturn:
+    """
+    Hand the wait over to the triggerer; the task resumes in its ``execute_complete``.
+
+    :param task: the deferring operator or sensor.
+    :param watch: the cancellations to wait for.
+    :param conn_id: the ``dropbox_sign`` connection.
+    :param poll_interval: seconds between polls.
+    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
+    """
+    task.defer(
+        trigger=SignatureRequestCanceledTrigger(
+            dropbox_sign_conn_id=conn_id,
+            poll_interval=poll_interval,
+            on_completed=on_completed,
+            **watch.to_json(),
+        ),
+        method_name="execute_complete",
+        timeout=deferral_timeout(watch, poll_interval),
+    )
 
 
 class SignatureRequestCanceledSensor(BaseSensorOperator):
@@ -132,15 +156,8 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         # With nothing left to wait for, the first poke (which sends nothing) gives the verdict, so
         # the base class still applies soft_fail and never_fail to it.
         if self.deferrable and not watch.done:
-            self.defer(
-                trigger=SignatureRequestCanceledTrigger(
-                    dropbox_sign_conn_id=self.dropbox_sign_conn_id,
-                    poll_interval=self.poke_interval,
-                    on_completed=self.on_completed,
-                    **watch.to_json(),
-                ),
-                method_name="execute_complete",
-                timeout=deferral_timeout(watch, self.poke_interval),
+            defer_until_confirmed(
+                self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
             )
         return super().execute(context)
 
