@@ -45,7 +45,7 @@ FAST_SLEEP = 0.02
 CHAOS = os.environ.get("DROPBOX_SIGN_CHAOS") == "1"
 
 CONFIRMED = frozenset({"canceled", "already_canceled"})
-RETRY_MESSAGE = "failed; retrying in"
+RETRY_MESSAGE = "); retrying in"
 NO_VERDICT_MESSAGE = "no verdict this time"
 #: A failure names each id with a reason; when the task kept no outcomes, the reason tells it.
 REASONS = {"cancellation not confirmed in time": "timeout"}

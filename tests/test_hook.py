@@ -882,3 +882,13 @@ def test_a_cap_that_is_not_a_whole_number_is_refused_naming_the_connection(
     with pytest.raises(ValueError, match=r"dropbox_sign_default.*max_requests_per_minute"):
         DropboxSignHook().get_account()
     assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize("method", ["run", "run_and_check", "run_with_advanced_retry"])
+def test_raw_http_calls_that_would_bypass_the_budget_are_refused(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, method: str
+) -> None:
+    raw_call = getattr(DropboxSignHook(), method)
+    with pytest.raises(NotImplementedError, match="rate-limit budget"):
+        raw_call("/account")
+    assert emulator.requests_log == []

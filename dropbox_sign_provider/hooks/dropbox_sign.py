@@ -248,6 +248,8 @@ class _Call:
         self._retries = 0
         #: seconds to wait before the next attempt, set when an answer asks for a retry
         self.retry_in = 0.0
+        #: why the last attempt is retried: status and ``error_name`` (never a header)
+        self.retry_reason = ""
 
     def reserve(self) -> tuple[float, bool]:
         """Seconds to wait before sending, and whether the send is booked (else ask again)."""
@@ -304,6 +306,13 @@ class _Call:
             raise error
         self._retries += 1
         self.retry_in = delay
+        self.retry_reason = f"{error.status_code or 'no answer'} {error.error_name}"
+
+
+_RAW_CALLS_REFUSED = (
+    "raw HTTP calls would bypass the account's rate-limit budget and the id checks; use "
+    "get_signature_request(), cancel_signature_request(), list_signature_requests() or get_account()"
+)
 
 
 def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
@@ -458,8 +467,32 @@ class DropboxSignHook(HttpHook):
                 result = call.answered(response.status_code, response.headers, response.content)
                 if result is not None:
                     return result
-            self.log.warning("Dropbox Sign %s %s failed; retrying in %.1f s", method, path, call.retry_in)
+            self.log.warning(
+                "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
+                method,
+                path,
+                call.retry_reason,
+                call.retry_in,
+            )
             time.sleep(call.retry_in)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """
+        Not available, nor are ``run_and_check`` and ``run_with_advanced_retry``: a raw call would
+        bypass the account's rate-limit budget and the id checks.
+
+        :raises NotImplementedError: always; use the typed methods (``get_signature_request``,
+            ``cancel_signature_request``, ``list_signature_requests``, ``get_account``).
+        """
+        raise NotImplementedError(_RAW_CALLS_REFUSED)
+
+    def run_and_check(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: see :meth:`run`."""
+        raise NotImplementedError(_RAW_CALLS_REFUSED)
+
+    def run_with_advanced_retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: see :meth:`run`."""
+        raise NotImplementedError(_RAW_CALLS_REFUSED)
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
@@ -650,7 +683,13 @@ class DropboxSignAsyncHook(BaseHook):
                 result = call.answered(response.status, response.headers, body)
                 if result is not None:
                     return result
-            self.log.warning("Dropbox Sign %s %s failed; retrying in %.1f s", method, path, call.retry_in)
+            self.log.warning(
+                "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
+                method,
+                path,
+                call.retry_reason,
+                call.retry_in,
+            )
             await asyncio.sleep(call.retry_in)
 
     async def get_signature_request(self, signature_request_id: str) -> dict[str, Any]:
