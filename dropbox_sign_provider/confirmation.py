@@ -111,6 +111,8 @@ def check_on_completed(on_completed: Any) -> None:
 
 #: Outcome of an id that a cancel found already cancelled (410 on ``GET``).
 ALREADY_CANCELED = "already_canceled"
+#: Outcome of an id that got no verdict: the API kept failing or answered something unexpected.
+ERROR = "error"
 #: Outcome of an id in a dry run that would be cancelled: nothing was sent, nothing to wait for.
 WOULD_CANCEL = "would_cancel"
 
@@ -138,6 +140,7 @@ def failure_reason(outcome: str, on_completed: str) -> str | None:
         RequestState.FORBIDDEN.value: "forbidden (403): not the sender's or the app owner's request",
         RequestState.UNAUTHORIZED.value: "unauthorized (401): the API key or token was refused",
         TIMEOUT: "cancellation not confirmed in time",
+        ERROR: "no verdict: the API kept failing or answered something unexpected (see the task log)",
     }
     return reasons.get(outcome, outcome)
 

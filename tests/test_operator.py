@@ -531,3 +531,18 @@ def test_dag_retry_after_partial_progress(emulator: DropboxSignEmulator, dropbox
         ("POST", second, 200),
     ]
     assert emulator.cancel_calls(first) == 2
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-task", "deferrable"])
+def test_a_failing_id_does_not_leave_the_queued_ones_unconfirmed(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    queued = make_requests(emulator, 2)
+    ti = FakeTI()
+    task = operator([queued[0], MISSING, queued[1]], wait_for_confirmation=True, deferrable=deferrable)
+    with pytest.raises(AirflowFailException, match=f"{MISSING}: not found \\(404\\)") as failed:
+        run(task, ti)
+    # The wait happened first: both queued cancellations are confirmed, and the report says so.
+    assert [emulator.get_state(sr_id) for sr_id in queued] == ["canceled", "canceled"]
+    assert "2 canceled" in str(failed.value)
+    assert ti.xcoms["outcomes"][MISSING] == "not_found"

@@ -15,6 +15,7 @@ from dropbox_sign_provider.confirmation import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
+    ERROR,
     WOULD_CANCEL,
     CancellationEvent,
     CancellationWatch,
@@ -69,6 +70,8 @@ class CancelSignatureRequestOperator(BaseOperator):
     some fail; the task then fails once, listing each failing id and why. That failure skips the
     task's retries when every failing id got a verdict (``not_found``, ``forbidden``, ...), and
     uses them when some id got none (the API kept failing, or answered something unexpected).
+    With ``wait_for_confirmation``, the ids that were queued are waited for first, so a failure
+    never leaves queued cancellations unconfirmed.
 
     The cancel call only queues the cancellation. With ``wait_for_confirmation`` the task finishes
     only once Dropbox Sign confirms each one (see
@@ -163,17 +166,23 @@ class CancelSignatureRequestOperator(BaseOperator):
             try:
                 outcomes[sr_id] = self._cancel(hook, sr_id)
             except DropboxSignError as error:
-                outcomes[sr_id], errors[sr_id] = "error", str(error)
-            self.log.info("Signature request %s: %s", sr_id, outcomes[sr_id])
+                outcomes[sr_id], errors[sr_id] = ERROR, str(error)
+                self.log.warning("Signature request %s: no verdict: %s", sr_id, error)
+            else:
+                self.log.info("Signature request %s: %s", sr_id, outcomes[sr_id])
 
         failures = {
             sr_id: reason
             for sr_id, outcome in outcomes.items()
             if (reason := errors.get(sr_id) or failure_reason(outcome, self.on_completed)) is not None
         }
+        queued = RequestState.CANCEL_REQUESTED.value in outcomes.values()
         if failures:
             # Keep the partial result where a summary task or a person can read it.
             context["ti"].xcom_push(key="outcomes", value=outcomes)
+        # With cancellations queued and a wait asked for, the failures are reported after the wait:
+        # failing now would leave the queued ones unconfirmed and never re-cancelled.
+        if failures and not (self.wait_for_confirmation and queued):
             finish(
                 CancellationEvent(
                     status="failure",
@@ -235,7 +244,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts
         )
         if watch.done:
-            return finish(watch.event(self.on_completed), self.log)
+            return finish(watch.event(self.on_completed), self.log, retryable=ERROR in outcomes.values())
         if self.deferrable:
             defer_until_confirmed(
                 self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
@@ -244,11 +253,11 @@ class CancelSignatureRequestOperator(BaseOperator):
             time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))
             poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
             if watch.done:
-                return finish(watch.event(self.on_completed), self.log)
+                return finish(watch.event(self.on_completed), self.log, retryable=ERROR in outcomes.values())
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
         """Turn the trigger's event into the task's result, or a failure listing each failing id."""
-        return finish(event, self.log)
+        return finish(event, self.log, retryable=ERROR in event["outcomes"].values())
 
 
 def _state_by_get(hook: DropboxSignHook, sr_id: str) -> RequestState:
