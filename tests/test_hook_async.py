@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -36,18 +35,20 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.conftest import make_requests
 
-API_KEY = "sk-live-SECRETKEY123"
-ACCESS_TOKEN = "tok-live-SECRETTOKEN456"
-SECRETS = (
-    API_KEY,
+# The same account, credentials and connections as the sync hook's tests (fixtures included).
+from tests.test_hook import (  # noqa: F401
     ACCESS_TOKEN,
-    "SECRETKEY",
-    "SECRETTOKEN",
-    base64.b64encode(f"{API_KEY}:".encode()).decode(),
+    API_KEY,
+    FAST,
+    NO_RETRY,
+    SECRETS,
+    UNKNOWN_ID,
+    emulator,
+    key_conn,
+    set_connection,
+    statuses,
+    token_conn,
 )
-UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
-FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
-NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
 
 T = TypeVar("T")
 
@@ -57,33 +58,6 @@ def run(coro: Awaitable[T]) -> T:
         return await coro
 
     return asyncio.run(main())
-
-
-@pytest.fixture
-def emulator() -> Iterator[DropboxSignEmulator]:
-    """The emulator, with credentials that are easy to spot if they leak."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), access_tokens=(ACCESS_TOKEN,), cancel_delay=0.2) as emu:
-        yield emu
-
-
-def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> str:
-    conn = {"conn_type": "dropbox_sign", **fields}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    return conn_id
-
-
-@pytest.fixture
-def key_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
-    return set_connection(monkeypatch, "ds_key", host=emulator.base_url, password=API_KEY)
-
-
-@pytest.fixture
-def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
-    return set_connection(monkeypatch, "ds_token", host=emulator.url, extra={"access_token": ACCESS_TOKEN})
-
-
-def statuses(emulator: DropboxSignEmulator) -> list[int]:
-    return [entry.status for entry in emulator.requests_log]
 
 
 async def get(conn_id: str, sr_id: Any, **hook_kwargs: Any) -> dict[str, Any]:
