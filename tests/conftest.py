@@ -5,8 +5,10 @@ loopback, and connections pointing at it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Airflow reads its configuration on first import: point it at a throw-away home first.
-_AIRFLOW_HOME = Path(
-    os.environ.get("DROPBOX_SIGN_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="airflow-test-")
-)
+if os.environ.get("DROPBOX_SIGN_TEST_AIRFLOW_HOME"):
+    _AIRFLOW_HOME = Path(os.environ["DROPBOX_SIGN_TEST_AIRFLOW_HOME"])
+else:
+    _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-test-"))
+    atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # dag.test() runs a DAG only once it is in a bundle: the example DAGs and the tests' own DAGs.
@@ -35,10 +39,10 @@ os.environ.setdefault(
 )
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
-import pytest  # noqa: E402
+import pytest
 
-from dropbox_sign_provider.hooks.policy import forget_budgets  # noqa: E402
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator  # noqa: E402
+from dropbox_sign_provider.hooks.policy import forget_budgets
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 
 API_KEY = "test-key"
 ACCESS_TOKEN = "test-token"
