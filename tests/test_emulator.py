@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from dropbox_sign_provider.testing import DropboxSignEmulator, LoggedRequest, event_hash
+from dropbox_sign_provider.testing import DropboxSignEmulator, LoggedRequest, OddAnswer, event_hash
 from dropbox_sign_provider.testing import emulator as emulator_module
 
 KEY = ("test-key", "")
@@ -903,3 +903,39 @@ def test_cli_main_rejects_unknown_flags() -> None:
     with pytest.raises(SystemExit) as exit_info:
         emulator_module.main(["--no-such-flag"])
     assert exit_info.value.code == 2
+
+
+# --- odd answers ------------------------------------------------------------------------------
+
+
+def test_an_odd_answer_is_served_once_to_the_matching_call_and_logged() -> None:
+    with DropboxSignEmulator(api_keys=("k",)) as emu:
+        sr_id = emu.create_signature_request()["signature_request_id"]
+        emu.add_odd_answers(
+            OddAnswer(302, {"Location": f"{emu.url}/v3/account"}, method="POST"),
+            OddAnswer(headers={"X-Ratelimit-Reset": "1794244889475", "X-RateLimit-Limit": None}),
+        )
+        auth = ("k", "")
+        get = requests.get(f"{emu.base_url}/signature_request/{sr_id}", auth=auth, timeout=5)
+        assert get.status_code == 200
+        assert get.headers["X-Ratelimit-Reset"] == "1794244889475"
+        assert "X-RateLimit-Limit" not in get.headers
+        cancel = requests.post(
+            f"{emu.base_url}/signature_request/cancel/{sr_id}", auth=auth, timeout=5, allow_redirects=False
+        )
+        assert cancel.status_code == 302
+        assert cancel.headers["Location"] == f"{emu.url}/v3/account"
+        # The odd answer acted for nothing: the request is untouched, the next cancel is real.
+        assert emu.get_state(sr_id) == "awaiting_signature"
+        again = requests.post(f"{emu.base_url}/signature_request/cancel/{sr_id}", auth=auth, timeout=5)
+        assert again.status_code == 200
+        calls = [(r.method, r.status) for r in emu.requests_log]
+        assert calls == [("GET", 200), ("POST", 302), ("POST", 200)]
+
+
+def test_odd_answers_refuse_a_nonsense_count_or_status() -> None:
+    emu = DropboxSignEmulator()
+    with pytest.raises(ValueError, match="times 0"):
+        emu.add_odd_answers(OddAnswer(500, times=0))
+    with pytest.raises(ValueError, match="status 42"):
+        emu.add_odd_answers(OddAnswer(42))

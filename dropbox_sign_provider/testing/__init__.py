@@ -10,9 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, LoggedRequest, event_hash
+    from dropbox_sign_provider.testing.emulator import (
+        DropboxSignEmulator,
+        LoggedRequest,
+        OddAnswer,
+        event_hash,
+    )
 
-__all__ = ["DropboxSignEmulator", "LoggedRequest", "event_hash"]
+__all__ = ["DropboxSignEmulator", "LoggedRequest", "OddAnswer", "event_hash"]
 
 
 def __getattr__(name: str) -> Any:

@@ -99,7 +99,7 @@ from typing import Any, NamedTuple
 import aiohttp
 from aiohttp import web
 
-__all__ = ["DropboxSignEmulator", "LoggedRequest", "event_hash", "main"]
+__all__ = ["DropboxSignEmulator", "LoggedRequest", "OddAnswer", "event_hash", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,37 @@ class _ApiError(Exception):
 
 
 @dataclass(frozen=True)
+class OddAnswer:
+    """
+    One answer that a real API, a proxy or a load balancer in front of it might give, served in
+    place of (or on top of) the emulator's own: see :meth:`DropboxSignEmulator.add_odd_answers`.
+
+    :param status: the status to answer, with ``body`` and ``headers`` only; ``None`` lets the
+        emulator answer as usual (the call then counts and acts as it normally would) and only
+        ``headers`` are changed.
+    :param headers: headers to add or replace, e.g. ``{"X-Ratelimit-Reset": "1794244889475"}`` or
+        ``{"Location": ...}``; a value of ``None`` removes the header (a proxy that strips it).
+    :param body: the body, served as it is (``status`` given only).
+    :param method: only calls with this method, e.g. ``"POST"``; any method when ``None``.
+    :param path_prefix: only calls whose path starts with this, e.g. ``"/v3/signature_request/cancel/"``.
+    :param times: how many matching calls get this answer before it is used up.
+    """
+
+    status: int | None = None
+    headers: Mapping[str, str | None] = field(default_factory=dict)
+    body: bytes | str = b""
+    method: str | None = None
+    path_prefix: str = "/v3"
+    times: int = 1
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a call to ``method path`` gets this answer."""
+        return (self.method is None or self.method.upper() == method.upper()) and path.startswith(
+            self.path_prefix
+        )
+
+
+@dataclass(frozen=True)
 class _Faults:
     latency: float = 0.0
     error_rate: float = 0.0
@@ -248,6 +279,13 @@ def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = N
         content_type="application/json",
         headers=dict(headers or {}),
     )
+
+
+def _apply_headers(response: web.StreamResponse, headers: Mapping[str, str | None]) -> None:
+    for name, value in headers.items():
+        response.headers.popall(name, None)
+        if value is not None:
+            response.headers[name] = value
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -319,6 +357,8 @@ class DropboxSignEmulator:
         self._window = _RateWindow()
         self._faults = _Faults()
         self._rng = random.Random()
+        # [answer, uses left], served in order to the calls they match.
+        self._odd_answers: list[list[Any]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -577,9 +617,39 @@ class DropboxSignEmulator:
             self._rng = random.Random(seed)
 
     def clear_faults(self) -> None:
-        """Switch every injected fault off."""
+        """Switch every injected fault off, odd answers included."""
         with self._lock:
             self._faults = _Faults()
+            self._odd_answers.clear()
+
+    def add_odd_answers(self, *answers: OddAnswer) -> None:
+        """
+        Serve odd answers to the next matching ``/v3`` calls, in the order given: a redirect, a
+        ``304`` with no body, a rate-limit header in milliseconds or an hour ahead, a ``429``
+        whose rate-limit headers a proxy stripped, an oversized body... Each is logged in
+        :attr:`requests_log` like any other call; one with a ``status`` changes no state.
+
+        :param answers: the answers; each is used ``times`` times, then dropped.
+        :raises ValueError: for a ``times`` below 1 or a status outside 100 to 599.
+        """
+        for answer in answers:
+            if answer.times < 1:
+                raise ValueError(f"times {answer.times!r} must be 1 or more")
+            if answer.status is not None and not 100 <= answer.status <= 599:
+                raise ValueError(f"status {answer.status!r} must be from 100 to 599")
+        with self._lock:
+            self._odd_answers.extend([answer, answer.times] for answer in answers)
+
+    def _take_odd_answer(self, method: str, path: str) -> OddAnswer | None:
+        with self._lock:
+            for entry in self._odd_answers:
+                answer, _ = entry
+                if answer.matches(method, path):
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        self._odd_answers.remove(entry)
+                    return answer  # type: ignore[no-any-return]
+            return None
 
     @property
     def faults(self) -> dict[str, Any]:
@@ -787,6 +857,13 @@ class DropboxSignEmulator:
                 request.transport.close()
             # Nothing reaches the client: its transport is already closed.
             return web.Response(status=500)
+        odd = self._take_odd_answer(request.method, request.path)
+        if odd is not None and odd.status is not None:
+            body = odd.body.encode() if isinstance(odd.body, str) else odd.body
+            response = web.Response(status=odd.status, body=body or None)
+            _apply_headers(response, odd.headers)
+            self._log(request, response.status, arrived)
+            return response
         if plan.storm:
             headers = self._rate_headers(self.rate_limit, math.ceil(time.time() + 1))
             response = _json_response(429, _envelope(429, "Too many requests."), headers)
@@ -801,6 +878,8 @@ class DropboxSignEmulator:
             )
         else:
             response = self._api(request)
+        if odd is not None:
+            _apply_headers(response, odd.headers)
         self._log(request, response.status, arrived)
         return response
 
