@@ -121,6 +121,13 @@ class DropboxSignConnectionError(DropboxSignError):
     """No answer arrived: connection refused or dropped, or the call timed out."""
 
 
+class DropboxSignDeadlineError(DropboxSignError):
+    """
+    The call was not sent: it could not go out before its deadline (waiting for the account's rate
+    limit or for a retry would have taken it past). Says nothing about the request itself.
+    """
+
+
 class DropboxSignResponseError(DropboxSignError):
     """An answer arrived but could not be read (not JSON, or not the documented shape)."""
 

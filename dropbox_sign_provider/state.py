@@ -15,6 +15,7 @@ from typing import Any
 from dropbox_sign_provider.exceptions import (
     DropboxSignConflictError,
     DropboxSignConnectionError,
+    DropboxSignDeadlineError,
     DropboxSignDeletedError,
     DropboxSignError,
     DropboxSignForbiddenError,
@@ -63,6 +64,7 @@ _BY_ERROR: tuple[tuple[type[DropboxSignError], RequestState], ...] = (
     (DropboxSignRateLimitError, RequestState.TRANSIENT),
     (DropboxSignServerError, RequestState.TRANSIENT),
     (DropboxSignConnectionError, RequestState.TRANSIENT),
+    (DropboxSignDeadlineError, RequestState.TRANSIENT),
     (DropboxSignResponseError, RequestState.TRANSIENT),
 )
 

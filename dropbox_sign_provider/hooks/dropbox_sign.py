@@ -28,6 +28,7 @@ from airflow.sdk import BaseHook
 from dropbox_sign_provider import DEFAULT_CONN_NAME, DEFAULT_HOST
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
+    DropboxSignDeadlineError,
     DropboxSignError,
     DropboxSignRateLimitError,
     DropboxSignResponseError,
@@ -237,7 +238,13 @@ class _Call:
     """
 
     def __init__(
-        self, settings: ApiSettings, policy: RetryPolicy, rng: random.Random, method: str, path: str
+        self,
+        settings: ApiSettings,
+        policy: RetryPolicy,
+        rng: random.Random,
+        method: str,
+        path: str,
+        deadline: float | None = None,
     ):
         self.method = method
         self.path = path
@@ -246,16 +253,31 @@ class _Call:
         self._policy = policy
         self._rng = rng
         self._retries = 0
+        #: Unix time after which nothing is sent (``None``: no deadline)
+        self.deadline = deadline
         #: seconds to wait before the next attempt, set when an answer asks for a retry
         self.retry_in = 0.0
         #: why the last attempt is retried: status and ``error_name`` (never a header)
         self.retry_reason = ""
 
     def reserve(self) -> tuple[float, bool]:
-        """Seconds to wait before sending, and whether the send is booked (else ask again)."""
+        """
+        Seconds to wait before sending, and whether the send is booked (else ask again).
+
+        :raises DropboxSignDeadlineError: when the send could not go out before the deadline.
+        :raises DropboxSignRateLimitError: when it would wait longer than the policy allows.
+        """
+        max_wait = self._policy.max_rate_limit_wait
+        left = self._time_left()
+        if left is not None:
+            max_wait = left if max_wait is None else min(max_wait, left)
         try:
-            slot = self._budget.reserve(max_wait=self._policy.max_rate_limit_wait)
+            slot = self._budget.reserve(max_wait=max_wait)
         except DropboxSignRateLimitError as refused:
+            if left is not None and max_wait == left:
+                raise self._past_deadline(
+                    f"the account's rate limit leaves no room for {left:.1f} s"
+                ) from None
             raise DropboxSignRateLimitError(
                 refused.status_code,
                 refused.error_name,
@@ -265,6 +287,29 @@ class _Call:
                 retry_after=refused.retry_after,
             ) from None
         return slot.wait, slot.claimed
+
+    def check_deadline(self) -> None:
+        """
+        Called right before the request goes out: past the deadline, it is not sent.
+
+        :raises DropboxSignDeadlineError: when the deadline has passed (the send loop then gives
+            up the booked send, as for any call abandoned before its answer).
+        """
+        left = self._time_left()
+        if left is not None and left <= 0:
+            raise self._past_deadline("the deadline passed while it waited")
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def _past_deadline(self, why: str) -> DropboxSignDeadlineError:
+        return DropboxSignDeadlineError(
+            None,
+            "deadline_passed",
+            f"not sent: {why}, past its deadline",
+            method=self.method,
+            path=self.path,
+        )
 
     def abandoned(self) -> None:
         """
@@ -302,7 +347,9 @@ class _Call:
 
     def _retry_or_raise(self, error: DropboxSignError) -> None:
         delay = self._policy.retry_delay(self._retries, error, self._rng)
-        if delay is None:
+        left = self._time_left()
+        # A retry that would go out past the deadline is not made: the last failure is the news.
+        if delay is None or (left is not None and delay >= left):
             raise error
         self._retries += 1
         self.retry_in = delay
@@ -442,9 +489,15 @@ class DropboxSignHook(HttpHook):
             self._session.headers.update(headers)
         return self._session
 
-    def _request(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
         session = self.get_conn()
-        call = _Call(self.settings, self.retry_policy, self._rng, method, path)
+        call = _Call(self.settings, self.retry_policy, self._rng, method, path, deadline)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -453,6 +506,7 @@ class DropboxSignHook(HttpHook):
             try:
                 if wait > 0:
                     time.sleep(wait)
+                call.check_deadline()
                 response = session.request(method, call.url, params=params, timeout=self.settings.timeout)
             except (
                 requests.ConnectionError,
@@ -498,18 +552,23 @@ class DropboxSignHook(HttpHook):
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
         return _member(self._request("GET", "/account"), "account", "GET", "/account")
 
-    def get_signature_request(self, signature_request_id: str) -> dict[str, Any]:
+    def get_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> dict[str, Any]:
         """
         One signature request (``GET /signature_request/{id}``).
 
         :param signature_request_id: the request's id.
+        :param deadline: Unix time after which the call is not sent, however long the rate limit
+            or a retry would make it wait.
         :return: the inner ``signature_request`` object.
         :raises DropboxSignDeletedError: once the request has been cancelled.
+        :raises DropboxSignDeadlineError: when the call could not go out before ``deadline``.
         """
         path = signature_request_path(None, signature_request_id)
-        return _member(self._request("GET", path), "signature_request", "GET", path)
+        return _member(self._request("GET", path, deadline=deadline), "signature_request", "GET", path)
 
-    def cancel_signature_request(self, signature_request_id: str) -> None:
+    def cancel_signature_request(self, signature_request_id: str, *, deadline: float | None = None) -> None:
         """
         Queue the cancellation of an incomplete signature request (``POST /signature_request/cancel/{id}``).
 
@@ -518,8 +577,12 @@ class DropboxSignHook(HttpHook):
         :class:`~dropbox_sign_provider.exceptions.DropboxSignDeletedError`.
 
         :param signature_request_id: the request's id.
+        :param deadline: Unix time after which the cancel is not sent: the wait for the rate limit
+            and for retries is bounded by the time left, and the deadline is checked again right
+            before the request goes out.
+        :raises DropboxSignDeadlineError: when the cancel could not go out before ``deadline``.
         """
-        self._request("POST", signature_request_path("cancel", signature_request_id))
+        self._request("POST", signature_request_path("cancel", signature_request_id), deadline=deadline)
 
     def remove_signature_request_access(self, signature_request_id: str) -> None:
         """
@@ -660,10 +723,14 @@ class DropboxSignAsyncHook(BaseHook):
             await shared.session.close()
 
     async def _request(
-        self, method: str, path: str, params: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         session = await self.get_session()
-        call = _Call(await self.get_settings(), self.retry_policy, self._rng, method, path)
+        call = _Call(await self.get_settings(), self.retry_policy, self._rng, method, path, deadline)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -672,6 +739,7 @@ class DropboxSignAsyncHook(BaseHook):
             try:
                 if wait > 0:
                     await asyncio.sleep(wait)
+                call.check_deadline()
                 async with session.request(method, call.url, params=params) as response:
                     body = await response.read()
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
@@ -692,11 +760,16 @@ class DropboxSignAsyncHook(BaseHook):
             )
             await asyncio.sleep(call.retry_in)
 
-    async def get_signature_request(self, signature_request_id: str) -> dict[str, Any]:
+    async def get_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> dict[str, Any]:
         """Async :meth:`DropboxSignHook.get_signature_request`."""
         path = signature_request_path(None, signature_request_id)
-        return _member(await self._request("GET", path), "signature_request", "GET", path)
+        answer = await self._request("GET", path, deadline=deadline)
+        return _member(answer, "signature_request", "GET", path)
 
-    async def cancel_signature_request(self, signature_request_id: str) -> None:
+    async def cancel_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> None:
         """Async :meth:`DropboxSignHook.cancel_signature_request`."""
-        await self._request("POST", signature_request_path("cancel", signature_request_id))
+        await self._request("POST", signature_request_path("cancel", signature_request_id), deadline=deadline)
