@@ -94,14 +94,14 @@ def drain(budget: AccountBudget, now: float) -> int:
     ids=["api-spelling", "canonical", "lower", "upper"],
 )
 def test_headers_are_read_whatever_their_case(raw: dict[str, str]) -> None:
-    announced = RateLimitHeaders.from_headers(raw)
+    announced = RateLimitHeaders.from_headers(raw, now=T0)
     assert announced == RateLimitHeaders(limit=100, remaining=42, reset=1_800_000_060.0)
 
 
 def test_headers_are_read_from_the_clients_header_types() -> None:
     raw = headers(25, 3, T0 + 30)
-    from_requests = RateLimitHeaders.from_headers(requests.structures.CaseInsensitiveDict(raw))
-    from_aiohttp = RateLimitHeaders.from_headers(CIMultiDictProxy(CIMultiDict(raw)))
+    from_requests = RateLimitHeaders.from_headers(requests.structures.CaseInsensitiveDict(raw), now=T0)
+    from_aiohttp = RateLimitHeaders.from_headers(CIMultiDictProxy(CIMultiDict(raw)), now=T0)
     assert from_requests == from_aiohttp == RateLimitHeaders(limit=25, remaining=3, reset=T0 + 30)
 
 
@@ -118,7 +118,7 @@ def test_headers_are_read_from_the_clients_header_types() -> None:
     ],
 )
 def test_missing_or_unreadable_headers_announce_nothing(raw: dict[str, str]) -> None:
-    assert RateLimitHeaders.from_headers(raw) is None
+    assert RateLimitHeaders.from_headers(raw, now=T0) is None
 
 
 # --- AccountBudget: probe first ------------------------------------------------------------------
@@ -131,7 +131,8 @@ def test_one_probe_goes_first_and_the_others_wait_for_its_answer() -> None:
 
     waiting = [budget.reserve(now=T0 + 0.001 * i) for i in range(3)]
     assert all(not slot.claimed for slot in waiting)
-    assert all(0 < slot.wait <= 0.1 for slot in waiting)
+    # They wait for the probe's answer (woken by it), asking again within a second at the latest.
+    assert all(slot.awaits_probe and 0 < slot.wait <= 1.0 for slot in waiting)
 
     budget.observe(headers(100, 99, T0 + 60), 200, now=T0 + 0.01)
     after = budget.reserve(now=T0 + 0.02)
@@ -554,11 +555,136 @@ def test_an_idle_gap_is_not_taken_for_the_window_length() -> None:
 )
 def test_headers_that_would_stall_every_caller_are_ignored(limit: str, remaining: str, reset: str) -> None:
     raw = {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-Ratelimit-Reset": reset}
-    assert RateLimitHeaders.from_headers(raw) is None
+    assert RateLimitHeaders.from_headers(raw, now=T0) is None
 
 
 def test_remaining_is_clamped_to_the_limit() -> None:
     raw = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "-5", "X-Ratelimit-Reset": str(T0 + 60)}
-    announced = RateLimitHeaders.from_headers(raw)
+    announced = RateLimitHeaders.from_headers(raw, now=T0)
     assert announced is not None
     assert announced.remaining == 0
+
+
+# --- rate-limit headers are evidence, not orders -------------------------------------------------
+
+
+def http_date(at: float) -> str:
+    import email.utils
+
+    return email.utils.formatdate(at, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        str(int(T0 * 1000) + 60_000),  # milliseconds
+        str(int(T0) + 3600),  # an hour ahead, no Date to explain it
+        str(int(T0) - 3600),  # far past
+        "-5",  # negative
+        "0",
+    ],
+    ids=["milliseconds", "hour-ahead", "far-past", "negative", "zero"],
+)
+def test_a_value_that_cannot_be_a_reset_time_is_treated_like_a_missing_header(reset: str) -> None:
+    raw = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0", "X-Ratelimit-Reset": reset}
+    assert RateLimitHeaders.from_headers(raw, now=T0) is None
+    # The budget then acts as on an answer without headers: it never parks the account.
+    budget = AccountBudget(100)
+    assert budget.reserve(now=T0).claimed
+    budget.observe(raw, 429, now=T0)
+    slot = budget.reserve(now=T0 + 0.01)
+    assert slot.claimed
+    assert slot.wait < 1
+
+
+def test_a_reset_is_read_against_the_servers_clock_when_the_clocks_differ() -> None:
+    # The server's clock is an hour ahead of ours; its reset is 20 s away on its own clock.
+    raw = {
+        "X-RateLimit-Limit": "100",
+        "X-RateLimit-Remaining": "0",
+        "X-Ratelimit-Reset": str(int(T0) + 3600 + 20),
+        "Date": http_date(T0 + 3600),
+    }
+    announced = RateLimitHeaders.from_headers(raw, now=T0)
+    assert announced is not None
+    assert announced.reset == pytest.approx(T0 + 20, abs=1)
+    budget = AccountBudget(100)
+    assert budget.reserve(now=T0).claimed
+    budget.observe(raw, 429, now=T0)
+    assert budget.reserve(now=T0 + 0.01).wait == pytest.approx(20, abs=1.1)
+
+
+def test_close_clocks_keep_the_reset_as_announced() -> None:
+    raw = {**headers(100, 5, T0 + 30), "Date": http_date(T0 + 1)}
+    announced = RateLimitHeaders.from_headers(raw, now=T0)
+    assert announced is not None
+    assert announced.reset == T0 + 30
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("7", 7.0), ("0", 0.0), ("3600", None), ("-1", None), ("soon", None), ("", None)],
+)
+def test_retry_after_is_honoured_when_a_rate_limit_could_mean_it(value: str, expected: float | None) -> None:
+    from dropbox_sign_provider.hooks.policy import retry_after_seconds
+
+    assert retry_after_seconds({"Retry-After": value}, now=T0) == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    from dropbox_sign_provider.hooks.policy import retry_after_seconds
+
+    seconds = retry_after_seconds({"Retry-After": http_date(T0 + 10)}, now=T0)
+    assert seconds == pytest.approx(10, abs=1)
+
+
+def test_a_429_with_only_retry_after_holds_the_account_until_then() -> None:
+    budget = AccountBudget(100)
+    assert budget.reserve(now=T0).claimed
+    held = budget.observe({"Retry-After": "7"}, 429, now=T0)
+    assert held == 7
+    assert budget.reserve(now=T0 + 1).wait == pytest.approx(6, abs=0.01)
+
+
+def test_a_429_without_any_header_is_outlasted_for_at_least_one_window() -> None:
+    policy = RetryPolicy()
+    rng = random.Random(1)
+    error = DropboxSignRateLimitError(429, "exceeded_rate", "Too many requests.")
+    waited, retries = 0.0, 0
+    while (delay := policy.retry_delay(retries, error, rng, rate_limited_for=waited)) is not None:
+        waited += delay
+        retries += 1
+    assert retries == policy.max_retries
+    assert waited >= 60
+
+
+def test_a_released_slot_holds_nobody_back() -> None:
+    budget = AccountBudget(1)
+    assert budget.reserve(now=T0).claimed
+    budget.observe(headers(100, 99, T0 + 62), 200, now=T0)
+    far = budget.reserve(now=T0 + 1)  # the client-side cap books the next minute
+    assert far.claimed
+    assert far.at == pytest.approx(T0 + 60)
+    budget.release(far.at)  # its caller was cancelled before it went out
+    later = budget.reserve(now=T0 + 60.5)
+    assert later.claimed
+    assert later.wait == 0
+
+
+def test_waiters_for_the_probe_are_woken_by_its_answer() -> None:
+    budget = AccountBudget()
+    assert budget.reserve(now=T0).claimed
+    waiting = budget.reserve(now=T0)
+    assert waiting.awaits_probe
+    woken = threading.Event()
+
+    def wait() -> None:
+        budget.wait_for_probe(timeout=30)
+        woken.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert not woken.wait(0.1)
+    budget.observe(headers(100, 99, T0 + 60), 200, now=T0)
+    assert woken.wait(5)
+    waiter.join()

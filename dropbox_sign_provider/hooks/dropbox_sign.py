@@ -38,8 +38,8 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.hooks.policy import (
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     AccountBudget,
-    RateLimitHeaders,
     RetryPolicy,
+    Slot,
     budget_for,
     budget_key,
 )
@@ -253,6 +253,10 @@ class _Call:
         self._policy = policy
         self._rng = rng
         self._retries = 0
+        # The last answer of the budget, and whether its booked send has gone out.
+        self._slot = Slot(0.0, claimed=False)
+        self._sending = False
+        self._rate_limited_since: float | None = None
         #: Unix time after which nothing is sent (``None``: no deadline)
         self.deadline = deadline
         #: seconds to wait before the next attempt, set when an answer asks for a retry
@@ -286,7 +290,22 @@ class _Call:
                 path=self.path,
                 retry_after=refused.retry_after,
             ) from None
+        self._slot, self._sending = slot, False
         return slot.wait, slot.claimed
+
+    def idle(self) -> None:
+        """Wait, in a thread, until the budget may have room (after an unclaimed :meth:`reserve`)."""
+        if self._slot.awaits_probe:
+            self._budget.wait_for_probe(self._slot.wait)
+        else:
+            time.sleep(self._slot.wait)
+
+    async def aidle(self) -> None:
+        """Async :meth:`idle`, for the event loop."""
+        if self._slot.awaits_probe:
+            await self._budget.await_probe(self._slot.wait)
+        else:
+            await asyncio.sleep(self._slot.wait)
 
     def check_deadline(self) -> None:
         """
@@ -298,6 +317,7 @@ class _Call:
         left = self._time_left()
         if left is not None and left <= 0:
             raise self._past_deadline("the deadline passed while it waited")
+        self._sending = True
 
     def _time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
@@ -314,23 +334,27 @@ class _Call:
     def abandoned(self) -> None:
         """
         Handle a booked send given up before its answer (the task or trigger was cancelled or timed
-        out): when it was the budget's probe, the next request may probe instead of waiting forever.
+        out, or the deadline passed): a send that never went out is given back to the budget, and
+        when it was the budget's probe, the next request may probe instead of waiting forever.
         """
-        self._budget.observe(None, None)
+        if self._slot.claimed and not self._sending:
+            self._budget.release(self._slot.at)
+        else:
+            self._budget.observe(None, None)
 
     def answered(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
         """Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`."""
-        self._budget.observe(headers, status)
+        held_for = self._budget.observe(headers, status)
         if status < 400:
             try:
                 return parse_json_body(status, body, method=self.method, path=self.path)
             except DropboxSignError as error:
                 self._retry_or_raise(error)
                 return None
-        announced = RateLimitHeaders.from_headers(headers)
-        retry_after = max(0.0, announced.reset - time.time()) if announced and status == 429 else None
+        if status == 429 and self._rate_limited_since is None:
+            self._rate_limited_since = time.time()
         self._retry_or_raise(
-            error_from_response(status, body, method=self.method, path=self.path, retry_after=retry_after)
+            error_from_response(status, body, method=self.method, path=self.path, retry_after=held_for)
         )
         return None
 
@@ -346,7 +370,8 @@ class _Call:
             raise raised from reason
 
     def _retry_or_raise(self, error: DropboxSignError) -> None:
-        delay = self._policy.retry_delay(self._retries, error, self._rng)
+        limited_for = 0.0 if self._rate_limited_since is None else time.time() - self._rate_limited_since
+        delay = self._policy.retry_delay(self._retries, error, self._rng, limited_for)
         left = self._time_left()
         # A retry that would go out past the deadline is not made: the last failure is the news.
         if delay is None or (left is not None and delay >= left):
@@ -501,7 +526,7 @@ class DropboxSignHook(HttpHook):
         while True:
             wait, claimed = call.reserve()
             if not claimed:
-                time.sleep(wait)
+                call.idle()
                 continue
             try:
                 if wait > 0:
@@ -734,7 +759,7 @@ class DropboxSignAsyncHook(BaseHook):
         while True:
             wait, claimed = call.reserve()
             if not claimed:
-                await asyncio.sleep(wait)
+                await call.aidle()
                 continue
             try:
                 if wait > 0:

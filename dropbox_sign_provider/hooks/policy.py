@@ -12,17 +12,25 @@ Two small objects, each testable on its own with an explicit ``now``:
 * :class:`RetryPolicy` decides *whether* and *how long* to wait after a failed attempt: the
   server's reset time for 429s, exponential backoff with jitter for 5xx, dropped connections and
   unreadable answers, and never for other 4xx.
+
+Rate-limit headers are evidence, not orders: a reset time is read against the server's clock
+(its ``Date`` header) when the two clocks differ, and a value that cannot be a reset time
+(milliseconds, more than one window ahead or behind, negative) is treated like a missing header,
+so no answer can make the account wait longer than one window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.utils
 import hashlib
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dropbox_sign_provider.exceptions import (
@@ -38,8 +46,15 @@ DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 
 # While nothing is known of the account's remaining budget, one request goes first and the others
-# wait this long before asking again: the first answer's headers tell how much may follow.
-_PROBE_WAIT_SECONDS = 0.02
+# wait for its answer, whose headers tell how much may follow. They are woken by that answer; this
+# is only how often they look again in case it never comes (a call abandoned in another thread).
+_PROBE_WAIT_SECONDS = 1.0
+# How far from now an announced reset may be, either way: one window and a little slack. Anything
+# further (milliseconds, a clock an hour off with no Date header) cannot be this window's reset.
+_RESET_SLACK_SECONDS = 5.0
+_MAX_RESET_DISTANCE = DEFAULT_WINDOW_SECONDS + _RESET_SLACK_SECONDS
+# The Date header has whole-second precision: closer clocks than this are taken as equal.
+_CLOCK_SKEW_TOLERANCE = 2.0
 # The reset header has whole-second precision, clocks differ a little and a request takes a moment
 # to arrive: start a new window a moment after the announced reset rather than at it, and send
 # nothing in the same moment before a reset, when the request could be counted in either window.
@@ -88,26 +103,37 @@ class RetryPolicy:
             | DropboxSignResponseError,
         )
 
-    def retry_delay(self, retries_done: int, error: DropboxSignError, rng: random.Random) -> float | None:
+    def retry_delay(
+        self,
+        retries_done: int,
+        error: DropboxSignError,
+        rng: random.Random,
+        rate_limited_for: float = 0.0,
+    ) -> float | None:
         """
         Seconds to wait before retrying after ``error``, or ``None`` to give up and raise it.
 
-        A 429 that announced its reset waits only a small jitter here: the account budget, which
-        has seen the same headers, holds the next send back until the reset.
+        A 429 that told when the account may send again (its reset or ``Retry-After``) waits only
+        a small jitter here: the account budget, which has seen the same answer, holds the next
+        send back until then. A 429 that told nothing (a proxy stripped the headers) spreads the
+        retries left over what remains of one window, so the call never gives up while the limit
+        may still be in force.
 
         :param retries_done: retries already made for this call.
         :param error: the failure of the last attempt.
         :param rng: random source of the jitter.
+        :param rate_limited_for: seconds since this call's first 429.
         """
         if retries_done >= self.max_retries or not self.is_retryable(error):
             return None
-        # A reset this clock already sees as past (the clocks differ) gives the budget nothing to
-        # hold the next send back for: back off instead of retrying at once.
-        if (
-            isinstance(error, DropboxSignRateLimitError)
-            and (error.retry_after or 0.0) > _RESET_MARGIN_SECONDS
-        ):
-            return rng.uniform(0, _RESET_JITTER_SECONDS)
+        if isinstance(error, DropboxSignRateLimitError):
+            # A reset this clock already sees as past (the clocks differ) gives the budget nothing
+            # to hold the next send back for: back off instead of retrying at once.
+            if (error.retry_after or 0.0) > _RESET_MARGIN_SECONDS:
+                return rng.uniform(0, _RESET_JITTER_SECONDS)
+            window_left = max(0.0, DEFAULT_WINDOW_SECONDS - rate_limited_for)
+            spread = window_left / (self.max_retries - retries_done)
+            return max(self.backoff(retries_done, rng), spread + rng.uniform(0, _RESET_JITTER_SECONDS))
         return self.backoff(retries_done, rng)
 
     def backoff(self, retries_done: int, rng: random.Random) -> float:
@@ -128,14 +154,20 @@ class RateLimitHeaders:
     reset: float
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitHeaders | None:
+    def from_headers(cls, headers: Mapping[str, str], now: float | None = None) -> RateLimitHeaders | None:
         """
         Read ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-Ratelimit-Reset``.
 
+        The reset is returned on this machine's clock: when the answer's ``Date`` says the server's
+        clock differs from ours, the difference is taken off.
+
         :param headers: the answer's headers, looked up case-insensitively (the API spells the
             reset header with a lower-case ``l``).
-        :return: ``None`` when any of the three is missing or unreadable.
+        :param now: the current Unix time (``time.time()`` when omitted).
+        :return: ``None`` when any of the three is missing or unreadable, or when the reset cannot
+            be this window's: more than one window (and a little slack) away from now, either way.
         """
+        now = time.time() if now is None else now
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
             limit = int(lowered["x-ratelimit-limit"])
@@ -144,9 +176,57 @@ class RateLimitHeaders:
         except (KeyError, ValueError):
             return None
         # A limit below 1 or a reset that is not a time would stall every caller of the account.
-        if limit < 1 or not math.isfinite(reset):
+        if limit < 1 or not math.isfinite(reset) or reset <= 0:
+            return None
+        reset -= server_clock_skew(lowered.get("date"), now)
+        if abs(reset - now) > _MAX_RESET_DISTANCE:
             return None
         return cls(limit=limit, remaining=min(max(remaining, 0), limit), reset=reset)
+
+
+def server_clock_skew(date: str | None, now: float) -> float:
+    """
+    How far the server's clock is ahead of ours, from an answer's ``Date`` header; ``0`` without
+    one, or when the two agree within the header's whole-second precision.
+
+    :param date: the ``Date`` header (an HTTP date), or ``None``.
+    :param now: the current Unix time here.
+    """
+    if not date:
+        return 0.0
+    try:
+        # The server wrote the header somewhere within that second: take the middle of it.
+        server_now = email.utils.parsedate_to_datetime(date).timestamp() + 0.5
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    skew = server_now - now
+    return skew if abs(skew) > _CLOCK_SKEW_TOLERANCE and math.isfinite(skew) else 0.0
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """
+    The wait an answer's ``Retry-After`` header asks for (seconds, or an HTTP date), when it is
+    one a rate limit could mean: from 0 to one window and a little slack; ``None`` otherwise.
+
+    :param headers: the answer's headers.
+    :param now: the current Unix time (``time.time()`` when omitted).
+    """
+    now = time.time() if now is None else now
+    lowered = {k.lower(): v for k, v in headers.items()}
+    value = (lowered.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        seconds -= server_clock_skew(lowered.get("date"), now)
+    if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_RESET_DISTANCE:
+        return None
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -156,10 +236,15 @@ class Slot:
 
     :param wait: seconds to wait.
     :param claimed: whether a send was booked for the end of the wait; when not, ask again then.
+    :param at: the Unix time of the booked send (when ``claimed``).
+    :param awaits_probe: not claimed because the account's first request is out: ask again as
+        soon as it is answered (:meth:`AccountBudget.wait_for_probe`), ``wait`` at the latest.
     """
 
     wait: float
     claimed: bool
+    at: float = 0.0
+    awaits_probe: bool = False
 
 
 class AccountBudget:
@@ -197,6 +282,8 @@ class AccountBudget:
         # Sends counted per API window: 0 is the window ending at _reset, 1 the next one, ...
         self._used: dict[int, int] = {}
         self._probe_in_flight = False
+        # Called once the probe is answered or given up, so that waiters ask again at once.
+        self._probe_waiters: list[Callable[[], None]] = []
         # Answers came without the headers (a proxy strips them): probing would then send one
         # request at a time, each waiting for the last; the client-side cap paces alone instead.
         self._headers_absent = False
@@ -218,7 +305,7 @@ class AccountBudget:
                 self._sends.popleft()
             self._roll(now)
             if not self._known and self._probe_in_flight and not self._headers_absent:
-                return Slot(_PROBE_WAIT_SECONDS, claimed=False)
+                return Slot(_PROBE_WAIT_SECONDS, claimed=False, awaits_probe=True)
             at, claimable = self._earliest_slot(now)
             wait = at - now
             if max_wait is not None and wait > max_wait:
@@ -232,39 +319,120 @@ class AccountBudget:
             if claimable:
                 self._probe_in_flight = not self._known
                 self._claim(at)
-            return Slot(wait, claimed=claimable)
+            return Slot(wait, claimed=claimable, at=at)
+
+    def release(self, at: float) -> None:
+        """
+        Give back a send booked for ``at`` that never went out (the caller was cancelled or timed
+        out while waiting for it), so that it holds nobody else back.
+
+        :param at: :attr:`Slot.at` of the booked send.
+        """
+        with self._lock:
+            with_probe = self._probe_in_flight
+            if at in self._sends:
+                self._sends.remove(at)
+                if self._known:
+                    window = self._window_of(at)
+                    if self._used.get(window, 0) > 0:
+                        self._used[window] -= 1
+            self._last_send = self._sends[-1] if self._sends else 0.0
+            self._probe_in_flight = False
+            waiters = self._take_probe_waiters() if with_probe else []
+        for wake in waiters:
+            wake()
+
+    def wait_for_probe(self, timeout: float) -> None:
+        """Block until the account's first request is answered or given up, ``timeout`` at most."""
+        answered = threading.Event()
+        if self._on_probe_answer(answered.set):
+            answered.wait(timeout)
+
+    async def await_probe(self, timeout: float) -> None:
+        """Async :meth:`wait_for_probe`: one wake-up per waiter, no polling on the event loop."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not answered.done():
+                answered.set_result(None)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(settle)
+
+        if self._on_probe_answer(wake):
+            # On timeout wait_for cancels the future, which a late wake-up then leaves alone.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(answered, timeout)
+
+    def _on_probe_answer(self, wake: Callable[[], None]) -> bool:
+        with self._lock:
+            if not self._probe_in_flight:
+                return False
+            self._probe_waiters.append(wake)
+            return True
+
+    def _take_probe_waiters(self) -> list[Callable[[], None]]:
+        waiters, self._probe_waiters = self._probe_waiters, []
+        return waiters
 
     def observe(
         self, headers: Mapping[str, str] | None, status_code: int | None, now: float | None = None
-    ) -> None:
+    ) -> float | None:
         """
         Learn from an answer (or from its absence, with ``headers=None``).
 
         :param headers: the answer's headers.
         :param status_code: the answer's status; a 429 means the current window is spent.
         :param now: the current Unix time.
+        :return: for a 429, seconds until the account may send again as the answer told (its
+            reset, else its ``Retry-After``); ``None`` when it told nothing usable.
         """
         now = time.time() if now is None else now
-        announced = RateLimitHeaders.from_headers(headers) if headers is not None else None
+        announced = RateLimitHeaders.from_headers(headers, now) if headers is not None else None
+        retry_after = (
+            retry_after_seconds(headers, now) if headers is not None and status_code == 429 else None
+        )
         with self._lock:
+            waiters = self._take_probe_waiters() if self._probe_in_flight else []
             self._probe_in_flight = False
-            if announced is None:
-                self._headers_absent = self._headers_absent or headers is not None
-                return
-            self._headers_absent = False
-            self._roll(now)
-            used = announced.limit if status_code == 429 else announced.limit - announced.remaining
-            self._limit = announced.limit
-            self._window_at_least = max(self._window_at_least, announced.reset - now)
-            if not self._known or announced.reset > self._reset + 0.5:
-                self._anchor(announced.reset, now)
-            elif announced.reset < self._reset - 0.5:
-                if status_code == 429:
-                    # The API refused until a reset the window model did not predict (the clocks
-                    # differ): whatever the model says, nothing goes out before that reset.
-                    self._refused_until = max(self._refused_until, announced.reset + _RESET_MARGIN_SECONDS)
-                return  # a late answer from a window that is already over
-            self._used[0] = max(self._used.get(0, 0), used)
+            self._learn(announced, headers, status_code, now, retry_after)
+        for wake in waiters:
+            wake()
+        if status_code != 429:
+            return None
+        if announced is not None and announced.reset > now:
+            return announced.reset - now
+        return retry_after
+
+    def _learn(
+        self,
+        announced: RateLimitHeaders | None,
+        headers: Mapping[str, str] | None,
+        status_code: int | None,
+        now: float,
+        retry_after: float | None,
+    ) -> None:
+        if announced is None:
+            self._headers_absent = self._headers_absent or headers is not None
+            if retry_after is not None:
+                # A proxy kept Retry-After but not the rate-limit headers: hold every send until then.
+                self._refused_until = max(self._refused_until, now + retry_after)
+            return
+        self._headers_absent = False
+        self._roll(now)
+        used = announced.limit if status_code == 429 else announced.limit - announced.remaining
+        self._limit = announced.limit
+        self._window_at_least = max(self._window_at_least, announced.reset - now)
+        if not self._known or announced.reset > self._reset + 0.5:
+            self._anchor(announced.reset, now)
+        elif announced.reset < self._reset - 0.5:
+            if status_code == 429:
+                # The API refused until a reset the window model did not predict (the clocks
+                # differ): whatever the model says, nothing goes out before that reset.
+                self._refused_until = max(self._refused_until, announced.reset + _RESET_MARGIN_SECONDS)
+            return  # a late answer from a window that is already over
+        self._used[0] = max(self._used.get(0, 0), used)
 
     def _anchor(self, reset: float, now: float) -> None:
         last = self._announced_reset
