@@ -230,6 +230,31 @@ def test_bad_credentials_answer_401(
     assert response.headers["X-RateLimit-Limit"] == "100"
 
 
+@pytest.mark.parametrize(
+    ("auth", "headers", "status"),
+    [
+        (("clé".encode(), b""), {}, 200),
+        ((b"clef", b""), {}, 401),
+        (("ключ".encode(), b""), {}, 401),
+        (None, {"Authorization": "Bearer jéton".encode()}, 200),
+        (None, {"Authorization": "Bearer jeton"}, 401),
+        (None, {"Authorization": "Bearer tök€n".encode()}, 401),
+        # Latin-1 bytes are not UTF-8: aiohttp decodes them into lone surrogates.
+        (None, {"Authorization": "Bearer jéton".encode("latin-1")}, 401),
+    ],
+    ids=["key", "ascii-key", "wrong-key", "token", "ascii-token", "wrong-token", "latin-1-token"],
+)
+def test_non_ascii_credentials_are_compared_not_crashed_on(
+    auth: Any, headers: dict[str, Any], status: int
+) -> None:
+    with DropboxSignEmulator(api_keys=("clé",), access_tokens=("jéton",)) as emulator:
+        response = call(emulator, "GET", "/account", auth=auth, headers=headers)
+    if status == 401:
+        assert_error(response, 401, "unauthorized")
+    else:
+        assert response.status_code == status, response.text
+
+
 def test_unknown_paths_answer_404_envelope(emu: DropboxSignEmulator) -> None:
     for method, path in [
         ("GET", "/nope"),

@@ -288,6 +288,22 @@ def _apply_headers(response: web.StreamResponse, headers: Mapping[str, str | Non
             response.headers[name] = value
 
 
+def _same_secret(given: str, expected: str) -> bool:
+    """
+    Compare a credential from a request with an expected one in constant time.
+
+    :param given: the credential as the request carried it (any text, attacker-chosen).
+    :param expected: the credential the emulator accepts.
+    :return: whether they are the same.
+    """
+    # hmac.compare_digest raises TypeError for str holding non-ASCII characters, which would turn
+    # a wrong credential into a 500; bytes compare fine. surrogatepass encodes any str, including
+    # the lone surrogates aiohttp decodes non-UTF-8 header bytes into.
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def _check_rate(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -939,7 +955,7 @@ class DropboxSignEmulator:
         scheme, _, credentials = authorization.strip().partition(" ")
         credentials = credentials.strip()
         if scheme.lower() == "bearer":
-            return any(hmac.compare_digest(credentials, token) for token in self.access_tokens)
+            return any(_same_secret(credentials, token) for token in self.access_tokens)
         if scheme.lower() != "basic":
             return False
         try:
@@ -948,7 +964,7 @@ class DropboxSignEmulator:
             return False
         # Undocumented: whether a non-empty password is refused. The key is the user name either way.
         user = decoded.partition(":")[0]
-        return any(hmac.compare_digest(user, key) for key in self.api_keys)
+        return any(_same_secret(user, key) for key in self.api_keys)
 
     # -- rate limit --------------------------------------------------------------------------------
 
