@@ -531,10 +531,36 @@ def test_list_query_forms(catalogue: DropboxSignEmulator, query: str, expected: 
 
 
 @pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("title:NDA OR title:lease", "dba"),
+        ("title:NDA OR title:Signed", "ba"),
+        ("title:nda OR title:nda", "ba"),
+        ("metadata:42 OR created:[2024-02-01 TO *]", "dca"),
+        # AND binds tighter than OR: (complete AND nda) OR lease, not complete AND (nda OR lease).
+        ("complete:true AND title:nda OR title:lease", "db"),
+        ("title:lease OR complete:true AND metadata:acme", "d"),
+        ("title:zzz OR title:yyy", ""),
+    ],
+)
+def test_list_query_or_with_and_binding_tighter(
+    catalogue: DropboxSignEmulator, query: str, expected: str
+) -> None:
+    response = call(catalogue, "GET", "/signature_request/list", params={"query": query})
+    assert ids_of(response) == [char * 40 for char in expected]
+    assert response.json()["list_info"]["num_results"] == len(expected)
+
+
+@pytest.mark.parametrize(
     ("query", "named"),
     [
         ("nda", "nda"),
-        ("title:nda OR title:lease", "title:nda OR title:lease"),
+        ("title:nda or title:lease", "title:nda or title:lease"),
+        ("title:nda Or title:lease", "title:nda Or title:lease"),
+        ("title:nda OR ", "title:nda OR "),
+        ("OR title:nda", "OR title:nda"),
+        ("title:nda OR to:me", "to:me"),
+        ("(title:nda OR title:lease) AND complete:false", "(title:nda"),
         ("title:nd*", "title:nd*"),
         ("title:*da", "title:*da"),
         ('title:"mutual nda"', 'title:"mutual nda"'),

@@ -1090,14 +1090,14 @@ class DropboxSignEmulator:
         if account_id not in (None, "", "all", self.account_id):
             message = f"account_id {account_id!r} is not a member of your team."
             raise _ApiError(400, message, path="account_id")
-        predicates = _parse_query(query.get("query", ""))
+        matches_query = _parse_query(query.get("query", ""))
         matches = [
             self._render(record)
             for record in self._records.values()
             if not record.forbidden
             and not record.removed
             and self._state(record) != "canceled"
-            and all(predicate(record.body) for predicate in predicates)
+            and matches_query(record.body)
         ]
         matches.sort(key=lambda body: (-int(body["created_at"]), body["signature_request_id"]))
         start = (page - 1) * page_size
@@ -1205,18 +1205,32 @@ class DropboxSignEmulator:
             await self._astop()
 
 
-def _parse_query(query: str) -> list[_Predicate]:
-    """Turn a search query into predicates on the stored body, refusing what the emulator cannot honour."""
+def _parse_query(query: str) -> _Predicate:
+    """
+    Turn a search query into one predicate on the stored body, refusing what the emulator cannot honour.
+
+    :param query: the ``query`` parameter of ``GET /signature_request/list``.
+    :return: whether a stored body matches; every body matches an empty query.
+    :raises _ApiError: 400 naming the first part the emulator does not understand.
+    """
     if not query.strip():
-        return []
-    return [_parse_clause(clause.strip(), query) for clause in query.split(" AND ")]
+        return lambda body: True
+    # The operators are case-sensitive, as the docs say: a lower-case "or" stays inside a clause,
+    # which then fails to parse as the free term it is. AND binds tighter than OR, the usual
+    # precedence, so the query is an OR of AND groups.
+    groups = [
+        [_parse_clause(clause.strip(), query) for clause in alternative.split(" AND ")]
+        for alternative in query.split(" OR ")
+    ]
+    return lambda body: any(all(predicate(body) for predicate in group) for group in groups)
 
 
 def _unsupported(part: str) -> _ApiError:
     return _ApiError(
         400,
         f"Unsupported search query {part!r}: this emulator supports complete:true|false, title:WORD, "
-        "metadata:WORD and created:[YYYY-MM-DD TO YYYY-MM-DD] ({...} exclusive, * open) joined by ' AND '.",
+        "metadata:WORD and created:[YYYY-MM-DD TO YYYY-MM-DD] ({...} exclusive, * open) joined by "
+        "' AND ' and ' OR ' (AND binds tighter; no parentheses).",
         path="query",
     )
 
