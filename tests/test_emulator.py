@@ -8,6 +8,7 @@ import email.policy
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ from dropbox_sign_provider.testing import emulator as emulator_module
 KEY = ("test-key", "")
 CANCEL_DELAY = 0.2
 EXAMPLES = Path(__file__).parent / "data" / "dropbox-sign" / "examples"
+# What the tests ask the emulator to bind, and expect it to refuse unless allowed.
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104
 
 
 @pytest.fixture
@@ -881,6 +884,98 @@ def test_admin_api_is_not_rate_limited_nor_logged() -> None:
         assert [entry.path for entry in emulator.requests_log] == ["/v3/account"]
 
 
+ADMIN_CALLS = [
+    ("GET", "signature_requests", None),
+    ("POST", "signature_requests", {"title": "Planted"}),
+    ("GET", "faults", None),
+    ("POST", "faults", {"error_rate": 1}),
+    ("DELETE", "faults", None),
+    ("GET", "requests_log", None),
+    ("DELETE", "requests_log", None),
+    ("GET", "callback_events", None),
+]
+
+
+@pytest.mark.parametrize("host", [EVERY_INTERFACE, "::", "", "192.0.2.10", "::ffff:192.0.2.10"])
+def test_a_non_loopback_host_is_refused_without_allow_remote(host: str) -> None:
+    with pytest.raises(ValueError, match=rf"host {re.escape(repr(host))} is not a loopback.*allow_remote"):
+        DropboxSignEmulator(host=host)
+    emulator = DropboxSignEmulator()
+    # Changed after construction: start() checks again, before binding anything.
+    emulator.host = host
+    with pytest.raises(ValueError, match=re.escape(repr(host))):
+        emulator.start()
+    with pytest.raises(RuntimeError):
+        _ = emulator.port
+    emulator.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_need_no_token(host: str) -> None:
+    emulator = DropboxSignEmulator(host=host)
+    assert emulator.admin_token is None
+    assert emulator.allow_remote is False
+
+
+def test_allow_remote_generates_an_admin_token() -> None:
+    first = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
+    second = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
+    assert first.admin_token
+    assert second.admin_token
+    assert len(first.admin_token) >= 32
+    assert first.admin_token != second.admin_token
+    assert (
+        DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True, admin_token="mine").admin_token == "mine"
+    )
+    with pytest.raises(ValueError, match="admin_token"):
+        DropboxSignEmulator(admin_token="")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"allow_remote": True}, {"admin_token": "s3cret-tøken"}],
+    ids=["allow-remote", "given-token"],
+)
+def test_admin_api_requires_the_token_when_one_is_set(options: dict[str, Any]) -> None:
+    # Bound to loopback all the same: what is under test is the token, and a test should not open
+    # a port to the network.
+    with DropboxSignEmulator(**options) as emulator:
+        token = emulator.admin_token
+        assert token is not None
+        admin = emulator.admin_url
+        wrong_tokens: list[dict[str, Any]] = [
+            {},
+            {"X-Emulator-Token": "wrong"},
+            {"X-Emulator-Token": "wrøng".encode()},
+            {"X-Emulator-Token": token[:-1]},
+            {"Authorization": f"Bearer {token}"},
+        ]
+        for method, path, payload in ADMIN_CALLS:
+            for headers in wrong_tokens:
+                refused = requests.request(
+                    method, f"{admin}/{path}", json=payload, headers=headers, timeout=5
+                )
+                error = assert_error(refused, 401, "unauthorized")
+                assert "X-Emulator-Token" in error["error_msg"]
+                assert token not in refused.text
+        # Refused calls changed nothing.
+        assert emulator.signature_requests() == []
+        assert emulator.faults["error_rate"] == 0.0
+        assert requests.get(f"{admin}/health", timeout=5).json() == {"status": "ok"}
+
+        good = {"X-Emulator-Token": token.encode()}
+        for method, path, payload in ADMIN_CALLS:
+            answer = requests.request(method, f"{admin}/{path}", json=payload, headers=good, timeout=5)
+            assert answer.status_code == 200, (method, path, answer.text)
+        assert [item["title"] for item in emulator.signature_requests()] == ["Planted"]
+        # The API itself still wants an API key, not the admin token.
+        assert call(emulator, "GET", "/account").status_code == 200
+        assert (
+            call(emulator, "GET", "/account", auth=None, headers={"X-Emulator-Token": token}).status_code
+            == 401
+        )
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 
@@ -948,6 +1043,88 @@ def test_cli_serves_until_stopped(tmp_path: Path, how: str, stop_signal: signal.
     assert process.returncode == 0, stderr
     assert stdout.strip() == f"Dropbox Sign emulator serving http://127.0.0.1:{port}/v3"
     assert "Traceback" not in stderr
+
+
+def run_cli(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", emulator_module.__name__, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("host", [EVERY_INTERFACE, "::"])
+def test_cli_refuses_a_non_loopback_host_without_allow_remote(host: str) -> None:
+    process = run_cli("--host", host, "--port", "0", "--api-key", "sk-live-do-not-print")
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        # An emulator that wrongly serves must not outlive the test.
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2
+    assert f"host {host!r} is not a loopback address" in stderr
+    assert "--allow-remote" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert "sk-live-do-not-print" not in stderr
+
+
+def test_cli_allow_remote_writes_the_token_next_to_the_port_file(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    token_file = tmp_path / "port.admin-token"
+    # --allow-remote on loopback: the token mechanics are the same, and no port opens to the network.
+    process = run_cli(
+        "--allow-remote", "--port", "0", "--port-file", str(port_file), "--api-key", "sk-secret"
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # Written before the port file, so a script that waits for the port finds the token too.
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o077 == 0
+        admin = f"http://127.0.0.1:{int(port_file.read_text())}/_emulator"
+        assert requests.get(f"{admin}/health", timeout=5).status_code == 200
+        assert requests.get(f"{admin}/faults", timeout=5).status_code == 401
+        assert (
+            requests.get(f"{admin}/faults", headers={"X-Emulator-Token": token}, timeout=5).status_code == 200
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert str(token_file) in stderr
+    assert token not in stdout + stderr
+    assert "sk-secret" not in stdout + stderr
+
+
+def test_cli_allow_remote_without_port_file_prints_the_token_once_to_stderr() -> None:
+    process = run_cli("--allow-remote", "--port", "0")
+    try:
+        assert process.stderr is not None
+        assert process.stdout is not None
+        announced = process.stderr.readline()
+        serving = process.stdout.readline()
+        match = re.fullmatch(
+            r"Admin API token is (\S+): send it in the X-Emulator-Token header\.\n", announced
+        )
+        assert match, announced
+        admin = (
+            serving.strip().removeprefix("Dropbox Sign emulator serving ").removesuffix("/v3") + "/_emulator"
+        )
+        headers = {"X-Emulator-Token": match.group(1)}
+        assert requests.get(f"{admin}/requests_log", headers=headers, timeout=5).json() == []
+        assert requests.get(f"{admin}/requests_log", timeout=5).status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert match.group(1) not in stdout + stderr
 
 
 def test_cli_main_rejects_unknown_flags() -> None:

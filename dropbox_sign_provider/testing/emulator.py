@@ -60,6 +60,11 @@ Outside Python (CI scripts, other languages) run ``dropbox-sign-emulator --port 
 port.txt`` and drive it through the admin API under ``/_emulator/`` (create requests, set
 faults, read the request log).
 
+The admin API can rewrite every request, so the emulator refuses to bind an address that is not
+a loopback one unless told ``allow_remote=True`` (``--allow-remote``); the admin API then
+requires a token in the ``X-Emulator-Token`` header (:attr:`DropboxSignEmulator.admin_token`;
+the command line writes it next to the port file, or prints it once to stderr).
+
 Time: the emulator reads the clock only through this module's ``time`` reference
 (``time.time()`` for epoch values such as rate-limit windows and ``created_at``,
 ``time.monotonic()`` for durations such as ``cancel_delay``). Tests may replace it, e.g.
@@ -81,6 +86,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -89,10 +95,11 @@ import random
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -116,6 +123,10 @@ _CALLBACK_TIMEOUT = 5.0
 _SWEEP_INTERVAL = 0.05
 
 _Predicate = Callable[[dict[str, Any]], bool]
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The header that carries the admin token, when the admin API requires one (a name, not a secret).
+ADMIN_TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105
 
 _WORD_RE = re.compile(r"[^\s\"*?:()\[\]{}\\]+")
 _CREATED_RE = re.compile(r"created:([\[{])(\S+) TO (\S+)([\]}])")
@@ -304,6 +315,35 @@ def _same_secret(given: str, expected: str) -> bool:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    """
+    Tell whether binding ``host`` listens on loopback addresses only.
+
+    :param host: an IP address or a host name, as given to ``TCPSite``.
+    :return: ``True`` only if every address the name resolves to is a loopback one, since the
+        server binds them all; ``""`` (every interface) and names that do not resolve are not.
+    """
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _check_bind(host: str, allow_remote: bool) -> None:
+    if allow_remote or _is_loopback(host):
+        return
+    raise ValueError(
+        f"host {host!r} is not a loopback address: binding it would open the emulator's unprotected "
+        "admin API (/_emulator/) to the network. Bind 127.0.0.1, or pass allow_remote=True "
+        f"(--allow-remote) to bind it anyway, the admin API then requiring the {ADMIN_TOKEN_HEADER} header."
+    )
+
+
 def _check_rate(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -323,10 +363,19 @@ class DropboxSignEmulator:
     :param cancel_delay: seconds between an accepted cancel call and the cancellation really
         happening (after which the request answers 410).
     :param callback_url: where ``signature_request_canceled`` events are POSTed, or ``None``.
-    :param host: interface to bind.
+    :param host: interface to bind: a loopback address (or a name resolving only to such) unless
+        ``allow_remote`` is set.
     :param port: port to bind, ``0`` for a free one.
     :param account_id: the account's id, as answered by ``GET /account``.
     :param email: the account's email address (also the requester of every signature request).
+    :param allow_remote: allow a ``host`` that is not a loopback address. The admin API can seed
+        and change every request, so it then requires a token: ``admin_token``, or one generated
+        with :func:`secrets.token_urlsafe` (read it from :attr:`admin_token`).
+    :param admin_token: the token every admin call but ``/_emulator/health`` must carry in the
+        ``X-Emulator-Token`` header; ``None`` (the default) leaves a loopback emulator's admin API
+        open, as tests and scripts on the same machine expect.
+    :raises ValueError: for a ``host`` that is not a loopback address without ``allow_remote``,
+        an empty ``admin_token`` or an out-of-range setting.
     """
 
     def __init__(
@@ -341,6 +390,8 @@ class DropboxSignEmulator:
         port: int = 0,
         account_id: str = DEFAULT_ACCOUNT_ID,
         email: str = "me@example.com",
+        allow_remote: bool = False,
+        admin_token: str | None = None,
     ) -> None:
         if isinstance(api_keys, str) or isinstance(access_tokens, str):
             raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
@@ -348,6 +399,9 @@ class DropboxSignEmulator:
             raise ValueError("window_seconds must be positive")
         if rate_limit < 0 or cancel_delay < 0:
             raise ValueError("rate_limit and cancel_delay must not be negative")
+        if admin_token is not None and not admin_token.strip():
+            raise ValueError("admin_token must not be empty: pass None to generate one")
+        _check_bind(host, allow_remote)
         self.api_keys: tuple[str, ...] = tuple(api_keys)
         self.access_tokens: tuple[str, ...] = tuple(access_tokens)
         self.rate_limit = int(rate_limit)
@@ -355,6 +409,7 @@ class DropboxSignEmulator:
         self.cancel_delay = float(cancel_delay)
         self.callback_url = callback_url
         self.host = host
+        self.allow_remote = bool(allow_remote)
         self.account_id = account_id
         self.email = email
         self.requests_log: list[LoggedRequest] = []
@@ -362,6 +417,8 @@ class DropboxSignEmulator:
         self.callback_events: list[dict[str, Any]] = []
         """The callback events the receiver acknowledged."""
 
+        self._admin_token_generated = admin_token is None and self.allow_remote
+        self._admin_token = secrets.token_urlsafe(32) if self._admin_token_generated else admin_token
         self._requested_port = int(port)
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -446,18 +503,22 @@ class DropboxSignEmulator:
             loop.close()
 
     async def _astart(self) -> None:
+        # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
+        _check_bind(self.host, self.allow_remote)
         app = web.Application()
         app.router.add_route("*", "/v3", self._handle_v3)
         app.router.add_route("*", "/v3/{tail:.*}", self._handle_v3)
+        # Health stays open so that a script can wait for the emulator before it has the token.
         app.router.add_get("/_emulator/health", self._admin_health)
-        app.router.add_get("/_emulator/signature_requests", self._admin_list)
-        app.router.add_post("/_emulator/signature_requests", self._admin_create)
-        app.router.add_get("/_emulator/faults", self._admin_get_faults)
-        app.router.add_post("/_emulator/faults", self._admin_set_faults)
-        app.router.add_delete("/_emulator/faults", self._admin_clear_faults)
-        app.router.add_get("/_emulator/requests_log", self._admin_get_log)
-        app.router.add_delete("/_emulator/requests_log", self._admin_clear_log)
-        app.router.add_get("/_emulator/callback_events", self._admin_callback_events)
+        guarded = self._admin_guarded
+        app.router.add_get("/_emulator/signature_requests", guarded(self._admin_list))
+        app.router.add_post("/_emulator/signature_requests", guarded(self._admin_create))
+        app.router.add_get("/_emulator/faults", guarded(self._admin_get_faults))
+        app.router.add_post("/_emulator/faults", guarded(self._admin_set_faults))
+        app.router.add_delete("/_emulator/faults", guarded(self._admin_clear_faults))
+        app.router.add_get("/_emulator/requests_log", guarded(self._admin_get_log))
+        app.router.add_delete("/_emulator/requests_log", guarded(self._admin_clear_log))
+        app.router.add_get("/_emulator/callback_events", guarded(self._admin_callback_events))
         # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -512,6 +573,14 @@ class DropboxSignEmulator:
     def admin_url(self) -> str:
         """The admin API base, e.g. ``http://127.0.0.1:8000/_emulator``."""
         return f"{self.url}/_emulator"
+
+    @property
+    def admin_token(self) -> str | None:
+        """
+        The token admin calls must send in the ``X-Emulator-Token`` header, or ``None`` when the
+        admin API is open (a loopback emulator without ``admin_token``).
+        """
+        return self._admin_token
 
     # -- state seeding and inspection ------------------------------------------------------------
 
@@ -1124,6 +1193,23 @@ class DropboxSignEmulator:
 
     # -- admin API ---------------------------------------------------------------------------------
 
+    def _admin_guarded(self, handler: _Handler) -> _Handler:
+        """Wrap an admin handler so that it answers 401 unless the request carries the admin token."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = self._admin_token
+            if token is not None:
+                given = request.headers.get(ADMIN_TOKEN_HEADER)
+                if given is None or not _same_secret(given, token):
+                    problem = "No admin token supplied" if given is None else "Invalid admin token supplied"
+                    message = (
+                        f"{problem}: send the emulator's admin token in the {ADMIN_TOKEN_HEADER} header."
+                    )
+                    return web.json_response(_envelope(401, message), status=401)
+            return await handler(request)
+
+        return guarded
+
     async def _admin_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -1185,7 +1271,9 @@ class DropboxSignEmulator:
         """
         Serve in the running event loop until SIGINT or SIGTERM (what the CLI does).
 
-        :param port_file: a path to write the bound port to once serving, for scripts.
+        :param port_file: a path to write the bound port to once serving, for scripts. When the
+            admin API requires a token, it is written first to the same path plus ``.admin-token``
+            (readable by the owner only), so that the token is there once the port is.
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -1193,16 +1281,42 @@ class DropboxSignEmulator:
             loop.add_signal_handler(signum, stop.set)
         await self._astart()
         try:
+            if self._admin_token is not None:
+                self._announce_admin_token(port_file)
             if port_file:
-                # Written aside then renamed, so a script polling the file never reads half a number.
-                partial = f"{port_file}.partial"
-                with open(partial, "w", encoding="utf-8") as handle:
-                    handle.write(f"{self.port}\n")
-                os.replace(partial, port_file)
+                _write_whole(port_file, f"{self.port}\n")
             print(f"Dropbox Sign emulator serving {self.base_url}", flush=True)
             await stop.wait()
         finally:
             await self._astop()
+
+    def _announce_admin_token(self, port_file: str | None) -> None:
+        """Tell where the admin token is, once, on stderr: stdout holds only the line scripts read."""
+        token = self._admin_token
+        assert token is not None
+        if port_file:
+            token_file = f"{port_file}.admin-token"
+            _write_whole(token_file, f"{token}\n", mode=0o600)
+            where = f"is in {token_file}"
+        elif self._admin_token_generated:
+            where = f"is {token}"
+        else:
+            where = "is the one given (admin_token, --admin-token)"
+        print(
+            f"Admin API token {where}: send it in the {ADMIN_TOKEN_HEADER} header.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _write_whole(path: str, text: str, mode: int = 0o666) -> None:
+    """Write a file aside then rename it, so that a script polling it never reads half of it."""
+    partial = f"{path}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
+    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
 
 
 def _parse_query(query: str) -> _Predicate:
@@ -1302,17 +1416,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--callback-url", help="where signature_request_canceled events are POSTed")
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
-    args = parser.parse_args(argv)
-    emulator = DropboxSignEmulator(
-        api_keys=args.api_keys or ("test-key",),
-        access_tokens=args.access_tokens or ("test-token",),
-        rate_limit=args.rate_limit,
-        window_seconds=args.window_seconds,
-        cancel_delay=args.cancel_delay,
-        callback_url=args.callback_url,
-        host=args.host,
-        port=args.port,
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address; the admin API then requires a token "
+        f"in the {ADMIN_TOKEN_HEADER} header (generated unless --admin-token is given; written to "
+        "PORT_FILE.admin-token with --port-file, else printed once to stderr)",
     )
+    parser.add_argument(
+        "--admin-token",
+        help="the admin API token to require (other local users can read it in the process list: "
+        "prefer the generated one)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        emulator = DropboxSignEmulator(
+            api_keys=args.api_keys or ("test-key",),
+            access_tokens=args.access_tokens or ("test-token",),
+            rate_limit=args.rate_limit,
+            window_seconds=args.window_seconds,
+            cancel_delay=args.cancel_delay,
+            callback_url=args.callback_url,
+            host=args.host,
+            port=args.port,
+            allow_remote=args.allow_remote,
+            admin_token=args.admin_token,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     asyncio.run(emulator.serve_forever(args.port_file))
     return 0
 
