@@ -358,6 +358,34 @@ def test_cancel_is_asynchronous_then_410(emu: DropboxSignEmulator) -> None:
     assert canceled["state"] == "canceled"
 
 
+def test_every_undocumented_choice_is_listed_in_the_module_docstring() -> None:
+    source = Path(emulator_module.__file__).read_text(encoding="utf-8")
+    marks = re.findall(r"#\s*Undocumented\b(.*)", source)
+    assert marks, "the module no longer marks its choices: update this test"
+    topics = []
+    for rest in marks:
+        topic = re.match(r" \(([^)]+)\):", rest)
+        assert topic, f"an Undocumented comment without a '(topic):' to find it in the list: {rest!r}"
+        topics.append(topic.group(1))
+    doc = emulator_module.__doc__ or ""
+    listed = dict(re.findall(r"^- \*([^*]+)\*: (.*(?:\n  .*)*)", doc, re.MULTILINE))
+    assert set(topics) == set(listed), "the module docstring's list and its Undocumented comments differ"
+    assert "410" in listed["cancel of a cancelled request"]
+    assert "deleted" in listed["cancel of a cancelled request"]
+
+
+def test_cancel_of_a_cancelled_or_removed_request_answers_410_deleted(emu: DropboxSignEmulator) -> None:
+    canceled = emu.create_signature_request()["signature_request_id"]
+    removed = emu.create_signature_request(is_complete=True)["signature_request_id"]
+    assert call(emu, "POST", f"/signature_request/cancel/{canceled}").status_code == 200
+    assert call(emu, "POST", f"/signature_request/remove/{removed}").status_code == 200
+    wait_for(lambda: emu.get_state(canceled) == "canceled")
+    for request_id in (canceled, canceled, removed):
+        error = assert_error(call(emu, "POST", f"/signature_request/cancel/{request_id}"), 410, "deleted")
+        assert error["error_msg"] == "This resource has been deleted."
+    assert emu.cancel_calls(canceled) == 3
+
+
 def test_cancel_completes_lazily_on_a_patched_monotonic_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(time.time())
     monkeypatch.setattr(emulator_module, "time", clock)

@@ -71,8 +71,33 @@ Time: the emulator reads the clock only through this module's ``time`` reference
 ``monkeypatch.setattr(emulator_module, "time", FakeClock())``, with any object offering
 ``time()`` and ``monotonic()``.
 
-Where the public documentation is silent, the emulator makes a documented choice (see the
-comments marked "Undocumented"), rather than pretending to know.
+Choices where the documentation is silent
+-----------------------------------------
+Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
+pretending to know. Code under test should not depend on these answers. Each is marked
+``Undocumented (<topic>)`` in the source:
+
+- *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
+  user name either way.
+- *an unsupported method*: an unsupported method on a known path answers 404 ``not_found``,
+  like any unknown path.
+- *the 403 wording*: the message of 403 ``forbidden`` (its status and ``error_name`` follow the
+  official example).
+- *cancel of a completed or declined request*: 400 ``bad_request``, as the API refuses other
+  ineligible operations.
+- *cancel of a cancelled request*: 410 ``deleted``, as every other access to a cancelled (or
+  removed) request answers; the call is counted by :meth:`DropboxSignEmulator.cancel_calls`.
+- *cancel while one is queued*: ``200 {}`` again, and the cancellation keeps its first due time.
+- *remove of an unfinished request*: 400 ``bad_request`` (the spec says only that removal needs a
+  request signed or declined by all parties).
+- *another account_id*: listing with an ``account_id`` that is neither this account nor ``all``
+  answers 400 ``bad_request`` naming it, as if it were not a team member.
+- *cancelled requests in lists*: cancelled, removed and forbidden requests are left out of list
+  results; queued cancellations are still listed.
+- *num_pages of an empty list*: 0, what ``ceil(0 / page_size)`` gives.
+- *how title: and metadata: match*: a case-insensitive substring of the title or of any metadata
+  value.
+- *parentheses in a query*: refused with 400 ``bad_request``, as the docs never mention grouping.
 """
 
 from __future__ import annotations
@@ -1031,7 +1056,8 @@ class DropboxSignEmulator:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return False
-        # Undocumented: whether a non-empty password is refused. The key is the user name either way.
+        # Undocumented (a password with the key): a non-empty password is accepted; the key is the
+        # user name either way.
         user = decoded.partition(":")[0]
         return any(_same_secret(user, key) for key in self.api_keys)
 
@@ -1083,7 +1109,7 @@ class DropboxSignEmulator:
         if len(parts) == 3 and parts[:2] == ["signature_request", "remove"] and method == "POST":
             self._remove(parts[2])
             return 200, {}
-        # Undocumented: what an unsupported method on a known path answers; everything unknown is a 404.
+        # Undocumented (an unsupported method): on a known path it is a 404, like everything unknown.
         raise _ApiError(404, "Not found.")
 
     def _account(self) -> dict[str, Any]:
@@ -1111,21 +1137,25 @@ class DropboxSignEmulator:
         if record is None:
             raise _ApiError(404, "Not found.")
         if record.forbidden:
-            # Undocumented wording; the status and error_name follow the official 403 example.
+            # Undocumented (the 403 wording): the status and error_name follow the official 403 example.
             raise _ApiError(403, "You do not have access to this signature request.")
         if record.removed or self._state(record) == "canceled":
             raise _ApiError(410, "This resource has been deleted.")
         return record
 
     def _cancel(self, request_id: str) -> None:
+        # Undocumented (cancel of a cancelled request): _accessible answers 410 deleted, as it does
+        # to every other access once the cancellation has happened (or the request was removed).
         record = self._accessible(request_id)
         state = self._state(record)
-        # Undocumented: the answers for complete and declined requests (the docs only say they are
-        # not eligible); 400 bad_request follows how the API refuses other ineligible operations.
+        # Undocumented (cancel of a completed or declined request): the docs only say they are not
+        # eligible; 400 bad_request follows how the API refuses other ineligible operations.
         if state == "completed":
             raise _ApiError(400, "This request has already been completed and cannot be canceled.")
         if state == "declined":
             raise _ApiError(400, "This request has been declined and cannot be canceled.")
+        # Undocumented (cancel while one is queued): 200 again, keeping the first due time, since a
+        # queued cancellation cannot be queued twice; a lost one (never_complete) is queued anew.
         if state == "cancel_requested" and not record.cancel_lost:
             return
         record.accepted_cancels += 1
@@ -1143,6 +1173,7 @@ class DropboxSignEmulator:
         record = self._accessible(request_id)
         state = self._state(record)
         # The spec: removal needs a request "fully executed by all parties (signed or declined to sign)".
+        # Undocumented (remove of an unfinished request): the answer; 400 bad_request, as for cancel.
         if state not in ("completed", "declined"):
             raise _ApiError(400, "This request has not been completed yet. Cancel it instead.")
         record.removed = True
@@ -1155,11 +1186,14 @@ class DropboxSignEmulator:
         if not 1 <= page_size <= 100:
             raise _ApiError(400, f"page_size must be between 1 and 100, got {page_size}.", path="page_size")
         account_id = query.get("account_id")
-        # Undocumented: the answer for an account that is not a team member; this account has no team.
+        # Undocumented (another account_id): the answer for an account that is not a team member;
+        # this account has no team.
         if account_id not in (None, "", "all", self.account_id):
             message = f"account_id {account_id!r} is not a member of your team."
             raise _ApiError(400, message, path="account_id")
         matches_query = _parse_query(query.get("query", ""))
+        # Undocumented (cancelled requests in lists): left out, like removed and forbidden ones, as
+        # GET answers 410 or 403 for them.
         matches = [
             self._render(record)
             for record in self._records.values()
@@ -1174,7 +1208,7 @@ class DropboxSignEmulator:
             "signature_requests": matches[start : start + page_size],
             "list_info": {
                 "page": page,
-                # Undocumented: num_pages of an empty result; 0 is what ceil(0 / page_size) gives.
+                # Undocumented (num_pages of an empty list): 0 is what ceil(0 / page_size) gives.
                 "num_pages": math.ceil(len(matches) / page_size),
                 "num_results": len(matches),
                 "page_size": page_size,
@@ -1329,6 +1363,8 @@ def _parse_query(query: str) -> _Predicate:
     """
     if not query.strip():
         return lambda body: True
+    # Undocumented (parentheses in a query): grouping is never mentioned, so a parenthesis is left
+    # in its clause, which is then refused as unsupported.
     # The operators are case-sensitive, as the docs say: a lower-case "or" stays inside a clause,
     # which then fails to parse as the free term it is. AND binds tighter than OR, the usual
     # precedence, so the query is an OR of AND groups.
@@ -1357,6 +1393,8 @@ def _parse_clause(clause: str, query: str) -> _Predicate:
         wanted = value == "true"
         return lambda body: bool(body["is_complete"]) is wanted
     if field_name in ("title", "metadata") and _WORD_RE.fullmatch(value):
+        # Undocumented (how title: and metadata: match): a case-insensitive substring, the most
+        # forgiving reading of a search.
         needle = value.lower()
         if field_name == "title":
             return lambda body: needle in str(body["title"]).lower()
