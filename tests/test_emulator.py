@@ -8,6 +8,7 @@ import email.policy
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ from dropbox_sign_provider.testing import emulator as emulator_module
 KEY = ("test-key", "")
 CANCEL_DELAY = 0.2
 EXAMPLES = Path(__file__).parent / "data" / "dropbox-sign" / "examples"
+# What the tests ask the emulator to bind, and expect it to refuse unless allowed.
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104
 
 
 @pytest.fixture
@@ -230,6 +233,31 @@ def test_bad_credentials_answer_401(
     assert response.headers["X-RateLimit-Limit"] == "100"
 
 
+@pytest.mark.parametrize(
+    ("auth", "headers", "status"),
+    [
+        (("clé".encode(), b""), {}, 200),
+        ((b"clef", b""), {}, 401),
+        (("ключ".encode(), b""), {}, 401),
+        (None, {"Authorization": "Bearer jéton".encode()}, 200),
+        (None, {"Authorization": "Bearer jeton"}, 401),
+        (None, {"Authorization": "Bearer tök€n".encode()}, 401),
+        # Latin-1 bytes are not UTF-8: aiohttp decodes them into lone surrogates.
+        (None, {"Authorization": "Bearer jéton".encode("latin-1")}, 401),
+    ],
+    ids=["key", "ascii-key", "wrong-key", "token", "ascii-token", "wrong-token", "latin-1-token"],
+)
+def test_non_ascii_credentials_are_compared_not_crashed_on(
+    auth: Any, headers: dict[str, Any], status: int
+) -> None:
+    with DropboxSignEmulator(api_keys=("clé",), access_tokens=("jéton",)) as emulator:
+        response = call(emulator, "GET", "/account", auth=auth, headers=headers)
+    if status == 401:
+        assert_error(response, 401, "unauthorized")
+    else:
+        assert response.status_code == status, response.text
+
+
 def test_unknown_paths_answer_404_envelope(emu: DropboxSignEmulator) -> None:
     for method, path in [
         ("GET", "/nope"),
@@ -328,6 +356,34 @@ def test_cancel_is_asynchronous_then_410(emu: DropboxSignEmulator) -> None:
     assert all(isinstance(entry, LoggedRequest) for entry in emu.requests_log)
     canceled = next(r for r in emu.signature_requests() if r["signature_request_id"] == request_id)
     assert canceled["state"] == "canceled"
+
+
+def test_every_undocumented_choice_is_listed_in_the_module_docstring() -> None:
+    source = Path(emulator_module.__file__).read_text(encoding="utf-8")
+    marks = re.findall(r"#\s*Undocumented\b(.*)", source)
+    assert marks, "the module no longer marks its choices: update this test"
+    topics = []
+    for rest in marks:
+        topic = re.match(r" \(([^)]+)\):", rest)
+        assert topic, f"an Undocumented comment without a '(topic):' to find it in the list: {rest!r}"
+        topics.append(topic.group(1))
+    doc = emulator_module.__doc__ or ""
+    listed = dict(re.findall(r"^- \*([^*]+)\*: (.*(?:\n  .*)*)", doc, re.MULTILINE))
+    assert set(topics) == set(listed), "the module docstring's list and its Undocumented comments differ"
+    assert "410" in listed["cancel of a cancelled request"]
+    assert "deleted" in listed["cancel of a cancelled request"]
+
+
+def test_cancel_of_a_cancelled_or_removed_request_answers_410_deleted(emu: DropboxSignEmulator) -> None:
+    canceled = emu.create_signature_request()["signature_request_id"]
+    removed = emu.create_signature_request(is_complete=True)["signature_request_id"]
+    assert call(emu, "POST", f"/signature_request/cancel/{canceled}").status_code == 200
+    assert call(emu, "POST", f"/signature_request/remove/{removed}").status_code == 200
+    wait_for(lambda: emu.get_state(canceled) == "canceled")
+    for request_id in (canceled, canceled, removed):
+        error = assert_error(call(emu, "POST", f"/signature_request/cancel/{request_id}"), 410, "deleted")
+        assert error["error_msg"] == "This resource has been deleted."
+    assert emu.cancel_calls(canceled) == 3
 
 
 def test_cancel_completes_lazily_on_a_patched_monotonic_clock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -506,10 +562,36 @@ def test_list_query_forms(catalogue: DropboxSignEmulator, query: str, expected: 
 
 
 @pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("title:NDA OR title:lease", "dba"),
+        ("title:NDA OR title:Signed", "ba"),
+        ("title:nda OR title:nda", "ba"),
+        ("metadata:42 OR created:[2024-02-01 TO *]", "dca"),
+        # AND binds tighter than OR: (complete AND nda) OR lease, not complete AND (nda OR lease).
+        ("complete:true AND title:nda OR title:lease", "db"),
+        ("title:lease OR complete:true AND metadata:acme", "d"),
+        ("title:zzz OR title:yyy", ""),
+    ],
+)
+def test_list_query_or_with_and_binding_tighter(
+    catalogue: DropboxSignEmulator, query: str, expected: str
+) -> None:
+    response = call(catalogue, "GET", "/signature_request/list", params={"query": query})
+    assert ids_of(response) == [char * 40 for char in expected]
+    assert response.json()["list_info"]["num_results"] == len(expected)
+
+
+@pytest.mark.parametrize(
     ("query", "named"),
     [
         ("nda", "nda"),
-        ("title:nda OR title:lease", "title:nda OR title:lease"),
+        ("title:nda or title:lease", "title:nda or title:lease"),
+        ("title:nda Or title:lease", "title:nda Or title:lease"),
+        ("title:nda OR ", "title:nda OR "),
+        ("OR title:nda", "OR title:nda"),
+        ("title:nda OR to:me", "to:me"),
+        ("(title:nda OR title:lease) AND complete:false", "(title:nda"),
         ("title:nd*", "title:nd*"),
         ("title:*da", "title:*da"),
         ('title:"mutual nda"', 'title:"mutual nda"'),
@@ -830,6 +912,98 @@ def test_admin_api_is_not_rate_limited_nor_logged() -> None:
         assert [entry.path for entry in emulator.requests_log] == ["/v3/account"]
 
 
+ADMIN_CALLS = [
+    ("GET", "signature_requests", None),
+    ("POST", "signature_requests", {"title": "Planted"}),
+    ("GET", "faults", None),
+    ("POST", "faults", {"error_rate": 1}),
+    ("DELETE", "faults", None),
+    ("GET", "requests_log", None),
+    ("DELETE", "requests_log", None),
+    ("GET", "callback_events", None),
+]
+
+
+@pytest.mark.parametrize("host", [EVERY_INTERFACE, "::", "", "192.0.2.10", "::ffff:192.0.2.10"])
+def test_a_non_loopback_host_is_refused_without_allow_remote(host: str) -> None:
+    with pytest.raises(ValueError, match=rf"host {re.escape(repr(host))} is not a loopback.*allow_remote"):
+        DropboxSignEmulator(host=host)
+    emulator = DropboxSignEmulator()
+    # Changed after construction: start() checks again, before binding anything.
+    emulator.host = host
+    with pytest.raises(ValueError, match=re.escape(repr(host))):
+        emulator.start()
+    with pytest.raises(RuntimeError):
+        _ = emulator.port
+    emulator.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_need_no_token(host: str) -> None:
+    emulator = DropboxSignEmulator(host=host)
+    assert emulator.admin_token is None
+    assert emulator.allow_remote is False
+
+
+def test_allow_remote_generates_an_admin_token() -> None:
+    first = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
+    second = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
+    assert first.admin_token
+    assert second.admin_token
+    assert len(first.admin_token) >= 32
+    assert first.admin_token != second.admin_token
+    assert (
+        DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True, admin_token="mine").admin_token == "mine"
+    )
+    with pytest.raises(ValueError, match="admin_token"):
+        DropboxSignEmulator(admin_token="")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"allow_remote": True}, {"admin_token": "s3cret-tøken"}],
+    ids=["allow-remote", "given-token"],
+)
+def test_admin_api_requires_the_token_when_one_is_set(options: dict[str, Any]) -> None:
+    # Bound to loopback all the same: what is under test is the token, and a test should not open
+    # a port to the network.
+    with DropboxSignEmulator(**options) as emulator:
+        token = emulator.admin_token
+        assert token is not None
+        admin = emulator.admin_url
+        wrong_tokens: list[dict[str, Any]] = [
+            {},
+            {"X-Emulator-Token": "wrong"},
+            {"X-Emulator-Token": "wrøng".encode()},
+            {"X-Emulator-Token": token[:-1]},
+            {"Authorization": f"Bearer {token}"},
+        ]
+        for method, path, payload in ADMIN_CALLS:
+            for headers in wrong_tokens:
+                refused = requests.request(
+                    method, f"{admin}/{path}", json=payload, headers=headers, timeout=5
+                )
+                error = assert_error(refused, 401, "unauthorized")
+                assert "X-Emulator-Token" in error["error_msg"]
+                assert token not in refused.text
+        # Refused calls changed nothing.
+        assert emulator.signature_requests() == []
+        assert emulator.faults["error_rate"] == 0.0
+        assert requests.get(f"{admin}/health", timeout=5).json() == {"status": "ok"}
+
+        good = {"X-Emulator-Token": token.encode()}
+        for method, path, payload in ADMIN_CALLS:
+            answer = requests.request(method, f"{admin}/{path}", json=payload, headers=good, timeout=5)
+            assert answer.status_code == 200, (method, path, answer.text)
+        assert [item["title"] for item in emulator.signature_requests()] == ["Planted"]
+        # The API itself still wants an API key, not the admin token.
+        assert call(emulator, "GET", "/account").status_code == 200
+        assert (
+            call(emulator, "GET", "/account", auth=None, headers={"X-Emulator-Token": token}).status_code
+            == 401
+        )
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 
@@ -897,6 +1071,88 @@ def test_cli_serves_until_stopped(tmp_path: Path, how: str, stop_signal: signal.
     assert process.returncode == 0, stderr
     assert stdout.strip() == f"Dropbox Sign emulator serving http://127.0.0.1:{port}/v3"
     assert "Traceback" not in stderr
+
+
+def run_cli(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", emulator_module.__name__, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("host", [EVERY_INTERFACE, "::"])
+def test_cli_refuses_a_non_loopback_host_without_allow_remote(host: str) -> None:
+    process = run_cli("--host", host, "--port", "0", "--api-key", "sk-live-do-not-print")
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        # An emulator that wrongly serves must not outlive the test.
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2
+    assert f"host {host!r} is not a loopback address" in stderr
+    assert "--allow-remote" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert "sk-live-do-not-print" not in stderr
+
+
+def test_cli_allow_remote_writes_the_token_next_to_the_port_file(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    token_file = tmp_path / "port.admin-token"
+    # --allow-remote on loopback: the token mechanics are the same, and no port opens to the network.
+    process = run_cli(
+        "--allow-remote", "--port", "0", "--port-file", str(port_file), "--api-key", "sk-secret"
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # Written before the port file, so a script that waits for the port finds the token too.
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o077 == 0
+        admin = f"http://127.0.0.1:{int(port_file.read_text())}/_emulator"
+        assert requests.get(f"{admin}/health", timeout=5).status_code == 200
+        assert requests.get(f"{admin}/faults", timeout=5).status_code == 401
+        assert (
+            requests.get(f"{admin}/faults", headers={"X-Emulator-Token": token}, timeout=5).status_code == 200
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert str(token_file) in stderr
+    assert token not in stdout + stderr
+    assert "sk-secret" not in stdout + stderr
+
+
+def test_cli_allow_remote_without_port_file_prints_the_token_once_to_stderr() -> None:
+    process = run_cli("--allow-remote", "--port", "0")
+    try:
+        assert process.stderr is not None
+        assert process.stdout is not None
+        announced = process.stderr.readline()
+        serving = process.stdout.readline()
+        match = re.fullmatch(
+            r"Admin API token is (\S+): send it in the X-Emulator-Token header\.\n", announced
+        )
+        assert match, announced
+        admin = (
+            serving.strip().removeprefix("Dropbox Sign emulator serving ").removesuffix("/v3") + "/_emulator"
+        )
+        headers = {"X-Emulator-Token": match.group(1)}
+        assert requests.get(f"{admin}/requests_log", headers=headers, timeout=5).json() == []
+        assert requests.get(f"{admin}/requests_log", timeout=5).status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert match.group(1) not in stdout + stderr
 
 
 def test_cli_main_rejects_unknown_flags() -> None:

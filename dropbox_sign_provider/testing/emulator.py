@@ -60,14 +60,44 @@ Outside Python (CI scripts, other languages) run ``dropbox-sign-emulator --port 
 port.txt`` and drive it through the admin API under ``/_emulator/`` (create requests, set
 faults, read the request log).
 
+The admin API can rewrite every request, so the emulator refuses to bind an address that is not
+a loopback one unless told ``allow_remote=True`` (``--allow-remote``); the admin API then
+requires a token in the ``X-Emulator-Token`` header (:attr:`DropboxSignEmulator.admin_token`;
+the command line writes it next to the port file, or prints it once to stderr).
+
 Time: the emulator reads the clock only through this module's ``time`` reference
 (``time.time()`` for epoch values such as rate-limit windows and ``created_at``,
 ``time.monotonic()`` for durations such as ``cancel_delay``). Tests may replace it, e.g.
 ``monkeypatch.setattr(emulator_module, "time", FakeClock())``, with any object offering
 ``time()`` and ``monotonic()``.
 
-Where the public documentation is silent, the emulator makes a documented choice (see the
-comments marked "Undocumented"), rather than pretending to know.
+Choices where the documentation is silent
+-----------------------------------------
+Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
+pretending to know. Code under test should not depend on these answers. Each is marked
+``Undocumented (<topic>)`` in the source:
+
+- *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
+  user name either way.
+- *an unsupported method*: an unsupported method on a known path answers 404 ``not_found``,
+  like any unknown path.
+- *the 403 wording*: the message of 403 ``forbidden`` (its status and ``error_name`` follow the
+  official example).
+- *cancel of a completed or declined request*: 400 ``bad_request``, as the API refuses other
+  ineligible operations.
+- *cancel of a cancelled request*: 410 ``deleted``, as every other access to a cancelled (or
+  removed) request answers; the call is counted by :meth:`DropboxSignEmulator.cancel_calls`.
+- *cancel while one is queued*: ``200 {}`` again, and the cancellation keeps its first due time.
+- *remove of an unfinished request*: 400 ``bad_request`` (the spec says only that removal needs a
+  request signed or declined by all parties).
+- *another account_id*: listing with an ``account_id`` that is neither this account nor ``all``
+  answers 400 ``bad_request`` naming it, as if it were not a team member.
+- *cancelled requests in lists*: cancelled, removed and forbidden requests are left out of list
+  results; queued cancellations are still listed.
+- *num_pages of an empty list*: 0, what ``ceil(0 / page_size)`` gives.
+- *how title: and metadata: match*: a case-insensitive substring of the title or of any metadata
+  value.
+- *parentheses in a query*: refused with 400 ``bad_request``, as the docs never mention grouping.
 """
 
 from __future__ import annotations
@@ -81,6 +111,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -89,10 +120,11 @@ import random
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -116,6 +148,10 @@ _CALLBACK_TIMEOUT = 5.0
 _SWEEP_INTERVAL = 0.05
 
 _Predicate = Callable[[dict[str, Any]], bool]
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The header that carries the admin token, when the admin API requires one (a name, not a secret).
+ADMIN_TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105
 
 _WORD_RE = re.compile(r"[^\s\"*?:()\[\]{}\\]+")
 _CREATED_RE = re.compile(r"created:([\[{])(\S+) TO (\S+)([\]}])")
@@ -288,6 +324,51 @@ def _apply_headers(response: web.StreamResponse, headers: Mapping[str, str | Non
             response.headers[name] = value
 
 
+def _same_secret(given: str, expected: str) -> bool:
+    """
+    Compare a credential from a request with an expected one in constant time.
+
+    :param given: the credential as the request carried it (any text, attacker-chosen).
+    :param expected: the credential the emulator accepts.
+    :return: whether they are the same.
+    """
+    # hmac.compare_digest raises TypeError for str holding non-ASCII characters, which would turn
+    # a wrong credential into a 500; bytes compare fine. surrogatepass encodes any str, including
+    # the lone surrogates aiohttp decodes non-UTF-8 header bytes into.
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """
+    Tell whether binding ``host`` listens on loopback addresses only.
+
+    :param host: an IP address or a host name, as given to ``TCPSite``.
+    :return: ``True`` only if every address the name resolves to is a loopback one, since the
+        server binds them all; ``""`` (every interface) and names that do not resolve are not.
+    """
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _check_bind(host: str, allow_remote: bool) -> None:
+    if allow_remote or _is_loopback(host):
+        return
+    raise ValueError(
+        f"host {host!r} is not a loopback address: binding it would open the emulator's unprotected "
+        "admin API (/_emulator/) to the network. Bind 127.0.0.1, or pass allow_remote=True "
+        f"(--allow-remote) to bind it anyway, the admin API then requiring the {ADMIN_TOKEN_HEADER} header."
+    )
+
+
 def _check_rate(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -307,10 +388,19 @@ class DropboxSignEmulator:
     :param cancel_delay: seconds between an accepted cancel call and the cancellation really
         happening (after which the request answers 410).
     :param callback_url: where ``signature_request_canceled`` events are POSTed, or ``None``.
-    :param host: interface to bind.
+    :param host: interface to bind: a loopback address (or a name resolving only to such) unless
+        ``allow_remote`` is set.
     :param port: port to bind, ``0`` for a free one.
     :param account_id: the account's id, as answered by ``GET /account``.
     :param email: the account's email address (also the requester of every signature request).
+    :param allow_remote: allow a ``host`` that is not a loopback address. The admin API can seed
+        and change every request, so it then requires a token: ``admin_token``, or one generated
+        with :func:`secrets.token_urlsafe` (read it from :attr:`admin_token`).
+    :param admin_token: the token every admin call but ``/_emulator/health`` must carry in the
+        ``X-Emulator-Token`` header; ``None`` (the default) leaves a loopback emulator's admin API
+        open, as tests and scripts on the same machine expect.
+    :raises ValueError: for a ``host`` that is not a loopback address without ``allow_remote``,
+        an empty ``admin_token`` or an out-of-range setting.
     """
 
     def __init__(
@@ -325,6 +415,8 @@ class DropboxSignEmulator:
         port: int = 0,
         account_id: str = DEFAULT_ACCOUNT_ID,
         email: str = "me@example.com",
+        allow_remote: bool = False,
+        admin_token: str | None = None,
     ) -> None:
         if isinstance(api_keys, str) or isinstance(access_tokens, str):
             raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
@@ -332,6 +424,9 @@ class DropboxSignEmulator:
             raise ValueError("window_seconds must be positive")
         if rate_limit < 0 or cancel_delay < 0:
             raise ValueError("rate_limit and cancel_delay must not be negative")
+        if admin_token is not None and not admin_token.strip():
+            raise ValueError("admin_token must not be empty: pass None to generate one")
+        _check_bind(host, allow_remote)
         self.api_keys: tuple[str, ...] = tuple(api_keys)
         self.access_tokens: tuple[str, ...] = tuple(access_tokens)
         self.rate_limit = int(rate_limit)
@@ -339,6 +434,7 @@ class DropboxSignEmulator:
         self.cancel_delay = float(cancel_delay)
         self.callback_url = callback_url
         self.host = host
+        self.allow_remote = bool(allow_remote)
         self.account_id = account_id
         self.email = email
         self.requests_log: list[LoggedRequest] = []
@@ -346,6 +442,8 @@ class DropboxSignEmulator:
         self.callback_events: list[dict[str, Any]] = []
         """The callback events the receiver acknowledged."""
 
+        self._admin_token_generated = admin_token is None and self.allow_remote
+        self._admin_token = secrets.token_urlsafe(32) if self._admin_token_generated else admin_token
         self._requested_port = int(port)
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -430,18 +528,22 @@ class DropboxSignEmulator:
             loop.close()
 
     async def _astart(self) -> None:
+        # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
+        _check_bind(self.host, self.allow_remote)
         app = web.Application()
         app.router.add_route("*", "/v3", self._handle_v3)
         app.router.add_route("*", "/v3/{tail:.*}", self._handle_v3)
+        # Health stays open so that a script can wait for the emulator before it has the token.
         app.router.add_get("/_emulator/health", self._admin_health)
-        app.router.add_get("/_emulator/signature_requests", self._admin_list)
-        app.router.add_post("/_emulator/signature_requests", self._admin_create)
-        app.router.add_get("/_emulator/faults", self._admin_get_faults)
-        app.router.add_post("/_emulator/faults", self._admin_set_faults)
-        app.router.add_delete("/_emulator/faults", self._admin_clear_faults)
-        app.router.add_get("/_emulator/requests_log", self._admin_get_log)
-        app.router.add_delete("/_emulator/requests_log", self._admin_clear_log)
-        app.router.add_get("/_emulator/callback_events", self._admin_callback_events)
+        guarded = self._admin_guarded
+        app.router.add_get("/_emulator/signature_requests", guarded(self._admin_list))
+        app.router.add_post("/_emulator/signature_requests", guarded(self._admin_create))
+        app.router.add_get("/_emulator/faults", guarded(self._admin_get_faults))
+        app.router.add_post("/_emulator/faults", guarded(self._admin_set_faults))
+        app.router.add_delete("/_emulator/faults", guarded(self._admin_clear_faults))
+        app.router.add_get("/_emulator/requests_log", guarded(self._admin_get_log))
+        app.router.add_delete("/_emulator/requests_log", guarded(self._admin_clear_log))
+        app.router.add_get("/_emulator/callback_events", guarded(self._admin_callback_events))
         # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -496,6 +598,14 @@ class DropboxSignEmulator:
     def admin_url(self) -> str:
         """The admin API base, e.g. ``http://127.0.0.1:8000/_emulator``."""
         return f"{self.url}/_emulator"
+
+    @property
+    def admin_token(self) -> str | None:
+        """
+        The token admin calls must send in the ``X-Emulator-Token`` header, or ``None`` when the
+        admin API is open (a loopback emulator without ``admin_token``).
+        """
+        return self._admin_token
 
     # -- state seeding and inspection ------------------------------------------------------------
 
@@ -939,16 +1049,17 @@ class DropboxSignEmulator:
         scheme, _, credentials = authorization.strip().partition(" ")
         credentials = credentials.strip()
         if scheme.lower() == "bearer":
-            return any(hmac.compare_digest(credentials, token) for token in self.access_tokens)
+            return any(_same_secret(credentials, token) for token in self.access_tokens)
         if scheme.lower() != "basic":
             return False
         try:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return False
-        # Undocumented: whether a non-empty password is refused. The key is the user name either way.
+        # Undocumented (a password with the key): a non-empty password is accepted; the key is the
+        # user name either way.
         user = decoded.partition(":")[0]
-        return any(hmac.compare_digest(user, key) for key in self.api_keys)
+        return any(_same_secret(user, key) for key in self.api_keys)
 
     # -- rate limit --------------------------------------------------------------------------------
 
@@ -998,7 +1109,7 @@ class DropboxSignEmulator:
         if len(parts) == 3 and parts[:2] == ["signature_request", "remove"] and method == "POST":
             self._remove(parts[2])
             return 200, {}
-        # Undocumented: what an unsupported method on a known path answers; everything unknown is a 404.
+        # Undocumented (an unsupported method): on a known path it is a 404, like everything unknown.
         raise _ApiError(404, "Not found.")
 
     def _account(self) -> dict[str, Any]:
@@ -1026,21 +1137,25 @@ class DropboxSignEmulator:
         if record is None:
             raise _ApiError(404, "Not found.")
         if record.forbidden:
-            # Undocumented wording; the status and error_name follow the official 403 example.
+            # Undocumented (the 403 wording): the status and error_name follow the official 403 example.
             raise _ApiError(403, "You do not have access to this signature request.")
         if record.removed or self._state(record) == "canceled":
             raise _ApiError(410, "This resource has been deleted.")
         return record
 
     def _cancel(self, request_id: str) -> None:
+        # Undocumented (cancel of a cancelled request): _accessible answers 410 deleted, as it does
+        # to every other access once the cancellation has happened (or the request was removed).
         record = self._accessible(request_id)
         state = self._state(record)
-        # Undocumented: the answers for complete and declined requests (the docs only say they are
-        # not eligible); 400 bad_request follows how the API refuses other ineligible operations.
+        # Undocumented (cancel of a completed or declined request): the docs only say they are not
+        # eligible; 400 bad_request follows how the API refuses other ineligible operations.
         if state == "completed":
             raise _ApiError(400, "This request has already been completed and cannot be canceled.")
         if state == "declined":
             raise _ApiError(400, "This request has been declined and cannot be canceled.")
+        # Undocumented (cancel while one is queued): 200 again, keeping the first due time, since a
+        # queued cancellation cannot be queued twice; a lost one (never_complete) is queued anew.
         if state == "cancel_requested" and not record.cancel_lost:
             return
         record.accepted_cancels += 1
@@ -1058,6 +1173,7 @@ class DropboxSignEmulator:
         record = self._accessible(request_id)
         state = self._state(record)
         # The spec: removal needs a request "fully executed by all parties (signed or declined to sign)".
+        # Undocumented (remove of an unfinished request): the answer; 400 bad_request, as for cancel.
         if state not in ("completed", "declined"):
             raise _ApiError(400, "This request has not been completed yet. Cancel it instead.")
         record.removed = True
@@ -1070,18 +1186,21 @@ class DropboxSignEmulator:
         if not 1 <= page_size <= 100:
             raise _ApiError(400, f"page_size must be between 1 and 100, got {page_size}.", path="page_size")
         account_id = query.get("account_id")
-        # Undocumented: the answer for an account that is not a team member; this account has no team.
+        # Undocumented (another account_id): the answer for an account that is not a team member;
+        # this account has no team.
         if account_id not in (None, "", "all", self.account_id):
             message = f"account_id {account_id!r} is not a member of your team."
             raise _ApiError(400, message, path="account_id")
-        predicates = _parse_query(query.get("query", ""))
+        matches_query = _parse_query(query.get("query", ""))
+        # Undocumented (cancelled requests in lists): left out, like removed and forbidden ones, as
+        # GET answers 410 or 403 for them.
         matches = [
             self._render(record)
             for record in self._records.values()
             if not record.forbidden
             and not record.removed
             and self._state(record) != "canceled"
-            and all(predicate(record.body) for predicate in predicates)
+            and matches_query(record.body)
         ]
         matches.sort(key=lambda body: (-int(body["created_at"]), body["signature_request_id"]))
         start = (page - 1) * page_size
@@ -1089,7 +1208,7 @@ class DropboxSignEmulator:
             "signature_requests": matches[start : start + page_size],
             "list_info": {
                 "page": page,
-                # Undocumented: num_pages of an empty result; 0 is what ceil(0 / page_size) gives.
+                # Undocumented (num_pages of an empty list): 0 is what ceil(0 / page_size) gives.
                 "num_pages": math.ceil(len(matches) / page_size),
                 "num_results": len(matches),
                 "page_size": page_size,
@@ -1107,6 +1226,23 @@ class DropboxSignEmulator:
             raise _ApiError(400, f"{name} must be an integer, got {raw!r}.", path=name) from None
 
     # -- admin API ---------------------------------------------------------------------------------
+
+    def _admin_guarded(self, handler: _Handler) -> _Handler:
+        """Wrap an admin handler so that it answers 401 unless the request carries the admin token."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = self._admin_token
+            if token is not None:
+                given = request.headers.get(ADMIN_TOKEN_HEADER)
+                if given is None or not _same_secret(given, token):
+                    problem = "No admin token supplied" if given is None else "Invalid admin token supplied"
+                    message = (
+                        f"{problem}: send the emulator's admin token in the {ADMIN_TOKEN_HEADER} header."
+                    )
+                    return web.json_response(_envelope(401, message), status=401)
+            return await handler(request)
+
+        return guarded
 
     async def _admin_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -1169,7 +1305,9 @@ class DropboxSignEmulator:
         """
         Serve in the running event loop until SIGINT or SIGTERM (what the CLI does).
 
-        :param port_file: a path to write the bound port to once serving, for scripts.
+        :param port_file: a path to write the bound port to once serving, for scripts. When the
+            admin API requires a token, it is written first to the same path plus ``.admin-token``
+            (readable by the owner only), so that the token is there once the port is.
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -1177,30 +1315,72 @@ class DropboxSignEmulator:
             loop.add_signal_handler(signum, stop.set)
         await self._astart()
         try:
+            if self._admin_token is not None:
+                self._announce_admin_token(port_file)
             if port_file:
-                # Written aside then renamed, so a script polling the file never reads half a number.
-                partial = f"{port_file}.partial"
-                with open(partial, "w", encoding="utf-8") as handle:
-                    handle.write(f"{self.port}\n")
-                os.replace(partial, port_file)
+                _write_whole(port_file, f"{self.port}\n")
             print(f"Dropbox Sign emulator serving {self.base_url}", flush=True)
             await stop.wait()
         finally:
             await self._astop()
 
+    def _announce_admin_token(self, port_file: str | None) -> None:
+        """Tell where the admin token is, once, on stderr: stdout holds only the line scripts read."""
+        token = self._admin_token
+        assert token is not None
+        if port_file:
+            token_file = f"{port_file}.admin-token"
+            _write_whole(token_file, f"{token}\n", mode=0o600)
+            where = f"is in {token_file}"
+        elif self._admin_token_generated:
+            where = f"is {token}"
+        else:
+            where = "is the one given (admin_token, --admin-token)"
+        print(
+            f"Admin API token {where}: send it in the {ADMIN_TOKEN_HEADER} header.",
+            file=sys.stderr,
+            flush=True,
+        )
 
-def _parse_query(query: str) -> list[_Predicate]:
-    """Turn a search query into predicates on the stored body, refusing what the emulator cannot honour."""
+
+def _write_whole(path: str, text: str, mode: int = 0o666) -> None:
+    """Write a file aside then rename it, so that a script polling it never reads half of it."""
+    partial = f"{path}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
+    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
+def _parse_query(query: str) -> _Predicate:
+    """
+    Turn a search query into one predicate on the stored body, refusing what the emulator cannot honour.
+
+    :param query: the ``query`` parameter of ``GET /signature_request/list``.
+    :return: whether a stored body matches; every body matches an empty query.
+    :raises _ApiError: 400 naming the first part the emulator does not understand.
+    """
     if not query.strip():
-        return []
-    return [_parse_clause(clause.strip(), query) for clause in query.split(" AND ")]
+        return lambda body: True
+    # Undocumented (parentheses in a query): grouping is never mentioned, so a parenthesis is left
+    # in its clause, which is then refused as unsupported.
+    # The operators are case-sensitive, as the docs say: a lower-case "or" stays inside a clause,
+    # which then fails to parse as the free term it is. AND binds tighter than OR, the usual
+    # precedence, so the query is an OR of AND groups.
+    groups = [
+        [_parse_clause(clause.strip(), query) for clause in alternative.split(" AND ")]
+        for alternative in query.split(" OR ")
+    ]
+    return lambda body: any(all(predicate(body) for predicate in group) for group in groups)
 
 
 def _unsupported(part: str) -> _ApiError:
     return _ApiError(
         400,
         f"Unsupported search query {part!r}: this emulator supports complete:true|false, title:WORD, "
-        "metadata:WORD and created:[YYYY-MM-DD TO YYYY-MM-DD] ({...} exclusive, * open) joined by ' AND '.",
+        "metadata:WORD and created:[YYYY-MM-DD TO YYYY-MM-DD] ({...} exclusive, * open) joined by "
+        "' AND ' and ' OR ' (AND binds tighter; no parentheses).",
         path="query",
     )
 
@@ -1213,6 +1393,8 @@ def _parse_clause(clause: str, query: str) -> _Predicate:
         wanted = value == "true"
         return lambda body: bool(body["is_complete"]) is wanted
     if field_name in ("title", "metadata") and _WORD_RE.fullmatch(value):
+        # Undocumented (how title: and metadata: match): a case-insensitive substring, the most
+        # forgiving reading of a search.
         needle = value.lower()
         if field_name == "title":
             return lambda body: needle in str(body["title"]).lower()
@@ -1272,17 +1454,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--callback-url", help="where signature_request_canceled events are POSTed")
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
-    args = parser.parse_args(argv)
-    emulator = DropboxSignEmulator(
-        api_keys=args.api_keys or ("test-key",),
-        access_tokens=args.access_tokens or ("test-token",),
-        rate_limit=args.rate_limit,
-        window_seconds=args.window_seconds,
-        cancel_delay=args.cancel_delay,
-        callback_url=args.callback_url,
-        host=args.host,
-        port=args.port,
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address; the admin API then requires a token "
+        f"in the {ADMIN_TOKEN_HEADER} header (generated unless --admin-token is given; written to "
+        "PORT_FILE.admin-token with --port-file, else printed once to stderr)",
     )
+    parser.add_argument(
+        "--admin-token",
+        help="the admin API token to require (other local users can read it in the process list: "
+        "prefer the generated one)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        emulator = DropboxSignEmulator(
+            api_keys=args.api_keys or ("test-key",),
+            access_tokens=args.access_tokens or ("test-token",),
+            rate_limit=args.rate_limit,
+            window_seconds=args.window_seconds,
+            cancel_delay=args.cancel_delay,
+            callback_url=args.callback_url,
+            host=args.host,
+            port=args.port,
+            allow_remote=args.allow_remote,
+            admin_token=args.admin_token,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     asyncio.run(emulator.serve_forever(args.port_file))
     return 0
 
