@@ -5,6 +5,7 @@ checks, every error the API answers, pagination, the shared rate-limit budget an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -241,6 +242,33 @@ def test_a_password_typed_into_the_host_is_refused_without_being_repeated(
         DropboxSignHook(conn_id).settings  # noqa: B018
     assert "'ds_userinfo'" in str(raised.value)
     assert not any(secret in str(raised.value) for secret in SECRETS)
+
+
+@pytest.mark.parametrize("separator", ["/", "@", ":", "#"])
+@pytest.mark.parametrize("scheme", ["https://", ""])
+def test_a_password_holding_url_punctuation_is_never_repeated(
+    monkeypatch: pytest.MonkeyPatch, separator: str, scheme: str
+) -> None:
+    host = f"{scheme}admin:HUNTER{separator}TWO@api.hellosign.com"
+    conn_id = set_connection(monkeypatch, "ds_userinfo_punct", host=host, password=API_KEY)
+    with pytest.raises(ValueError, match="is not an http") as raised:
+        DropboxSignHook(conn_id).settings  # noqa: B018
+    message = str(raised.value)
+    assert f"'{scheme}***@api.hellosign.com'" in message
+    for part in ("admin", "HUNTER", "TWO"):
+        assert part not in message
+
+
+@pytest.mark.parametrize("hostname", ["a" * 64 + ".example.com", "api..hellosign.com"])
+def test_a_host_name_the_http_clients_cannot_encode_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch, hostname: str
+) -> None:
+    # Both clients would fail with errors of their own (urllib3's LocationParseError, a UnicodeError).
+    conn_id = set_connection(monkeypatch, "ds_bad_label", host=f"https://{hostname}", password=API_KEY)
+    with pytest.raises(ValueError, match="is not an http"):
+        DropboxSignHook(conn_id).get_account()
+    with pytest.raises(ValueError, match="is not an http"):
+        asyncio.run(DropboxSignAsyncHook(conn_id).get_settings())
 
 
 @pytest.mark.parametrize(

@@ -103,12 +103,26 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
-_USERINFO = re.compile(r"^([^/@]*://)?[^/@]*@")
+def _is_host_name(hostname: str) -> bool:
+    # Both HTTP clients encode the host with IDNA, and fail with errors of their own (urllib3's
+    # LocationParseError, a bare UnicodeError) on a label that is empty or over 63 characters.
+    try:
+        hostname.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
 
 
 def _without_userinfo(host: str) -> str:
-    # A password typed into the host must not reach the error that refuses it.
-    return _USERINFO.sub(r"\1***@", host)
+    # A password typed into the host must not reach the error that refuses it, and may itself hold
+    # "/", ":", "#" or "@": of text with an "@", only what follows the last one is shown.
+    if "@" not in host:
+        return host
+    scheme = _SCHEME.match(host)
+    return f"{scheme.group(0) if scheme else ''}***@{host.rsplit('@', 1)[1]}"
 
 
 def settings_from_connection(conn: Connection) -> ApiSettings:
@@ -154,6 +168,7 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
+        or not _is_host_name(parts.hostname)
         or port == -1
         or " " in base_url
         or not base_url.isprintable()
@@ -316,9 +331,14 @@ _RAW_CALLS_REFUSED = (
 
 
 def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
-    # The whole header and the credential in it: a log line may hold either (Airflow already masks
-    # the connection's password and access_token as it reads them).
-    return settings.authorization, settings.authorization.split(" ", 1)[1]
+    # What is sent, as it is sent: the whole header, the credential in it and, for HTTP Basic, the
+    # API key itself. Airflow masks the connection's password and access_token as it reads them,
+    # but as they were stored: with the surrounding whitespace that is stripped before sending.
+    scheme, credential = settings.authorization.split(" ", 1)
+    if scheme == "Basic":
+        api_key = base64.b64decode(credential).decode().removesuffix(":")
+        return settings.authorization, credential, api_key
+    return settings.authorization, credential
 
 
 def _describe(reason: BaseException) -> str:
