@@ -13,9 +13,10 @@ import base64
 import ipaddress
 import random
 import re
+import ssl
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,6 +32,9 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignError,
     DropboxSignRateLimitError,
     DropboxSignResponseError,
+    DropboxSignResponseTooLargeError,
+    DropboxSignTLSError,
+    DropboxSignTransportError,
     error_from_response,
     parse_json_body,
 )
@@ -49,6 +53,11 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_PAGE_SIZE = 100
+#: The largest answer body read: Dropbox Sign's answers here are a few kilobytes (a full list page
+#: of 100 requests stays well below 1 MiB); anything near this is not its API answering.
+MAX_RESPONSE_BYTES = 10 * 2**20
+# Bodies are read in pieces of this size, so an oversized one is never held whole.
+_CHUNK_BYTES = 64 * 2**10
 
 
 # --- the connection ------------------------------------------------------------------------------
@@ -289,9 +298,25 @@ class _Call:
         self._budget.observe(None, None)
 
     def answered(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
-        """Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`."""
+        """
+        Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`.
+
+        :param body: the body as read, which stops one piece past :data:`MAX_RESPONSE_BYTES`.
+        """
         self._budget.observe(headers, status)
-        if status < 400:
+        if len(body) > MAX_RESPONSE_BYTES:
+            self._retry_or_raise(
+                DropboxSignResponseTooLargeError(
+                    status,
+                    "response_too_large",
+                    f"the answer's body is larger than {MAX_RESPONSE_BYTES} bytes, so it is not an "
+                    "answer of Dropbox Sign's API; check the connection's host",
+                    method=self.method,
+                    path=self.path,
+                )
+            )
+            return None
+        if 200 <= status < 300:
             try:
                 return parse_json_body(status, body, method=self.method, path=self.path)
             except DropboxSignError as error:
@@ -300,20 +325,55 @@ class _Call:
         announced = RateLimitHeaders.from_headers(headers)
         retry_after = max(0.0, announced.reset - time.time()) if announced and status == 429 else None
         self._retry_or_raise(
-            error_from_response(status, body, method=self.method, path=self.path, retry_after=retry_after)
+            error_from_response(
+                status,
+                body,
+                method=self.method,
+                path=self.path,
+                retry_after=retry_after,
+                location=headers.get("Location"),
+            )
         )
         return None
 
-    def not_answered(self, reason: BaseException) -> None:
-        """Handle a call that got no answer (connection refused or dropped, timeout)."""
+    def not_answered(self, error: DropboxSignError) -> None:
+        """
+        Handle a call that got no answer: ``error`` is what the HTTP client's failure means (see
+        :meth:`no_answer`); the client's own exception is its ``__cause__``.
+        """
         self._budget.observe(None, None)
-        error = DropboxSignConnectionError(
-            None, "connection_error", _describe(reason), method=self.method, path=self.path
+        self._retry_or_raise(error)
+
+    def no_answer(self, reason: BaseException, transient: bool) -> DropboxSignError:
+        """
+        The typed error for an HTTP client's failure to get an answer.
+
+        :param reason: the client's exception.
+        :param transient: whether the client's failure is of a kind another attempt may not meet
+            (connection refused or dropped, a timeout, a body cut short); TLS failures never are.
+        """
+        tls = _tls_failure(reason)
+        if tls is not None:
+            return DropboxSignTLSError(
+                None,
+                "tls_error",
+                f"TLS handshake with {urlsplit(self.url).netloc} failed ({tls}): is the host an "
+                "https:// server, and is the CA bundle (extra verify) right? A host without a scheme "
+                "means https://",
+                method=self.method,
+                path=self.path,
+            )
+        if transient:
+            return DropboxSignConnectionError(
+                None, "connection_error", _describe(reason), method=self.method, path=self.path
+            )
+        return DropboxSignTransportError(
+            None,
+            "transport_error",
+            f"{_describe(reason)}; not retried, as another attempt would fail the same way",
+            method=self.method,
+            path=self.path,
         )
-        try:
-            self._retry_or_raise(error)
-        except DropboxSignConnectionError as raised:
-            raise raised from reason
 
     def _retry_or_raise(self, error: DropboxSignError) -> None:
         delay = self._policy.retry_delay(self._retries, error, self._rng)
@@ -339,6 +399,99 @@ def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
         api_key = base64.b64decode(credential).decode().removesuffix(":")
         return settings.authorization, credential, api_key
     return settings.authorization, credential
+
+
+def _tls_failure(reason: BaseException) -> str | None:
+    # Clients wrap the ssl module's error (requests twice over): look along the chain for a TLS
+    # failure, and describe it by the innermost error, the one that says what went wrong.
+    tls, innermost = False, ""
+    seen: BaseException | None = reason
+    for _ in range(10):  # a chain is short; a loop in one must not hang the call
+        if seen is None:
+            break
+        if isinstance(
+            seen,
+            ssl.SSLError
+            | requests.exceptions.SSLError
+            | aiohttp.ClientSSLError
+            | aiohttp.ServerFingerprintMismatch,
+        ):
+            tls = True
+            innermost = str(seen) if isinstance(seen, ssl.SSLError) else innermost
+        seen = seen.__cause__ or seen.__context__
+    return (innermost or _describe(reason)) if tls else None
+
+
+def _read_up_to_cap(pieces: Iterable[bytes]) -> bytes:
+    # One piece past the cap at most: enough for _Call.answered to see that the body is too large.
+    body = bytearray()
+    for piece in pieces:
+        body += piece
+        if len(body) > MAX_RESPONSE_BYTES:
+            break
+    return bytes(body)
+
+
+# requests' failures that another attempt may not meet; any other is raised at once.
+_REQUESTS_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def _send_with_requests(
+    session: requests.Session, call: _Call, params: Mapping[str, Any] | None, timeout: float
+) -> tuple[int, Mapping[str, str], bytes]:
+    """
+    Send one attempt of ``call``: the answer's status, headers and body, or a typed error.
+
+    Redirects are not followed: the one answer is the one the API (or whatever stands in front of
+    it) gave to this very request.
+
+    :raises DropboxSignError: what the client's failure means (:meth:`_Call.no_answer`).
+    """
+    try:
+        with session.request(
+            call.method, call.url, params=params, timeout=timeout, allow_redirects=False, stream=True
+        ) as response:
+            return (
+                response.status_code,
+                response.headers,
+                _read_up_to_cap(response.iter_content(_CHUNK_BYTES)),
+            )
+    except requests.RequestException as exc:
+        raise call.no_answer(exc, transient=isinstance(exc, _REQUESTS_TRANSIENT)) from exc
+
+
+# aiohttp's failures that another attempt may not meet (a response it could not parse included, as
+# requests counts that a connection error); any other is raised at once.
+_AIOHTTP_TRANSIENT = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+async def _send_with_aiohttp(
+    session: aiohttp.ClientSession, call: _Call, params: Mapping[str, Any] | None
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Async :func:`_send_with_requests`, the timeout being the session's."""
+    try:
+        async with session.request(call.method, call.url, params=params, allow_redirects=False) as response:
+            body = bytearray()
+            while len(body) <= MAX_RESPONSE_BYTES:
+                piece = await response.content.read(_CHUNK_BYTES)
+                if not piece:
+                    break
+                body += piece
+            return response.status, response.headers, bytes(body)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        transient = isinstance(exc, _AIOHTTP_TRANSIENT) and not isinstance(exc, aiohttp.TooManyRedirects)
+        raise call.no_answer(exc, transient=transient) from exc
 
 
 def _describe(reason: BaseException) -> str:
@@ -473,18 +626,14 @@ class DropboxSignHook(HttpHook):
             try:
                 if wait > 0:
                     time.sleep(wait)
-                response = session.request(method, call.url, params=params, timeout=self.settings.timeout)
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                call.not_answered(exc)
+                status, headers, body = _send_with_requests(session, call, params, self.settings.timeout)
+            except DropboxSignError as failure:
+                call.not_answered(failure)
             except BaseException:
                 call.abandoned()
                 raise
             else:
-                result = call.answered(response.status_code, response.headers, response.content)
+                result = call.answered(status, headers, body)
                 if result is not None:
                     return result
             self.log.warning(
@@ -692,15 +841,14 @@ class DropboxSignAsyncHook(BaseHook):
             try:
                 if wait > 0:
                     await asyncio.sleep(wait)
-                async with session.request(method, call.url, params=params) as response:
-                    body = await response.read()
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-                call.not_answered(exc)
+                status, headers, body = await _send_with_aiohttp(session, call, params)
+            except DropboxSignError as failure:
+                call.not_answered(failure)
             except BaseException:  # cancelled (the trigger was stopped): do not hold up the budget's probe
                 call.abandoned()
                 raise
             else:
-                result = call.answered(response.status, response.headers, body)
+                result = call.answered(status, headers, body)
                 if result is not None:
                     return result
             self.log.warning(
