@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class DropboxSignError(Exception):
@@ -132,6 +133,35 @@ class DropboxSignResponseError(DropboxSignError):
     """An answer arrived but could not be read (not JSON, or not the documented shape)."""
 
 
+class DropboxSignRedirectError(DropboxSignError):
+    """
+    A 3xx or 1xx where only a 2xx is an answer: a redirect, a ``304`` or an interim status, most
+    likely from a proxy or a wrong host. Redirects are never followed and this is never retried:
+    the call may be an irreversible cancel, and sending it again (or elsewhere) cannot be undone.
+    """
+
+
+class DropboxSignResponseTooLargeError(DropboxSignError):
+    """
+    The answer's body was larger than the hooks read (``MAX_RESPONSE_BYTES``): not an answer of
+    Dropbox Sign's API. Never retried; the body was read only up to the limit.
+    """
+
+
+class DropboxSignTransportError(DropboxSignError):
+    """
+    The HTTP client failed in a way another attempt would not fix: an invalid URL, a redirect loop,
+    or a client error of no known transient kind. Raised at once, never retried.
+    """
+
+
+class DropboxSignTLSError(DropboxSignTransportError):
+    """
+    The TLS handshake or the server's certificate failed: a host that does not speak https, or a
+    certificate the CA bundle does not trust. Raised at once, never retried.
+    """
+
+
 _BY_STATUS: dict[int, type[DropboxSignError]] = {
     400: DropboxSignBadRequestError,
     401: DropboxSignUnauthorizedError,
@@ -145,20 +175,30 @@ _BY_STATUS: dict[int, type[DropboxSignError]] = {
 
 
 def error_from_response(
-    status_code: int, body: bytes, *, method: str, path: str, retry_after: float | None = None
+    status_code: int,
+    body: bytes,
+    *,
+    method: str,
+    path: str,
+    retry_after: float | None = None,
+    location: str | None = None,
 ) -> DropboxSignError:
     """
-    Build the typed error for an answer with an HTTP error status.
+    Build the typed error for an answer whose status is not 2xx.
 
     The class follows the HTTP status, which the API documents per ``error_name``; a body that is
-    not the documented envelope (an HTML page from a proxy, say) still gives a typed error.
+    not the documented envelope (an HTML page from a proxy, say) still gives a typed error. A 1xx
+    or 3xx is a :class:`DropboxSignRedirectError` naming the host the answer pointed to.
 
-    :param status_code: HTTP status of the answer (400 or more).
+    :param status_code: HTTP status of the answer (anything but 2xx).
     :param body: raw answer body.
     :param method: HTTP method of the request.
     :param path: request path below the API base URL.
     :param retry_after: seconds until the rate-limit window resets, if known.
+    :param location: the answer's ``Location`` header, if any; only its host is ever shown.
     """
+    if status_code < 400:
+        return _redirect_error(status_code, location, method=method, path=path)
     cls = _BY_STATUS.get(status_code)
     if cls is None:
         cls = DropboxSignServerError if status_code >= 500 else DropboxSignError
@@ -175,6 +215,37 @@ def error_from_response(
         path=path,
         retry_after=retry_after,
     )
+
+
+def _redirect_error(status_code: int, location: str | None, *, method: str, path: str) -> DropboxSignError:
+    if 300 <= status_code < 400:
+        name, what = "redirect", f"redirected to {_location_host(location)}"
+    else:
+        name, what = "unexpected_status", "an interim status as the final answer"
+    return DropboxSignRedirectError(
+        status_code,
+        name,
+        f"the answer was {what}; only a 2xx is an answer and redirects are not followed, as sending "
+        "the call again elsewhere could repeat an irreversible cancel. Check the connection's host: "
+        "is it Dropbox Sign's API (https://api.hellosign.com), or is a proxy answering for it?",
+        method=method,
+        path=path,
+    )
+
+
+def _location_host(location: str | None) -> str:
+    # The host only: a Location may carry a user name and password, or a token in its query.
+    if not location or not location.strip():
+        return "no Location"
+    try:
+        parts = urlsplit(location.strip())
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        return "an unreadable Location"
+    if not hostname:
+        return "a path on the same host"
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return repr(f"{host}:{port}" if port else host)
 
 
 def parse_json_body(status_code: int, body: bytes, *, method: str, path: str) -> dict[str, Any]:

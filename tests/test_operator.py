@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.testing import DropboxSignEmulator
+from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.conftest import REPO, connection_uri_json, make_requests
 
@@ -230,6 +230,21 @@ def test_no_verdict_is_retryable_and_named(emulator: DropboxSignEmulator, dropbo
     for sr_id in (a, b, MISSING):
         assert f"{sr_id}: Dropbox Sign HTTP 402 payment_required" in str(failed.value)
     assert ti.xcoms["outcomes"] == dict.fromkeys([a, b, MISSING], "error")
+
+
+def test_a_cancel_answered_by_a_redirect_is_an_error_not_a_cancellation(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    # Followed, the redirect would end at a call that answers 200 {}: read as "cancel queued".
+    a, b = make_requests(emulator, 2)
+    emulator.add_odd_answers(OddAnswer(302, {"Location": f"{emulator.url}/v3/account"}, method="POST"))
+    ti = FakeTI()
+    with pytest.raises(AirflowException) as failed:
+        run(operator([a, b]), ti)
+    assert f"{a}: Dropbox Sign HTTP 302 redirect" in str(failed.value)
+    assert ti.xcoms["outcomes"] == {a: "error", b: "cancel_requested"}
+    assert calls(emulator) == [("POST", a, 302), ("GET", a, 200), ("POST", b, 200)]
+    assert emulator.get_state(a) == "awaiting_signature"
 
 
 @pytest.mark.usefixtures("fast_backoff")

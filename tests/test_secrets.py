@@ -26,6 +26,7 @@ import certifi
 import pytest
 from airflow.sdk import serde
 from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.log import redact
 
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
@@ -326,6 +327,34 @@ def test_trigger_kwargs_hold_no_secret(
         sources[f"{name} trigger repr"] = repr(trigger)
 
     assert leaks(sources) == {}
+
+
+# --- masking ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["sync", "async"])
+@pytest.mark.parametrize("credential", ["api key", "access token"])
+def test_what_is_sent_is_masked_even_when_stored_with_white_space(
+    account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str, client: str
+) -> None:
+    # A credential of its own: Airflow's masker is process-wide, and remembers every other test's.
+    secret = f"sk-live-PADDED{client}{credential.replace(' ', '')}{time.time_ns()}"
+    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": account.base_url}
+    if credential == "api key":
+        conn["password"] = f"  {secret}\n"
+    else:
+        conn["extra"] = {"access_token": f"\t{secret}  "}
+    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", json.dumps(conn))
+
+    if client == "sync":
+        authorization = DropboxSignHook().settings.authorization
+    else:
+        authorization = asyncio.run(DropboxSignAsyncHook().get_settings()).authorization
+
+    sent = [secret, authorization, authorization.split(" ", 1)[1]]
+    assert secret in authorization or b64(f"{secret}:") in authorization  # stripped, as sent
+    for text in sent:
+        assert redact(f"a log line holding {text}.") == "a log line holding ***."
 
 
 # --- TLS ---------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import base64
 import ipaddress
 import random
 import re
+import ssl
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -32,6 +33,9 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignError,
     DropboxSignRateLimitError,
     DropboxSignResponseError,
+    DropboxSignResponseTooLargeError,
+    DropboxSignTLSError,
+    DropboxSignTransportError,
     error_from_response,
     parse_json_body,
 )
@@ -50,6 +54,11 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_PAGE_SIZE = 100
+#: The largest answer body read: Dropbox Sign's answers here are a few kilobytes (a full list page
+#: of 100 requests stays well below 1 MiB); anything near this is not its API answering.
+MAX_RESPONSE_BYTES = 10 * 2**20
+# Bodies are read in pieces of this size, so an oversized one is never held whole.
+_CHUNK_BYTES = 64 * 2**10
 
 
 # --- the connection ------------------------------------------------------------------------------
@@ -104,12 +113,26 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
-_USERINFO = re.compile(r"^([^/@]*://)?[^/@]*@")
+def _is_host_name(hostname: str) -> bool:
+    # Both HTTP clients encode the host with IDNA, and fail with errors of their own (urllib3's
+    # LocationParseError, a bare UnicodeError) on a label that is empty or over 63 characters.
+    try:
+        hostname.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
 
 
 def _without_userinfo(host: str) -> str:
-    # A password typed into the host must not reach the error that refuses it.
-    return _USERINFO.sub(r"\1***@", host)
+    # A password typed into the host must not reach the error that refuses it, and may itself hold
+    # "/", ":", "#" or "@": of text with an "@", only what follows the last one is shown.
+    if "@" not in host:
+        return host
+    scheme = _SCHEME.match(host)
+    return f"{scheme.group(0) if scheme else ''}***@{host.rsplit('@', 1)[1]}"
 
 
 def settings_from_connection(conn: Connection) -> ApiSettings:
@@ -155,6 +178,7 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
+        or not _is_host_name(parts.hostname)
         or port == -1
         or " " in base_url
         or not base_url.isprintable()
@@ -343,9 +367,25 @@ class _Call:
             self._budget.observe(None, None)
 
     def answered(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
-        """Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`."""
+        """
+        Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`.
+
+        :param body: the body as read, which stops one piece past :data:`MAX_RESPONSE_BYTES`.
+        """
         held_for = self._budget.observe(headers, status)
-        if status < 400:
+        if len(body) > MAX_RESPONSE_BYTES:
+            self._retry_or_raise(
+                DropboxSignResponseTooLargeError(
+                    status,
+                    "response_too_large",
+                    f"the answer's body is larger than {MAX_RESPONSE_BYTES} bytes, so it is not an "
+                    "answer of Dropbox Sign's API; check the connection's host",
+                    method=self.method,
+                    path=self.path,
+                )
+            )
+            return None
+        if 200 <= status < 300:
             try:
                 return parse_json_body(status, body, method=self.method, path=self.path)
             except DropboxSignError as error:
@@ -354,20 +394,56 @@ class _Call:
         if status == 429 and self._rate_limited_since is None:
             self._rate_limited_since = time.time()
         self._retry_or_raise(
-            error_from_response(status, body, method=self.method, path=self.path, retry_after=held_for)
+            error_from_response(
+                status,
+                body,
+                method=self.method,
+                path=self.path,
+                retry_after=held_for,
+                location=headers.get("Location"),
+            )
         )
         return None
 
-    def not_answered(self, reason: BaseException) -> None:
-        """Handle a call that got no answer (connection refused or dropped, timeout)."""
-        self._budget.observe(None, None)
-        error = DropboxSignConnectionError(
-            None, "connection_error", _describe(reason), method=self.method, path=self.path
+    def not_answered(self, error: DropboxSignError) -> None:
+        """
+        Handle a call that got no answer: ``error`` is what the HTTP client's failure means (see
+        :meth:`no_answer`), the client's own exception its ``__cause__``; or the call was never
+        sent (:meth:`check_deadline`), and its booked send is given back.
+        """
+        self.abandoned()
+        self._retry_or_raise(error)
+
+    def no_answer(self, reason: BaseException, transient: bool) -> DropboxSignError:
+        """
+        The typed error for an HTTP client's failure to get an answer.
+
+        :param reason: the client's exception.
+        :param transient: whether the client's failure is of a kind another attempt may not meet
+            (connection refused or dropped, a timeout, a body cut short); TLS failures never are.
+        """
+        tls = _tls_failure(reason)
+        if tls is not None:
+            return DropboxSignTLSError(
+                None,
+                "tls_error",
+                f"TLS handshake with {urlsplit(self.url).netloc} failed ({tls}): is the host an "
+                "https:// server, and is the CA bundle (extra verify) right? A host without a scheme "
+                "means https://",
+                method=self.method,
+                path=self.path,
+            )
+        if transient:
+            return DropboxSignConnectionError(
+                None, "connection_error", _describe(reason), method=self.method, path=self.path
+            )
+        return DropboxSignTransportError(
+            None,
+            "transport_error",
+            f"{_describe(reason)}; not retried, as another attempt would fail the same way",
+            method=self.method,
+            path=self.path,
         )
-        try:
-            self._retry_or_raise(error)
-        except DropboxSignConnectionError as raised:
-            raise raised from reason
 
     def _retry_or_raise(self, error: DropboxSignError) -> None:
         limited_for = 0.0 if self._rate_limited_since is None else time.time() - self._rate_limited_since
@@ -388,9 +464,107 @@ _RAW_CALLS_REFUSED = (
 
 
 def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
-    # The whole header and the credential in it: a log line may hold either (Airflow already masks
-    # the connection's password and access_token as it reads them).
-    return settings.authorization, settings.authorization.split(" ", 1)[1]
+    # What is sent, as it is sent: the whole header, the credential in it and, for HTTP Basic, the
+    # API key itself. Airflow masks the connection's password and access_token as it reads them,
+    # but as they were stored: with the surrounding whitespace that is stripped before sending.
+    scheme, credential = settings.authorization.split(" ", 1)
+    if scheme == "Basic":
+        api_key = base64.b64decode(credential).decode().removesuffix(":")
+        return settings.authorization, credential, api_key
+    return settings.authorization, credential
+
+
+def _tls_failure(reason: BaseException) -> str | None:
+    # Clients wrap the ssl module's error (requests twice over): look along the chain for a TLS
+    # failure, and describe it by the innermost error, the one that says what went wrong.
+    tls, innermost = False, ""
+    seen: BaseException | None = reason
+    for _ in range(10):  # a chain is short; a loop in one must not hang the call
+        if seen is None:
+            break
+        if isinstance(
+            seen,
+            ssl.SSLError
+            | requests.exceptions.SSLError
+            | aiohttp.ClientSSLError
+            | aiohttp.ServerFingerprintMismatch,
+        ):
+            tls = True
+            innermost = str(seen) if isinstance(seen, ssl.SSLError) else innermost
+        seen = seen.__cause__ or seen.__context__
+    return (innermost or _describe(reason)) if tls else None
+
+
+def _read_up_to_cap(pieces: Iterable[bytes]) -> bytes:
+    # One piece past the cap at most: enough for _Call.answered to see that the body is too large.
+    body = bytearray()
+    for piece in pieces:
+        body += piece
+        if len(body) > MAX_RESPONSE_BYTES:
+            break
+    return bytes(body)
+
+
+# requests' failures that another attempt may not meet; any other is raised at once.
+_REQUESTS_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def _send_with_requests(
+    session: requests.Session, call: _Call, params: Mapping[str, Any] | None, timeout: float
+) -> tuple[int, Mapping[str, str], bytes]:
+    """
+    Send one attempt of ``call``: the answer's status, headers and body, or a typed error.
+
+    Redirects are not followed: the one answer is the one the API (or whatever stands in front of
+    it) gave to this very request.
+
+    :raises DropboxSignError: what the client's failure means (:meth:`_Call.no_answer`).
+    """
+    try:
+        with session.request(
+            call.method, call.url, params=params, timeout=timeout, allow_redirects=False, stream=True
+        ) as response:
+            return (
+                response.status_code,
+                response.headers,
+                _read_up_to_cap(response.iter_content(_CHUNK_BYTES)),
+            )
+    except requests.RequestException as exc:
+        raise call.no_answer(exc, transient=isinstance(exc, _REQUESTS_TRANSIENT)) from exc
+
+
+# aiohttp's failures that another attempt may not meet (a response it could not parse included, as
+# requests counts that a connection error); any other is raised at once.
+_AIOHTTP_TRANSIENT = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+async def _send_with_aiohttp(
+    session: aiohttp.ClientSession, call: _Call, params: Mapping[str, Any] | None
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Async :func:`_send_with_requests`, the timeout being the session's."""
+    try:
+        async with session.request(call.method, call.url, params=params, allow_redirects=False) as response:
+            body = bytearray()
+            while len(body) <= MAX_RESPONSE_BYTES:
+                piece = await response.content.read(_CHUNK_BYTES)
+                if not piece:
+                    break
+                body += piece
+            return response.status, response.headers, bytes(body)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        transient = isinstance(exc, _AIOHTTP_TRANSIENT) and not isinstance(exc, aiohttp.TooManyRedirects)
+        raise call.no_answer(exc, transient=transient) from exc
 
 
 def _describe(reason: BaseException) -> str:
@@ -532,18 +706,14 @@ class DropboxSignHook(HttpHook):
                 if wait > 0:
                     time.sleep(wait)
                 call.check_deadline()
-                response = session.request(method, call.url, params=params, timeout=self.settings.timeout)
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                call.not_answered(exc)
+                status, headers, body = _send_with_requests(session, call, params, self.settings.timeout)
+            except DropboxSignError as failure:
+                call.not_answered(failure)
             except BaseException:
                 call.abandoned()
                 raise
             else:
-                result = call.answered(response.status_code, response.headers, response.content)
+                result = call.answered(status, headers, body)
                 if result is not None:
                     return result
             self.log.warning(
@@ -765,15 +935,14 @@ class DropboxSignAsyncHook(BaseHook):
                 if wait > 0:
                     await asyncio.sleep(wait)
                 call.check_deadline()
-                async with session.request(method, call.url, params=params) as response:
-                    body = await response.read()
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-                call.not_answered(exc)
+                status, headers, body = await _send_with_aiohttp(session, call, params)
+            except DropboxSignError as failure:
+                call.not_answered(failure)
             except BaseException:  # cancelled (the trigger was stopped): do not hold up the budget's probe
                 call.abandoned()
                 raise
             else:
-                result = call.answered(response.status, response.headers, body)
+                result = call.answered(status, headers, body)
                 if result is not None:
                     return result
             self.log.warning(
