@@ -8,6 +8,9 @@ __version__ = "0.1.0"
 
 DEFAULT_HOST = "https://api.hellosign.com"
 DEFAULT_CONN_NAME = "dropbox_sign_default"
+#: Dropbox Sign's limit for standard endpoints, per account: the connection's default share.
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
+DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -78,12 +81,20 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Requests per minute",
                         "description": "Client-side budget shared by every task and trigger in a process "
                         "that uses these credentials. Dropbox Sign allows 100 per account.",
-                        "schema": {"type": ["integer", "null"], "default": 100, "minimum": 1},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "default": DEFAULT_MAX_REQUESTS_PER_MINUTE,
+                            "minimum": 1,
+                        },
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
                         "description": "Timeout of every HTTP call.",
-                        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "default": DEFAULT_TIMEOUT_SECONDS,
+                            "exclusiveMinimum": 0,
+                        },
                     },
                 },
             }

@@ -4,19 +4,30 @@ Typed errors of the Dropbox Sign API.
 One class per documented ``error_name``, so callers write ``except DropboxSignNotFoundError``
 instead of parsing messages. Every error carries what the API said and the request it answered;
 none of them ever holds a credential (requests are described by method and path only).
+
+Each class also says, once, what it means (in the manner of stripe's errors): the HTTP status it
+stands for, whether another attempt may succeed (``retryable``), and which state of the signature
+request it tells, if any (``state``). The retry policy, the state decision and the operator's
+reading of a refused cancel are all derived from these three attributes: adding a status is adding
+a class here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+from dropbox_sign_provider.outcomes import RequestState
 
 
 class DropboxSignError(Exception):
     """
     An error answered by the Dropbox Sign API, or a failure to reach it.
+
+    What a class means is said by three class attributes: :attr:`http_status`, :attr:`retryable`
+    and :attr:`state`.
 
     :param status_code: HTTP status of the answer (``None`` when no answer arrived).
     :param error_name: the API's ``error_name`` (for example ``deleted``), or a local one.
@@ -25,6 +36,14 @@ class DropboxSignError(Exception):
     :param method: HTTP method of the request.
     :param path: path of the request below the API base URL, without the query string.
     """
+
+    #: the HTTP status this class stands for; ``None`` for failures that are not one status
+    http_status: ClassVar[int | None] = None
+    #: whether the hooks try again: the failure says nothing of the request (429, 5xx, no answer)
+    retryable: ClassVar[bool] = False
+    #: the state of the signature request this answer tells; ``None`` when it tells none, which
+    #: makes it a problem to report, not a state to wait on (400, 402, a redirect, TLS, ...)
+    state: ClassVar[RequestState | None] = None
 
     def __init__(
         self,
@@ -85,41 +104,71 @@ def _rebuild(cls: type[DropboxSignError], *args: Any) -> DropboxSignError:
 class DropboxSignBadRequestError(DropboxSignError):
     """400 ``bad_request``: a parameter was wrong (``error_path`` names it)."""
 
+    http_status = 400
+
 
 class DropboxSignUnauthorizedError(DropboxSignError):
     """401 ``unauthorized``: the API key or access token is missing, wrong or revoked."""
+
+    http_status = 401
+    state = RequestState.UNAUTHORIZED
 
 
 class DropboxSignPaymentRequiredError(DropboxSignError):
     """402 ``payment_required``: the account's plan does not allow this call."""
 
+    http_status = 402
+
 
 class DropboxSignForbiddenError(DropboxSignError):
     """403 ``forbidden``: the credentials may not act on this resource (not the sender or app owner)."""
+
+    http_status = 403
+    state = RequestState.FORBIDDEN
 
 
 class DropboxSignNotFoundError(DropboxSignError):
     """404 ``not_found``: no such resource for this account."""
 
+    http_status = 404
+    state = RequestState.NOT_FOUND
+
 
 class DropboxSignConflictError(DropboxSignError):
     """409 ``conflict``: an identical request is already being processed."""
+
+    http_status = 409
+    # An identical cancel is in flight: as good as one accepted.
+    state = RequestState.CANCEL_REQUESTED
 
 
 class DropboxSignDeletedError(DropboxSignError):
     """410 ``deleted``: the resource is gone; for a signature request, its cancellation has taken effect."""
 
+    http_status = 410
+    state = RequestState.CANCELED
+
 
 class DropboxSignRateLimitError(DropboxSignError):
     """429 ``exceeded_rate``: the account's rate limit is spent until the window resets."""
+
+    http_status = 429
+    retryable = True
+    state = RequestState.TRANSIENT
 
 
 class DropboxSignServerError(DropboxSignError):
     """5xx: Dropbox Sign failed to answer the request; retried with backoff before it is raised."""
 
+    retryable = True
+    state = RequestState.TRANSIENT
+
 
 class DropboxSignConnectionError(DropboxSignError):
     """No answer arrived: connection refused or dropped, or the call timed out."""
+
+    retryable = True
+    state = RequestState.TRANSIENT
 
 
 class DropboxSignDeadlineError(DropboxSignError):
@@ -128,9 +177,15 @@ class DropboxSignDeadlineError(DropboxSignError):
     limit or for a retry would have taken it past). Says nothing about the request itself.
     """
 
+    # Nothing was sent and nothing is retried: the deadline is the caller's to keep.
+    state = RequestState.TRANSIENT
+
 
 class DropboxSignResponseError(DropboxSignError):
     """An answer arrived but could not be read (not JSON, or not the documented shape)."""
+
+    retryable = True
+    state = RequestState.TRANSIENT
 
 
 class DropboxSignRedirectError(DropboxSignError):
@@ -162,15 +217,12 @@ class DropboxSignTLSError(DropboxSignTransportError):
     """
 
 
+def _subclasses(cls: type[DropboxSignError]) -> list[type[DropboxSignError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
 _BY_STATUS: dict[int, type[DropboxSignError]] = {
-    400: DropboxSignBadRequestError,
-    401: DropboxSignUnauthorizedError,
-    402: DropboxSignPaymentRequiredError,
-    403: DropboxSignForbiddenError,
-    404: DropboxSignNotFoundError,
-    409: DropboxSignConflictError,
-    410: DropboxSignDeletedError,
-    429: DropboxSignRateLimitError,
+    cls.http_status: cls for cls in _subclasses(DropboxSignError) if cls.http_status is not None
 }
 
 

@@ -2,71 +2,20 @@
 What state a signature request is in, decided from what the API answered: the one place that
 decides, used by the operator, the sensor's poke and the trigger alike.
 
-Decisions follow the HTTP status (through the typed errors) and the request's documented fields,
-never the text of ``error_msg``.
+Decisions follow the HTTP status (each typed error says which state it tells, see
+:mod:`dropbox_sign_provider.exceptions`) and the request's documented fields, never the text of
+``error_msg``.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Any
 
-from dropbox_sign_provider.exceptions import (
-    DropboxSignConflictError,
-    DropboxSignConnectionError,
-    DropboxSignDeadlineError,
-    DropboxSignDeletedError,
-    DropboxSignError,
-    DropboxSignForbiddenError,
-    DropboxSignNotFoundError,
-    DropboxSignRateLimitError,
-    DropboxSignResponseError,
-    DropboxSignServerError,
-    DropboxSignUnauthorizedError,
-)
+from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.outcomes import RequestState
 
-
-class RequestState(str, enum.Enum):
-    """The state of a signature request, as far as cancelling it is concerned."""
-
-    #: the cancel call was accepted (200) or one is already being processed (409): queued
-    CANCEL_REQUESTED = "cancel_requested"
-    #: the request answers 410 ``deleted``: the cancellation has taken effect
-    CANCELED = "canceled"
-    #: every signer signed: it can no longer be cancelled
-    COMPLETED = "completed"
-    #: a signer declined: there is nothing left to cancel
-    DECLINED = "declined"
-    #: 404: no such request for this account
-    NOT_FOUND = "not_found"
-    #: 403: the credentials are not the sender's nor the app owner's
-    FORBIDDEN = "forbidden"
-    #: 401: the credentials were refused
-    UNAUTHORIZED = "unauthorized"
-    #: still out for signature
-    PENDING = "pending"
-    #: no verdict this time: rate limited, a server error or no answer; ask again later
-    TRANSIENT = "transient"
-
-    @property
-    def is_final(self) -> bool:
-        """Whether waiting longer can change this state."""
-        return self not in (RequestState.PENDING, RequestState.CANCEL_REQUESTED, RequestState.TRANSIENT)
-
-
-_BY_ERROR: tuple[tuple[type[DropboxSignError], RequestState], ...] = (
-    (DropboxSignDeletedError, RequestState.CANCELED),
-    (DropboxSignNotFoundError, RequestState.NOT_FOUND),
-    (DropboxSignForbiddenError, RequestState.FORBIDDEN),
-    (DropboxSignUnauthorizedError, RequestState.UNAUTHORIZED),
-    (DropboxSignConflictError, RequestState.CANCEL_REQUESTED),
-    (DropboxSignRateLimitError, RequestState.TRANSIENT),
-    (DropboxSignServerError, RequestState.TRANSIENT),
-    (DropboxSignConnectionError, RequestState.TRANSIENT),
-    (DropboxSignDeadlineError, RequestState.TRANSIENT),
-    (DropboxSignResponseError, RequestState.TRANSIENT),
-)
+__all__ = ["RequestState", "request_state"]
 
 
 def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> RequestState:
@@ -83,10 +32,9 @@ def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> Reques
     if answer is None:
         return RequestState.CANCEL_REQUESTED
     if isinstance(answer, DropboxSignError):
-        for error_type, state in _BY_ERROR:
-            if isinstance(answer, error_type):
-                return state
-        raise answer
+        if answer.state is None:
+            raise answer
+        return answer.state
     if answer.get("is_complete"):
         return RequestState.COMPLETED
     if answer.get("is_declined"):

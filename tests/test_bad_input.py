@@ -22,6 +22,7 @@ import pytest
 from airflow.sdk.exceptions import ParamValidationError
 
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
@@ -333,8 +334,16 @@ BAD_SETTINGS: list[tuple[str, Callable[[], Any], str]] = [
         lambda: trigger_for([UNKNOWN], max_cancel_attempts=0),
         "max_cancel_attempts 0",
     ),
-    ("hook negative max_retries", lambda: DropboxSignHook(max_retries=-1), "max_retries -1"),
-    ("async hook negative max_retries", lambda: DropboxSignAsyncHook(max_retries=-1), "max_retries -1"),
+    (
+        "hook negative max_retries",
+        lambda: DropboxSignHook(retry_policy=RetryPolicy(max_retries=-1)),
+        "max_retries -1",
+    ),
+    (
+        "async hook negative max_retries",
+        lambda: DropboxSignAsyncHook(retry_policy=RetryPolicy(max_retries=-1)),
+        "max_retries -1",
+    ),
     ("hook zero page_size", lambda: DropboxSignHook().list_signature_requests(page_size=0), "page_size 0"),
     (
         "hook page_size over 100",

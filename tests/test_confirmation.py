@@ -30,6 +30,7 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignServerError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from tests.conftest import make_requests
@@ -274,7 +275,7 @@ def test_check_on_completed() -> None:
 
 
 def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
-    hook = DropboxSignHook(dropbox_sign_conn, max_retries=0)
+    hook = DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0))
     queued, lost = make_requests(emulator, 2)
     signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
     emulator.set_fault(never_complete=1)
@@ -312,5 +313,7 @@ def test_poll_once_raises_on_an_unexpected_answer(
     watch = CancellationWatch.start({sr_id: "cancel_requested"}, time.time(), timeout=30.0, recancel_after=5)
     emulator.set_fault(error_rate=1.0, error_statuses=(400,))
     with pytest.raises(DropboxSignBadRequestError):
-        poll_once(DropboxSignHook(dropbox_sign_conn, max_retries=0), watch, Recorder())
+        poll_once(
+            DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0)), watch, Recorder()
+        )
     assert watch.outcomes[sr_id] == "cancel_requested"

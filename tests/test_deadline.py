@@ -42,7 +42,7 @@ def test_a_cancel_that_would_wait_past_its_deadline_for_the_rate_limit_is_not_se
     else:
 
         async def cancel_both() -> None:
-            async with DropboxSignAsyncHook(max_rate_limit_wait=None) as hook:
+            async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_rate_limit_wait=None)) as hook:
                 await hook.cancel_signature_request(first)
                 await hook.cancel_signature_request(second, deadline=time.time() + 2)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook, account_budget
 from dropbox_sign_provider.hooks.policy import AccountBudget, RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.conftest import API_KEY, connection_uri_json
@@ -48,7 +48,7 @@ def spent_window(reset: str, date: str | None = None) -> OddAnswer:
 def test_a_nonsense_reset_never_parks_the_sync_hook(emu: DropboxSignEmulator, odd: object) -> None:
     sr_id = emu.create_signature_request()["signature_request_id"]
     emu.add_odd_answers(odd(time.time()))  # type: ignore[operator]
-    hook = DropboxSignHook(max_rate_limit_wait=5)
+    hook = DropboxSignHook(retry_policy=RetryPolicy(max_rate_limit_wait=5))
     started = time.monotonic()
     for _ in range(5):
         hook.get_signature_request(sr_id)
@@ -61,7 +61,7 @@ def test_a_nonsense_reset_never_parks_a_trigger(emu: DropboxSignEmulator) -> Non
     emu.add_odd_answers(spent_window(str(int(time.time() * 1000))))
 
     async def five_gets() -> None:
-        async with DropboxSignAsyncHook(max_rate_limit_wait=None) as hook:
+        async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_rate_limit_wait=None)) as hook:
             for _ in range(5):
                 await hook.get_signature_request(sr_id)
 
@@ -76,7 +76,7 @@ def test_a_server_clock_an_hour_ahead_is_read_through_its_date_header(emu: Dropb
     emu.add_odd_answers(
         spent_window(str(int(server_now) + 2), email.utils.formatdate(server_now, usegmt=True))
     )
-    hook = DropboxSignHook(max_rate_limit_wait=10)
+    hook = DropboxSignHook(retry_policy=RetryPolicy(max_rate_limit_wait=10))
     hook.get_signature_request(sr_id)
     started = time.monotonic()
     hook.get_signature_request(sr_id)
@@ -146,14 +146,14 @@ def test_a_trigger_cancelled_while_it_waits_gives_its_slot_back(monkeypatch: pyt
         emulator.add_odd_answers(OddAnswer(headers=stripped, times=5))
 
         async def main() -> AccountBudget:
-            async with DropboxSignAsyncHook(max_rate_limit_wait=None) as hook:
+            async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_rate_limit_wait=None)) as hook:
                 await hook.get_signature_request(sr_id)
                 waiting = asyncio.ensure_future(hook.get_signature_request(sr_id))
                 await asyncio.sleep(0.3)  # booked for a minute from now, and waiting for it
                 waiting.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await waiting
-                return (await hook.get_settings()).budget
+                return account_budget(await hook.get_settings())
 
         budget = asyncio.run(main())
         # A minute after the first send the account has room again: nothing is still booked.

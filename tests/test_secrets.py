@@ -30,6 +30,7 @@ from airflow.sdk.log import redact
 
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
@@ -256,12 +257,12 @@ def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest
 
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "revoked api key"))
     with pytest.raises(DropboxSignError) as refused:
-        DropboxSignHook(max_retries=0).cancel_signature_request(sr_id)
+        DropboxSignHook(retry_policy=RetryPolicy(max_retries=0)).cancel_signature_request(sr_id)
     assert refused.value.status_code == 401
     sources |= exception_texts(refused.value)
 
     async def refused_async() -> None:
-        async with DropboxSignAsyncHook(max_retries=0) as hook:
+        async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_retries=0)) as hook:
             await hook.get_signature_request(sr_id)
 
     with pytest.raises(DropboxSignError) as refused_by_async:
@@ -276,7 +277,7 @@ def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest
         ),
     )
     with pytest.raises(DropboxSignError) as unreachable:
-        DropboxSignHook(max_retries=0).get_account()
+        DropboxSignHook(retry_policy=RetryPolicy(max_retries=0)).get_account()
     assert unreachable.value.status_code is None
     sources |= {f"unreachable {k}": v for k, v in exception_texts(unreachable.value).items()}
 

@@ -9,6 +9,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from tests.conftest import make_requests
@@ -37,7 +38,7 @@ def run(task: SignatureRequestCanceledSensor) -> Any:
 
 
 def cancel(conn_id: str, *ids: str) -> None:
-    hook = DropboxSignHook(conn_id, max_retries=0)
+    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
     for sr_id in ids:
         hook.cancel_signature_request(sr_id)
 

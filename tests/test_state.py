@@ -17,6 +17,7 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignPaymentRequiredError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from tests.conftest import connection_uri_json
@@ -35,7 +36,7 @@ def answer_of(call: Callable[[], Any]) -> Any:
 @pytest.fixture
 def hook(dropbox_sign_conn: str) -> DropboxSignHook:
     # No retries: a fault must reach the decision function as the API answered it.
-    return DropboxSignHook(dropbox_sign_conn, max_retries=0)
+    return DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0))
 
 
 def test_successful_cancel_is_cancel_requested(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> None:
@@ -95,7 +96,11 @@ def test_refused_credentials_are_unauthorized(
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DS_WRONG_KEY", connection_uri_json(emulator.base_url, api_key="nope"))
     sr_id = emulator.create_signature_request()["signature_request_id"]
-    error = answer_of(lambda: DropboxSignHook("ds_wrong_key", max_retries=0).get_signature_request(sr_id))
+    error = answer_of(
+        lambda: DropboxSignHook(
+            "ds_wrong_key", retry_policy=RetryPolicy(max_retries=0)
+        ).get_signature_request(sr_id)
+    )
     assert isinstance(error, DropboxSignError)
     assert error.status_code == 401
     assert request_state(error) is S.UNAUTHORIZED

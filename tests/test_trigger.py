@@ -13,6 +13,7 @@ from airflow.triggers.base import TriggerEvent
 
 from dropbox_sign_provider.exceptions import DropboxSignBadRequestError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.conftest import API_KEY, connection_uri_json, make_requests
@@ -23,7 +24,7 @@ _real_sleep = asyncio.sleep
 
 def cancel_now(conn_id: str, *ids: str) -> float:
     """Send the first cancel of each id, as the operator does before deferring; return when."""
-    hook = DropboxSignHook(conn_id, max_retries=0)
+    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
     at = time.time()
     for sr_id in ids:
         hook.cancel_signature_request(sr_id)

@@ -23,10 +23,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
-from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseHook
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME, DEFAULT_HOST
+from dropbox_sign_provider import (
+    DEFAULT_CONN_NAME,
+    DEFAULT_HOST,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    DEFAULT_TIMEOUT_SECONDS,
+)
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
     DropboxSignDeadlineError,
@@ -40,7 +44,6 @@ from dropbox_sign_provider.exceptions import (
     parse_json_body,
 )
 from dropbox_sign_provider.hooks.policy import (
-    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     AccountBudget,
     RetryPolicy,
     Slot,
@@ -52,7 +55,6 @@ from dropbox_sign_provider.ids import validate_signature_request_id
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_PAGE_SIZE = 100
 #: The largest answer body read: Dropbox Sign's answers here are a few kilobytes (a full list page
 #: of 100 requests stays well below 1 MiB); anything near this is not its API answering.
@@ -84,10 +86,14 @@ class ApiSettings:
     max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
     verify: bool | str = True
 
-    @property
-    def budget(self) -> AccountBudget:
-        """The account's process-wide budget."""
-        return budget_for(budget_key(self.base_url, self.authorization), self.max_requests_per_minute)
+
+def account_budget(settings: ApiSettings) -> AccountBudget:
+    """
+    The process-wide budget of the account behind ``settings``, shared by every hook of this
+    process that uses the same credentials; the lowest ``max_requests_per_minute`` of their
+    connections holds for all of them.
+    """
+    return budget_for(budget_key(settings.base_url, settings.authorization), settings.max_requests_per_minute)
 
 
 def _extra(extra: Mapping[str, Any], name: str) -> Any:
@@ -273,7 +279,7 @@ class _Call:
         self.method = method
         self.path = path
         self.url = settings.base_url + path
-        self._budget = settings.budget
+        self._budget = account_budget(settings)
         self._policy = policy
         self._rng = rng
         self._retries = 0
@@ -457,12 +463,6 @@ class _Call:
         self.retry_reason = f"{error.status_code or 'no answer'} {error.error_name}"
 
 
-_RAW_CALLS_REFUSED = (
-    "raw HTTP calls would bypass the account's rate-limit budget and the id checks; use "
-    "get_signature_request(), cancel_signature_request(), list_signature_requests() or get_account()"
-)
-
-
 def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
     # What is sent, as it is sent: the whole header, the credential in it and, for HTTP Basic, the
     # API key itself. Airflow masks the connection's password and access_token as it reads them,
@@ -607,18 +607,48 @@ def list_params(query: str | None, account_id: str | None, page_size: int, page:
     return params
 
 
-def _retry_policy(
-    max_retries: int, max_rate_limit_wait: float | None, retry_policy: RetryPolicy | None
-) -> RetryPolicy:
-    if retry_policy is not None:
-        return retry_policy
-    return RetryPolicy(max_retries=max_retries, max_rate_limit_wait=max_rate_limit_wait)
+class _DropboxSignBaseHook(BaseHook):
+    """
+    What both hooks share: the connection, its settings checked once, the retry policy.
+
+    A plain :class:`~airflow.sdk.BaseHook`, not the HTTP provider's ``HttpHook``: every call must go
+    through the account's budget and the id checks, so none of ``HttpHook``'s raw calls could be
+    offered, and its connection handling would turn the extra (which holds the access token) into
+    headers.
+
+    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection to use.
+    :param retry_policy: how calls are retried and how long they may wait for the rate limit
+        (default: :class:`~dropbox_sign_provider.hooks.policy.RetryPolicy` ``()``: 5 retries, at
+        most 120 s of waiting for the rate limit).
+    """
+
+    conn_name_attr = "dropbox_sign_conn_id"
+    default_conn_name = DEFAULT_CONN_NAME
+    conn_type = "dropbox_sign"
+    hook_name = "Dropbox Sign"
+
+    def __init__(
+        self, dropbox_sign_conn_id: str = DEFAULT_CONN_NAME, retry_policy: RetryPolicy | None = None
+    ) -> None:
+        super().__init__()
+        self.dropbox_sign_conn_id = dropbox_sign_conn_id
+        self.retry_policy = RetryPolicy() if retry_policy is None else retry_policy
+        self._settings: ApiSettings | None = None
+        self._rng = random.Random()
+
+    def _check(self, conn: Connection) -> tuple[ApiSettings, tuple[str, ...]]:
+        """The connection's settings, remembered, and the secrets the caller must mask."""
+        self._settings = settings_from_connection(conn)
+        return self._settings, _secrets_of(self._settings)
+
+    def _call(self, settings: ApiSettings, method: str, path: str, deadline: float | None) -> _Call:
+        return _Call(settings, self.retry_policy, self._rng, method, path, deadline)
 
 
 # --- the sync hook ------------------------------------------------------------------------------
 
 
-class DropboxSignHook(HttpHook):
+class DropboxSignHook(_DropboxSignBaseHook):
     """
     Talk to the Dropbox Sign API from a task.
 
@@ -628,64 +658,42 @@ class DropboxSignHook(HttpHook):
     :class:`~dropbox_sign_provider.exceptions.DropboxSignError` otherwise.
 
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection to use.
-    :param max_retries: retries of one call after its first attempt.
-    :param max_rate_limit_wait: longest wait in seconds for the rate limit before giving up with
-        :class:`~dropbox_sign_provider.exceptions.DropboxSignRateLimitError`.
-    :param retry_policy: the whole retry policy, backoff included; when given, it replaces
-        ``max_retries`` and ``max_rate_limit_wait``.
+    :param retry_policy: how calls are retried and how long they may wait for the rate limit
+        before giving up with :class:`~dropbox_sign_provider.exceptions.DropboxSignRateLimitError`
+        (default: 5 retries, 120 s).
     """
 
-    conn_name_attr = "dropbox_sign_conn_id"
-    default_conn_name = DEFAULT_CONN_NAME
-    conn_type = "dropbox_sign"
-    hook_name = "Dropbox Sign"
-    default_host = DEFAULT_HOST
-
     def __init__(
-        self,
-        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
-        max_retries: int = 5,
-        max_rate_limit_wait: float | None = 120.0,
-        retry_policy: RetryPolicy | None = None,
+        self, dropbox_sign_conn_id: str = DEFAULT_CONN_NAME, retry_policy: RetryPolicy | None = None
     ) -> None:
-        super().__init__(method="GET", http_conn_id=dropbox_sign_conn_id)
-        self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait, retry_policy)
-        self._settings: ApiSettings | None = None
+        super().__init__(dropbox_sign_conn_id, retry_policy)
         self._session: requests.Session | None = None
-        self._rng = random.Random()
 
     @property
     def settings(self) -> ApiSettings:
         """The connection's checked settings, read once per hook."""
         if self._settings is None:
-            conn = self.get_connection(self.dropbox_sign_conn_id)
-            self._settings = settings_from_connection(conn)
             from airflow.sdk.log import mask_secret
 
-            for secret in _secrets_of(self._settings):
+            settings, secrets = self._check(self.get_connection(self.dropbox_sign_conn_id))
+            for secret in secrets:
                 mask_secret(secret)
+            return settings
         return self._settings
 
-    def get_conn(
-        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
-    ) -> requests.Session:
+    def get_conn(self) -> requests.Session:
         """
         A :class:`requests.Session` authenticated for the connection, reused by this hook.
 
-        Unlike the HTTP provider's, the connection's extra is never turned into request headers:
-        it holds the access token.
+        The connection's extra is never turned into request headers: it holds the access token.
         """
         if self._session is None:
             settings = self.settings
-            self.base_url = settings.base_url
             session = requests.Session()
             session.headers["Authorization"] = settings.authorization
             session.headers["Accept"] = "application/json"
             session.verify = settings.verify
-            self._session = self._configure_session_from_mount_adapters(session)
-        if headers:
-            self._session.headers.update(headers)
+            self._session = session
         return self._session
 
     def _request(
@@ -696,7 +704,7 @@ class DropboxSignHook(HttpHook):
         deadline: float | None = None,
     ) -> dict[str, Any]:
         session = self.get_conn()
-        call = _Call(self.settings, self.retry_policy, self._rng, method, path, deadline)
+        call = self._call(self.settings, method, path, deadline)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -724,24 +732,6 @@ class DropboxSignHook(HttpHook):
                 call.retry_in,
             )
             time.sleep(call.retry_in)
-
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """
-        Not available, nor are ``run_and_check`` and ``run_with_advanced_retry``: a raw call would
-        bypass the account's rate-limit budget and the id checks.
-
-        :raises NotImplementedError: always; use the typed methods (``get_signature_request``,
-            ``cancel_signature_request``, ``list_signature_requests``, ``get_account``).
-        """
-        raise NotImplementedError(_RAW_CALLS_REFUSED)
-
-    def run_and_check(self, *args: Any, **kwargs: Any) -> Any:
-        """Not available: see :meth:`run`."""
-        raise NotImplementedError(_RAW_CALLS_REFUSED)
-
-    def run_with_advanced_retry(self, *args: Any, **kwargs: Any) -> Any:
-        """Not available: see :meth:`run`."""
-        raise NotImplementedError(_RAW_CALLS_REFUSED)
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
@@ -835,36 +825,16 @@ _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ApiSettings
 )
 
 
-class DropboxSignAsyncHook(BaseHook):
+class DropboxSignAsyncHook(_DropboxSignBaseHook):
     """
     Talk to the Dropbox Sign API from a trigger, with the same connection, budget and retry policy
     as :class:`DropboxSignHook`.
 
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection to use.
-    :param max_retries: retries of one call after its first attempt.
-    :param max_rate_limit_wait: longest wait in seconds for the rate limit; ``None`` waits as long
-        as it takes (a trigger has its own deadline).
-    :param retry_policy: the whole retry policy, backoff included; when given, it replaces
-        ``max_retries`` and ``max_rate_limit_wait``.
+    :param retry_policy: how calls are retried and how long they may wait for the rate limit; a
+        trigger, which has its own deadline, passes ``RetryPolicy(max_rate_limit_wait=None)``
+        and a ``deadline`` with each call.
     """
-
-    conn_name_attr = "dropbox_sign_conn_id"
-    default_conn_name = DEFAULT_CONN_NAME
-    conn_type = "dropbox_sign"
-    hook_name = "Dropbox Sign"
-
-    def __init__(
-        self,
-        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
-        max_retries: int = 5,
-        max_rate_limit_wait: float | None = 120.0,
-        retry_policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__()
-        self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.retry_policy = _retry_policy(max_retries, max_rate_limit_wait, retry_policy)
-        self._settings: ApiSettings | None = None
-        self._rng = random.Random()
 
     async def get_settings(self) -> ApiSettings:
         """The connection's checked settings, read once per hook."""
@@ -873,10 +843,10 @@ class DropboxSignAsyncHook(BaseHook):
             from airflow.sdk.log import amask_secret
 
             conn = await get_async_connection(conn_id=self.dropbox_sign_conn_id, hook=self)
-            settings = settings_from_connection(conn)
-            for secret in _secrets_of(settings):
+            settings, secrets = self._check(conn)
+            for secret in secrets:
                 await amask_secret(secret)
-            self._settings = settings
+            return settings
         return self._settings
 
     async def get_session(self) -> aiohttp.ClientSession:
@@ -925,7 +895,7 @@ class DropboxSignAsyncHook(BaseHook):
         deadline: float | None = None,
     ) -> dict[str, Any]:
         session = await self.get_session()
-        call = _Call(await self.get_settings(), self.retry_policy, self._rng, method, path, deadline)
+        call = self._call(await self.get_settings(), method, path, deadline)
         while True:
             wait, claimed = call.reserve()
             if not claimed:

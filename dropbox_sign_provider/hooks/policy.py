@@ -33,17 +33,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from dropbox_sign_provider import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from dropbox_sign_provider.exceptions import (
-    DropboxSignConnectionError,
     DropboxSignError,
     DropboxSignRateLimitError,
-    DropboxSignResponseError,
-    DropboxSignServerError,
 )
 
 #: Dropbox Sign's documented window for its per-minute limits.
 DEFAULT_WINDOW_SECONDS = 60.0
-DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 
 # While nothing is known of the account's remaining budget, one request goes first and the others
 # wait for its answer, whose headers tell how much may follow. They are woken by that answer; this
@@ -94,14 +91,11 @@ class RetryPolicy:
 
     @staticmethod
     def is_retryable(error: DropboxSignError) -> bool:
-        """Only failures that say nothing about the request itself are worth another attempt."""
-        return isinstance(
-            error,
-            DropboxSignRateLimitError
-            | DropboxSignServerError
-            | DropboxSignConnectionError
-            | DropboxSignResponseError,
-        )
+        """
+        Only failures that say nothing about the request itself are worth another attempt: each
+        error type says whether it is one (:attr:`DropboxSignError.retryable`).
+        """
+        return error.retryable
 
     def retry_delay(
         self,

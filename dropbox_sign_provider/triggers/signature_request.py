@@ -105,7 +105,11 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         # Imported here: the operator and the sensor import this module to defer, in DAG files too.
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
 
-        async with DropboxSignAsyncHook(self.dropbox_sign_conn_id, max_rate_limit_wait=None) as hook:
+        from dropbox_sign_provider.hooks.policy import RetryPolicy
+
+        async with DropboxSignAsyncHook(
+            self.dropbox_sign_conn_id, retry_policy=RetryPolicy(max_rate_limit_wait=None)
+        ) as hook:
             while not watch.done:
                 await apoll_once(hook, watch, self.log, round_cutoff(watch, self.poll_interval))
                 if watch.done:
