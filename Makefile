@@ -44,7 +44,7 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: venv
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
 
 chaos: venv
 	DROPBOX_SIGN_CHAOS=1 $(BIN)/pytest -q -m chaos

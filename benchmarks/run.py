@@ -3,9 +3,11 @@ Run every benchmark scenario against the bundled emulator on loopback, print a t
 
 Usage (``make bench`` runs the first)::
 
-    .venv/bin/python benchmarks/run.py
-    .venv/bin/python benchmarks/run.py --quick            # small smoke run, well under a minute of work
-    .venv/bin/python benchmarks/run.py --only import --import-runs 7
+    .venv/bin/python -m benchmarks.run
+    .venv/bin/python -m benchmarks.run --quick            # small smoke run, well under a minute of work
+    .venv/bin/python -m benchmarks.run --only import --import-runs 7
+
+(from the repository's root, where ``-m`` finds the ``benchmarks`` package).
 
 Every size has a flag and an environment variable (``BENCH_<FLAG>``, e.g. ``BENCH_CONFIRM_N=500``);
 a flag wins over the variable, the variable over ``--quick``'s and the default sizes. The JSON goes
@@ -25,10 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    # Run as a script (``python benchmarks/run.py``): make ``benchmarks`` importable as a package.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bulk_cancel, confirm_at_scale, import_time
 from benchmarks.common import REPO, machine_info
@@ -59,7 +57,7 @@ SIZES: dict[str, tuple[type, Any, Any, str]] = {
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Flags, with their defaults from the environment, then ``--quick``, then the full sizes."""
-    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -104,7 +104,6 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         watch = self.watch
         # Imported here: the operator and the sensor import this module to defer, in DAG files too.
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
-
         from dropbox_sign_provider.hooks.policy import RetryPolicy
 
         async with DropboxSignAsyncHook(
