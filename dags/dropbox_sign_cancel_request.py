@@ -2,8 +2,9 @@
 Cancel Dropbox Sign signature requests by id, from the UI's trigger form.
 
 The form validates the input before a run is created: only well-formed, distinct ids get through.
-The run cancels each id, waits (on the triggerer) until Dropbox Sign confirms the cancellations,
-then logs a table of what happened to each id.
+The run cancels each id, waits (on the triggerer) until Dropbox Sign confirms the cancellations it
+queued, even when other ids failed, then logs a table of what happened to each id and fails naming
+the ids that failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dropbox_sign_provider.confirmation import failure_reason, outcome_table, su
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
+from dropbox_sign_provider.state import RequestState
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,11 @@ CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL
 #: Both API tasks are idempotent (the operator asks Dropbox Sign what state a refused id is in),
 #: so a task that failed on a lasting API outage is safe to run again.
 API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1)}
+
+#: What **cancel** reported for each id: its result, or, when it failed on some ids, the outcomes it
+#: pushed before failing, so that the cancellations it did queue are confirmed all the same. ``None``
+#: when it reported nothing (it failed before sending anything).
+CANCEL_OUTCOMES = "{{ ti.xcom_pull(task_ids='cancel', key='outcomes') or ti.xcom_pull(task_ids='cancel') }}"
 
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
 #: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
@@ -47,12 +54,16 @@ Double-check the ids before you trigger.
 ## What a run does
 1. **cancel**: asks Dropbox Sign to cancel each id. Dropbox Sign only *queues* a cancellation;
    ids that were already cancelled, signed by everyone or declined are recognised and reported,
-   not cancelled twice.
-2. **wait_for_confirmation**: decides whether to wait (see the parameter below).
-3. **confirm**: waits on the triggerer, without holding a worker slot, until each queued
-   cancellation has really happened. When Dropbox Sign has not confirmed one after 60 minutes,
-   it is cancelled again, as Dropbox Sign recommends.
-4. **summary**: logs a table of every id and its outcome and returns it (XCom).
+   not cancelled twice. An id that does not exist (`not_found`) or belongs to someone else
+   (`forbidden`) fails this task, naming the id, once every other id was handled.
+2. **to_confirm**: picks the ids **cancel** queued, when the run waits for confirmation (see the
+   parameter below). It runs even when **cancel** failed: what cancel queued is confirmed whatever
+   happened to the other ids.
+3. **confirm**: waits on the triggerer, without holding a worker slot, until each cancellation
+   that **cancel** queued has really happened. When Dropbox Sign has not confirmed one after 60
+   minutes, it is cancelled again, as Dropbox Sign recommends.
+4. **summary**: logs a table of every id and its outcome and returns it (XCom); fails naming each
+   id that failed, so the run fails too.
 
 ## Parameters
 - **Signature request ids**: the requests to cancel, one per line, at most 50. Each is 16 to 64
@@ -66,7 +77,8 @@ Double-check the ids before you trigger.
 ## Outcomes
 `canceled` (confirmed), `already_canceled`, `cancel_requested` (queued, not waited for),
 `completed`, `declined`. A request that does not exist (`not_found`) or belongs to someone else
-(`forbidden`) fails the **cancel** task, naming the id.
+(`forbidden`) fails **cancel** and then **summary**, naming the id; the other ids are still
+cancelled and confirmed.
 
 Uses the `dropbox_sign_default` connection. **confirm** checks every 15 seconds (environment
 variable `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
@@ -120,15 +132,29 @@ with DAG(
         **API_TASK_ARGS,
     )
 
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def wait_for_confirmation() -> bool:
-        """Go on to **confirm** only when the run was asked to wait; the summary runs either way."""
-        return bool(get_current_context()["params"]["wait_for_confirmation"])
+    # Runs whether cancel succeeded or failed: a failure on one id must not leave the cancellations
+    # queued for the others unconfirmed.
+    @task.short_circuit(trigger_rule=TriggerRule.ALL_DONE, ignore_downstream_trigger_rules=False)
+    def to_confirm(cancelled: dict[str, str] | None) -> dict[str, str]:
+        """
+        The ids **cancel** queued, when the run was asked to wait: **confirm** waits on them. Nothing
+        (and **confirm** is skipped) when it was not asked to wait or nothing was queued; the summary
+        runs either way.
 
+        :param cancelled: the outcomes of **cancel**, even when it failed; ``None`` when it
+            reported none.
+        """
+        if not get_current_context()["params"]["wait_for_confirmation"]:
+            return {}
+        queued = RequestState.CANCEL_REQUESTED.value
+        return {sr_id: outcome for sr_id, outcome in (cancelled or {}).items() if outcome == queued}
+
+    queued = to_confirm(CANCEL_OUTCOMES)
     confirm = SignatureRequestCanceledSensor(
         task_id="confirm",
-        # The cancel result, not the ids: only what was queued is waited on.
-        signature_request_ids=cancel.output,
+        # The operator's outcomes, not bare ids: these were queued by cancel, so they may be
+        # cancelled again after 60 minutes without confirmation.
+        signature_request_ids=queued,
         deferrable=True,
         poke_interval=CONFIRM_POKE_INTERVAL,
         on_completed="ignore",
@@ -136,14 +162,20 @@ with DAG(
     )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def summary(cancelled: dict[str, str], confirmed: dict[str, str] | None) -> dict[str, str]:
+    def summary(cancelled: dict[str, str] | None, confirmed: dict[str, str] | None) -> dict[str, str]:
         """
-        Log every id with its outcome and return them; fail on signed or declined requests when
-        the run's ``on_completed`` is ``fail``.
+        Log every id with its outcome and return them; fail naming each id that failed (``not_found``,
+        ``forbidden``, ...), and signed or declined requests when the run's ``on_completed`` is
+        ``fail``.
 
-        :param cancelled: the outcomes of **cancel**.
+        :param cancelled: the outcomes of **cancel**, even when it failed; ``None`` when it
+            reported none.
         :param confirmed: the outcomes of **confirm**; ``None`` when it was skipped.
         """
+        if cancelled is None:
+            raise AirflowFailException(
+                "Dropbox Sign cancellation failed: cancel reported no outcome; see its log"
+            )
         outcomes = {**cancelled, **(confirmed or {})}
         on_completed = get_current_context()["params"]["on_completed"]
         failures = {
@@ -157,6 +189,5 @@ with DAG(
             raise AirflowFailException(f"Dropbox Sign cancellation failed: {message}")
         return outcomes
 
-    gate = wait_for_confirmation()
-    cancel >> gate >> confirm
-    summary(cancel.output, confirm.output)
+    cancel >> queued
+    summary(CANCEL_OUTCOMES, confirm.output)

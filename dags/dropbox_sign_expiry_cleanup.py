@@ -17,7 +17,6 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState, request_state
 
 log = logging.getLogger(__name__)
@@ -58,13 +57,14 @@ Requests that were signed by everyone or declined are never touched.
 2. **guard**: fails the run, before anything is cancelled, when there are more than
    *max_cancellations* of them (a mistyped query must not wipe out an account); otherwise splits
    them into batches of {BATCH_SIZE}.
-3. **cancel**: one task per batch; in a dry run it only reports what it would cancel.
-4. **not_dry_run**: skips **confirm** in a dry run.
-5. **confirm**: one deferrable sensor per batch; waits on the triggerer until Dropbox Sign confirms
-   every cancellation (re-cancelling after 60 minutes without confirmation, as Dropbox Sign
-   recommends).
-6. **report**: counts by outcome and a table of every id, why it was picked and what happened,
-   in the task log and as XCom.
+3. **cancel**: one task per batch. It cancels each id of its batch, then waits on the triggerer,
+   without holding a worker or pool slot, until Dropbox Sign confirms every cancellation it queued
+   (re-cancelling after 60 minutes without confirmation, as Dropbox Sign recommends). Only then
+   does it fail, naming each id that failed, when some did: a failure on one id never leaves the
+   others' cancellations unconfirmed. In a dry run it only reports what it would cancel.
+4. **report**: counts by outcome and a table of every id, why it was picked and what happened,
+   in the task log and as XCom. It runs when every batch succeeded; a failed batch's log holds
+   the table of its ids.
 
 ## Parameters
 - **max_age_days** (default 30): requests created longer ago than this are stale.
@@ -76,7 +76,7 @@ Requests that were signed by everyone or declined are never touched.
 ## Setup
 The API tasks run in the Airflow pool `{POOL}`, so that all workers together stay within the
 account's rate limit. Create it once: `airflow pools set {POOL} 4 "Dropbox Sign API calls"`.
-**confirm** checks every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
+**cancel** checks its queued cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
 `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
 """
 
@@ -206,37 +206,28 @@ with DAG(
     found = find()
     # dry_run is not a template field: it reaches each batch through the mapped keyword arguments.
     cancel = CancelSignatureRequestOperator.partial(
-        task_id="cancel", on_completed="ignore", max_cancellations=BATCH_SIZE, **API_TASK_ARGS
-    ).expand_kwargs(guard(found))
-
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def not_dry_run() -> bool:
-        """Go on to **confirm** unless this is a dry run; the report runs either way."""
-        return not get_current_context()["params"]["dry_run"]
-
-    confirm = SignatureRequestCanceledSensor.partial(
-        task_id="confirm",
+        task_id="cancel",
+        on_completed="ignore",
+        max_cancellations=BATCH_SIZE,
+        # Each batch confirms what it queued before it fails on other ids, so no failure leaves a
+        # queued cancellation unconfirmed (a separate confirm task would be skipped by that failure).
+        wait_for_confirmation=True,
         deferrable=True,
         poke_interval=CONFIRM_POKE_INTERVAL,
-        on_completed="ignore",
         **API_TASK_ARGS,
-    ).expand(signature_request_ids=cancel.output)
+    ).expand_kwargs(guard(found))
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def report(
-        candidates: list[dict[str, Any]],
-        cancelled: list[dict[str, str]],
-        confirmed: list[dict[str, str]],
-    ) -> dict[str, Any]:
+    def report(candidates: list[dict[str, Any]], cancelled: list[dict[str, str]]) -> dict[str, Any]:
         """
         Log the counts by outcome and a table of every id, then return both.
 
         :param candidates: what **find** returned.
-        :param cancelled: the outcomes of each **cancel** batch.
-        :param confirmed: the outcomes of each **confirm** batch (none in a dry run).
+        :param cancelled: the confirmed outcomes of each **cancel** batch (in a dry run, what it
+            would do).
         """
         outcomes: dict[str, str] = {}
-        for batch in [*cancelled, *confirmed]:
+        for batch in cancelled:
             outcomes.update(batch)
         counts: dict[str, int] = {}
         for outcome in outcomes.values():
@@ -261,5 +252,4 @@ with DAG(
         log.info("Dropbox Sign clean-up%s: %s\n%s", " (dry run)" if dry_run else "", counted, table)
         return {"dry_run": dry_run, "counts": counts, "outcomes": outcomes}
 
-    cancel >> not_dry_run() >> confirm
-    report(found, cancel.output, confirm.output)
+    report(found, cancel.output)

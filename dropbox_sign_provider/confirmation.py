@@ -7,13 +7,23 @@ restart keeps its deadline and the clock of each id's last known cancel: no 60-m
 anew. Airflow rebuilds a trigger from the kwargs it was deferred with, so re-cancels made after the
 deferral are not known to the rebuilt trigger: an id may be cancelled again sooner than
 ``recancel_after``, which is harmless (a cancel is idempotent) and never happens past the deadline.
+
+Words used here: an *answer* is what one call returned (the ``signature_request`` object, ``None``
+for an accepted cancel, or the typed error it raised); an id's *outcome* is what became of it
+(``canceled``, ``timeout``, ...); the *watch* is the state of one wait.
+
+Only ids whose cancel this task sent, or was told was sent (the operator's ``cancel_requested``
+outcomes), may be re-cancelled; ids the watch was only asked to watch never are. No call goes out
+past the deadline: a re-cancel is sent with the watch's deadline, a ``GET`` with its round's cutoff,
+and the hooks refuse to send (``DropboxSignDeadlineError``) rather than wait past it.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from dropbox_sign_provider.exceptions import DropboxSignError
@@ -52,10 +62,19 @@ class Action(str, enum.Enum):
 
 
 class PendingCancel(TypedDict):
-    """A cancellation waiting for confirmation."""
+    """
+    A cancellation waiting for confirmation.
+
+    :ivar last_cancel_at: when the last cancel was sent (or the wait started, for a watched id).
+    :ivar cancel_attempts: cancels sent so far (0 for an id that is only watched).
+    :ivar may_recancel: whether this wait may cancel the id again; false for ids it was only asked
+        to watch, and for state stored before the field existed: a cancel is irreversible, so what
+        nobody asked for is never sent.
+    """
 
     last_cancel_at: float
     cancel_attempts: int
+    may_recancel: bool
 
 
 class CancellationEvent(TypedDict):
@@ -80,8 +99,11 @@ def check_wait_settings(
     """
     Refuse wait settings that cannot work, naming the value.
 
-    :raises ValueError: for a poll interval, timeout or re-cancel period that is not positive, a
-        re-cancel period longer than the timeout (it would never apply), or attempts below 1.
+    A ``timeout`` shorter than ``recancel_after`` is accepted: the wait then simply ends before any
+    re-cancel could fall due (see :func:`log_no_recancel`).
+
+    :raises ValueError: for a poll interval, timeout or re-cancel period that is not a positive
+        number (booleans included), or attempts that are not an integer of 1 or more.
     """
     for name, value in (
         ("poke_interval", poll_interval),
@@ -90,11 +112,6 @@ def check_wait_settings(
     ):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"{name} {value!r} must be a positive number of seconds")
-    if recancel_after > timeout:
-        raise ValueError(
-            f"recancel_after {recancel_after!r} is longer than timeout {timeout!r}: the re-cancel rule "
-            "could never apply; lower recancel_after or raise timeout"
-        )
     if (
         isinstance(max_cancel_attempts, bool)
         or not isinstance(max_cancel_attempts, int)
@@ -150,12 +167,15 @@ class CancellationWatch:
     """
     The confirmation state of a set of cancellations.
 
-    :param pending: id -> when its last cancel was sent and how many were sent.
+    :param pending: id -> when its last cancel was sent, how many were sent and whether this wait
+        may cancel it again.
     :param outcomes: id -> outcome for every id, in the order given; ``cancel_requested`` while
         pending.
-    :param deadline: Unix time after which ids still pending end as ``timeout``.
+    :param deadline: Unix time after which ids still pending end as ``timeout``; no call is sent
+        after it.
     :param recancel_after: seconds after a cancel with no confirmation before cancelling again.
     :param max_cancel_attempts: cancels sent per id at most; one more due ends it as ``timeout``.
+    :param errors: id -> what the API answered, for ids that ended ``error``.
     """
 
     pending: dict[str, PendingCancel]
@@ -163,6 +183,7 @@ class CancellationWatch:
     deadline: float
     recancel_after: float = DEFAULT_RECANCEL_AFTER
     max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS
+    errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -172,18 +193,33 @@ class CancellationWatch:
         timeout: float,
         recancel_after: float = DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+        *,
+        may_recancel: bool = True,
+        errors: dict[str, str] | None = None,
     ) -> CancellationWatch:
         """
         Start watching: ids whose outcome is ``cancel_requested`` wait, the others are settled.
 
-        The clock of the 60-minute rule starts now: the cancel was sent just before.
+        :param outcomes: id -> outcome, as the cancel calls (or the caller) reported them.
+        :param now: the current Unix time; the 60-minute clock starts now, the cancel having been
+            sent just before.
+        :param timeout: seconds from ``now`` to the deadline.
+        :param recancel_after: seconds after a cancel with no confirmation before cancelling again.
+        :param max_cancel_attempts: cancels per id at most, counting the first one.
+        :param may_recancel: whether the waiting ids may be cancelled again: true when their cancel
+            was sent by this task or reported sent, false for ids that are only to be watched.
+        :param errors: id -> message for ids already ``error``, so the final report names why.
         """
         pending = {
-            sr_id: PendingCancel(last_cancel_at=now, cancel_attempts=1)
+            sr_id: PendingCancel(
+                last_cancel_at=now, cancel_attempts=1 if may_recancel else 0, may_recancel=may_recancel
+            )
             for sr_id, outcome in outcomes.items()
             if outcome == RequestState.CANCEL_REQUESTED.value
         }
-        return cls(pending, dict(outcomes), now + timeout, recancel_after, max_cancel_attempts)
+        return cls(
+            pending, dict(outcomes), now + timeout, recancel_after, max_cancel_attempts, dict(errors or {})
+        )
 
     @property
     def done(self) -> bool:
@@ -202,7 +238,11 @@ class CancellationWatch:
             self.settle(signature_request_id, state.value)
             return Action.DONE
         pending = self.pending[signature_request_id]
-        if state is RequestState.TRANSIENT or now - pending["last_cancel_at"] < self.recancel_after:
+        if (
+            state is RequestState.TRANSIENT
+            or not pending["may_recancel"]
+            or now - pending["last_cancel_at"] < self.recancel_after
+        ):
             return Action.WAIT
         if pending["cancel_attempts"] >= self.max_cancel_attempts or now >= self.deadline:
             self.settle(signature_request_id, TIMEOUT)
@@ -214,8 +254,8 @@ class CancellationWatch:
         Record the answer to a re-cancel of a pending id.
 
         An answered call counts as an attempt and restarts the id's clock; what it did is read on
-        the next poll, from ``GET``. A re-cancel that got no verdict (429, 5xx, no answer) counts
-        for nothing and stays due.
+        the next poll, from ``GET``. A re-cancel that got no verdict (429, 5xx, no answer, or not
+        sent because the deadline came first) counts for nothing and stays due.
         """
         if error is not None and _no_verdict(error):
             return
@@ -228,6 +268,11 @@ class CancellationWatch:
         self.pending.pop(signature_request_id, None)
         self.outcomes[signature_request_id] = outcome
 
+    def fail(self, signature_request_id: str, error: DropboxSignError) -> None:
+        """Settle a pending id as ``error``: the API answered something that tells no state."""
+        self.errors[signature_request_id] = str(error)
+        self.settle(signature_request_id, ERROR)
+
     def expire(self, now: float) -> bool:
         """Past the deadline, settle every pending id as ``timeout``; return whether it did."""
         if now < self.deadline or not self.pending:
@@ -237,8 +282,8 @@ class CancellationWatch:
         return True
 
     def next_recancel_at(self) -> float:
-        """When the earliest re-cancel falls due (the deadline when none is pending)."""
-        due = [p["last_cancel_at"] + self.recancel_after for p in self.pending.values()]
+        """When the earliest re-cancel falls due (the deadline when none is pending or allowed)."""
+        due = [p["last_cancel_at"] + self.recancel_after for p in self.pending.values() if p["may_recancel"]]
         return min([*due, self.deadline])
 
     def event(self, on_completed: str) -> CancellationEvent:
@@ -247,7 +292,7 @@ class CancellationWatch:
         failures = {
             sr_id: reason
             for sr_id, outcome in outcomes.items()
-            if (reason := failure_reason(outcome, on_completed)) is not None
+            if (reason := _reason(outcome, on_completed, self.errors.get(sr_id))) is not None
         }
         return CancellationEvent(
             status="failure" if failures else "success",
@@ -264,6 +309,7 @@ class CancellationWatch:
             "deadline": self.deadline,
             "recancel_after": self.recancel_after,
             "max_cancel_attempts": self.max_cancel_attempts,
+            "errors": dict(self.errors),
         }
 
     @classmethod
@@ -271,23 +317,45 @@ class CancellationWatch:
         """
         Rebuild from :meth:`to_json`, checking every id and setting first.
 
+        State stored before a field existed still loads: a pending id without ``may_recancel`` is
+        only watched (never cancelled again), and no ``errors`` means none.
+
         :raises ValueError: naming a bad id or setting.
         """
         check_wait_settings(1.0, float("inf"), data["recancel_after"], data["max_cancel_attempts"])
         pending = {
             validate_signature_request_id(k): PendingCancel(
-                last_cancel_at=float(v["last_cancel_at"]), cancel_attempts=int(v["cancel_attempts"])
+                last_cancel_at=float(v["last_cancel_at"]),
+                cancel_attempts=int(v["cancel_attempts"]),
+                may_recancel=_flag(k, v.get("may_recancel", False)),
             )
             for k, v in data["pending"].items()
         }
         outcomes = {validate_signature_request_id(k): str(v) for k, v in data["outcomes"].items()}
+        errors = {validate_signature_request_id(k): str(v) for k, v in (data.get("errors") or {}).items()}
         return cls(
             pending,
             outcomes,
             float(data["deadline"]),
             float(data["recancel_after"]),
             int(data["max_cancel_attempts"]),
+            errors,
         )
+
+
+def _flag(signature_request_id: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"may_recancel {value!r} of signature request {signature_request_id} must be true or false"
+        )
+    return value
+
+
+def _reason(outcome: str, on_completed: str, error: str | None) -> str | None:
+    # An id that ended in error is reported with what the API said, not only that it said something.
+    if outcome == ERROR and error is not None:
+        return error
+    return failure_reason(outcome, on_completed)
 
 
 def _no_verdict(error: DropboxSignError) -> bool:
@@ -310,6 +378,24 @@ def summarize(outcomes: dict[str, str], failures: dict[str, str]) -> str:
     return line
 
 
+def log_no_recancel(watch: CancellationWatch, timeout: float, log: Logger) -> None:
+    """
+    Say once, at the start of a wait, when ``timeout`` leaves no room for a re-cancel: a short wait
+    is a normal setting, but whoever reads the log should not expect the 60-minute rule to apply.
+
+    :param watch: the wait just started.
+    :param timeout: its length in seconds.
+    :param log: the task's logger.
+    """
+    if not watch.done and timeout <= watch.recancel_after:
+        log.info(
+            "timeout %g s is not longer than recancel_after %g s: no re-cancel can happen within this "
+            "timeout; ids not confirmed by then end as timeout",
+            timeout,
+            watch.recancel_after,
+        )
+
+
 def round_cutoff(watch: CancellationWatch, poll_interval: float) -> float:
     """
     When a poll round must stop: one poll interval past the deadline (or past its own start, for a
@@ -319,52 +405,91 @@ def round_cutoff(watch: CancellationWatch, poll_interval: float) -> float:
     return max(time.time(), watch.deadline) + poll_interval
 
 
-def poll_once(
-    hook: DropboxSignHook, watch: CancellationWatch, log: Logger, cutoff: float = float("inf")
-) -> None:
-    """One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due."""
+#: What one poll round asks to send: ``("get" | "cancel", id, deadline of the call)``.
+Call = tuple[Literal["get", "cancel"], str, float | None]
+#: What a call answered: the request object of a ``GET``, ``None`` for an accepted cancel, or the
+#: error it raised.
+Answer = dict[str, Any] | DropboxSignError | None
+
+
+def _round(watch: CancellationWatch, log: Logger, cutoff: float | None) -> Generator[Call, Answer, None]:
+    # The rules of one round, free of I/O: the sync and the async loop differ only in how they send.
     for sr_id in list(watch.pending):
-        if time.time() >= cutoff:
+        if cutoff is not None and time.time() >= cutoff:
             break
+        # A trigger never waits for the budget past its own deadline: the GET is bounded by the
+        # round's cutoff, the re-cancel by the watch's deadline (a cancel then would be reported
+        # as timeout although the server had just accepted it).
+        answer = yield ("get", sr_id, cutoff)
+        if _observe(watch, sr_id, answer, log) is Action.RECANCEL:
+            recancel = yield ("cancel", sr_id, watch.deadline)
+            error = recancel if isinstance(recancel, DropboxSignError) else None
+            watch.recanceled(sr_id, error, time.time())
+    watch.expire(time.time())
+
+
+def poll_once(
+    hook: DropboxSignHook, watch: CancellationWatch, log: Logger, cutoff: float | None = None
+) -> None:
+    """
+    One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due.
+
+    :param hook: the hook to send with.
+    :param watch: the wait; updated in place.
+    :param log: the task's logger.
+    :param cutoff: Unix time after which the round sends nothing more (``None``: no cutoff).
+    """
+    round_ = _round(watch, log, cutoff)
+    call = next(round_, None)
+    while call is not None:
+        kind, sr_id, deadline = call
+        answer: Answer
         try:
-            answer: dict[str, Any] | DropboxSignError = hook.get_signature_request(sr_id)
+            if kind == "get":
+                answer = hook.get_signature_request(sr_id, deadline=deadline)
+            else:
+                hook.cancel_signature_request(sr_id, deadline=deadline)
+                answer = None
         except DropboxSignError as error:
             answer = error
-        if _observe(watch, sr_id, answer, log) is Action.RECANCEL:
-            try:
-                hook.cancel_signature_request(sr_id)
-            except DropboxSignError as error:
-                watch.recanceled(sr_id, error, time.time())
-            else:
-                watch.recanceled(sr_id, None, time.time())
-    watch.expire(time.time())
+        try:
+            call = round_.send(answer)
+        except StopIteration:
+            call = None
 
 
 async def apoll_once(
-    hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger, cutoff: float = float("inf")
+    hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger, cutoff: float | None = None
 ) -> None:
-    """Async :func:`poll_once`, for the trigger."""
-    for sr_id in list(watch.pending):
-        if time.time() >= cutoff:
-            break
+    """Async :func:`poll_once`, for the trigger: the same round, sent with the async hook."""
+    round_ = _round(watch, log, cutoff)
+    call = next(round_, None)
+    while call is not None:
+        kind, sr_id, deadline = call
+        answer: Answer
         try:
-            answer: dict[str, Any] | DropboxSignError = await hook.get_signature_request(sr_id)
+            if kind == "get":
+                answer = await hook.get_signature_request(sr_id, deadline=deadline)
+            else:
+                await hook.cancel_signature_request(sr_id, deadline=deadline)
+                answer = None
         except DropboxSignError as error:
             answer = error
-        if _observe(watch, sr_id, answer, log) is Action.RECANCEL:
-            try:
-                await hook.cancel_signature_request(sr_id)
-            except DropboxSignError as error:
-                watch.recanceled(sr_id, error, time.time())
-            else:
-                watch.recanceled(sr_id, None, time.time())
-    watch.expire(time.time())
+        try:
+            call = round_.send(answer)
+        except StopIteration:
+            call = None
 
 
-def _observe(
-    watch: CancellationWatch, sr_id: str, answer: dict[str, Any] | DropboxSignError, log: Logger
-) -> Action:
-    state = request_state(answer)
+def _observe(watch: CancellationWatch, sr_id: str, answer: Answer, log: Logger) -> Action:
+    try:
+        state = request_state(answer)
+    except DropboxSignError as error:
+        # An answer that tells no state (400, 402, ...) is this id's problem, not the others':
+        # it ends as error, named with what the API said, and the round goes on.
+        watch.fail(sr_id, error)
+        log.warning("Signature request %s: %s; not waiting for it any longer", sr_id, error)
+        return Action.DONE
     action = watch.observe(sr_id, state, time.time())
     if state is RequestState.TRANSIENT:
         log.warning("Signature request %s: no verdict this time (%s); will ask again", sr_id, answer)

@@ -8,9 +8,11 @@ On a fresh clone, with nothing but the project's virtualenv:
 2. the emulator on a free loopback port, seeded with a realistic account: stale requests, fresh
    ones, signed ones, declined ones and a few past their expiry date;
 3. ``airflow dags test dropbox_sign_expiry_cleanup``, then ``airflow dags test
-   dropbox_sign_cancel_request`` naming one fresh request;
+   dropbox_sign_cancel_request`` naming one fresh request, then once more naming another fresh
+   request and an id the account does not have: that run must fail naming the unknown id, and
+   still confirm the other one's cancellation;
 4. a check of the emulator's final state: every stale or expired request cancelled, nothing else
-   touched but the one named. The exit status is non-zero otherwise.
+   touched but the ones named, each of those confirmed. The exit status is non-zero otherwise.
 
 Airflow's own output goes to ``build/demo/demo.log``; the terminal shows the report.
 """
@@ -41,6 +43,8 @@ DEMO_API_KEY = "demo-api-key"
 CANCEL_DELAY = 1.0
 DAY = 86400.0
 STEP_TIMEOUT = 240
+#: Well-formed, but no request of the demo account: the manual run must fail on it, naming it.
+UNKNOWN_ID = "0d" * 20
 
 TITLES = (
     "Mutual NDA",
@@ -159,8 +163,15 @@ def airflow_env(home: Path, emulator_url: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_step(title: str, command: list[str], env: dict[str, str], log: IO[str]) -> float:
-    """Run one command with its output in the log; return how long it took."""
+def run_step(
+    title: str, command: list[str], env: dict[str, str], log: IO[str], *, should_fail: bool = False
+) -> float:
+    """
+    Run one command with its output in the log; return how long it took.
+
+    :param should_fail: the command is expected to fail (a DAG run that must fail): its success
+        is the error.
+    """
     print(f"  {title} ...", end="", flush=True)
     log.write(f"\n===== {title}: {' '.join(command)}\n")
     log.flush()
@@ -173,6 +184,12 @@ def run_step(title: str, command: list[str], env: dict[str, str], log: IO[str]) 
         print(" timed out")
         raise DemoError(f"{title} did not finish within {STEP_TIMEOUT} s") from None
     took = time.monotonic() - started
+    if should_fail:
+        if completed.returncode == 0:
+            print(f" succeeded ({took:.1f} s), but should have failed")
+            raise DemoError(f"{title} succeeded although it should have failed")
+        print(f" failed as expected ({took:.1f} s)")
+        return took
     if completed.returncode != 0:
         print(f" failed ({took:.1f} s)")
         raise DemoError(f"{title} failed with exit status {completed.returncode}")
@@ -228,16 +245,32 @@ def emulator_process(home: Path, log: IO[str]) -> Iterator[Callable[[], str]]:
 # --- the report -------------------------------------------------------------------------------------
 
 
+def confirmed(sr_id: str, api_calls: list[dict[str, Any]]) -> bool:
+    """Whether a ``GET`` of ``sr_id`` answered 410: a run waited for its cancellation and saw it."""
+    return any(
+        call["path"] == f"/v3/signature_request/{sr_id}" and call["status"] == 410 for call in api_calls
+    )
+
+
 def check(
-    ids: dict[str, list[str]], named: str, final: dict[str, dict[str, Any]], api_calls: list[dict[str, Any]]
+    ids: dict[str, list[str]],
+    named: list[str],
+    final: dict[str, dict[str, Any]],
+    api_calls: list[dict[str, Any]],
+    demo_log: str,
 ) -> list[str]:
-    """Every way the final state differs from what the two DAGs should have done."""
+    """Every way the final state differs from what the DAG runs should have done."""
     problems = []
     cancelled = {call["path"].rsplit("/", 1)[-1] for call in api_calls if "/cancel/" in call["path"]}
     for kind in ("fresh", "completed", "declined"):
         for sr_id in ids[kind]:
-            if sr_id != named and sr_id in cancelled:
+            if sr_id not in named and sr_id in cancelled:
                 problems.append(f"{kind} request {sr_id} received a cancel call")
+    for sr_id in named:
+        if not confirmed(sr_id, api_calls):
+            problems.append(f"named request {sr_id}: its cancellation was never confirmed by a 410 on GET")
+    if f"{UNKNOWN_ID}: not found (404)" not in demo_log:
+        problems.append(f"the run naming {UNKNOWN_ID} did not fail naming it")
     for kind in ("stale", "expired"):
         for sr_id in ids[kind]:
             if final[sr_id]["state"] != "canceled":
@@ -245,7 +278,7 @@ def check(
     expected = {"fresh": "awaiting_signature", "completed": "completed", "declined": "declined"}
     for kind, state in expected.items():
         for sr_id in ids[kind]:
-            wanted = "canceled" if sr_id == named else state
+            wanted = "canceled" if sr_id in named else state
             if final[sr_id]["state"] != wanted:
                 problems.append(f"{kind} request {sr_id} is {final[sr_id]['state']}, expected {wanted}")
     return problems
@@ -253,7 +286,7 @@ def check(
 
 def report(
     ids: dict[str, list[str]],
-    named: str,
+    named: list[str],
     final: dict[str, dict[str, Any]],
     api_calls: list[dict[str, Any]],
     timings: dict[str, float],
@@ -277,12 +310,16 @@ def report(
         ("  signed by everyone", f"{count('completed', 'completed')} of {len(ids['completed'])}"),
         ("  declined", f"{count('declined', 'declined')} of {len(ids['declined'])}"),
         ("Cancelled by hand (dropbox_sign_cancel_request)", None),
-        (f"  {final[named]['title']}, sent {(now - final[named]['created_at']) / DAY:.1f} days ago", None),
-        (f"  {named}", final[named]["state"]),
     ]
+    for sr_id in named:
+        sent = (now - final[sr_id]["created_at"]) / DAY
+        rows.append((f"  {final[sr_id]['title']}, sent {sent:.1f} days ago", None))
+        confirmation = "confirmed" if confirmed(sr_id, api_calls) else "not confirmed"
+        rows.append((f"  {sr_id}", f"{final[sr_id]['state']} ({confirmation})"))
+    rows.append((f"  {UNKNOWN_ID}", "not found: the run failed naming it"))
     print()
-    print("The demo account after both runs")
-    print("--------------------------------")
+    print("The demo account after the three runs")
+    print("-------------------------------------")
     for label, value in rows:
         print(label if value is None else f"{label:<46} {value}")
     print()
@@ -310,7 +347,7 @@ def demo(log: IO[str], home: Path) -> int:
         url = wait_until_serving()
         seeded_at = time.time()
         ids = seed(f"{url}/_emulator", seeded_at)
-        named = ids["fresh"][0]
+        named, beside_unknown = ids["fresh"][0], ids["fresh"][1]
         print(
             f"  Seeded the emulator at {url}: {len(ids['stale'])} stale, {len(ids['fresh'])} fresh, "
             f"{len(ids['completed'])} completed, {len(ids['declined'])} declined and "
@@ -342,20 +379,38 @@ def demo(log: IO[str], home: Path) -> int:
             env,
             log,
         )
+        timings["manual run with an unknown id"] = run_step(
+            f"airflow dags test dropbox_sign_cancel_request ({beside_unknown[:12]}... and an unknown id)",
+            [
+                airflow,
+                "dags",
+                "test",
+                "dropbox_sign_cancel_request",
+                "-c",
+                json.dumps({"signature_request_ids": [beside_unknown, UNKNOWN_ID]}),
+            ],
+            env,
+            log,
+            should_fail=True,
+        )
         final = {
             item["signature_request_id"]: item
             for item in http_json("GET", f"{url}/_emulator/signature_requests")
         }
         api_calls = http_json("GET", f"{url}/_emulator/requests_log")
-    report(ids, named, final, api_calls, timings, time.monotonic() - started)
-    problems = check(ids, named, final, api_calls)
+    report(ids, [named, beside_unknown], final, api_calls, timings, time.monotonic() - started)
+    log.flush()
+    problems = check(ids, [named, beside_unknown], final, api_calls, LOG_FILE.read_text(encoding="utf-8"))
     if problems:
         print("\nFAILED: the account is not in the expected state:")
         for problem in problems:
             print(f"  - {problem}")
         print(f"See {LOG_FILE} for Airflow's output.")
         return 1
-    print("\nOK: every stale and expired request was cancelled, nothing else was touched.")
+    print(
+        "\nOK: every stale and expired request was cancelled, nothing else was touched; the run naming "
+        "an unknown id failed naming it, and still confirmed the other id's cancellation."
+    )
     return 0
 
 

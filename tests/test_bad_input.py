@@ -270,11 +270,11 @@ BAD_SETTINGS: list[tuple[str, Callable[[], Any], str]] = [
         "timeout 0",
     ),
     (
-        "operator recancel_after longer than timeout",
+        "operator negative recancel_after",
         lambda: CancelSignatureRequestOperator(
-            task_id="t", signature_request_ids=GOOD, timeout=600, recancel_after=3600
+            task_id="t", signature_request_ids=GOOD, timeout=600, recancel_after=-3600
         ),
-        "recancel_after 3600",
+        "recancel_after -3600",
     ),
     (
         "operator unknown on_completed",
@@ -306,11 +306,11 @@ BAD_SETTINGS: list[tuple[str, Callable[[], Any], str]] = [
         "poke_interval -5",
     ),
     (
-        "sensor recancel_after longer than timeout",
+        "sensor text recancel_after",
         lambda: SignatureRequestCanceledSensor(
-            task_id="t", signature_request_ids=GOOD, timeout=60, recancel_after=120
+            task_id="t", signature_request_ids=GOOD, timeout=60, recancel_after="120"
         ),
-        "recancel_after 120",
+        "recancel_after '120'",
     ),
     (
         "sensor unknown on_completed",

@@ -1,9 +1,11 @@
-"""The confirmation watch: its rules on an explicit clock, then one sync poll against the emulator."""
+"""The confirmation watch: its rules on an explicit clock, then poll rounds against the emulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,26 +16,31 @@ from dropbox_sign_provider.confirmation import (
     Action,
     CancellationEvent,
     CancellationWatch,
+    apoll_once,
     check_on_completed,
     check_wait_settings,
     failure_reason,
     finish,
+    log_no_recancel,
     outcome_table,
     poll_once,
+    round_cutoff,
     summarize,
 )
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
     DropboxSignConnectionError,
+    DropboxSignDeadlineError,
     DropboxSignDeletedError,
     DropboxSignRateLimitError,
     DropboxSignServerError,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.conftest import make_requests
+from dropbox_sign_provider.testing.emulator import OddAnswer
+from tests.conftest import API_KEY, connection_uri_json, make_requests
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 T0 = 1_700_000_000.0
@@ -65,7 +72,7 @@ def watch_of(outcomes: dict[str, str], **kw: Any) -> CancellationWatch:
 def test_start_waits_only_on_queued_ids_and_keeps_the_order() -> None:
     watch = watch_of({C: "cancel_requested", A: "completed", B: "cancel_requested"}, timeout=30.0)
     assert list(watch.pending) == [C, B]
-    assert watch.pending[C] == {"last_cancel_at": T0, "cancel_attempts": 1}
+    assert watch.pending[C] == {"last_cancel_at": T0, "cancel_attempts": 1, "may_recancel": True}
     assert list(watch.outcomes) == [C, A, B]
     assert watch.deadline == T0 + 30.0
     assert not watch.done
@@ -106,7 +113,7 @@ def test_recancel_counts_and_restarts_the_clock_then_timeout_after_max_attempts(
     watch = watch_of({A: "cancel_requested"}, recancel_after=10.0, max_cancel_attempts=2)
     assert watch.observe(A, RequestState.PENDING, T0 + 10.0) is Action.RECANCEL
     watch.recanceled(A, None, T0 + 10.5)
-    assert watch.pending[A] == {"last_cancel_at": T0 + 10.5, "cancel_attempts": 2}
+    assert watch.pending[A] == {"last_cancel_at": T0 + 10.5, "cancel_attempts": 2, "may_recancel": True}
     assert watch.observe(A, RequestState.PENDING, T0 + 20.0) is Action.WAIT
     assert watch.observe(A, RequestState.PENDING, T0 + 20.5) is Action.DONE
     assert watch.outcomes[A] == TIMEOUT
@@ -119,12 +126,13 @@ def test_recancel_counts_and_restarts_the_clock_then_timeout_after_max_attempts(
         DropboxSignRateLimitError(429, "exceeded_rate", "Too many requests."),
         DropboxSignServerError(503, "server_error", "Service Temporarily Unavailable"),
         DropboxSignConnectionError(None, "connection_error", "ConnectionResetError"),
+        DropboxSignDeadlineError(None, "deadline_passed", "not sent: the deadline passed, past its deadline"),
     ],
 )
 def test_recancel_without_an_answer_counts_for_nothing(error: Exception) -> None:
     watch = watch_of({A: "cancel_requested"}, recancel_after=10.0)
     watch.recanceled(A, error, T0 + 11)  # type: ignore[arg-type]
-    assert watch.pending[A] == {"last_cancel_at": T0, "cancel_attempts": 1}
+    assert watch.pending[A] == {"last_cancel_at": T0, "cancel_attempts": 1, "may_recancel": True}
     assert watch.observe(A, RequestState.PENDING, T0 + 12) is Action.RECANCEL
 
 
@@ -139,7 +147,7 @@ def test_recancel_without_an_answer_counts_for_nothing(error: Exception) -> None
 def test_answered_recancel_counts_even_when_refused(error: Exception) -> None:
     watch = watch_of({A: "cancel_requested"}, recancel_after=10.0)
     watch.recanceled(A, error, T0 + 11)  # type: ignore[arg-type]
-    assert watch.pending[A] == {"last_cancel_at": T0 + 11, "cancel_attempts": 2}
+    assert watch.pending[A] == {"last_cancel_at": T0 + 11, "cancel_attempts": 2, "may_recancel": True}
 
 
 def test_expire_settles_what_is_still_pending_at_the_deadline() -> None:
@@ -168,7 +176,7 @@ def test_json_round_trip_keeps_every_clock() -> None:
     data = json.loads(json.dumps(watch.to_json()))
     rebuilt = CancellationWatch.from_json(data)
     assert rebuilt == watch
-    assert rebuilt.pending[A] == {"last_cancel_at": T0 + 8, "cancel_attempts": 2}
+    assert rebuilt.pending[A] == {"last_cancel_at": T0 + 8, "cancel_attempts": 2, "may_recancel": True}
     assert list(rebuilt.outcomes) == [A, B, C]
     # The rebuilt watch answers exactly as the original would.
     for at in (T0 + 10, T0 + 15.5):
@@ -252,7 +260,11 @@ def test_finish_returns_or_fails() -> None:
         ((0, 10, 5, 3), "poke_interval 0"),
         ((1, float("nan"), 5, 3), "timeout nan"),
         ((1, 10, 0, 3), "recancel_after 0"),
-        ((1, 10, 11, 3), "recancel_after 11 is longer than timeout 10"),
+        ((1, 10, "11", 3), "recancel_after '11'"),
+        ((1, -5, 5, 3), "timeout -5"),
+        ((1, 0, 5, 3), "timeout 0"),
+        ((1, True, 5, 3), "timeout True"),
+        ((1, "120", 5, 3), "timeout '120'"),
         ((1, 10, 5, 0), "max_cancel_attempts 0"),
         ((1, 10, 5, 1.5), "max_cancel_attempts 1.5"),
         ((True, 10, 5, 3), "poke_interval True"),
@@ -265,6 +277,54 @@ def test_check_wait_settings_names_the_value(args: tuple[Any, ...], named: str) 
 
 def test_check_wait_settings_accepts_good_values() -> None:
     check_wait_settings(0.1, 10, 10, 1)
+
+
+def test_a_timeout_shorter_than_recancel_after_is_accepted_and_said_once() -> None:
+    check_wait_settings(60, 120, 3600, 3)
+    log = Recorder()
+    watch = watch_of({A: "cancel_requested"}, timeout=120.0, recancel_after=3600.0)
+    log_no_recancel(watch, 120.0, log)
+    assert log.text("info") == (
+        "timeout 120 s is not longer than recancel_after 3600 s: no re-cancel can happen within this "
+        "timeout; ids not confirmed by then end as timeout"
+    )
+    quiet = Recorder()
+    log_no_recancel(watch_of({A: "cancel_requested"}, timeout=7200.0, recancel_after=3600.0), 7200.0, quiet)
+    log_no_recancel(watch_of({A: "canceled"}, timeout=120.0, recancel_after=3600.0), 120.0, quiet)
+    assert quiet.lines == []
+
+
+def test_watched_ids_are_never_recancelled_and_time_out_at_the_deadline() -> None:
+    watch = watch_of({A: "cancel_requested"}, timeout=100.0, recancel_after=10.0, may_recancel=False)
+    assert watch.pending[A] == {"last_cancel_at": T0, "cancel_attempts": 0, "may_recancel": False}
+    for at in (T0 + 10, T0 + 50, T0 + 99.9):
+        assert watch.observe(A, RequestState.PENDING, at) is Action.WAIT
+    assert watch.next_recancel_at() == T0 + 100.0
+    assert watch.expire(T0 + 100.0)
+    assert watch.outcomes[A] == TIMEOUT
+
+
+def test_state_stored_without_may_recancel_only_watches() -> None:
+    # Trigger kwargs written before the field existed: nothing says a cancel was asked for.
+    old = {
+        "pending": {A: {"last_cancel_at": T0, "cancel_attempts": 1}},
+        "outcomes": {A: "cancel_requested"},
+        "deadline": T0 + 100,
+        "recancel_after": 10.0,
+        "max_cancel_attempts": 3,
+    }
+    watch = CancellationWatch.from_json(old)
+    assert watch.pending[A]["may_recancel"] is False
+    assert watch.errors == {}
+    assert watch.observe(A, RequestState.PENDING, T0 + 50) is Action.WAIT
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_a_may_recancel_that_is_not_a_bool_is_refused(flag: Any) -> None:
+    data = watch_of({A: "cancel_requested"}).to_json()
+    data["pending"][A]["may_recancel"] = flag
+    with pytest.raises(ValueError, match=f"may_recancel {flag!r} of signature request {A}"):
+        CancellationWatch.from_json(data)
 
 
 def test_check_on_completed() -> None:
@@ -306,14 +366,92 @@ def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_s
     assert watch.outcomes[lost] == "canceled"
 
 
-def test_poll_once_raises_on_an_unexpected_answer(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+CLIENTS = pytest.mark.parametrize("client", ["sync", "async"])
+
+
+def poll(client: str, watch: CancellationWatch, log: Recorder, cutoff: float | None = None) -> None:
+    """One round with the sync hook (poll_once) or the async one (apoll_once), as a trigger has it."""
+    if client == "sync":
+        poll_once(DropboxSignHook(), watch, log, cutoff)
+        return
+
+    async def one_round() -> None:
+        async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_rate_limit_wait=None)) as hook:
+            await apoll_once(hook, watch, log, cutoff)
+
+    asyncio.run(one_round())
+
+
+def bad_request_for(sr_id: str) -> OddAnswer:
+    """A 400 to every GET of ``sr_id`` (and of no other id)."""
+    body = {"error": {"error_msg": "Signature request is in an invalid state.", "error_name": "bad_request"}}
+    return OddAnswer(
+        400,
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(body),
+        method="GET",
+        path_prefix=f"/v3/signature_request/{sr_id}",
+        times=100,
+    )
+
+
+@CLIENTS
+def test_one_bad_answer_ends_only_its_id(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, client: str
 ) -> None:
-    sr_id = emulator.create_signature_request()["signature_request_id"]
-    watch = CancellationWatch.start({sr_id: "cancel_requested"}, time.time(), timeout=30.0, recancel_after=5)
-    emulator.set_fault(error_rate=1.0, error_statuses=(400,))
-    with pytest.raises(DropboxSignBadRequestError):
-        poll_once(
-            DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0)), watch, Recorder()
-        )
-    assert watch.outcomes[sr_id] == "cancel_requested"
+    bad, good, other = make_requests(emulator, 3)
+    hook = DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0))
+    for sr_id in (bad, good, other):
+        hook.cancel_signature_request(sr_id)
+    time.sleep(0.3)
+    emulator.add_odd_answers(bad_request_for(bad))
+    # The bad id comes first: an error that escaped would drop the outcome of every other id.
+    watch = CancellationWatch.start(
+        {bad: "cancel_requested", good: "cancel_requested", other: "cancel_requested"},
+        time.time(),
+        timeout=30.0,
+        recancel_after=5,
+    )
+    log = Recorder()
+    poll(client, watch, log)
+    assert watch.done
+    assert watch.outcomes == {bad: "error", good: "canceled", other: "canceled"}
+    event = watch.event("fail")
+    assert event["status"] == "failure"
+    assert event["failures"] == {
+        bad: "Dropbox Sign HTTP 400 bad_request: Signature request is in an invalid state. "
+        f"(GET /signature_request/{bad})"
+    }
+    assert f"{bad}: Dropbox Sign HTTP 400 bad_request" in log.text("warning")
+    assert emulator.cancel_calls(bad) == 1  # an error is no reason to cancel again
+
+
+@pytest.fixture
+def one_call_a_minute(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+    """An account allowed one call a minute: after one GET, a re-cancel would wait for a minute."""
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.base_url))
+        yield emu
+
+
+@CLIENTS
+def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
+    one_call_a_minute: DropboxSignEmulator, client: str
+) -> None:
+    emu = one_call_a_minute
+    sr_id = emu.create_signature_request()["signature_request_id"]
+    now = time.time()
+    # Cancelled 10 s ago, never confirmed, due for a re-cancel; 1.5 s left before the deadline.
+    watch = CancellationWatch.start(
+        {sr_id: "cancel_requested"}, now - 10, timeout=11.5, recancel_after=5.0, max_cancel_attempts=3
+    )
+    log = Recorder()
+    poll(client, watch, log, round_cutoff(watch, 0.5))
+    assert [r.method for r in emu.requests_log] == ["GET"]
+    assert [r for r in emu.requests_log if r.method == "POST" and r.time > watch.deadline] == []
+    assert time.time() < watch.deadline  # refused at once rather than after waiting for the budget
+    # Not sent counts for nothing: still due, with the one cancel sent before...
+    assert watch.pending[sr_id]["cancel_attempts"] == 1
+    # ...and the deadline settles it as timeout.
+    assert watch.expire(watch.deadline)
+    assert watch.outcomes == {sr_id: TIMEOUT}

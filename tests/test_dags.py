@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import socket
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import ParamValidationError
 
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.conftest import API_KEY, REPO, connection_uri_json, make_requests
 
 DAGS = REPO / "dags"
@@ -256,13 +257,13 @@ def test_cleanup_cancels_in_batches_of_fifty(
         assert dag_run.state == "success", task_states(dag_run)
         states = task_states(dag_run)
         assert states["cancel"] == ["success", "success"]
-        assert states["confirm"] == ["success", "success"]
         batches = [
             dag_run.get_task_instance("cancel", map_index=i).xcom_pull(task_ids="cancel", map_indexes=i)
             for i in (0, 1)
         ]
         assert [len(batch) for batch in batches] == [50, 1]
         assert {sr_id for batch in batches for sr_id in batch} == set(stale)
+        assert {outcome for batch in batches for outcome in batch.values()} == {"canceled"}
         assert {big.get_state(sr_id) for sr_id in stale} == {"canceled"}
         assert {big.cancel_calls(sr_id) for sr_id in stale} == {1}
 
@@ -288,7 +289,7 @@ def test_cleanup_dry_run_cancels_nothing(account: Account, cleanup_dag: Any) -> 
     report = xcom_of(dag_run, "report")
     assert report["dry_run"] is True
     assert report["outcomes"] == dict.fromkeys(account.to_cancel, "would_cancel")
-    assert task_states(dag_run)["confirm"] == ["skipped"]
+    assert [entry for entry in account.emulator.requests_log if entry.method == "POST"] == []
 
 
 def test_cleanup_with_nothing_to_cancel_succeeds(
@@ -301,7 +302,6 @@ def test_cleanup_with_nothing_to_cancel_succeeds(
     assert dag_run.state == "success", task_states(dag_run)
     states = task_states(dag_run)
     assert states["cancel"] == ["skipped"]
-    assert states["confirm"] == ["skipped"]
     assert xcom_of(dag_run, "report") == {"dry_run": False, "counts": {}, "outcomes": {}}
     assert {emulator.get_state(sr_id) for sr_id in fresh} == {"awaiting_signature"}
 
@@ -322,6 +322,45 @@ def test_cleanup_guard_fails_before_cancelling_anything(
     assert f"Found {found} signature requests to cancel, more than max_cancellations={found - 1}" in (
         capfd.readouterr().out
     )
+
+
+def confirmed_by_get(emulator: DropboxSignEmulator, sr_id: str) -> bool:
+    """Whether a GET of ``sr_id`` answered 410: someone waited for the cancellation and saw it."""
+    return any(
+        entry.method == "GET" and entry.path == f"/v3/signature_request/{sr_id}" and entry.status == 410
+        for entry in emulator.requests_log
+    )
+
+
+def forbidden_cancel_of(sr_id: str) -> OddAnswer:
+    """A 403 to the cancel of ``sr_id``: the request belongs to someone else."""
+    body = {"error": {"error_msg": "You do not have access to this resource.", "error_name": "forbidden"}}
+    return OddAnswer(
+        403,
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(body),
+        method="POST",
+        path_prefix=f"/v3/signature_request/cancel/{sr_id}",
+        times=10,
+    )
+
+
+def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
+    account: Account, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    refused, *others = account.to_cancel
+    account.emulator.add_odd_answers(forbidden_cancel_of(refused))
+
+    dag_run = cleanup_dag.test(run_conf={})
+
+    assert dag_run.state == "failed"
+    assert task_states(dag_run)["cancel"] == ["failed"]
+    # Every other id of the batch was confirmed by its own GET before the batch failed...
+    assert account.states(others) == dict.fromkeys(others, "canceled")
+    assert all(confirmed_by_get(account.emulator, sr_id) for sr_id in others)
+    assert account.emulator.get_state(refused) == "awaiting_signature"
+    # ...and the failure names the refused id.
+    assert f"{refused}: forbidden (403)" in capfd.readouterr().out
 
 
 # --- the manual DAG under dag.test() ----------------------------------------------------------------
@@ -396,3 +435,23 @@ def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     assert states["summary"] == ["failed"]
     assert emulator.get_state(pending) == "canceled"
     assert emulator.get_state(signed) == "completed"
+
+
+def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (pending,) = make_requests(emulator, 1)
+    unknown = "0d" * 20
+
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, unknown]})
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert states["cancel"] == ["failed"]
+    assert states["confirm"] == ["success"]
+    assert states["summary"] == ["failed"]
+    # The queued cancellation was confirmed (a GET saw the 410), though cancel failed on the other id.
+    assert emulator.get_state(pending) == "canceled"
+    assert confirmed_by_get(emulator, pending)
+    assert xcom_of(dag_run, "confirm") == {pending: "canceled"}
+    assert f"{unknown}: not found (404)" in capfd.readouterr().out

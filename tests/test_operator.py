@@ -301,12 +301,37 @@ def test_invalid_rendered_ids_fail_before_any_request(
         ({"on_completed": "skip"}, "on_completed 'skip'"),
         ({"max_cancellations": -1}, "max_cancellations -1"),
         ({"poke_interval": 0}, "poke_interval 0"),
-        ({"timeout": 5, "recancel_after": 6}, "recancel_after 6 is longer than timeout 5"),
+        ({"timeout": 0}, "timeout 0"),
+        ({"timeout": -5}, "timeout -5"),
+        ({"timeout": "5"}, "timeout '5'"),
+        ({"timeout": False}, "timeout False"),
     ],
 )
 def test_bad_parameters_are_named(kw: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         operator("ab" * 20, **kw)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
+def test_a_wait_shorter_than_recancel_after_is_accepted_and_said_once(
+    emulator: DropboxSignEmulator,
+    dropbox_sign_conn: str,
+    capfd: pytest.CaptureFixture[str],
+    deferrable: bool,
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    task = CancelSignatureRequestOperator(
+        task_id="cancel",
+        signature_request_ids=sr_id,
+        wait_for_confirmation=True,
+        deferrable=deferrable,
+        timeout=5,
+        poke_interval=0.1,
+    )
+    assert run(task) == {sr_id: "canceled"}
+    logged = capfd.readouterr()
+    said = "timeout 5 s is not longer than recancel_after 3600 s: no re-cancel can happen within this timeout"
+    assert (logged.out + logged.err).count(said) == 1
 
 
 # --- dry run ------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,10 +15,49 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.conftest import make_requests
+from dropbox_sign_provider.testing.emulator import OddAnswer
+from tests.conftest import API_KEY, connection_uri_json, make_requests
 from tests.test_operator import FakeTI, load_test_dag, resume, task_instances, xcom
 
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+HOUR = 3600.0
+
+
+class Clock:
+    """
+    Wall-clock time that jumps ahead by every sleep instead of waiting it out, so an hour-long wait
+    runs in a fraction of a second. Only ``time.time`` and the sleeps are replaced: the sensor's
+    own run duration and the emulator's cancel delay keep real monotonic time.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset = 0.0
+        real_time, real_sleep, real_async_sleep = time.time, time.sleep, asyncio.sleep
+
+        def sleep(seconds: float) -> None:
+            self.offset += max(0.0, seconds)
+            real_sleep(0.001)
+
+        async def async_sleep(delay: float, result: Any = None) -> Any:
+            self.offset += max(0.0, delay)
+            return await real_async_sleep(0, result)
+
+        monkeypatch.setattr(time, "time", lambda: real_time() + self.offset)
+        monkeypatch.setattr(time, "sleep", sleep)
+        monkeypatch.setattr(asyncio, "sleep", async_sleep)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return Clock(monkeypatch)
+
+
+@pytest.fixture
+def instant(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+    """An emulator whose accepted cancels take effect at once: the fake clock does not move its delay."""
+    with DropboxSignEmulator(api_keys=(API_KEY,), cancel_delay=0) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.base_url))
+        yield emu
 
 
 def sensor(ids: Any, deferrable: bool, **kw: Any) -> SignatureRequestCanceledSensor:
@@ -95,7 +137,8 @@ def test_lost_cancel_is_sent_again(
     sr_id = make_requests(emulator, 1)[0]
     emulator.set_fault(never_complete=1)
     cancel(dropbox_sign_conn, sr_id)
-    assert run(sensor([sr_id], deferrable, recancel_after=0.4)) == {sr_id: "canceled"}
+    queued = {sr_id: "cancel_requested"}  # the operator's result: it asked for this cancellation
+    assert run(sensor(queued, deferrable, recancel_after=0.4)) == {sr_id: "canceled"}
     assert emulator.cancel_calls(sr_id) == 2
 
 
@@ -169,7 +212,12 @@ def test_reschedule_mode_is_refused() -> None:
     ("kw", "named"),
     [
         ({"poke_interval": -1}, "poke_interval -1"),
-        ({"timeout": 10, "recancel_after": 60}, "recancel_after 60 is longer than timeout 10"),
+        ({"timeout": 0}, "timeout 0"),
+        ({"timeout": -120}, "timeout -120"),
+        ({"timeout": "120"}, "timeout '120'"),
+        ({"timeout": True}, "timeout True"),
+        ({"recancel_after": -1}, "recancel_after -1"),
+        ({"recancel_plain_ids": "yes"}, "recancel_plain_ids 'yes'"),
         ({"on_completed": "skip"}, "on_completed 'skip'"),
         ({"max_cancel_attempts": 0}, "max_cancel_attempts 0"),
     ],
@@ -243,3 +291,118 @@ def test_a_rendered_dry_run_result_is_carried_not_cancelled(
     assert result == {untouched: "would_cancel", gone: "already_canceled"}
     assert emulator.requests_log == []
     assert emulator.get_state(untouched) == "awaiting_signature"
+
+
+# --- the re-cancel rule: only what the sensor was asked to cancel, an hour of fake time ----------
+
+
+def lost_cancel(emulator: DropboxSignEmulator) -> str:
+    """A request whose first cancel is lost: only a re-cancel would cancel it. The log starts empty."""
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=1)
+    cancel("dropbox_sign_default", sr_id)
+    emulator.clear_log()
+    return sr_id
+
+
+def posts(emulator: DropboxSignEmulator) -> list[float]:
+    return [r.time for r in emulator.requests_log if r.method == "POST"]
+
+
+@MODES
+def test_plain_ids_are_watched_never_cancelled(
+    instant: DropboxSignEmulator, clock: Clock, deferrable: bool
+) -> None:
+    emulator = instant
+    sr_id = lost_cancel(emulator)
+    task = sensor([sr_id], deferrable, poke_interval=600, timeout=3 * HOUR, recancel_after=HOUR)
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: cancellation not confirmed in time"):
+        run(task)
+    # Three hours of polls, three recancel_after periods: not one cancel for an id nobody asked to cancel.
+    assert posts(emulator) == []
+    assert len([r for r in emulator.requests_log if r.method == "GET"]) >= 17
+    assert emulator.get_state(sr_id) == "cancel_requested"
+    assert clock.offset >= 3 * HOUR - 1
+
+
+@MODES
+def test_plain_ids_are_recancelled_when_the_dag_author_opts_in(
+    instant: DropboxSignEmulator, clock: Clock, deferrable: bool
+) -> None:
+    emulator = instant
+    sr_id = lost_cancel(emulator)
+    started = time.time()
+    task = sensor([sr_id], deferrable, poke_interval=600, timeout=3 * HOUR, recancel_after=HOUR)
+    task.recancel_plain_ids = True  # set after construction too: the value is read when it runs
+    assert run(task) == {sr_id: "canceled"}
+    (recancel,) = posts(emulator)
+    assert HOUR <= recancel - started < HOUR + 600 + 60
+    assert emulator.get_state(sr_id) == "canceled"
+
+
+@MODES
+@pytest.mark.parametrize("form", ["mapping", "rendered"])
+def test_the_operators_queued_ids_are_recancelled_after_an_hour(
+    instant: DropboxSignEmulator, clock: Clock, deferrable: bool, form: str
+) -> None:
+    emulator = instant
+    sr_id = lost_cancel(emulator)
+    started = time.time()
+    result = {sr_id: "cancel_requested"}
+    ids: Any = result if form == "mapping" else str(result)  # what a template renders it to
+    assert run(sensor(ids, deferrable, poke_interval=600, timeout=3 * HOUR, recancel_after=HOUR)) == {
+        sr_id: "canceled"
+    }
+    (recancel,) = posts(emulator)
+    assert HOUR <= recancel - started < HOUR + 600 + 60
+
+
+@MODES
+def test_a_timeout_shorter_than_an_hour_is_accepted_and_said_once(
+    instant: DropboxSignEmulator, clock: Clock, capfd: pytest.CaptureFixture[str], deferrable: bool
+) -> None:
+    emulator = instant
+    sr_id = lost_cancel(emulator)
+    task = SignatureRequestCanceledSensor(
+        task_id="confirm",
+        signature_request_ids={sr_id: "cancel_requested"},
+        timeout=120,
+        poke_interval=30,
+        deferrable=deferrable,
+    )
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: cancellation not confirmed in time"):
+        run(task)
+    assert posts(emulator) == []
+    logged = capfd.readouterr()
+    said = (
+        "timeout 120 s is not longer than recancel_after 3600 s: no re-cancel can happen within this timeout"
+    )
+    assert (logged.out + logged.err).count(said) == 1
+
+
+# --- one bad answer for one id -------------------------------------------------------------------
+
+
+@MODES
+def test_one_bad_answer_fails_only_its_id(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    bad, good = make_requests(emulator, 2)
+    cancel(dropbox_sign_conn, bad, good)
+    body = {"error": {"error_msg": "Payment required for this account.", "error_name": "payment_required"}}
+    emulator.add_odd_answers(
+        OddAnswer(
+            402,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(body),
+            method="GET",
+            path_prefix=f"/v3/signature_request/{bad}",
+            times=100,
+        )
+    )
+    with pytest.raises(AirflowFailException) as failed:
+        run(sensor({bad: "cancel_requested", good: "cancel_requested"}, deferrable))
+    message = str(failed.value)
+    assert "1 canceled, 1 error; 1 failed:" in message
+    assert f"{bad}: Dropbox Sign HTTP 402 payment_required: Payment required for this account." in message
+    assert emulator.get_state(good) == "canceled"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from dropbox_sign_provider.exceptions import DropboxSignBadRequestError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.conftest import API_KEY, connection_uri_json, make_requests
 
@@ -32,12 +32,16 @@ def cancel_now(conn_id: str, *ids: str) -> float:
 
 
 def make_trigger(
-    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, **kw: Any
+    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, may_recancel: bool = True, **kw: Any
 ) -> SignatureRequestCanceledTrigger:
+    """A trigger as the operator defers it: its ids cancelled at ``cancelled_at``, by the task."""
     kw.setdefault("poll_interval", 0.1)
     kw.setdefault("recancel_after", 5.0)
     return SignatureRequestCanceledTrigger(
-        pending={sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1} for sr_id in ids},
+        pending={
+            sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1, "may_recancel": may_recancel}
+            for sr_id in ids
+        },
         outcomes=dict.fromkeys(ids, "cancel_requested"),
         deadline=cancelled_at + timeout,
         **kw,
@@ -90,8 +94,8 @@ def test_serialize_is_plain_json_without_secrets(
     assert kwargs == {
         "dropbox_sign_conn_id": "dropbox_sign_default",
         "pending": {
-            "ab" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1},
-            "cd" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1},
+            "ab" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1, "may_recancel": True},
+            "cd" * 20: {"last_cancel_at": 1_700_000_000.0, "cancel_attempts": 1, "may_recancel": True},
         },
         "deadline": 1_700_000_600.0,
         "outcomes": {"ab" * 20: "cancel_requested", "cd" * 20: "cancel_requested"},
@@ -99,6 +103,7 @@ def test_serialize_is_plain_json_without_secrets(
         "recancel_after": 5.0,
         "max_cancel_attempts": 4,
         "on_completed": "fail",
+        "errors": {},
     }
     rebuilt = SignatureRequestCanceledTrigger(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -219,21 +224,49 @@ def test_no_verdict_keeps_waiting_and_is_logged(
     assert f"Signature request {sr_id}: no verdict this time" in logged.out + logged.err
 
 
-def test_unexpected_error_raises_instead_of_an_event(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+def test_one_bad_answer_ends_only_its_id(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    bad, good = make_requests(emulator, 2)
+    trigger = make_trigger([bad, good], cancel_now(dropbox_sign_conn, bad, good))
+    body = {"error": {"error_msg": "Signature request is in an invalid state.", "error_name": "bad_request"}}
+    emulator.add_odd_answers(
+        OddAnswer(
+            400,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(body),
+            method="GET",
+            path_prefix=f"/v3/signature_request/{bad}",
+            times=100,
+        )
+    )
+    payload = run_trigger(trigger)
+    assert payload["status"] == "failure"
+    assert payload["outcomes"] == {bad: "error", good: "canceled"}
+    assert payload["failures"] == {
+        bad: "Dropbox Sign HTTP 400 bad_request: Signature request is in an invalid state. "
+        f"(GET /signature_request/{bad})"
+    }
+    assert emulator.get_state(good) == "canceled"
+
+
+def test_a_bug_still_raises_instead_of_an_event(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Anything that is not an answer of the API fails the task rather than hiding in an event.
     sr_id = make_requests(emulator, 1)[0]
     trigger = make_trigger([sr_id], cancel_now(dropbox_sign_conn, sr_id))
-    emulator.set_fault(error_rate=1.0, error_statuses=(400,))
+
+    def broken_clock() -> float:
+        raise RuntimeError("clock is broken")
+
     events: list[TriggerEvent] = []
 
     async def consume() -> None:
+        monkeypatch.setattr(time, "time", broken_clock)
         async for event in trigger.run():
             events.append(event)
 
-    with pytest.raises(DropboxSignBadRequestError) as raised:
+    with pytest.raises(RuntimeError, match="clock is broken"):
         asyncio.run(consume())
-    assert raised.value.status_code == 400
     assert events == []
 
 
@@ -389,3 +422,43 @@ def test_no_cancel_goes_out_after_the_deadline_even_when_a_round_is_slow(
         assert time.time() - deadline < 0.2 + 2.0  # ended within one poll interval of it (and a call)
         assert set(payload["outcomes"].values()) <= {"timeout", "canceled"}
         assert payload["status"] == "failure"
+
+
+def test_kwargs_stored_before_may_recancel_never_recancel(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    # A trigger deferred by an earlier version, rebuilt from its stored kwargs: nothing in them says
+    # this wait may cancel, so it only watches, and reports timeout at the deadline.
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(never_complete=True)
+    at = cancel_now(dropbox_sign_conn, sr_id)
+    trigger = SignatureRequestCanceledTrigger(
+        pending={sr_id: {"last_cancel_at": at - 100, "cancel_attempts": 1}},
+        outcomes={sr_id: "cancel_requested"},
+        deadline=at + 0.8,
+        poll_interval=0.1,
+        recancel_after=0.2,
+    )
+    payload = run_trigger(trigger)
+    assert payload["outcomes"] == {sr_id: "timeout"}
+    assert emulator.cancel_calls(sr_id) == 1
+    assert trigger.serialize()[1]["pending"] == {}
+
+
+def test_a_recancel_that_would_wait_past_the_deadline_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One call a minute: after the round's GET, the due re-cancel would wait a minute for the budget.
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_ONE_A_MINUTE", connection_uri_json(emu.base_url))
+        sr_id = make_requests(emu, 1)[0]
+        now = time.time()
+        trigger = make_trigger(
+            [sr_id], now - 10, timeout=11.5, recancel_after=5.0, dropbox_sign_conn_id="one_a_minute"
+        )
+        deadline = trigger.serialize()[1]["deadline"]
+        started = time.monotonic()
+        payload = run_trigger(trigger)
+        assert [r for r in emu.requests_log if r.method == "POST"] == []
+        assert payload["outcomes"] == {sr_id: "timeout"}
+        assert time.time() - deadline < 0.2 + 1.0  # ended at its deadline, not a minute later
+        assert time.monotonic() - started < 5
+        assert emu.get_state(sr_id) == "awaiting_signature"

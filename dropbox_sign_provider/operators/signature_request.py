@@ -23,6 +23,7 @@ from dropbox_sign_provider.confirmation import (
     check_wait_settings,
     failure_reason,
     finish,
+    log_no_recancel,
     outcome_table,
     poll_once,
     round_cutoff,
@@ -90,7 +91,8 @@ class CancelSignatureRequestOperator(BaseOperator):
     :param wait_for_confirmation: finish only once every cancellation is confirmed.
     :param deferrable: wait for confirmation on the triggerer.
     :param poke_interval: seconds between polls while waiting.
-    :param timeout: seconds to wait for confirmation before ids end as ``timeout``.
+    :param timeout: seconds to wait for confirmation before ids end as ``timeout``; shorter than
+        ``recancel_after`` is fine (the log then says no re-cancel can happen).
     :param recancel_after: seconds after a cancel without confirmation before cancelling again.
     :param max_cancel_attempts: cancels per id at most, counting the first one.
     """
@@ -200,7 +202,7 @@ class CancelSignatureRequestOperator(BaseOperator):
                 "Dropbox Sign cancellations: %s\n%s", summarize(outcomes, {}), outcome_table(outcomes)
             )
             return outcomes
-        return self._wait(hook, outcomes)
+        return self._wait(hook, outcomes, errors)
 
     def _cancel(self, hook: DropboxSignHook, sr_id: str) -> str:
         try:
@@ -239,12 +241,16 @@ class CancelSignatureRequestOperator(BaseOperator):
         )
         return outcomes
 
-    def _wait(self, hook: DropboxSignHook, outcomes: dict[str, str]) -> dict[str, str]:
+    def _wait(
+        self, hook: DropboxSignHook, outcomes: dict[str, str], errors: dict[str, str]
+    ) -> dict[str, str]:
+        # The cancels were sent just now, by this task: every queued id may be cancelled again.
         watch = CancellationWatch.start(
-            outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts
+            outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts, errors=errors
         )
         if watch.done:
             return finish(watch.event(self.on_completed), self.log, retryable=ERROR in outcomes.values())
+        log_no_recancel(watch, self.timeout, self.log)
         if self.deferrable:
             defer_until_confirmed(
                 self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
@@ -253,7 +259,9 @@ class CancelSignatureRequestOperator(BaseOperator):
             time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))
             poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
             if watch.done:
-                return finish(watch.event(self.on_completed), self.log, retryable=ERROR in outcomes.values())
+                return finish(
+                    watch.event(self.on_completed), self.log, retryable=ERROR in watch.outcomes.values()
+                )
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
         """Turn the trigger's event into the task's result, or a failure listing each failing id."""

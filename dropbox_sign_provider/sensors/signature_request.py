@@ -20,6 +20,7 @@ from dropbox_sign_provider.confirmation import (
     check_on_completed,
     check_wait_settings,
     finish,
+    log_no_recancel,
     poll_once,
     round_cutoff,
 )
@@ -36,21 +37,30 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 4 * 3600.0
 
 
-def initial_outcomes(signature_request_ids: Any) -> dict[str, str]:
+def initial_outcomes(
+    signature_request_ids: Any, recancel_plain_ids: bool = False
+) -> tuple[dict[str, str], bool]:
     """
-    What is known of the ids before waiting: ``cancel_requested`` for plain ids; for the result
-    of :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`
-    (a mapping id -> outcome), the outcome it reported, so only the queued ids are waited on.
+    What is known of the ids before waiting, and whether the waiting ones may be cancelled again.
 
+    For the result of
+    :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator` (a
+    mapping id -> outcome, or the string a template renders it to): the outcome it reported, so
+    only the ids it queued are waited on, and those may be re-cancelled: the operator cancelled
+    them. For plain ids: ``cancel_requested``, re-cancelled only when ``recancel_plain_ids``, since
+    nothing says anyone asked for their cancellation.
+
+    :param signature_request_ids: the sensor's input, rendered.
+    :param recancel_plain_ids: whether plain ids may be cancelled again.
     :raises ValueError: naming a bad id.
     """
     # A template renders the operator's mapping to a string: read its outcomes too, or a dry run's
-    # would_cancel ids would be waited on, and re-cancelled after recancel_after.
+    # would_cancel ids would be waited on.
     reported = reported_outcomes(signature_request_ids)
     if reported is not None:
-        return reported
+        return reported, True
     ids = normalize_signature_request_ids(signature_request_ids)
-    return dict.fromkeys(ids, RequestState.CANCEL_REQUESTED.value)
+    return dict.fromkeys(ids, RequestState.CANCEL_REQUESTED.value), recancel_plain_ids
 
 
 def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
@@ -86,23 +96,30 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
     """
     Wait until Dropbox Sign confirms the cancellation of signature requests.
 
-    A cancellation is confirmed when the request answers HTTP 410 ``deleted``. When nothing is
-    confirmed ``recancel_after`` seconds after the last cancel (Dropbox Sign says 60 minutes), the
-    request is cancelled again, at most ``max_cancel_attempts`` times in all. In deferrable mode
-    the waiting happens on the triggerer and survives its restarts; poke mode follows the same rules.
+    A cancellation is confirmed when the request answers HTTP 410 ``deleted``. The sensor cancels
+    only what it was asked to cancel: ids the operator's result marks ``cancel_requested`` are
+    cancelled again when nothing is confirmed ``recancel_after`` seconds after the last cancel
+    (Dropbox Sign says 60 minutes), at most ``max_cancel_attempts`` times in all and never after
+    the deadline; plain ids are only watched, unless ``recancel_plain_ids``. In deferrable mode the
+    waiting happens on the triggerer and survives its restarts; poke mode follows the same rules.
 
     Returns (XCom) a mapping id -> outcome: ``canceled``, ``already_canceled``, ``completed``,
     ``declined``; the task fails listing each id that ended ``not_found``, ``forbidden``,
-    ``unauthorized`` or ``timeout``, or ``completed``/``declined`` when ``on_completed="fail"``.
+    ``unauthorized``, ``timeout`` or ``error`` (an answer that tells no state, such as a 400,
+    named with the API's message), or ``completed``/``declined`` when ``on_completed="fail"``.
 
     :param signature_request_ids: one id, a list of ids, or the result of
         :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`
         (then only the ids it queued are waited on). Templated.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
     :param poke_interval: seconds between polls.
-    :param timeout: seconds before ids still unconfirmed end as ``timeout``.
+    :param timeout: seconds before ids still unconfirmed end as ``timeout``; shorter than
+        ``recancel_after`` is fine (the log then says no re-cancel can happen).
     :param recancel_after: seconds after a cancel without confirmation before cancelling again.
     :param max_cancel_attempts: cancels per id at most, counting the first one.
+    :param recancel_plain_ids: also re-cancel plain ids (not the operator's result) under the
+        60-minute rule, taking them as cancelled just before the sensor started. Off by default:
+        a cancel is irreversible, and plain ids say nothing of who asked for it.
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
         before the cancellation took effect.
     :param deferrable: wait on the triggerer instead of occupying a worker slot.
@@ -121,11 +138,14 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         recancel_after: float = DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
+        recancel_plain_ids: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
         check_on_completed(on_completed)
+        if not isinstance(recancel_plain_ids, bool):
+            raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
         if self.mode == "reschedule":
             raise ValueError(
@@ -137,18 +157,23 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         self.recancel_after = recancel_after
         self.max_cancel_attempts = max_cancel_attempts
         self.on_completed = on_completed
+        self.recancel_plain_ids = recancel_plain_ids
         self.deferrable = deferrable
         self._watch: CancellationWatch | None = None
         self._hook: DropboxSignHook | None = None
 
     def _start_watch(self) -> CancellationWatch:
-        return CancellationWatch.start(
-            initial_outcomes(self.signature_request_ids),
+        outcomes, may_recancel = initial_outcomes(self.signature_request_ids, self.recancel_plain_ids)
+        watch = CancellationWatch.start(
+            outcomes,
             time.time(),
             float(self.timeout),
             self.recancel_after,
             self.max_cancel_attempts,
+            may_recancel=may_recancel,
         )
+        log_no_recancel(watch, float(self.timeout), self.log)
+        return watch
 
     def execute(self, context: Context) -> Any:
         """Check the ids, then wait on the triggerer (deferrable) or poke."""

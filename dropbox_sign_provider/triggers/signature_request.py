@@ -32,8 +32,9 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
     restarts rebuilds the trigger from them, so it must resume with the same deadline and clocks.
 
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
-    :param pending: id -> ``{"last_cancel_at": unix time, "cancel_attempts": n}``, the ids still
-        waiting for confirmation.
+    :param pending: id -> ``{"last_cancel_at": unix time, "cancel_attempts": n, "may_recancel":
+        bool}``, the ids still waiting for confirmation. An id without ``may_recancel`` (kwargs
+        stored by an earlier version) is only watched, never cancelled again.
     :param deadline: Unix time after which ids still pending end as ``timeout``.
     :param outcomes: id -> outcome of every id (``cancel_requested`` while pending), in order.
     :param poll_interval: seconds between polls of the pending ids.
@@ -41,6 +42,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
     :param max_cancel_attempts: cancels per id at most.
     :param on_completed: ``fail`` or ``ignore`` for requests signed or declined before the
         cancellation took effect; decides the event's ``status``.
+    :param errors: id -> what the API answered, for ids that already ended ``error``.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         recancel_after: float = DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
+        errors: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         check_on_completed(on_completed)
@@ -73,6 +76,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
                 "deadline": deadline,
                 "recancel_after": recancel_after,
                 "max_cancel_attempts": max_cancel_attempts,
+                "errors": errors or {},
             }
         )
 
@@ -90,6 +94,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
                 "recancel_after": state["recancel_after"],
                 "max_cancel_attempts": state["max_cancel_attempts"],
                 "on_completed": self.on_completed,
+                "errors": state["errors"],
             },
         )
 
@@ -97,10 +102,12 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         """
         Poll until every id is settled or the deadline passes; yield exactly one event.
 
-        Only the API's expected answers (410, 404, 403, 401, 429, 5xx, no answer) become states;
-        anything else raises, so a bug fails the task instead of hiding in an event.
+        An answer that tells no state (400, 402, ...) ends that id as ``error``, named in the
+        event; the other ids go on. Anything that is not an answer of the API (a bug) raises, so it
+        fails the task instead of hiding in an event.
         """
-        # The trigger has its own deadline: waiting for the account's budget is never an error here.
+        # The trigger has its own deadline: waiting for the account's budget is never an error here,
+        # and every call is given that deadline, so no wait outlasts it.
         watch = self.watch
         # Imported here: the operator and the sensor import this module to defer, in DAG files too.
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
