@@ -17,9 +17,9 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
-from dropbox_sign_provider.confirmation import failure_reason, outcome_table, summarize
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.outcomes import outcome_table, report
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState
 
@@ -177,16 +177,10 @@ with DAG(
                 "Dropbox Sign cancellation failed: cancel reported no outcome; see its log"
             )
         outcomes = {**cancelled, **(confirmed or {})}
-        on_completed = get_current_context()["params"]["on_completed"]
-        failures = {
-            sr_id: reason
-            for sr_id, outcome in outcomes.items()
-            if (reason := failure_reason(outcome, on_completed)) is not None
-        }
-        message = summarize(outcomes, failures)
-        log.info("Dropbox Sign cancellations: %s\n%s", message, outcome_table(outcomes))
-        if failures:
-            raise AirflowFailException(f"Dropbox Sign cancellation failed: {message}")
+        judged = report(outcomes, get_current_context()["params"]["on_completed"])
+        log.info("Dropbox Sign cancellations: %s\n%s", judged["message"], outcome_table(outcomes))
+        if judged["failures"]:
+            raise AirflowFailException(f"Dropbox Sign cancellation failed: {judged['message']}")
         return outcomes
 
     cancel >> queued

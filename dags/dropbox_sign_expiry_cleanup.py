@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.outcomes import count_outcomes, outcome_table, summarize
 from dropbox_sign_provider.state import RequestState, request_state
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ account's rate limit. Create it once: `airflow pools set {POOL} 4 "Dropbox Sign 
 **cancel** checks its queued cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
 `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
 """
+
+
+def _day(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).date().isoformat() if epoch else "?"
 
 
 def reason_to_cancel(request: dict[str, Any], cutoff: float, now: float) -> str | None:
@@ -229,27 +234,20 @@ with DAG(
         outcomes: dict[str, str] = {}
         for batch in cancelled:
             outcomes.update(batch)
-        counts: dict[str, int] = {}
-        for outcome in outcomes.values():
-            counts[outcome] = counts.get(outcome, 0) + 1
         dry_run = bool(get_current_context()["params"]["dry_run"])
-        rows = [("signature_request_id", "reason", "created", "outcome")]
-        for candidate in candidates:
-            created = candidate["created_at"]
-            rows.append(
-                (
-                    candidate["signature_request_id"],
-                    candidate["reason"],
-                    datetime.fromtimestamp(created, tz=timezone.utc).date().isoformat() if created else "?",
-                    outcomes.get(candidate["signature_request_id"], "not handled"),
-                )
-            )
-        widths = [max(len(row[column]) for row in rows) for column in range(4)]
-        table = "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
+        picked = {c["signature_request_id"]: c for c in candidates}
+        table = outcome_table(
+            {sr_id: outcomes.get(sr_id, "not handled") for sr_id in picked},
+            {
+                sr_id: [
+                    ("reason", c["reason"]),
+                    ("created", _day(c["created_at"])),
+                ]
+                for sr_id, c in picked.items()
+            },
         )
-        counted = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to cancel"
+        counted = summarize(outcomes, {}) if outcomes else "nothing to cancel"
         log.info("Dropbox Sign clean-up%s: %s\n%s", " (dry run)" if dry_run else "", counted, table)
-        return {"dry_run": dry_run, "counts": counts, "outcomes": outcomes}
+        return {"dry_run": dry_run, "counts": count_outcomes(outcomes), "outcomes": outcomes}
 
     report(found, cancel.output)

@@ -8,9 +8,8 @@ anew. Airflow rebuilds a trigger from the kwargs it was deferred with, so re-can
 deferral are not known to the rebuilt trigger: an id may be cancelled again sooner than
 ``recancel_after``, which is harmless (a cancel is idempotent) and never happens past the deadline.
 
-Words used here: an *answer* is what one call returned (the ``signature_request`` object, ``None``
-for an accepted cancel, or the typed error it raised); an id's *outcome* is what became of it
-(``canceled``, ``timeout``, ...); the *watch* is the state of one wait.
+The words *answer*, *outcome*, *verdict*, *watch* and *settle* are defined in
+:mod:`dropbox_sign_provider.outcomes`; this module holds the watch and the poll loops only.
 
 Only ids whose cancel this task sent, or was told was sent (the operator's ``cancel_requested``
 outcomes), may be re-cancelled; ids the watch was only asked to watch never are. No call goes out
@@ -24,33 +23,70 @@ import enum
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.ids import validate_signature_request_id
+from dropbox_sign_provider.outcomes import (
+    ALREADY_CANCELED,
+    CANCELED_OUTCOMES,
+    COMPLETED_OUTCOMES,
+    ERROR,
+    ON_COMPLETED_CHOICES,
+    TIMEOUT,
+    WOULD_CANCEL,
+    CancellationEvent,
+    Logger,
+    OnCompleted,
+    Outcome,
+    failure_reason,
+    finish,
+    outcome_table,
+    report,
+    summarize,
+)
 from dropbox_sign_provider.state import RequestState, request_state
+from dropbox_sign_provider.wait_settings import (
+    DEFAULT_MAX_CANCEL_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECANCEL_AFTER,
+    check_on_completed,
+    check_wait_settings,
+)
+
+# Kept importable from here, where they used to live; each is defined once, in outcomes or
+# wait_settings.
+__all__ = [
+    "ALREADY_CANCELED",
+    "CANCELED_OUTCOMES",
+    "COMPLETED_OUTCOMES",
+    "DEFAULT_MAX_CANCEL_ATTEMPTS",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_RECANCEL_AFTER",
+    "ERROR",
+    "ON_COMPLETED_CHOICES",
+    "TIMEOUT",
+    "WOULD_CANCEL",
+    "Action",
+    "CancellationEvent",
+    "CancellationWatch",
+    "Logger",
+    "OnCompleted",
+    "PendingCancel",
+    "apoll_once",
+    "check_on_completed",
+    "check_wait_settings",
+    "failure_reason",
+    "finish",
+    "log_no_recancel",
+    "outcome_table",
+    "poll_once",
+    "round_cutoff",
+    "summarize",
+]
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
-
-#: Dropbox Sign: "if the event has not arrived within 60 minutes, retry the cancellation".
-DEFAULT_RECANCEL_AFTER = 3600.0
-DEFAULT_MAX_CANCEL_ATTEMPTS = 3
-DEFAULT_POLL_INTERVAL = 60.0
-
-#: Outcome of an id whose cancellation was never confirmed in time.
-TIMEOUT = "timeout"
-
-OnCompleted = Literal["fail", "ignore"]
-ON_COMPLETED_CHOICES: tuple[str, ...] = ("fail", "ignore")
-
-
-class Logger(Protocol):
-    """The part of a logger this module uses (Airflow's task and trigger loggers both fit)."""
-
-    def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
-
-    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
 
 
 class Action(str, enum.Enum):
@@ -75,91 +111,6 @@ class PendingCancel(TypedDict):
     last_cancel_at: float
     cancel_attempts: int
     may_recancel: bool
-
-
-class CancellationEvent(TypedDict):
-    """
-    The payload of the trigger's one event.
-
-    :ivar status: ``success`` when every id ended in an acceptable outcome, else ``failure``.
-    :ivar outcomes: id -> outcome, for every id.
-    :ivar failures: id -> why, for the ids that failed.
-    :ivar message: one line a person can read.
-    """
-
-    status: Literal["success", "failure"]
-    outcomes: dict[str, str]
-    failures: dict[str, str]
-    message: str
-
-
-def check_wait_settings(
-    poll_interval: float, timeout: float, recancel_after: float, max_cancel_attempts: int
-) -> None:
-    """
-    Refuse wait settings that cannot work, naming the value.
-
-    A ``timeout`` shorter than ``recancel_after`` is accepted: the wait then simply ends before any
-    re-cancel could fall due (see :func:`log_no_recancel`).
-
-    :raises ValueError: for a poll interval, timeout or re-cancel period that is not a positive
-        number (booleans included), or attempts that are not an integer of 1 or more.
-    """
-    for name, value in (
-        ("poke_interval", poll_interval),
-        ("timeout", timeout),
-        ("recancel_after", recancel_after),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} {value!r} must be a positive number of seconds")
-    if (
-        isinstance(max_cancel_attempts, bool)
-        or not isinstance(max_cancel_attempts, int)
-        or max_cancel_attempts < 1
-    ):
-        raise ValueError(f"max_cancel_attempts {max_cancel_attempts!r} must be an integer of 1 or more")
-
-
-def check_on_completed(on_completed: Any) -> None:
-    """:raises ValueError: when ``on_completed`` is not ``fail`` or ``ignore``."""
-    if on_completed not in ON_COMPLETED_CHOICES:
-        raise ValueError(f"on_completed {on_completed!r} must be one of {', '.join(ON_COMPLETED_CHOICES)}")
-
-
-#: Outcome of an id that a cancel found already cancelled (410 on ``GET``).
-ALREADY_CANCELED = "already_canceled"
-#: Outcome of an id that got no verdict: the API kept failing or answered something unexpected.
-ERROR = "error"
-#: Outcome of an id in a dry run that would be cancelled: nothing was sent, nothing to wait for.
-WOULD_CANCEL = "would_cancel"
-
-#: Outcomes that mean the request was cancelled, whoever did it.
-CANCELED_OUTCOMES = frozenset({RequestState.CANCELED.value, ALREADY_CANCELED})
-#: Outcomes where the request was signed or declined before a cancellation could take effect.
-COMPLETED_OUTCOMES = frozenset({RequestState.COMPLETED.value, RequestState.DECLINED.value})
-
-
-def failure_reason(outcome: str, on_completed: str) -> str | None:
-    """
-    Why an outcome fails the task, or ``None`` when it is acceptable.
-
-    :param outcome: an id's outcome.
-    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
-    """
-    if outcome in CANCELED_OUTCOMES or outcome in (RequestState.CANCEL_REQUESTED.value, WOULD_CANCEL):
-        return None
-    if outcome in COMPLETED_OUTCOMES:
-        if on_completed == "ignore":
-            return None
-        return f"{outcome} before it could be cancelled (set on_completed='ignore' to accept this)"
-    reasons = {
-        RequestState.NOT_FOUND.value: "not found (404): no such signature request for this account",
-        RequestState.FORBIDDEN.value: "forbidden (403): not the sender's or the app owner's request",
-        RequestState.UNAUTHORIZED.value: "unauthorized (401): the API key or token was refused",
-        TIMEOUT: "cancellation not confirmed in time",
-        ERROR: "no verdict: the API kept failing or answered something unexpected (see the task log)",
-    }
-    return reasons.get(outcome, outcome)
 
 
 @dataclass
@@ -215,7 +166,7 @@ class CancellationWatch:
                 last_cancel_at=now, cancel_attempts=1 if may_recancel else 0, may_recancel=may_recancel
             )
             for sr_id, outcome in outcomes.items()
-            if outcome == RequestState.CANCEL_REQUESTED.value
+            if outcome == Outcome.CANCEL_REQUESTED
         }
         return cls(
             pending, dict(outcomes), now + timeout, recancel_after, max_cancel_attempts, dict(errors or {})
@@ -245,7 +196,7 @@ class CancellationWatch:
         ):
             return Action.WAIT
         if pending["cancel_attempts"] >= self.max_cancel_attempts or now >= self.deadline:
-            self.settle(signature_request_id, TIMEOUT)
+            self.settle(signature_request_id, str(Outcome.TIMEOUT))
             return Action.DONE
         return Action.RECANCEL
 
@@ -271,14 +222,14 @@ class CancellationWatch:
     def fail(self, signature_request_id: str, error: DropboxSignError) -> None:
         """Settle a pending id as ``error``: the API answered something that tells no state."""
         self.errors[signature_request_id] = str(error)
-        self.settle(signature_request_id, ERROR)
+        self.settle(signature_request_id, str(Outcome.ERROR))
 
     def expire(self, now: float) -> bool:
         """Past the deadline, settle every pending id as ``timeout``; return whether it did."""
         if now < self.deadline or not self.pending:
             return False
         for signature_request_id in list(self.pending):
-            self.settle(signature_request_id, TIMEOUT)
+            self.settle(signature_request_id, str(Outcome.TIMEOUT))
         return True
 
     def next_recancel_at(self) -> float:
@@ -288,18 +239,7 @@ class CancellationWatch:
 
     def event(self, on_completed: str) -> CancellationEvent:
         """The final report, judged with ``on_completed``."""
-        outcomes = dict(self.outcomes)
-        failures = {
-            sr_id: reason
-            for sr_id, outcome in outcomes.items()
-            if (reason := _reason(outcome, on_completed, self.errors.get(sr_id))) is not None
-        }
-        return CancellationEvent(
-            status="failure" if failures else "success",
-            outcomes=outcomes,
-            failures=failures,
-            message=summarize(outcomes, failures),
-        )
+        return report(self.outcomes, on_completed, self.errors)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON state, for a trigger's kwargs."""
@@ -351,13 +291,6 @@ def _flag(signature_request_id: str, value: Any) -> bool:
     return value
 
 
-def _reason(outcome: str, on_completed: str, error: str | None) -> str | None:
-    # An id that ended in error is reported with what the API said, not only that it said something.
-    if outcome == ERROR and error is not None:
-        return error
-    return failure_reason(outcome, on_completed)
-
-
 def _no_verdict(error: DropboxSignError) -> bool:
     try:
         return request_state(error) is RequestState.TRANSIENT
@@ -365,17 +298,6 @@ def _no_verdict(error: DropboxSignError) -> bool:
         # A refusal that tells no state (a 400 for a request signed since the last poll, say) is
         # still an answer: the next GET says what became of the request.
         return False
-
-
-def summarize(outcomes: dict[str, str], failures: dict[str, str]) -> str:
-    """One line: counts by outcome, then each failing id and why."""
-    counts: dict[str, int] = {}
-    for outcome in outcomes.values():
-        counts[outcome] = counts.get(outcome, 0) + 1
-    line = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no signature requests"
-    if failures:
-        line += f"; {len(failures)} failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
-    return line
 
 
 def log_no_recancel(watch: CancellationWatch, timeout: float, log: Logger) -> None:
@@ -504,36 +426,3 @@ def _observe(watch: CancellationWatch, sr_id: str, answer: Answer, log: Logger) 
     elif action is Action.DONE:
         log.info("Signature request %s: %s", sr_id, watch.outcomes[sr_id])
     return action
-
-
-def outcome_table(outcomes: dict[str, str]) -> str:
-    """A two-column table of ids and outcomes, for task logs."""
-    if not outcomes:
-        return "(no signature requests)"
-    width = max(len(k) for k in outcomes)
-    lines = [f"{'signature_request_id'.ljust(width)}  outcome", f"{'-' * width}  -------"]
-    lines += [f"{sr_id.ljust(width)}  {outcome}" for sr_id, outcome in outcomes.items()]
-    return "\n".join(lines)
-
-
-def finish(event: CancellationEvent, log: Logger, *, retryable: bool = False) -> dict[str, str]:
-    """
-    End a task with a cancellation report: log it, then return the outcomes or fail.
-
-    :param event: the report.
-    :param log: the task's logger.
-    :param retryable: whether a task retry may end differently, because some ids got no verdict
-        (the API failed or answered something unexpected) rather than a final one.
-    :raises AirflowFailException: listing each failing id and why, when every failure is a verdict:
-        a retry would re-run the same checks and reach the same verdict.
-    :raises AirflowException: the same message, when ``retryable``: the task's retries apply.
-    """
-    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-
-    log.info("Dropbox Sign cancellations: %s\n%s", event["message"], outcome_table(event["outcomes"]))
-    if event["status"] != "success":
-        message = f"Dropbox Sign cancellation failed: {event['message']}"
-        if retryable:
-            raise AirflowException(message)
-        raise AirflowFailException(message)
-    return dict(event["outcomes"])

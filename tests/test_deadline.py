@@ -18,8 +18,11 @@ from tests.conftest import API_KEY, connection_uri_json
 
 @pytest.fixture
 def one_per_minute(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
-        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.url))
+    # The client-side cap, not the API's window: a window may happen to reset a second later.
+    with DropboxSignEmulator(api_keys=(API_KEY,)) as emu:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.url, max_requests_per_minute=1)
+        )
         yield emu
 
 

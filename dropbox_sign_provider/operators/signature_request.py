@@ -10,53 +10,33 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.confirmation import (
-    ALREADY_CANCELED,
+from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
+from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.ids import normalize_signature_request_ids
+from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
+from dropbox_sign_provider.outcomes import (
+    CancellationEvent,
+    Outcome,
+    finish,
+    outcome_table,
+    report,
+    summarize,
+)
+from dropbox_sign_provider.state import RequestState, request_state
+from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
+from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
-    ERROR,
-    WOULD_CANCEL,
-    CancellationEvent,
-    CancellationWatch,
+    DEFAULT_TIMEOUT,
     check_on_completed,
     check_wait_settings,
-    failure_reason,
-    finish,
-    log_no_recancel,
-    outcome_table,
-    poll_once,
-    round_cutoff,
-    summarize,
 )
-from dropbox_sign_provider.exceptions import (
-    DropboxSignConflictError,
-    DropboxSignError,
-    DropboxSignForbiddenError,
-    DropboxSignUnauthorizedError,
-)
-from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.ids import normalize_signature_request_ids
-from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
-from dropbox_sign_provider.sensors.signature_request import DEFAULT_TIMEOUT, defer_until_confirmed
-from dropbox_sign_provider.state import RequestState, request_state
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
-
-
-# What a refused cancel (a 4xx other than 429) means, once GET has told the request's state.
-_REFUSED_CANCEL_OUTCOME = {
-    RequestState.CANCELED: ALREADY_CANCELED,
-    RequestState.COMPLETED: RequestState.COMPLETED.value,
-    RequestState.DECLINED: RequestState.DECLINED.value,
-    RequestState.NOT_FOUND: RequestState.NOT_FOUND.value,
-    RequestState.FORBIDDEN: RequestState.FORBIDDEN.value,
-    RequestState.UNAUTHORIZED: RequestState.UNAUTHORIZED.value,
-}
-_DRY_RUN_OUTCOME = {**_REFUSED_CANCEL_OUTCOME, RequestState.PENDING: WOULD_CANCEL}
 
 
 class CancelSignatureRequestOperator(BaseOperator):
@@ -168,17 +148,14 @@ class CancelSignatureRequestOperator(BaseOperator):
             try:
                 outcomes[sr_id] = self._cancel(hook, sr_id)
             except DropboxSignError as error:
-                outcomes[sr_id], errors[sr_id] = ERROR, str(error)
+                outcomes[sr_id], errors[sr_id] = str(Outcome.ERROR), str(error)
                 self.log.warning("Signature request %s: no verdict: %s", sr_id, error)
             else:
                 self.log.info("Signature request %s: %s", sr_id, outcomes[sr_id])
 
-        failures = {
-            sr_id: reason
-            for sr_id, outcome in outcomes.items()
-            if (reason := errors.get(sr_id) or failure_reason(outcome, self.on_completed)) is not None
-        }
-        queued = RequestState.CANCEL_REQUESTED.value in outcomes.values()
+        judged = report(outcomes, self.on_completed, errors)
+        failures = judged["failures"]
+        queued = Outcome.CANCEL_REQUESTED in outcomes.values()
         if failures:
             # Keep the partial result where a summary task or a person can read it.
             context["ti"].xcom_push(key="outcomes", value=outcomes)
@@ -186,12 +163,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         # failing now would leave the queued ones unconfirmed and never re-cancelled.
         if failures and not (self.wait_for_confirmation and queued):
             finish(
-                CancellationEvent(
-                    status="failure",
-                    outcomes=outcomes,
-                    failures=failures,
-                    message=summarize(outcomes, failures),
-                ),
+                judged,
                 self.log,
                 # Ids that got no verdict may get one on a retry, which is safe: the ids already
                 # cancelled come back as already_canceled or cancel_requested.
@@ -208,24 +180,23 @@ class CancelSignatureRequestOperator(BaseOperator):
         try:
             hook.cancel_signature_request(sr_id)
         except DropboxSignError as refused:
-            if isinstance(refused, DropboxSignConflictError):
-                return RequestState.CANCEL_REQUESTED.value  # an identical cancel is in flight
-            if RetryPolicy.is_retryable(refused):
+            if refused.state is RequestState.CANCEL_REQUESTED:
+                return str(Outcome.CANCEL_REQUESTED)  # 409: an identical cancel is in flight
+            if refused.retryable:
                 raise  # the hook's retries are spent: report it rather than guess
             return self._decide_by_get(hook, sr_id, refused)
-        return RequestState.CANCEL_REQUESTED.value
+        return str(Outcome.CANCEL_REQUESTED)
 
     def _decide_by_get(self, hook: DropboxSignHook, sr_id: str, refused: DropboxSignError) -> str:
         state = _state_by_get(hook, sr_id)
-        if state is RequestState.PENDING and isinstance(
-            refused, DropboxSignForbiddenError | DropboxSignUnauthorizedError
-        ):
+        told = refused.state
+        if state is RequestState.PENDING and told in (RequestState.FORBIDDEN, RequestState.UNAUTHORIZED):
             # Reading is not cancelling: a team admin may GET a member's request but not cancel it.
-            state = request_state(refused)
-        outcome = _REFUSED_CANCEL_OUTCOME.get(state)
+            state = told
+        outcome = Outcome.of_state(state)
         if outcome is None:
             raise refused  # still pending (or no verdict): the refusal itself is the news
-        return outcome
+        return str(outcome)
 
     def _preview(self, hook: DropboxSignHook, ids: list[str]) -> dict[str, str]:
         outcomes: dict[str, str] = {}
@@ -235,7 +206,8 @@ class CancelSignatureRequestOperator(BaseOperator):
             except DropboxSignError as error:
                 outcomes[sr_id] = f"error: {error}"
             else:
-                outcomes[sr_id] = _DRY_RUN_OUTCOME.get(state, state.value)
+                outcome = Outcome.WOULD_CANCEL if state is RequestState.PENDING else Outcome.of_state(state)
+                outcomes[sr_id] = state.value if outcome is None else str(outcome)
         self.log.info(
             "Dry run, nothing was cancelled: %s\n%s", summarize(outcomes, {}), outcome_table(outcomes)
         )
@@ -249,7 +221,9 @@ class CancelSignatureRequestOperator(BaseOperator):
             outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts, errors=errors
         )
         if watch.done:
-            return finish(watch.event(self.on_completed), self.log, retryable=ERROR in outcomes.values())
+            return finish(
+                watch.event(self.on_completed), self.log, retryable=Outcome.ERROR in outcomes.values()
+            )
         log_no_recancel(watch, self.timeout, self.log)
         if self.deferrable:
             defer_until_confirmed(
@@ -260,12 +234,19 @@ class CancelSignatureRequestOperator(BaseOperator):
             poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
             if watch.done:
                 return finish(
-                    watch.event(self.on_completed), self.log, retryable=ERROR in watch.outcomes.values()
+                    watch.event(self.on_completed),
+                    self.log,
+                    retryable=Outcome.ERROR in watch.outcomes.values(),
                 )
+
+    def _finish(self, watch: CancellationWatch) -> dict[str, str]:
+        return finish(
+            watch.event(self.on_completed), self.log, retryable=Outcome.ERROR in watch.outcomes.values()
+        )
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
         """Turn the trigger's event into the task's result, or a failure listing each failing id."""
-        return finish(event, self.log, retryable=ERROR in event["outcomes"].values())
+        return finish(event, self.log, retryable=Outcome.ERROR in event["outcomes"].values())
 
 
 def _state_by_get(hook: DropboxSignHook, sr_id: str) -> RequestState:

@@ -4,37 +4,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.confirmation import (
+from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
+from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes
+from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
+from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed, deferral_timeout
+from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
-    CancellationEvent,
-    CancellationWatch,
+    DEFAULT_TIMEOUT,
     check_on_completed,
     check_wait_settings,
-    finish,
-    log_no_recancel,
-    poll_once,
-    round_cutoff,
 )
-from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes
-from dropbox_sign_provider.state import RequestState
-from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator, Context
+    from airflow.sdk import Context
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
-#: Long enough for the first cancel and two re-cancels under the 60-minute rule, and some slack.
-DEFAULT_TIMEOUT = 4 * 3600.0
+# Kept importable from here, where they used to live.
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "SignatureRequestCanceledSensor",
+    "defer_until_confirmed",
+    "deferral_timeout",
+    "initial_outcomes",
+]
 
 
 def initial_outcomes(
@@ -60,36 +61,7 @@ def initial_outcomes(
     if reported is not None:
         return reported, True
     ids = normalize_signature_request_ids(signature_request_ids)
-    return dict.fromkeys(ids, RequestState.CANCEL_REQUESTED.value), recancel_plain_ids
-
-
-def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
-    """Airflow's own deferral timeout: a backstop after the trigger's deadline, never before it."""
-    return timedelta(seconds=max(0.0, watch.deadline - time.time()) + 2 * poll_interval + 60)
-
-
-def defer_until_confirmed(
-    task: BaseOperator, watch: CancellationWatch, conn_id: str, poll_interval: float, on_completed: str
-) -> NoReturn:
-    """
-    Hand the wait over to the triggerer; the task resumes in its ``execute_complete``.
-
-    :param task: the deferring operator or sensor.
-    :param watch: the cancellations to wait for.
-    :param conn_id: the ``dropbox_sign`` connection.
-    :param poll_interval: seconds between polls.
-    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
-    """
-    task.defer(
-        trigger=SignatureRequestCanceledTrigger(
-            dropbox_sign_conn_id=conn_id,
-            poll_interval=poll_interval,
-            on_completed=on_completed,
-            **watch.to_json(),
-        ),
-        method_name="execute_complete",
-        timeout=deferral_timeout(watch, poll_interval),
-    )
+    return dict.fromkeys(ids, str(Outcome.CANCEL_REQUESTED)), recancel_plain_ids
 
 
 class SignatureRequestCanceledSensor(BaseSensorOperator):

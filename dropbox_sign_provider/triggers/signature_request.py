@@ -1,25 +1,29 @@
-"""Trigger that waits, on the triggerer, for signature request cancellations to be confirmed."""
+"""
+Trigger that waits, on the triggerer, for signature request cancellations to be confirmed, and the
+one way the operator and the sensor hand a wait over to it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.confirmation import (
+from dropbox_sign_provider.confirmation import CancellationWatch, PendingCancel, apoll_once, round_cutoff
+from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
-    CancellationWatch,
-    PendingCancel,
-    apoll_once,
     check_on_completed,
-    round_cutoff,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
 
 
 class SignatureRequestCanceledTrigger(BaseTrigger):
@@ -126,3 +130,32 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         event = watch.event(self.on_completed)
         self.log.info("Dropbox Sign cancellations: %s", event["message"])
         yield TriggerEvent(dict(event))
+
+
+def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
+    """Airflow's own deferral timeout: a backstop after the trigger's deadline, never before it."""
+    return timedelta(seconds=max(0.0, watch.deadline - time.time()) + 2 * poll_interval + 60)
+
+
+def defer_until_confirmed(
+    task: BaseOperator, watch: CancellationWatch, conn_id: str, poll_interval: float, on_completed: str
+) -> NoReturn:
+    """
+    Hand the wait over to the triggerer; the task resumes in its ``execute_complete``.
+
+    :param task: the deferring operator or sensor.
+    :param watch: the cancellations to wait for.
+    :param conn_id: the ``dropbox_sign`` connection.
+    :param poll_interval: seconds between polls.
+    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
+    """
+    task.defer(
+        trigger=SignatureRequestCanceledTrigger(
+            dropbox_sign_conn_id=conn_id,
+            poll_interval=poll_interval,
+            on_completed=on_completed,
+            **watch.to_json(),
+        ),
+        method_name="execute_complete",
+        timeout=deferral_timeout(watch, poll_interval),
+    )
