@@ -10,7 +10,8 @@ DEFAULT_HOST = "https://api.hellosign.com"
 DEFAULT_CONN_NAME = "dropbox_sign_default"
 #: Dropbox Sign's limit for standard endpoints, per account: the connection's default share.
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
-DEFAULT_TIMEOUT_SECONDS = 30.0
+# A whole number: the connection form shows the default as written (30, not 30.0).
+DEFAULT_TIMEOUT_SECONDS = 30
 
 
 def get_provider_info() -> dict[str, Any]:
