@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,14 +12,6 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, Dropb
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.conftest import API_KEY, connection_uri_json
-
-
-@pytest.fixture
-def one_per_minute(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
-        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.url))
-        yield emu
 
 
 def _cancels(emu: DropboxSignEmulator) -> int:
@@ -28,10 +19,11 @@ def _cancels(emu: DropboxSignEmulator) -> int:
 
 
 @pytest.mark.parametrize("client", ["sync", "async"])
+@pytest.mark.emulator(rate_limit=1, window_seconds=60)
 def test_a_cancel_that_would_wait_past_its_deadline_for_the_rate_limit_is_not_sent(
-    one_per_minute: DropboxSignEmulator, client: str
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, client: str
 ) -> None:
-    emu = one_per_minute
+    emu = emulator
     first, second = (emu.create_signature_request()["signature_request_id"] for _ in range(2))
     started = time.monotonic()
     if client == "sync":

@@ -32,7 +32,7 @@ import dropbox_sign_provider.hooks.dropbox_sign as hooks_module
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 #: One seed for every fault, so a failing run can be replayed.
 SEED = 20_260_101

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -46,51 +45,20 @@ from dropbox_sign_provider.hooks.dropbox_sign import (
 )
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
-from tests.conftest import connection_uri_json, make_requests
-
-API_KEY = "sk-live-SECRETKEY123"
-ACCESS_TOKEN = "tok-live-SECRETTOKEN456"
-#: Every form in which a credential could leak: as configured, and as sent on the wire.
-SECRETS = (
-    API_KEY,
-    ACCESS_TOKEN,
-    "SECRETKEY",
-    "SECRETTOKEN",
-    base64.b64encode(f"{API_KEY}:".encode()).decode(),
+from tests.helpers import (
+    FAST,
+    NO_RETRY,
+    SECRET_ACCESS_TOKEN,
+    SECRET_API_KEY,
+    SECRETS,
+    UNKNOWN_ID,
+    connection_uri_json,
+    make_requests,
+    set_connection,
+    statuses,
 )
-UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
 
-#: Retries that take milliseconds, not seconds.
-FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
-NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
-
-
-@pytest.fixture
-def emulator() -> Iterator[DropboxSignEmulator]:
-    """The emulator, with credentials that are easy to spot if they leak."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), access_tokens=(ACCESS_TOKEN,), cancel_delay=0.2) as emu:
-        yield emu
-
-
-def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> str:
-    """Define ``conn_id`` (a dropbox_sign connection) through its environment variable."""
-    conn = {"conn_type": "dropbox_sign", **fields}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    return conn_id
-
-
-@pytest.fixture
-def key_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
-    return set_connection(monkeypatch, "ds_key", host=emulator.base_url, password=API_KEY)
-
-
-@pytest.fixture
-def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
-    return set_connection(monkeypatch, "ds_token", host=emulator.url, extra={"access_token": ACCESS_TOKEN})
-
-
-def statuses(emulator: DropboxSignEmulator) -> list[int]:
-    return [entry.status for entry in emulator.requests_log]
+pytestmark = pytest.mark.emulator(api_keys=(SECRET_API_KEY,), access_tokens=(SECRET_ACCESS_TOKEN,))
 
 
 # --- authentication and the connection ----------------------------------------------------------
@@ -109,15 +77,15 @@ def test_an_api_key_is_sent_as_basic_auth(emulator: DropboxSignEmulator, key_con
 def test_an_access_token_is_sent_as_bearer_auth(emulator: DropboxSignEmulator, token_conn: str) -> None:
     hook = DropboxSignHook(token_conn)
     assert hook.get_account()["account_id"] == emulator.account_id
-    assert hook.get_conn().headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert hook.get_conn().headers["Authorization"] == f"Bearer {SECRET_ACCESS_TOKEN}"
     assert statuses(emulator) == [200]
 
 
 @pytest.mark.parametrize(
     "fields",
     [
-        pytest.param({"password": ACCESS_TOKEN}, id="token-as-api-key"),
-        pytest.param({"extra": {"access_token": API_KEY}}, id="api-key-as-token"),
+        pytest.param({"password": SECRET_ACCESS_TOKEN}, id="token-as-api-key"),
+        pytest.param({"extra": {"access_token": SECRET_API_KEY}}, id="api-key-as-token"),
         pytest.param({"password": "sk-live-WRONG"}, id="wrong-api-key"),
     ],
 )
@@ -139,7 +107,9 @@ def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
         pytest.param({}, "has no credentials", id="neither"),
         pytest.param({"password": "  "}, "has no credentials", id="blank-key"),
         pytest.param(
-            {"password": API_KEY, "extra": {"access_token": ACCESS_TOKEN}}, "has both an API key", id="both"
+            {"password": SECRET_API_KEY, "extra": {"access_token": SECRET_ACCESS_TOKEN}},
+            "has both an API key",
+            id="both",
         ),
     ],
 )
@@ -169,7 +139,7 @@ def test_a_connection_needs_exactly_one_credential(
 def test_the_host_becomes_the_base_url(
     monkeypatch: pytest.MonkeyPatch, host: str | None, port: int | None, expected: str
 ) -> None:
-    fields: dict[str, Any] = {"password": API_KEY}
+    fields: dict[str, Any] = {"password": SECRET_API_KEY}
     if host is not None:
         fields["host"] = host
     if port is not None:
@@ -182,7 +152,7 @@ def test_the_host_becomes_the_base_url(
     "host", ["http://api.example.com", "http://10.0.0.8:8080", "http://127.0.0.1.nip.io"]
 )
 def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
-    conn_id = set_connection(monkeypatch, "ds_insecure", host=host, password=API_KEY)
+    conn_id = set_connection(monkeypatch, "ds_insecure", host=host, password=SECRET_API_KEY)
     with pytest.raises(ValueError, match="plain http://") as raised:
         DropboxSignHook(conn_id).settings  # noqa: B018
     assert "'ds_insecure'" in str(raised.value)
@@ -197,7 +167,7 @@ def test_plain_http_is_allowed_when_the_connection_says_so(
         monkeypatch,
         "ds_insecure_ok",
         host="http://api.example.com",
-        password=API_KEY,
+        password=SECRET_API_KEY,
         extra={"allow_insecure_http": flag},
     )
     assert DropboxSignHook(conn_id).settings.base_url == "http://api.example.com/v3"
@@ -211,7 +181,7 @@ def test_plain_http_stays_refused_when_the_flag_is_false(
         monkeypatch,
         "ds_insecure_no",
         host="http://api.example.com",
-        password=API_KEY,
+        password=SECRET_API_KEY,
         extra={"allow_insecure_http": flag},
     )
     with pytest.raises(ValueError, match="plain http://"):
@@ -235,7 +205,7 @@ def test_plain_http_stays_refused_when_the_flag_is_false(
 def test_a_malformed_host_is_refused_with_the_connection_named(
     monkeypatch: pytest.MonkeyPatch, host: str
 ) -> None:
-    conn_id = set_connection(monkeypatch, "ds_bad_host", host=host, password=API_KEY)
+    conn_id = set_connection(monkeypatch, "ds_bad_host", host=host, password=SECRET_API_KEY)
     with pytest.raises(ValueError, match="is not an http") as raised:
         DropboxSignHook(conn_id).settings  # noqa: B018
     assert "'ds_bad_host'" in str(raised.value)
@@ -245,7 +215,10 @@ def test_a_password_typed_into_the_host_is_refused_without_being_repeated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     conn_id = set_connection(
-        monkeypatch, "ds_userinfo", host=f"https://{API_KEY}:@api.hellosign.com", password=API_KEY
+        monkeypatch,
+        "ds_userinfo",
+        host=f"https://{SECRET_API_KEY}:@api.hellosign.com",
+        password=SECRET_API_KEY,
     )
     with pytest.raises(ValueError, match="is not an http") as raised:
         DropboxSignHook(conn_id).settings  # noqa: B018
@@ -259,7 +232,7 @@ def test_a_password_holding_url_punctuation_is_never_repeated(
     monkeypatch: pytest.MonkeyPatch, separator: str, scheme: str
 ) -> None:
     host = f"{scheme}admin:HUNTER{separator}TWO@api.hellosign.com"
-    conn_id = set_connection(monkeypatch, "ds_userinfo_punct", host=host, password=API_KEY)
+    conn_id = set_connection(monkeypatch, "ds_userinfo_punct", host=host, password=SECRET_API_KEY)
     with pytest.raises(ValueError, match="is not an http") as raised:
         DropboxSignHook(conn_id).settings  # noqa: B018
     message = str(raised.value)
@@ -273,7 +246,7 @@ def test_a_host_name_the_http_clients_cannot_encode_is_refused_before_any_call(
     monkeypatch: pytest.MonkeyPatch, hostname: str
 ) -> None:
     # Both clients would fail with errors of their own (urllib3's LocationParseError, a UnicodeError).
-    conn_id = set_connection(monkeypatch, "ds_bad_label", host=f"https://{hostname}", password=API_KEY)
+    conn_id = set_connection(monkeypatch, "ds_bad_label", host=f"https://{hostname}", password=SECRET_API_KEY)
     with pytest.raises(ValueError, match="is not an http"):
         DropboxSignHook(conn_id).get_account()
     with pytest.raises(ValueError, match="is not an http"):
@@ -295,7 +268,7 @@ def test_numbers_in_the_extra_must_be_positive(
     monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], named: str
 ) -> None:
     conn_id = set_connection(
-        monkeypatch, "ds_numbers", host="https://api.hellosign.com", password=API_KEY, extra=extra
+        monkeypatch, "ds_numbers", host="https://api.hellosign.com", password=SECRET_API_KEY, extra=extra
     )
     with pytest.raises(ValueError, match=named) as raised:
         DropboxSignHook(conn_id).settings  # noqa: B018
@@ -313,7 +286,7 @@ def test_hooks_of_one_account_share_one_budget(
     import asyncio
 
     budget = account_budget(DropboxSignHook(key_conn).settings)
-    same_key = set_connection(monkeypatch, "ds_key_again", host=emulator.url, password=API_KEY)
+    same_key = set_connection(monkeypatch, "ds_key_again", host=emulator.url, password=SECRET_API_KEY)
     assert account_budget(DropboxSignHook(key_conn).settings) is budget
     assert account_budget(DropboxSignHook(same_key).settings) is budget
     assert account_budget(asyncio.run(DropboxSignAsyncHook(key_conn).get_settings())) is budget
@@ -655,8 +628,8 @@ def test_an_invalid_id_never_reaches_the_api(
 
 
 def test_twenty_calls_share_a_five_per_second_budget_without_429s(monkeypatch: pytest.MonkeyPatch) -> None:
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=5, window_seconds=1) as emulator:
-        conn_id = set_connection(monkeypatch, "ds_budget", host=emulator.base_url, password=API_KEY)
+    with DropboxSignEmulator(api_keys=(SECRET_API_KEY,), rate_limit=5, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_budget", host=emulator.base_url, password=SECRET_API_KEY)
         sr_ids = make_requests(emulator, 4)
         hook = DropboxSignHook(conn_id)
         got = [hook.get_signature_request(sr_ids[i % 4])["signature_request_id"] for i in range(20)]
@@ -677,7 +650,7 @@ def test_the_client_side_cap_holds_and_max_rate_limit_wait_gives_up(
         monkeypatch,
         "ds_capped",
         host=emulator.base_url,
-        password=API_KEY,
+        password=SECRET_API_KEY,
         extra={"max_requests_per_minute": 3},
     )
     sr_id = make_requests(emulator, 1)[0]
@@ -701,8 +674,8 @@ def test_the_client_side_cap_holds_and_max_rate_limit_wait_gives_up(
 def test_a_429_waits_for_the_announced_reset(monkeypatch: pytest.MonkeyPatch) -> None:
     from dropbox_sign_provider.hooks.policy import forget_budgets
 
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=2, window_seconds=1) as emulator:
-        conn_id = set_connection(monkeypatch, "ds_reset", host=emulator.base_url, password=API_KEY)
+    with DropboxSignEmulator(api_keys=(SECRET_API_KEY,), rate_limit=2, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_reset", host=emulator.base_url, password=SECRET_API_KEY)
         sr_id = make_requests(emulator, 1)[0]
         # Start at the beginning of a window, so that all of what follows happens in the same one.
         time.sleep(1 - time.time() % 1 + 0.02)
@@ -932,7 +905,7 @@ def test_tls_to_a_plain_http_server_is_tried_once_and_says_what_to_check(
 ) -> None:
     # A host without a scheme means https://: here, to the emulator, which speaks plain HTTP.
     host = emulator.url.split("://")[1]
-    conn_id = set_connection(monkeypatch, "ds_no_scheme", host=host, password=API_KEY)
+    conn_id = set_connection(monkeypatch, "ds_no_scheme", host=host, password=SECRET_API_KEY)
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     with pytest.raises(DropboxSignTLSError) as raised:
@@ -1038,7 +1011,7 @@ def test_no_secret_reaches_logs_or_errors(
         texts.append(repr(hook.settings))
 
     wrong = set_connection(
-        monkeypatch, "ds_leak_wrong", host=emulator.base_url, password=API_KEY + "-revoked"
+        monkeypatch, "ds_leak_wrong", host=emulator.base_url, password=SECRET_API_KEY + "-revoked"
     )
     with pytest.raises(DropboxSignUnauthorizedError) as refused:
         DropboxSignHook(wrong).get_account()
@@ -1048,8 +1021,8 @@ def test_no_secret_reaches_logs_or_errors(
         monkeypatch,
         "ds_leak_both",
         host=emulator.base_url,
-        password=API_KEY,
-        extra={"access_token": ACCESS_TOKEN},
+        password=SECRET_API_KEY,
+        extra={"access_token": SECRET_ACCESS_TOKEN},
     )
     with pytest.raises(ValueError, match="both") as invalid:
         DropboxSignHook(both).get_account()

@@ -33,22 +33,19 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import make_requests
-
-# The same account, credentials and connections as the sync hook's tests (fixtures included).
-from tests.test_hook import (  # noqa: F401
-    ACCESS_TOKEN,
-    API_KEY,
+from tests.helpers import (
     FAST,
     NO_RETRY,
+    SECRET_ACCESS_TOKEN,
+    SECRET_API_KEY,
     SECRETS,
     UNKNOWN_ID,
-    emulator,
-    key_conn,
+    make_requests,
     set_connection,
     statuses,
-    token_conn,
 )
+
+pytestmark = pytest.mark.emulator(api_keys=(SECRET_API_KEY,), access_tokens=(SECRET_ACCESS_TOKEN,))
 
 T = TypeVar("T")
 
@@ -85,7 +82,7 @@ def test_an_api_key_is_sent_as_basic_auth(emulator: DropboxSignEmulator, key_con
 
     got, authorization = run(main())
     assert got == created
-    assert authorization == "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+    assert authorization == "Basic " + base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode()
     assert statuses(emulator) == [200]
 
 
@@ -101,14 +98,14 @@ def test_an_access_token_is_sent_as_bearer_auth(emulator: DropboxSignEmulator, t
 
     got, authorization = run(main())
     assert got == created
-    assert authorization == f"Bearer {ACCESS_TOKEN}"
+    assert authorization == f"Bearer {SECRET_ACCESS_TOKEN}"
 
 
 @pytest.mark.parametrize(
     "fields",
     [
-        pytest.param({"password": ACCESS_TOKEN}, id="token-as-api-key"),
-        pytest.param({"extra": {"access_token": API_KEY}}, id="api-key-as-token"),
+        pytest.param({"password": SECRET_ACCESS_TOKEN}, id="token-as-api-key"),
+        pytest.param({"extra": {"access_token": SECRET_API_KEY}}, id="api-key-as-token"),
     ],
 )
 def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
@@ -127,7 +124,9 @@ def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
     [
         pytest.param({}, "has no credentials", id="neither"),
         pytest.param(
-            {"password": API_KEY, "extra": {"access_token": ACCESS_TOKEN}}, "has both an API key", id="both"
+            {"password": SECRET_API_KEY, "extra": {"access_token": SECRET_ACCESS_TOKEN}},
+            "has both an API key",
+            id="both",
         ),
     ],
 )
@@ -143,7 +142,9 @@ def test_a_connection_needs_exactly_one_credential(
 
 
 def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn_id = set_connection(monkeypatch, "ds_insecure", host="http://api.example.com", password=API_KEY)
+    conn_id = set_connection(
+        monkeypatch, "ds_insecure", host="http://api.example.com", password=SECRET_API_KEY
+    )
     with pytest.raises(ValueError, match="plain http://") as raised:
         run(DropboxSignAsyncHook(conn_id).get_settings())
     assert "'ds_insecure'" in str(raised.value)
@@ -151,7 +152,7 @@ def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_malformed_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     conn_id = set_connection(
-        monkeypatch, "ds_bad_host", host="https://api.hellosign.com:port", password=API_KEY
+        monkeypatch, "ds_bad_host", host="https://api.hellosign.com:port", password=SECRET_API_KEY
     )
     with pytest.raises(ValueError, match="'ds_bad_host' has host"):
         run(DropboxSignAsyncHook(conn_id).get_settings())
@@ -333,8 +334,8 @@ def test_an_invalid_id_never_reaches_the_api(
 def test_twenty_concurrent_calls_share_a_five_per_second_budget_without_429s(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=5, window_seconds=1) as emulator:
-        conn_id = set_connection(monkeypatch, "ds_budget", host=emulator.base_url, password=API_KEY)
+    with DropboxSignEmulator(api_keys=(SECRET_API_KEY,), rate_limit=5, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_budget", host=emulator.base_url, password=SECRET_API_KEY)
         sr_ids = make_requests(emulator, 20)
 
         async def main() -> list[dict[str, Any]]:
@@ -355,8 +356,8 @@ def test_twenty_concurrent_calls_share_a_five_per_second_budget_without_429s(
 def test_sync_and_async_hooks_of_one_account_draw_on_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=4, window_seconds=1) as emulator:
-        conn_id = set_connection(monkeypatch, "ds_mixed", host=emulator.base_url, password=API_KEY)
+    with DropboxSignEmulator(api_keys=(SECRET_API_KEY,), rate_limit=4, window_seconds=1) as emulator:
+        conn_id = set_connection(monkeypatch, "ds_mixed", host=emulator.base_url, password=SECRET_API_KEY)
         sr_ids = make_requests(emulator, 12)
 
         async def main() -> list[Any]:

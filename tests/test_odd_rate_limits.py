@@ -16,7 +16,7 @@ import pytest
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook, account_budget
 from dropbox_sign_provider.hooks.policy import AccountBudget, RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
-from tests.conftest import API_KEY, connection_uri_json
+from tests.helpers import API_KEY, connection_uri_json
 
 EXCEEDED = json.dumps({"error": {"error_msg": "Too many requests.", "error_name": "exceeded_rate"}})
 

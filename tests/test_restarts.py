@@ -26,7 +26,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 RECANCEL_AFTER = 2.0
 POLL = 0.1

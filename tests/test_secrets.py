@@ -34,7 +34,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import REPO, make_requests
+from tests.helpers import REPO, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"
 TOKEN = "oauth-RECOGNISABLETOKEN0002"
