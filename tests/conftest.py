@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import pytest
 
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.helpers import ACCESS_TOKEN, API_KEY, connection_uri_json, set_connection
+from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +105,14 @@ def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -
     return set_connection(
         monkeypatch, "ds_token", host=emulator.url, extra={"access_token": emulator.access_tokens[0]}
     )
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request: pytest.FixtureRequest) -> Callable[..., HookClient]:
+    """Makes a HookClient over the sync hook, then the async one: ``client(conn_id, **hook_kwargs)``."""
+    kind: str = request.param
+
+    def make(conn_id: str, **hook_kwargs: Any) -> HookClient:
+        return HookClient(kind, conn_id, **hook_kwargs)
+
+    return make

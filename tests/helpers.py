@@ -9,15 +9,21 @@ import asyncio
 import base64
 import importlib.util
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
+import requests
 from airflow.providers.common.compat.sdk import TaskDeferred
 
+from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+
+T = TypeVar("T")
 
 #: The credentials the ``emulator`` fixture accepts unless a test marks it otherwise.
 API_KEY = "test-key"
@@ -36,6 +42,23 @@ SECRETS = (
     base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode(),
 )
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
+#: Ids a hook must refuse before sending anything.
+BAD_IDS = [
+    "",
+    "   ",
+    "g" * 40,
+    "0123456789abcde",
+    "f" * 65,
+    "../account",
+    "%2e%2e/account",
+    f"{UNKNOWN_ID}/../../account",
+    f"{UNKNOWN_ID[:10]}\x00{UNKNOWN_ID[10:]}",
+    f"{UNKNOWN_ID}\r\nX-Injected: 1",
+    UNKNOWN_ID.replace("a", "\u0430"),
+    UNKNOWN_ID.replace("1", "\uff11"),
+    None,
+    12345678901234567890,
+]
 
 #: Retries that take milliseconds, not seconds.
 FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
@@ -112,3 +135,55 @@ def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
 
 def xcom(ti: Any, key: str = "return_value") -> Any:
     return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
+
+
+class HookClient:
+    """One calling interface over either hook, so one test covers both.
+
+    ``sync`` calls one DropboxSignHook; ``async`` runs each call in ``asyncio.run`` on a fresh
+    DropboxSignAsyncHook under ``async with``, as a trigger would.
+    """
+
+    def __init__(self, kind: str, conn_id: str, **hook_kwargs: Any) -> None:
+        assert kind in ("sync", "async")
+        self.kind = kind
+        self.conn_id = conn_id
+        self.hook_kwargs = hook_kwargs
+        self._sync = DropboxSignHook(conn_id, **hook_kwargs) if kind == "sync" else None
+        #: What the hook's HTTP client raises when the connection drops.
+        self.transport_error: type[BaseException] = (
+            requests.ConnectionError if kind == "sync" else aiohttp.ClientError
+        )
+
+    def _run(self, call: Callable[[DropboxSignAsyncHook], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with DropboxSignAsyncHook(self.conn_id, **self.hook_kwargs) as hook:
+                return await call(hook)
+
+        return asyncio.run(main())
+
+    def get(self, sr_id: Any) -> dict[str, Any]:
+        if self._sync is not None:
+            return self._sync.get_signature_request(sr_id)
+        return self._run(lambda hook: hook.get_signature_request(sr_id))
+
+    def cancel(self, sr_id: Any) -> None:
+        if self._sync is not None:
+            self._sync.cancel_signature_request(sr_id)
+            return
+        self._run(lambda hook: hook.cancel_signature_request(sr_id))
+
+    def settings(self) -> ApiSettings:
+        if self._sync is not None:
+            return self._sync.settings
+        return self._run(lambda hook: hook.get_settings())
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header the hook sends."""
+        if self._sync is not None:
+            return str(self._sync.get_conn().headers["Authorization"])
+
+        async def header(hook: DropboxSignAsyncHook) -> str:
+            return str((await hook.get_session()).headers["Authorization"])
+
+        return self._run(header)

@@ -1,12 +1,12 @@
 """
-DropboxSignHook against the bundled emulator over loopback: authentication, the connection's
-checks, every error the API answers, pagination, the shared rate-limit budget and retries.
+DropboxSignHook against the bundled emulator over loopback: what only the sync hook does (the
+connection's finer checks, test_connection, remove, pagination, its budget and retries). What both
+hooks share is in test_both_hooks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import math
@@ -23,15 +23,10 @@ from airflow.sdk.exceptions import AirflowTaskTimeout
 
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
-    DropboxSignConflictError,
     DropboxSignConnectionError,
     DropboxSignDeletedError,
-    DropboxSignError,
-    DropboxSignForbiddenError,
-    DropboxSignNotFoundError,
     DropboxSignRateLimitError,
     DropboxSignRedirectError,
-    DropboxSignResponseError,
     DropboxSignResponseTooLargeError,
     DropboxSignServerError,
     DropboxSignTLSError,
@@ -46,6 +41,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import (
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
+    BAD_IDS,
     FAST,
     NO_RETRY,
     SECRET_ACCESS_TOKEN,
@@ -62,66 +58,6 @@ pytestmark = pytest.mark.emulator(api_keys=(SECRET_API_KEY,), access_tokens=(SEC
 
 
 # --- authentication and the connection ----------------------------------------------------------
-
-
-def test_an_api_key_is_sent_as_basic_auth(emulator: DropboxSignEmulator, key_conn: str) -> None:
-    hook = DropboxSignHook(key_conn)
-    assert hook.get_account()["email_address"] == emulator.email
-    assert (
-        hook.get_conn().headers["Authorization"]
-        == "Basic " + base64.b64encode(b"sk-live-SECRETKEY123:").decode()
-    )
-    assert statuses(emulator) == [200]
-
-
-def test_an_access_token_is_sent_as_bearer_auth(emulator: DropboxSignEmulator, token_conn: str) -> None:
-    hook = DropboxSignHook(token_conn)
-    assert hook.get_account()["account_id"] == emulator.account_id
-    assert hook.get_conn().headers["Authorization"] == f"Bearer {SECRET_ACCESS_TOKEN}"
-    assert statuses(emulator) == [200]
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        pytest.param({"password": SECRET_ACCESS_TOKEN}, id="token-as-api-key"),
-        pytest.param({"extra": {"access_token": SECRET_API_KEY}}, id="api-key-as-token"),
-        pytest.param({"password": "sk-live-WRONG"}, id="wrong-api-key"),
-    ],
-)
-def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
-) -> None:
-    conn_id = set_connection(monkeypatch, "ds_wrong", host=emulator.base_url, **fields)
-    with pytest.raises(DropboxSignUnauthorizedError) as raised:
-        DropboxSignHook(conn_id).get_account()
-    assert (raised.value.status_code, raised.value.error_name) == (401, "unauthorized")
-    assert raised.value.error_msg == "Unauthorized user. Invalid credentials supplied."
-    assert (raised.value.method, raised.value.path) == ("GET", "/account")
-    assert statuses(emulator) == [401]  # never retried
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        pytest.param({}, "has no credentials", id="neither"),
-        pytest.param({"password": "  "}, "has no credentials", id="blank-key"),
-        pytest.param(
-            {"password": SECRET_API_KEY, "extra": {"access_token": SECRET_ACCESS_TOKEN}},
-            "has both an API key",
-            id="both",
-        ),
-    ],
-)
-def test_a_connection_needs_exactly_one_credential(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], message: str
-) -> None:
-    conn_id = set_connection(monkeypatch, "ds_creds_check", host=emulator.base_url, **fields)
-    with pytest.raises(ValueError, match=message) as raised:
-        DropboxSignHook(conn_id).get_account()
-    assert "'ds_creds_check'" in str(raised.value)
-    assert not any(secret in str(raised.value) for secret in SECRETS)
-    assert emulator.requests_log == []
 
 
 @pytest.mark.parametrize(
@@ -146,17 +82,6 @@ def test_the_host_becomes_the_base_url(
         fields["port"] = port
     conn_id = set_connection(monkeypatch, "ds_host", **fields)
     assert DropboxSignHook(conn_id).settings.base_url == expected
-
-
-@pytest.mark.parametrize(
-    "host", ["http://api.example.com", "http://10.0.0.8:8080", "http://127.0.0.1.nip.io"]
-)
-def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
-    conn_id = set_connection(monkeypatch, "ds_insecure", host=host, password=SECRET_API_KEY)
-    with pytest.raises(ValueError, match="plain http://") as raised:
-        DropboxSignHook(conn_id).settings  # noqa: B018
-    assert "'ds_insecure'" in str(raised.value)
-    assert "allow_insecure_http" in str(raised.value)
 
 
 @pytest.mark.parametrize("flag", [True, "true", "True", "1", "yes"])
@@ -373,151 +298,6 @@ def test_remove_ends_access_to_a_completed_request(emulator: DropboxSignEmulator
 # --- every error, typed --------------------------------------------------------------------------
 
 
-def _cancel_completed(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-    sr_id = make_requests(emulator, 1, is_complete=True)[0]
-    return f"/signature_request/cancel/{sr_id}", lambda: hook.cancel_signature_request(sr_id)
-
-
-def _get_forbidden(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-    sr_id = make_requests(emulator, 1, forbidden=True)[0]
-    return f"/signature_request/{sr_id}", lambda: hook.get_signature_request(sr_id)
-
-
-def _get_unknown(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-    return f"/signature_request/{UNKNOWN_ID}", lambda: hook.get_signature_request(UNKNOWN_ID)
-
-
-def _cancel_with_fault(
-    status: int,
-) -> Callable[[DropboxSignEmulator, DropboxSignHook], tuple[str, Callable[[], Any]]]:
-    def setup(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-        sr_id = make_requests(emulator, 1)[0]
-        emulator.set_fault(error_rate=1.0, error_statuses=(status,), seed=1)
-        return f"/signature_request/cancel/{sr_id}", lambda: hook.cancel_signature_request(sr_id)
-
-    return setup
-
-
-def _get_in_storm(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-    sr_id = make_requests(emulator, 1)[0]
-    emulator.set_fault(rate_limit_storm=1.0, seed=1)
-    return f"/signature_request/{sr_id}", lambda: hook.get_signature_request(sr_id)
-
-
-def _get_malformed(emulator: DropboxSignEmulator, hook: DropboxSignHook) -> tuple[str, Callable[[], Any]]:
-    sr_id = make_requests(emulator, 1)[0]
-    emulator.set_fault(malformed_rate=1.0, seed=1)
-    return f"/signature_request/{sr_id}", lambda: hook.get_signature_request(sr_id)
-
-
-ERROR_CASES = [
-    pytest.param(
-        _cancel_completed,
-        DropboxSignBadRequestError,
-        400,
-        "bad_request",
-        "This request has already been completed and cannot be canceled.",
-        "POST",
-        id="400",
-    ),
-    pytest.param(
-        _get_forbidden,
-        DropboxSignForbiddenError,
-        403,
-        "forbidden",
-        "You do not have access to this signature request.",
-        "GET",
-        id="403",
-    ),
-    pytest.param(_get_unknown, DropboxSignNotFoundError, 404, "not_found", "Not found.", "GET", id="404"),
-    pytest.param(
-        _cancel_with_fault(409),
-        DropboxSignConflictError,
-        409,
-        "conflict",
-        "Injected 409 fault.",
-        "POST",
-        id="409",
-    ),
-    pytest.param(
-        _get_in_storm, DropboxSignRateLimitError, 429, "exceeded_rate", "Too many requests.", "GET", id="429"
-    ),
-    pytest.param(
-        _cancel_with_fault(500),
-        DropboxSignServerError,
-        500,
-        "internal_error",
-        "An internal error occurred. Please try again later.",
-        "POST",
-        id="500",
-    ),
-    pytest.param(
-        _cancel_with_fault(502),
-        DropboxSignServerError,
-        502,
-        "server_error",
-        "<html>\r\n<head><title>502 Bad Gateway</title></head>",
-        "POST",
-        id="502-html",
-    ),
-    pytest.param(
-        _cancel_with_fault(503),
-        DropboxSignServerError,
-        503,
-        "server_error",
-        "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>",
-        "POST",
-        id="503-html",
-    ),
-    pytest.param(
-        _get_malformed,
-        DropboxSignResponseError,
-        200,
-        "invalid_response",
-        'expected a JSON object, got \'{"signature_request": {"signature_request_id": "\'',
-        "GET",
-        id="unreadable-200",
-    ),
-]
-
-
-@pytest.mark.parametrize(("setup", "cls", "status", "name", "msg", "method"), ERROR_CASES)
-def test_every_error_answer_raises_its_typed_error(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    setup: Callable[[DropboxSignEmulator, DropboxSignHook], tuple[str, Callable[[], Any]]],
-    cls: type[DropboxSignError],
-    status: int,
-    name: str,
-    msg: str,
-    method: str,
-) -> None:
-    # No retries, so that retryable errors surface at once; the others would not be retried anyway.
-    hook = DropboxSignHook(key_conn, retry_policy=NO_RETRY)
-    path, call = setup(emulator, hook)
-    with pytest.raises(cls) as raised:
-        call()
-    error = raised.value
-    assert type(error) is cls
-    assert (error.status_code, error.error_name, error.method, error.path) == (status, name, method, path)
-    assert error.error_msg.startswith(msg)
-    assert statuses(emulator) == [status]
-
-
-@pytest.mark.parametrize(("setup", "cls", "status"), [case.values[:3] for case in ERROR_CASES[:4]])
-def test_client_errors_are_never_retried(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    setup: Callable[[DropboxSignEmulator, DropboxSignHook], tuple[str, Callable[[], Any]]],
-    cls: type[DropboxSignError],
-    status: int,
-) -> None:
-    _, call = setup(emulator, DropboxSignHook(key_conn, retry_policy=FAST))
-    with pytest.raises(cls):
-        call()
-    assert statuses(emulator) == [status]
-
-
 def test_a_bad_parameter_is_named_in_the_error(emulator: DropboxSignEmulator, key_conn: str) -> None:
     with pytest.raises(DropboxSignBadRequestError) as raised:
         list(DropboxSignHook(key_conn).list_signature_requests(account_id="someone-else"))
@@ -592,28 +372,10 @@ def test_a_bad_page_size_fails_before_any_call(
 
 # --- invalid ids ---------------------------------------------------------------------------------
 
-BAD_IDS = [
-    "",
-    "   ",
-    "g" * 40,
-    "0123456789abcde",
-    "f" * 65,
-    "../account",
-    "%2e%2e/account",
-    f"{UNKNOWN_ID}/../../account",
-    f"{UNKNOWN_ID[:10]}\x00{UNKNOWN_ID[10:]}",
-    f"{UNKNOWN_ID}\r\nX-Injected: 1",
-    UNKNOWN_ID.replace("a", "\u0430"),
-    UNKNOWN_ID.replace("1", "\uff11"),
-    None,
-    12345678901234567890,
-]
-
 
 @pytest.mark.parametrize("value", BAD_IDS, ids=[repr(value)[:30] for value in BAD_IDS])
-@pytest.mark.parametrize(
-    "action", ["get_signature_request", "cancel_signature_request", "remove_signature_request_access"]
-)
+# get and cancel, which both hooks have, are in test_both_hooks.py.
+@pytest.mark.parametrize("action", ["remove_signature_request_access"])
 def test_an_invalid_id_never_reaches_the_api(
     emulator: DropboxSignEmulator, key_conn: str, action: str, value: Any
 ) -> None:
@@ -718,44 +480,6 @@ def test_calls_get_through_server_errors_dropped_connections_and_garbled_answers
     # An injected failure happens in front of the API: every cancel reached it exactly once.
     assert [emulator.cancel_calls(sr_id) for sr_id in sr_ids[:4]] == [1] * 4
     assert [emulator.get_state(sr_id) for sr_id in sr_ids[:4]] == ["cancel_requested"] * 4
-
-
-@pytest.mark.parametrize(
-    ("fault", "cls", "status", "logged"),
-    [
-        pytest.param(
-            {"error_rate": 1.0, "error_statuses": (503,)}, DropboxSignServerError, 503, 503, id="503"
-        ),
-        pytest.param(
-            {"error_rate": 1.0, "error_statuses": (500,)}, DropboxSignServerError, 500, 500, id="500"
-        ),
-        pytest.param({"drop_rate": 1.0}, DropboxSignConnectionError, None, 0, id="dropped"),
-        pytest.param({"malformed_rate": 1.0}, DropboxSignResponseError, 200, 200, id="garbled"),
-    ],
-)
-def test_max_retries_exhausted_raises_the_last_typed_error(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    fault: dict[str, Any],
-    cls: type[DropboxSignError],
-    status: int | None,
-    logged: int,
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    emulator.set_fault(seed=3, **fault)
-    hook = DropboxSignHook(
-        key_conn, retry_policy=RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.02)
-    )
-    with pytest.raises(cls) as raised:
-        hook.cancel_signature_request(sr_id)
-    error = raised.value
-    assert error.status_code == status
-    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
-    assert statuses(emulator) == [logged] * 3
-    if cls is DropboxSignConnectionError:
-        assert error.error_name == "connection_error"
-        assert isinstance(error.__cause__, requests.ConnectionError)
-    assert emulator.cancel_calls(sr_id) == 0
 
 
 def test_max_retries_from_the_constructor_is_used(emulator: DropboxSignEmulator, key_conn: str) -> None:

@@ -1,34 +1,26 @@
 """
-DropboxSignAsyncHook against the bundled emulator over loopback: the same connection, errors,
-budget and retries as the sync hook, plus the aiohttp session shared per event loop.
+DropboxSignAsyncHook against the bundled emulator over loopback: what only the async hook does
+(concurrent calls on one budget, cancelled calls, the aiohttp session shared per event loop). What
+both hooks share is in test_both_hooks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from dropbox_sign_provider.exceptions import (
-    DropboxSignBadRequestError,
-    DropboxSignConflictError,
     DropboxSignConnectionError,
     DropboxSignDeletedError,
-    DropboxSignError,
-    DropboxSignForbiddenError,
-    DropboxSignNotFoundError,
-    DropboxSignRateLimitError,
-    DropboxSignResponseError,
     DropboxSignServerError,
-    DropboxSignUnauthorizedError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
@@ -39,7 +31,6 @@ from tests.helpers import (
     SECRET_ACCESS_TOKEN,
     SECRET_API_KEY,
     SECRETS,
-    UNKNOWN_ID,
     make_requests,
     set_connection,
     statuses,
@@ -68,86 +59,6 @@ async def cancel(conn_id: str, sr_id: Any, **hook_kwargs: Any) -> None:
 
 
 # --- authentication and the connection ----------------------------------------------------------
-
-
-def test_an_api_key_is_sent_as_basic_auth(emulator: DropboxSignEmulator, key_conn: str) -> None:
-    created = emulator.create_signature_request(title="NDA")
-
-    async def main() -> tuple[dict[str, Any], str]:
-        async with DropboxSignAsyncHook(key_conn) as hook:
-            session = await hook.get_session()
-            return await hook.get_signature_request(created["signature_request_id"]), session.headers[
-                "Authorization"
-            ]
-
-    got, authorization = run(main())
-    assert got == created
-    assert authorization == "Basic " + base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode()
-    assert statuses(emulator) == [200]
-
-
-def test_an_access_token_is_sent_as_bearer_auth(emulator: DropboxSignEmulator, token_conn: str) -> None:
-    created = emulator.create_signature_request(title="Offer")
-
-    async def main() -> tuple[dict[str, Any], str]:
-        async with DropboxSignAsyncHook(token_conn) as hook:
-            session = await hook.get_session()
-            return await hook.get_signature_request(created["signature_request_id"]), session.headers[
-                "Authorization"
-            ]
-
-    got, authorization = run(main())
-    assert got == created
-    assert authorization == f"Bearer {SECRET_ACCESS_TOKEN}"
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        pytest.param({"password": SECRET_ACCESS_TOKEN}, id="token-as-api-key"),
-        pytest.param({"extra": {"access_token": SECRET_API_KEY}}, id="api-key-as-token"),
-    ],
-)
-def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
-) -> None:
-    conn_id = set_connection(monkeypatch, "ds_wrong", host=emulator.base_url, **fields)
-    with pytest.raises(DropboxSignUnauthorizedError) as raised:
-        run(get(conn_id, UNKNOWN_ID))
-    assert (raised.value.status_code, raised.value.error_name) == (401, "unauthorized")
-    assert (raised.value.method, raised.value.path) == ("GET", f"/signature_request/{UNKNOWN_ID}")
-    assert statuses(emulator) == [401]
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        pytest.param({}, "has no credentials", id="neither"),
-        pytest.param(
-            {"password": SECRET_API_KEY, "extra": {"access_token": SECRET_ACCESS_TOKEN}},
-            "has both an API key",
-            id="both",
-        ),
-    ],
-)
-def test_a_connection_needs_exactly_one_credential(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], message: str
-) -> None:
-    conn_id = set_connection(monkeypatch, "ds_creds_check", host=emulator.base_url, **fields)
-    with pytest.raises(ValueError, match=message) as raised:
-        run(get(conn_id, UNKNOWN_ID))
-    assert "'ds_creds_check'" in str(raised.value)
-    assert not any(secret in str(raised.value) for secret in SECRETS)
-    assert emulator.requests_log == []
-
-
-def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn_id = set_connection(
-        monkeypatch, "ds_insecure", host="http://api.example.com", password=SECRET_API_KEY
-    )
-    with pytest.raises(ValueError, match="plain http://") as raised:
-        run(DropboxSignAsyncHook(conn_id).get_settings())
-    assert "'ds_insecure'" in str(raised.value)
 
 
 def test_a_malformed_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,99 +97,6 @@ def test_cancel_then_get_answers_deleted(emulator: DropboxSignEmulator, key_conn
 
 # --- every error, typed --------------------------------------------------------------------------
 
-Setup = Callable[[DropboxSignEmulator], tuple[str, str, str]]
-
-
-def _cancel_completed(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
-    return "cancel", make_requests(emulator, 1, is_complete=True)[0], "/signature_request/cancel/{}"
-
-
-def _get_forbidden(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
-    return "get", make_requests(emulator, 1, forbidden=True)[0], "/signature_request/{}"
-
-
-def _get_unknown(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
-    return "get", UNKNOWN_ID, "/signature_request/{}"
-
-
-def _with_fault(action: str, **fault: Any) -> Setup:
-    def setup(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
-        sr_id = make_requests(emulator, 1)[0]
-        emulator.set_fault(seed=1, **fault)
-        path = "/signature_request/cancel/{}" if action == "cancel" else "/signature_request/{}"
-        return action, sr_id, path
-
-    return setup
-
-
-ERROR_CASES = [
-    pytest.param(_cancel_completed, DropboxSignBadRequestError, 400, "bad_request", "POST", id="400"),
-    pytest.param(_get_forbidden, DropboxSignForbiddenError, 403, "forbidden", "GET", id="403"),
-    pytest.param(_get_unknown, DropboxSignNotFoundError, 404, "not_found", "GET", id="404"),
-    pytest.param(
-        _with_fault("cancel", error_rate=1.0, error_statuses=(409,)),
-        DropboxSignConflictError,
-        409,
-        "conflict",
-        "POST",
-        id="409",
-    ),
-    pytest.param(
-        _with_fault("get", rate_limit_storm=1.0),
-        DropboxSignRateLimitError,
-        429,
-        "exceeded_rate",
-        "GET",
-        id="429",
-    ),
-    pytest.param(
-        _with_fault("cancel", error_rate=1.0, error_statuses=(500,)),
-        DropboxSignServerError,
-        500,
-        "internal_error",
-        "POST",
-        id="500",
-    ),
-    pytest.param(
-        _with_fault("get", error_rate=1.0, error_statuses=(504,)),
-        DropboxSignServerError,
-        504,
-        "server_error",
-        "GET",
-        id="504-html",
-    ),
-    pytest.param(
-        _with_fault("get", malformed_rate=1.0),
-        DropboxSignResponseError,
-        200,
-        "invalid_response",
-        "GET",
-        id="garbled",
-    ),
-]
-
-
-@pytest.mark.parametrize(("setup", "cls", "status", "name", "method"), ERROR_CASES)
-def test_every_error_answer_raises_its_typed_error(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    setup: Setup,
-    cls: type[DropboxSignError],
-    status: int,
-    name: str,
-    method: str,
-) -> None:
-    action, sr_id, path = setup(emulator)
-    call = cancel if action == "cancel" else get
-    with pytest.raises(cls) as raised:
-        run(call(key_conn, sr_id, retry_policy=NO_RETRY))
-    error = raised.value
-    assert type(error) is cls
-    assert (error.status_code, error.error_name) == (status, name)
-    assert (error.method, error.path) == (method, path.format(sr_id))
-    assert error.error_msg
-    assert statuses(emulator) == [status]
-
 
 def test_a_non_json_error_page_is_still_a_typed_error(emulator: DropboxSignEmulator, key_conn: str) -> None:
     sr_id = make_requests(emulator, 1)[0]
@@ -289,44 +107,7 @@ def test_a_non_json_error_page_is_still_a_typed_error(emulator: DropboxSignEmula
     assert "502 Bad Gateway" in raised.value.error_msg
 
 
-@pytest.mark.parametrize(("setup", "cls", "status"), [case.values[:3] for case in ERROR_CASES[:4]])
-def test_client_errors_are_never_retried(
-    emulator: DropboxSignEmulator, key_conn: str, setup: Setup, cls: type[DropboxSignError], status: int
-) -> None:
-    action, sr_id, _ = setup(emulator)
-    call = cancel if action == "cancel" else get
-    with pytest.raises(cls):
-        run(call(key_conn, sr_id, retry_policy=FAST))
-    assert statuses(emulator) == [status]
-
-
 # --- invalid ids ---------------------------------------------------------------------------------
-
-BAD_IDS = [
-    "",
-    "   ",
-    "g" * 40,
-    "0123456789abcde",
-    "f" * 65,
-    "../account",
-    "%2e%2e/account",
-    f"{UNKNOWN_ID[:10]}\x00{UNKNOWN_ID[10:]}",
-    UNKNOWN_ID.replace("a", "\u0430"),
-    None,
-    12345678901234567890,
-]
-
-
-@pytest.mark.parametrize("value", BAD_IDS, ids=[repr(value)[:30] for value in BAD_IDS])
-@pytest.mark.parametrize("call", [get, cancel], ids=["get", "cancel"])
-def test_an_invalid_id_never_reaches_the_api(
-    emulator: DropboxSignEmulator, key_conn: str, call: Callable[..., Awaitable[Any]], value: Any
-) -> None:
-    with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
-        run(call(key_conn, value))
-    assert repr(value) in str(raised.value)
-    assert emulator.requests_log == []
-
 
 # --- the rate limit ------------------------------------------------------------------------------
 
@@ -418,38 +199,6 @@ def test_concurrent_calls_get_through_server_errors_and_dropped_connections(
     assert seen[0] > 0
     assert sum(n for status, n in seen.items() if status >= 500) > 0
     assert [emulator.cancel_calls(sr_id) for sr_id in sr_ids[6:]] == [1] * 4
-
-
-@pytest.mark.parametrize(
-    ("fault", "cls", "status", "logged"),
-    [
-        pytest.param(
-            {"error_rate": 1.0, "error_statuses": (503,)}, DropboxSignServerError, 503, 503, id="503"
-        ),
-        pytest.param({"drop_rate": 1.0}, DropboxSignConnectionError, None, 0, id="dropped"),
-        pytest.param({"malformed_rate": 1.0}, DropboxSignResponseError, 200, 200, id="garbled"),
-    ],
-)
-def test_max_retries_exhausted_raises_the_last_typed_error(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    fault: dict[str, Any],
-    cls: type[DropboxSignError],
-    status: int | None,
-    logged: int,
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    emulator.set_fault(seed=3, **fault)
-    policy = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.02)
-    with pytest.raises(cls) as raised:
-        run(cancel(key_conn, sr_id, retry_policy=policy))
-    error = raised.value
-    assert error.status_code == status
-    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
-    assert statuses(emulator) == [logged] * 3
-    if cls is DropboxSignConnectionError:
-        assert isinstance(error.__cause__, aiohttp.ClientError)
-    assert emulator.cancel_calls(sr_id) == 0
 
 
 # --- cancellation ----------------------------------------------------------------------------------

@@ -1,0 +1,340 @@
+"""
+What the sync and async hooks share, written once and run against each (the ``client`` fixture):
+credentials, the connection's checks, every error the API answers, ids refused before a request,
+and retries given up. What only one hook does stays in test_hook.py or test_hook_async.py.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dropbox_sign_provider.exceptions import (
+    DropboxSignBadRequestError,
+    DropboxSignConflictError,
+    DropboxSignConnectionError,
+    DropboxSignError,
+    DropboxSignForbiddenError,
+    DropboxSignNotFoundError,
+    DropboxSignRateLimitError,
+    DropboxSignResponseError,
+    DropboxSignServerError,
+    DropboxSignUnauthorizedError,
+)
+from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.helpers import (
+    BAD_IDS,
+    FAST,
+    NO_RETRY,
+    SECRET_ACCESS_TOKEN,
+    SECRET_API_KEY,
+    SECRETS,
+    UNKNOWN_ID,
+    HookClient,
+    make_requests,
+    set_connection,
+    statuses,
+)
+
+pytestmark = pytest.mark.emulator(api_keys=(SECRET_API_KEY,), access_tokens=(SECRET_ACCESS_TOKEN,))
+
+Client = Callable[..., HookClient]
+
+
+# --- authentication and the connection ----------------------------------------------------------
+
+
+def test_an_api_key_is_sent_as_basic_auth(
+    emulator: DropboxSignEmulator, key_conn: str, client: Client
+) -> None:
+    created = emulator.create_signature_request(title="NDA")
+    hook = client(key_conn)
+    assert hook.get(created["signature_request_id"]) == created
+    assert hook.authorization() == "Basic " + base64.b64encode(b"sk-live-SECRETKEY123:").decode()
+    assert statuses(emulator) == [200]
+
+
+def test_an_access_token_is_sent_as_bearer_auth(
+    emulator: DropboxSignEmulator, token_conn: str, client: Client
+) -> None:
+    created = emulator.create_signature_request(title="Offer")
+    hook = client(token_conn)
+    assert hook.get(created["signature_request_id"]) == created
+    assert hook.authorization() == f"Bearer {SECRET_ACCESS_TOKEN}"
+    assert statuses(emulator) == [200]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"password": SECRET_ACCESS_TOKEN}, id="token-as-api-key"),
+        pytest.param({"extra": {"access_token": SECRET_API_KEY}}, id="api-key-as-token"),
+        pytest.param({"password": "sk-live-WRONG"}, id="wrong-api-key"),
+    ],
+)
+def test_a_credential_in_the_wrong_place_is_refused_by_the_api(
+    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], client: Client
+) -> None:
+    conn_id = set_connection(monkeypatch, "ds_wrong", host=emulator.base_url, **fields)
+    with pytest.raises(DropboxSignUnauthorizedError) as raised:
+        client(conn_id).get(UNKNOWN_ID)
+    assert (raised.value.status_code, raised.value.error_name) == (401, "unauthorized")
+    assert raised.value.error_msg == "Unauthorized user. Invalid credentials supplied."
+    assert (raised.value.method, raised.value.path) == ("GET", f"/signature_request/{UNKNOWN_ID}")
+    assert statuses(emulator) == [401]  # never retried
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({}, "has no credentials", id="neither"),
+        pytest.param({"password": "  "}, "has no credentials", id="blank-key"),
+        pytest.param(
+            {"password": SECRET_API_KEY, "extra": {"access_token": SECRET_ACCESS_TOKEN}},
+            "has both an API key",
+            id="both",
+        ),
+    ],
+)
+def test_a_connection_needs_exactly_one_credential(
+    emulator: DropboxSignEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: dict[str, Any],
+    message: str,
+    client: Client,
+) -> None:
+    conn_id = set_connection(monkeypatch, "ds_creds_check", host=emulator.base_url, **fields)
+    with pytest.raises(ValueError, match=message) as raised:
+        client(conn_id).get(UNKNOWN_ID)
+    assert "'ds_creds_check'" in str(raised.value)
+    assert not any(secret in str(raised.value) for secret in SECRETS)
+    assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize(
+    "host", ["http://api.example.com", "http://10.0.0.8:8080", "http://127.0.0.1.nip.io"]
+)
+def test_plain_http_to_another_host_is_refused(
+    monkeypatch: pytest.MonkeyPatch, host: str, client: Client
+) -> None:
+    conn_id = set_connection(monkeypatch, "ds_insecure", host=host, password=SECRET_API_KEY)
+    with pytest.raises(ValueError, match="plain http://") as raised:
+        client(conn_id).settings()
+    assert "'ds_insecure'" in str(raised.value)
+    assert "allow_insecure_http" in str(raised.value)
+
+
+# --- every error, typed --------------------------------------------------------------------------
+
+#: Makes the emulator answer with an error; says which call meets it, on which id and path.
+Setup = Callable[[DropboxSignEmulator], tuple[str, str, str]]
+
+
+def _cancel_completed(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "cancel", make_requests(emulator, 1, is_complete=True)[0], "/signature_request/cancel/{}"
+
+
+def _get_forbidden(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "get", make_requests(emulator, 1, forbidden=True)[0], "/signature_request/{}"
+
+
+def _get_unknown(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+    return "get", UNKNOWN_ID, "/signature_request/{}"
+
+
+def _with_fault(action: str, **fault: Any) -> Setup:
+    def setup(emulator: DropboxSignEmulator) -> tuple[str, str, str]:
+        sr_id = make_requests(emulator, 1)[0]
+        emulator.set_fault(seed=1, **fault)
+        path = "/signature_request/cancel/{}" if action == "cancel" else "/signature_request/{}"
+        return action, sr_id, path
+
+    return setup
+
+
+ERROR_CASES = [
+    pytest.param(
+        _cancel_completed,
+        DropboxSignBadRequestError,
+        400,
+        "bad_request",
+        "This request has already been completed and cannot be canceled.",
+        "POST",
+        id="400",
+    ),
+    pytest.param(
+        _get_forbidden,
+        DropboxSignForbiddenError,
+        403,
+        "forbidden",
+        "You do not have access to this signature request.",
+        "GET",
+        id="403",
+    ),
+    pytest.param(_get_unknown, DropboxSignNotFoundError, 404, "not_found", "Not found.", "GET", id="404"),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(409,)),
+        DropboxSignConflictError,
+        409,
+        "conflict",
+        "Injected 409 fault.",
+        "POST",
+        id="409",
+    ),
+    pytest.param(
+        _with_fault("get", rate_limit_storm=1.0),
+        DropboxSignRateLimitError,
+        429,
+        "exceeded_rate",
+        "Too many requests.",
+        "GET",
+        id="429",
+    ),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(500,)),
+        DropboxSignServerError,
+        500,
+        "internal_error",
+        "An internal error occurred. Please try again later.",
+        "POST",
+        id="500",
+    ),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(502,)),
+        DropboxSignServerError,
+        502,
+        "server_error",
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>",
+        "POST",
+        id="502-html",
+    ),
+    pytest.param(
+        _with_fault("cancel", error_rate=1.0, error_statuses=(503,)),
+        DropboxSignServerError,
+        503,
+        "server_error",
+        "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>",
+        "POST",
+        id="503-html",
+    ),
+    pytest.param(
+        _with_fault("get", error_rate=1.0, error_statuses=(504,)),
+        DropboxSignServerError,
+        504,
+        "server_error",
+        "<html>",
+        "GET",
+        id="504-html",
+    ),
+    pytest.param(
+        _with_fault("get", malformed_rate=1.0),
+        DropboxSignResponseError,
+        200,
+        "invalid_response",
+        'expected a JSON object, got \'{"signature_request": {"signature_request_id": "\'',
+        "GET",
+        id="unreadable-200",
+    ),
+]
+
+
+def _call(hook: HookClient, action: str, sr_id: str) -> Any:
+    return hook.cancel(sr_id) if action == "cancel" else hook.get(sr_id)
+
+
+@pytest.mark.parametrize(("setup", "cls", "status", "name", "msg", "method"), ERROR_CASES)
+def test_every_error_answer_raises_its_typed_error(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    setup: Setup,
+    cls: type[DropboxSignError],
+    status: int,
+    name: str,
+    msg: str,
+    method: str,
+    client: Client,
+) -> None:
+    action, sr_id, path = setup(emulator)
+    # No retries, so that retryable errors surface at once; the others would not be retried anyway.
+    with pytest.raises(cls) as raised:
+        _call(client(key_conn, retry_policy=NO_RETRY), action, sr_id)
+    error = raised.value
+    assert type(error) is cls
+    assert (error.status_code, error.error_name) == (status, name)
+    assert (error.method, error.path) == (method, path.format(sr_id))
+    assert error.error_msg
+    assert error.error_msg.startswith(msg)
+    assert statuses(emulator) == [status]
+
+
+@pytest.mark.parametrize(("setup", "cls", "status"), [case.values[:3] for case in ERROR_CASES[:4]])
+def test_client_errors_are_never_retried(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    setup: Setup,
+    cls: type[DropboxSignError],
+    status: int,
+    client: Client,
+) -> None:
+    action, sr_id, _ = setup(emulator)
+    with pytest.raises(cls):
+        _call(client(key_conn, retry_policy=FAST), action, sr_id)
+    assert statuses(emulator) == [status]
+
+
+# --- invalid ids ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", BAD_IDS, ids=[repr(value)[:30] for value in BAD_IDS])
+@pytest.mark.parametrize("action", ["get", "cancel"])
+def test_an_invalid_id_never_reaches_the_api(
+    emulator: DropboxSignEmulator, key_conn: str, action: str, value: Any, client: Client
+) -> None:
+    with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
+        _call(client(key_conn), action, value)
+    assert repr(value) in str(raised.value)
+    assert emulator.requests_log == []
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "status", "logged"),
+    [
+        pytest.param(
+            {"error_rate": 1.0, "error_statuses": (503,)}, DropboxSignServerError, 503, 503, id="503"
+        ),
+        pytest.param(
+            {"error_rate": 1.0, "error_statuses": (500,)}, DropboxSignServerError, 500, 500, id="500"
+        ),
+        pytest.param({"drop_rate": 1.0}, DropboxSignConnectionError, None, 0, id="dropped"),
+        pytest.param({"malformed_rate": 1.0}, DropboxSignResponseError, 200, 200, id="garbled"),
+    ],
+)
+def test_max_retries_exhausted_raises_the_last_typed_error(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    fault: dict[str, Any],
+    cls: type[DropboxSignError],
+    status: int | None,
+    logged: int,
+    client: Client,
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.set_fault(seed=3, **fault)
+    hook = client(key_conn, retry_policy=RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.02))
+    with pytest.raises(cls) as raised:
+        hook.cancel(sr_id)
+    error = raised.value
+    assert error.status_code == status
+    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
+    assert statuses(emulator) == [logged] * 3
+    if cls is DropboxSignConnectionError:
+        assert error.error_name == "connection_error"
+        assert isinstance(error.__cause__, hook.transport_error)
+    assert emulator.cancel_calls(sr_id) == 0
