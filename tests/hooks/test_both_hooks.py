@@ -1,12 +1,14 @@
 """
 What the sync and async hooks share, written once and run against each (the ``client`` fixture):
-credentials, the connection's checks, every error the API answers, ids refused before a request,
-and retries given up. What only one hook does stays in test_hook.py or test_hook_async.py.
+credentials, the connection's checks, a cancel then a get, every error the API answers, ids
+refused before a request, and retries given up. What only one hook does stays in test_hook.py or
+test_hook_async.py.
 """
 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
     DropboxSignConflictError,
     DropboxSignConnectionError,
+    DropboxSignDeletedError,
     DropboxSignError,
     DropboxSignForbiddenError,
     DropboxSignNotFoundError,
@@ -126,6 +129,32 @@ def test_plain_http_to_another_host_is_refused(
         client(conn_id).settings()
     assert "'ds_insecure'" in str(raised.value)
     assert "allow_insecure_http" in str(raised.value)
+
+
+# --- get and cancel --------------------------------------------------------------------------------
+
+
+def test_cancel_queues_the_cancellation_and_get_then_answers_deleted(
+    emulator: DropboxSignEmulator, key_conn: str, client: Client
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    hook = client(key_conn)
+    assert hook.cancel(sr_id) is None
+    assert emulator.get_state(sr_id) == "cancel_requested"
+    assert emulator.cancel_calls(sr_id) == 1
+
+    time.sleep(emulator.cancel_delay + 0.1)
+    with pytest.raises(DropboxSignDeletedError) as raised:
+        hook.get(sr_id)
+    error = raised.value
+    assert (error.status_code, error.error_name, error.error_msg) == (
+        410,
+        "deleted",
+        "This resource has been deleted.",
+    )
+    assert (error.method, error.path) == ("GET", f"/signature_request/{sr_id}")
+    assert emulator.cancel_calls(sr_id) == 1
+    assert statuses(emulator) == [200, 410]
 
 
 # --- every error, typed --------------------------------------------------------------------------

@@ -260,28 +260,6 @@ def test_get_answers_the_signature_request(emulator: DropboxSignEmulator, key_co
     ]
 
 
-def test_cancel_queues_the_cancellation_and_get_then_answers_deleted(
-    emulator: DropboxSignEmulator, key_conn: str
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    hook = DropboxSignHook(key_conn)
-    assert hook.cancel_signature_request(sr_id) is None
-    assert emulator.get_state(sr_id) == "cancel_requested"
-    assert emulator.cancel_calls(sr_id) == 1
-
-    time.sleep(emulator.cancel_delay + 0.1)
-    with pytest.raises(DropboxSignDeletedError) as raised:
-        hook.get_signature_request(sr_id)
-    error = raised.value
-    assert (error.status_code, error.error_name, error.error_msg) == (
-        410,
-        "deleted",
-        "This resource has been deleted.",
-    )
-    assert (error.method, error.path) == ("GET", f"/signature_request/{sr_id}")
-    assert statuses(emulator) == [200, 410]
-
-
 def test_remove_ends_access_to_a_completed_request(emulator: DropboxSignEmulator, key_conn: str) -> None:
     sr_id = make_requests(emulator, 1, is_complete=True)[0]
     hook = DropboxSignHook(key_conn)

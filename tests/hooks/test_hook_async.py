@@ -19,7 +19,6 @@ import pytest
 
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
-    DropboxSignDeletedError,
     DropboxSignServerError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
@@ -70,29 +69,6 @@ def test_a_malformed_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- get and cancel --------------------------------------------------------------------------------
-
-
-def test_cancel_then_get_answers_deleted(emulator: DropboxSignEmulator, key_conn: str) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-
-    async def main() -> None:
-        async with DropboxSignAsyncHook(key_conn) as hook:
-            assert await hook.cancel_signature_request(sr_id) is None
-            assert emulator.get_state(sr_id) == "cancel_requested"
-            await asyncio.sleep(emulator.cancel_delay + 0.1)
-            await hook.get_signature_request(sr_id)
-
-    with pytest.raises(DropboxSignDeletedError) as raised:
-        run(main())
-    error = raised.value
-    assert (error.status_code, error.error_name, error.error_msg) == (
-        410,
-        "deleted",
-        "This resource has been deleted.",
-    )
-    assert (error.method, error.path) == ("GET", f"/signature_request/{sr_id}")
-    assert emulator.cancel_calls(sr_id) == 1
-    assert statuses(emulator) == [200, 410]
 
 
 # --- every error, typed --------------------------------------------------------------------------
