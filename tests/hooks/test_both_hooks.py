@@ -1,13 +1,14 @@
 """
 What the sync and async hooks share, written once and run against each (the ``client`` fixture):
 credentials, the connection's checks, a cancel then a get, every error the API answers, ids
-refused before a request, and retries given up. What only one hook does stays in test_hook.py or
-test_hook_async.py.
+refused before a request, retries given up, and no secret in any log or error. What only one hook
+does stays in test_hook.py or test_hook_async.py.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignServerError,
     DropboxSignUnauthorizedError,
 )
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import (
@@ -367,3 +369,67 @@ def test_max_retries_exhausted_raises_the_last_typed_error(
         assert error.error_name == "connection_error"
         assert isinstance(error.__cause__, hook.transport_error)
     assert emulator.cancel_calls(sr_id) == 0
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def test_no_secret_reaches_logs_or_errors(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    token_conn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    client: Client,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sr_ids = make_requests(emulator, 3)
+    texts: list[str] = []
+
+    def record(error: BaseException | None) -> None:
+        while error is not None:
+            texts.extend([str(error), repr(error)])
+            error = error.__cause__ or error.__context__
+
+    for conn_id in (key_conn, token_conn):
+        hook = client(conn_id, retry_policy=FAST)
+        hook.get(sr_ids[0])
+        if hook.kind == "sync":  # only the sync hook lists
+            list(DropboxSignHook(conn_id, retry_policy=FAST).list_signature_requests(page_size=2))
+        emulator.set_fault(error_rate=0.5, drop_rate=0.3, seed=5)
+        hook.get(sr_ids[1])
+        emulator.set_fault(drop_rate=1.0)
+        with pytest.raises(DropboxSignConnectionError) as dropped:
+            hook.cancel(sr_ids[2])
+        record(dropped.value)
+        emulator.clear_faults()
+        texts.append(repr(hook.settings()))
+
+    wrong = set_connection(
+        monkeypatch, "ds_leak_wrong", host=emulator.base_url, password=SECRET_API_KEY + "-revoked"
+    )
+    with pytest.raises(DropboxSignUnauthorizedError) as refused:
+        client(wrong).get(sr_ids[0])
+    record(refused.value)
+    if hook.kind == "sync":  # only the sync hook tests a connection
+        texts.append(DropboxSignHook(wrong).test_connection()[1])
+    both = set_connection(
+        monkeypatch,
+        "ds_leak_both",
+        host=emulator.base_url,
+        password=SECRET_API_KEY,
+        extra={"access_token": SECRET_ACCESS_TOKEN},
+    )
+    with pytest.raises(ValueError, match="both") as invalid:
+        client(both).get(sr_ids[0])
+    record(invalid.value)
+
+    out, err = capfd.readouterr()
+    logs = caplog.text + out + err
+    assert "retrying" in logs  # the retries were logged, so the check below saw them
+    if hook.kind == "sync":
+        assert "127.0.0.1" in logs  # and so were the HTTP client's own debug lines
+    for text in [logs, *texts]:
+        for secret in SECRETS:
+            assert secret not in text

@@ -7,7 +7,6 @@ both hooks share is in test_both_hooks.py.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import Counter
@@ -18,7 +17,6 @@ import aiohttp
 import pytest
 
 from dropbox_sign_provider.exceptions import (
-    DropboxSignConnectionError,
     DropboxSignServerError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
@@ -29,7 +27,6 @@ from tests.helpers import (
     NO_RETRY,
     SECRET_ACCESS_TOKEN,
     SECRET_API_KEY,
-    SECRETS,
     make_requests,
     set_connection,
     statuses,
@@ -248,48 +245,6 @@ def test_sessions_of_different_event_loops_are_not_shared(key_conn: str) -> None
 
 
 # --- secrets -------------------------------------------------------------------------------------
-
-
-def test_no_secret_reaches_logs_or_errors(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    token_conn: str,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    sr_ids = make_requests(emulator, 3)
-    texts: list[str] = []
-
-    def record(error: BaseException | None) -> None:
-        while error is not None:
-            texts.extend([str(error), repr(error)])
-            error = error.__cause__ or error.__context__
-
-    async def main(conn_id: str) -> None:
-        async with DropboxSignAsyncHook(conn_id, retry_policy=FAST) as hook:
-            await hook.get_signature_request(sr_ids[0])
-            emulator.set_fault(error_rate=0.5, drop_rate=0.3, seed=5)
-            await hook.get_signature_request(sr_ids[1])
-            emulator.set_fault(drop_rate=1.0)
-            try:
-                await hook.cancel_signature_request(sr_ids[2])
-            except DropboxSignConnectionError as dropped:
-                record(dropped)
-            else:
-                raise AssertionError("every connection was dropped, yet the cancel succeeded")
-            emulator.clear_faults()
-            texts.append(repr(await hook.get_settings()))
-
-    for conn_id in (key_conn, token_conn):
-        run(main(conn_id))
-
-    out, err = capfd.readouterr()
-    logs = caplog.text + out + err
-    assert "retrying" in logs
-    for text in [logs, *texts]:
-        for secret in SECRETS:
-            assert secret not in text
 
 
 def test_a_retry_policy_given_replaces_the_default_backoff(
