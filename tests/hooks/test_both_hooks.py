@@ -1,8 +1,8 @@
 """
 What the sync and async hooks share, written once and run against each (the ``client`` fixture):
 credentials, the connection's checks, a cancel then a get, every error the API answers, ids
-refused before a request, retries given up, and no secret in any log or error. What only one hook
-does stays in test_hook.py or test_hook_async.py.
+refused before a request, retries given up, odd answers from the transport, and no secret in
+any log or error. What only one hook does stays in test_hook.py or test_hook_async.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
+import requests
 
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
@@ -24,13 +26,16 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignForbiddenError,
     DropboxSignNotFoundError,
     DropboxSignRateLimitError,
+    DropboxSignRedirectError,
     DropboxSignResponseError,
+    DropboxSignResponseTooLargeError,
     DropboxSignServerError,
+    DropboxSignTLSError,
     DropboxSignUnauthorizedError,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+from dropbox_sign_provider.hooks.dropbox_sign import MAX_RESPONSE_BYTES, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
     BAD_IDS,
     FAST,
@@ -369,6 +374,142 @@ def test_max_retries_exhausted_raises_the_last_typed_error(
         assert error.error_name == "connection_error"
         assert isinstance(error.__cause__, hook.transport_error)
     assert emulator.cancel_calls(sr_id) == 0
+
+
+# --- odd answers from the transport ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "name", "shown"),
+    [
+        pytest.param(
+            lambda emu: OddAnswer(302, {"Location": f"{emu.url}/v3/account"}, method="POST"),
+            "redirect",
+            lambda emu: f"redirected to '{emu.url.split('://')[1]}'",
+            id="302-to-a-call-that-succeeds",
+        ),
+        pytest.param(
+            lambda emu: OddAnswer(307, {"Location": f"{emu.base_url}/signature_request/cancel/x"}, times=50),
+            "redirect",
+            lambda emu: f"redirected to '{emu.url.split('://')[1]}'",
+            id="307-loop",
+        ),
+        pytest.param(
+            lambda emu: OddAnswer(
+                301, {"Location": "https://admin:HUNTER2@sso.example.com:8443/login?token=T0KEN#top"}
+            ),
+            "redirect",
+            lambda emu: "redirected to 'sso.example.com:8443'",
+            id="301-with-credentials-in-location",
+        ),
+        pytest.param(
+            lambda emu: OddAnswer(302, {"Location": "/v3/account?api_key=T0KEN"}),
+            "redirect",
+            lambda emu: "redirected to a path on the same host",
+            id="302-relative",
+        ),
+        pytest.param(
+            lambda emu: OddAnswer(304), "redirect", lambda emu: "redirected to no Location", id="304"
+        ),
+        pytest.param(
+            lambda emu: OddAnswer(101), "unexpected_status", lambda emu: "an interim status", id="101"
+        ),
+    ],
+)
+def test_only_a_2xx_is_an_answer_and_redirects_are_never_followed(
+    emulator: DropboxSignEmulator,
+    key_conn: str,
+    client: Client,
+    answer: Callable[[DropboxSignEmulator], OddAnswer],
+    name: str,
+    shown: Callable[[DropboxSignEmulator], str],
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    odd = answer(emulator)
+    emulator.add_odd_answers(odd)
+    with pytest.raises(DropboxSignRedirectError) as raised:
+        client(key_conn, retry_policy=FAST).cancel(sr_id)
+    error = raised.value
+    assert (error.status_code, error.error_name) == (odd.status, name)
+    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
+    assert shown(emulator) in str(error)
+    for secret in ("admin", "HUNTER2", "T0KEN", "login", "top"):
+        assert secret not in str(error)
+    # Sent once, neither retried nor followed; nothing was cancelled.
+    assert [(entry.method, entry.status) for entry in emulator.requests_log] == [("POST", odd.status)]
+    assert emulator.get_state(sr_id) == "awaiting_signature"
+    assert emulator.cancel_calls(sr_id) == 0
+
+
+def test_a_redirect_error_survives_pickling() -> None:
+    import pickle
+
+    error = DropboxSignRedirectError(302, "redirect", "redirected", method="POST", path="/account")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301
+    assert type(copy) is DropboxSignRedirectError
+    assert (copy.status_code, copy.error_name, copy.method, copy.path) == (
+        302,
+        "redirect",
+        "POST",
+        "/account",
+    )
+
+
+def test_a_body_the_client_cannot_decode_is_retried_as_a_typed_error(
+    emulator: DropboxSignEmulator, key_conn: str, client: Client
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    emulator.add_odd_answers(OddAnswer(200, {"Content-Encoding": "gzip"}, body=b"not gzip at all"))
+    got = client(key_conn, retry_policy=FAST).get(sr_id)
+    assert got["signature_request_id"] == sr_id
+    assert statuses(emulator) == [200, 200]
+
+    emulator.add_odd_answers(OddAnswer(200, {"Content-Encoding": "gzip"}, body=b"not gzip", times=10))
+    with pytest.raises(DropboxSignConnectionError) as raised:
+        client(key_conn, retry_policy=NO_RETRY).get(sr_id)
+    assert raised.value.status_code is None
+    assert isinstance(raised.value.__cause__, requests.RequestException | aiohttp.ClientError)
+
+
+def test_tls_to_a_plain_http_server_is_tried_once_and_says_what_to_check(
+    emulator: DropboxSignEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    client: Client,
+) -> None:
+    # A host without a scheme means https://: here, to the emulator, which speaks plain HTTP.
+    host = emulator.url.split("://")[1]
+    conn_id = set_connection(monkeypatch, "ds_no_scheme", host=host, password=SECRET_API_KEY)
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    with pytest.raises(DropboxSignTLSError) as raised:
+        # The default retry policy, whose five retries took 23 s before this was fixed.
+        client(conn_id).get(UNKNOWN_ID)
+    elapsed = time.monotonic() - started
+    message = str(raised.value)
+    assert raised.value.status_code is None
+    assert f"TLS handshake with {host} failed" in message
+    assert "https://" in message
+    assert "CA bundle" in message
+    assert "retrying" not in caplog.text
+    assert elapsed < 2.0
+
+
+def test_a_body_over_the_cap_is_refused_and_not_retried(
+    emulator: DropboxSignEmulator, key_conn: str, client: Client
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    # Exactly the cap is still read: a cancel answered by {} after that much white space.
+    emulator.add_odd_answers(OddAnswer(200, body=b" " * (MAX_RESPONSE_BYTES - 2) + b"{}", method="POST"))
+    assert client(key_conn, retry_policy=FAST).cancel(sr_id) is None
+
+    emulator.add_odd_answers(OddAnswer(200, body=b"x" * (11 * 2**20), times=3))
+    with pytest.raises(DropboxSignResponseTooLargeError) as raised:
+        client(key_conn, retry_policy=FAST).get(sr_id)
+    error = raised.value
+    assert (error.status_code, error.error_name) == (200, "response_too_large")
+    assert str(MAX_RESPONSE_BYTES) in error.error_msg
+    assert statuses(emulator) == [200, 200]  # the cancel, then one GET
 
 
 # --- secrets -------------------------------------------------------------------------------------

@@ -1,52 +1,42 @@
 """
 DropboxSignHook against the bundled emulator over loopback: what only the sync hook does (the
-connection's finer checks, test_connection, remove, pagination, its budget and retries). What both
-hooks share is in test_both_hooks.py.
+connection's finer checks, test_connection, remove, pagination, its budget and retries,
+interrupted calls). What both hooks share is in test_both_hooks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
-import requests
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
-    DropboxSignConnectionError,
     DropboxSignDeletedError,
     DropboxSignRateLimitError,
-    DropboxSignRedirectError,
-    DropboxSignResponseTooLargeError,
     DropboxSignServerError,
-    DropboxSignTLSError,
 )
 from dropbox_sign_provider.hooks.dropbox_sign import (
-    MAX_RESPONSE_BYTES,
     DropboxSignAsyncHook,
     DropboxSignHook,
     account_budget,
 )
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import (
     BAD_IDS,
     FAST,
-    NO_RETRY,
     SECRET_ACCESS_TOKEN,
     SECRET_API_KEY,
     SECRETS,
-    UNKNOWN_ID,
     connection_uri_json,
     make_requests,
     set_connection,
@@ -482,162 +472,6 @@ def test_a_429_storm_is_retried_then_raised(emulator: DropboxSignEmulator, key_c
     assert [entry.status for entry in log] == [429, 429]
     # The storm announced a reset about a second ahead; the retry waited for it.
     assert math.floor(log[1].time) > math.floor(log[0].time)
-
-
-# --- odd answers from the transport, both hooks --------------------------------------------------
-
-
-def call_api(client: str, conn_id: str, action: str, *args: Any, **hook_kwargs: Any) -> Any:
-    """Call ``action`` through the sync or the async hook, as a task or a trigger would."""
-    if client == "sync":
-        return getattr(DropboxSignHook(conn_id, **hook_kwargs), action)(*args)
-
-    async def main() -> Any:
-        async with DropboxSignAsyncHook(conn_id, **hook_kwargs) as hook:
-            answer: Awaitable[Any] = getattr(hook, action)(*args)
-            return await answer
-
-    return asyncio.run(main())
-
-
-both_hooks = pytest.mark.parametrize("client", ["sync", "async"])
-
-
-@both_hooks
-@pytest.mark.parametrize(
-    ("answer", "name", "shown"),
-    [
-        pytest.param(
-            lambda emu: OddAnswer(302, {"Location": f"{emu.url}/v3/account"}, method="POST"),
-            "redirect",
-            lambda emu: f"redirected to '{emu.url.split('://')[1]}'",
-            id="302-to-a-call-that-succeeds",
-        ),
-        pytest.param(
-            lambda emu: OddAnswer(307, {"Location": f"{emu.base_url}/signature_request/cancel/x"}, times=50),
-            "redirect",
-            lambda emu: f"redirected to '{emu.url.split('://')[1]}'",
-            id="307-loop",
-        ),
-        pytest.param(
-            lambda emu: OddAnswer(
-                301, {"Location": "https://admin:HUNTER2@sso.example.com:8443/login?token=T0KEN#top"}
-            ),
-            "redirect",
-            lambda emu: "redirected to 'sso.example.com:8443'",
-            id="301-with-credentials-in-location",
-        ),
-        pytest.param(
-            lambda emu: OddAnswer(302, {"Location": "/v3/account?api_key=T0KEN"}),
-            "redirect",
-            lambda emu: "redirected to a path on the same host",
-            id="302-relative",
-        ),
-        pytest.param(
-            lambda emu: OddAnswer(304), "redirect", lambda emu: "redirected to no Location", id="304"
-        ),
-        pytest.param(
-            lambda emu: OddAnswer(101), "unexpected_status", lambda emu: "an interim status", id="101"
-        ),
-    ],
-)
-def test_only_a_2xx_is_an_answer_and_redirects_are_never_followed(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    client: str,
-    answer: Callable[[DropboxSignEmulator], OddAnswer],
-    name: str,
-    shown: Callable[[DropboxSignEmulator], str],
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    odd = answer(emulator)
-    emulator.add_odd_answers(odd)
-    with pytest.raises(DropboxSignRedirectError) as raised:
-        call_api(client, key_conn, "cancel_signature_request", sr_id, retry_policy=FAST)
-    error = raised.value
-    assert (error.status_code, error.error_name) == (odd.status, name)
-    assert (error.method, error.path) == ("POST", f"/signature_request/cancel/{sr_id}")
-    assert shown(emulator) in str(error)
-    for secret in ("admin", "HUNTER2", "T0KEN", "login", "top"):
-        assert secret not in str(error)
-    # Sent once, neither retried nor followed; nothing was cancelled.
-    assert [(entry.method, entry.status) for entry in emulator.requests_log] == [("POST", odd.status)]
-    assert emulator.get_state(sr_id) == "awaiting_signature"
-    assert emulator.cancel_calls(sr_id) == 0
-
-
-def test_a_redirect_error_survives_pickling() -> None:
-    import pickle
-
-    error = DropboxSignRedirectError(302, "redirect", "redirected", method="POST", path="/account")
-    copy = pickle.loads(pickle.dumps(error))  # noqa: S301
-    assert type(copy) is DropboxSignRedirectError
-    assert (copy.status_code, copy.error_name, copy.method, copy.path) == (
-        302,
-        "redirect",
-        "POST",
-        "/account",
-    )
-
-
-@both_hooks
-def test_a_body_the_client_cannot_decode_is_retried_as_a_typed_error(
-    emulator: DropboxSignEmulator, key_conn: str, client: str
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    emulator.add_odd_answers(OddAnswer(200, {"Content-Encoding": "gzip"}, body=b"not gzip at all"))
-    got = call_api(client, key_conn, "get_signature_request", sr_id, retry_policy=FAST)
-    assert got["signature_request_id"] == sr_id
-    assert statuses(emulator) == [200, 200]
-
-    emulator.add_odd_answers(OddAnswer(200, {"Content-Encoding": "gzip"}, body=b"not gzip", times=10))
-    with pytest.raises(DropboxSignConnectionError) as raised:
-        call_api(client, key_conn, "get_signature_request", sr_id, retry_policy=NO_RETRY)
-    assert raised.value.status_code is None
-    assert isinstance(raised.value.__cause__, requests.RequestException | aiohttp.ClientError)
-
-
-@both_hooks
-def test_tls_to_a_plain_http_server_is_tried_once_and_says_what_to_check(
-    emulator: DropboxSignEmulator,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    client: str,
-) -> None:
-    # A host without a scheme means https://: here, to the emulator, which speaks plain HTTP.
-    host = emulator.url.split("://")[1]
-    conn_id = set_connection(monkeypatch, "ds_no_scheme", host=host, password=SECRET_API_KEY)
-    caplog.set_level(logging.WARNING)
-    started = time.monotonic()
-    with pytest.raises(DropboxSignTLSError) as raised:
-        # The default retry policy, whose five retries took 23 s before this was fixed.
-        call_api(client, conn_id, "get_signature_request", UNKNOWN_ID)
-    elapsed = time.monotonic() - started
-    message = str(raised.value)
-    assert raised.value.status_code is None
-    assert f"TLS handshake with {host} failed" in message
-    assert "https://" in message
-    assert "CA bundle" in message
-    assert "retrying" not in caplog.text
-    assert elapsed < 2.0
-
-
-@both_hooks
-def test_a_body_over_the_cap_is_refused_and_not_retried(
-    emulator: DropboxSignEmulator, key_conn: str, client: str
-) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    # Exactly the cap is still read: a cancel answered by {} after that much white space.
-    emulator.add_odd_answers(OddAnswer(200, body=b" " * (MAX_RESPONSE_BYTES - 2) + b"{}", method="POST"))
-    assert call_api(client, key_conn, "cancel_signature_request", sr_id, retry_policy=FAST) is None
-
-    emulator.add_odd_answers(OddAnswer(200, body=b"x" * (11 * 2**20), times=3))
-    with pytest.raises(DropboxSignResponseTooLargeError) as raised:
-        call_api(client, key_conn, "get_signature_request", sr_id, retry_policy=FAST)
-    error = raised.value
-    assert (error.status_code, error.error_name) == (200, "response_too_large")
-    assert str(MAX_RESPONSE_BYTES) in error.error_msg
-    assert statuses(emulator) == [200, 200]  # the cancel, then one GET
 
 
 # --- interrupted calls ---------------------------------------------------------------------------
