@@ -6,6 +6,7 @@ loopback, and connections pointing at it. Plain functions and constants live in 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -71,19 +72,37 @@ def _fresh_budgets() -> Iterator[None]:
 
 
 @pytest.fixture
-def emulator(request: pytest.FixtureRequest) -> Iterator[DropboxSignEmulator]:
-    """A fresh emulator on loopback: key ``test-key``, token ``test-token``, 0.2 s cancellations.
+def make_emulator() -> Iterator[Callable[..., DropboxSignEmulator]]:
+    """Starts emulators on loopback, each stopped after the test: ``make_emulator(**kwargs)``.
 
-    ``@pytest.mark.emulator(**kwargs)`` on a test (or a module's ``pytestmark``) changes any of
-    these, or adds others (``rate_limit``, ``window_seconds``, ...), as DropboxSignEmulator's
-    keyword arguments.
+    Key ``test-key``, token ``test-token`` and 0.2 s cancellations unless ``kwargs`` (any of
+    DropboxSignEmulator's keyword arguments) say otherwise.
     """
-    settings: dict[str, Any] = {"api_keys": (API_KEY,), "access_tokens": (ACCESS_TOKEN,), "cancel_delay": 0.2}
+    with contextlib.ExitStack() as running:
+
+        def make(**kwargs: Any) -> DropboxSignEmulator:
+            settings: dict[str, Any] = {
+                "api_keys": (API_KEY,),
+                "access_tokens": (ACCESS_TOKEN,),
+                "cancel_delay": 0.2,
+                **kwargs,
+            }
+            return running.enter_context(DropboxSignEmulator(**settings))
+
+        yield make
+
+
+@pytest.fixture
+def emulator(
+    request: pytest.FixtureRequest, make_emulator: Callable[..., DropboxSignEmulator]
+) -> DropboxSignEmulator:
+    """A fresh emulator on loopback, as ``make_emulator()`` starts it.
+
+    ``@pytest.mark.emulator(**kwargs)`` on a test (or a module's ``pytestmark``) passes ``kwargs``
+    to ``make_emulator``: other credentials, ``rate_limit``, ``window_seconds``, ...
+    """
     marker = request.node.get_closest_marker("emulator")
-    if marker is not None:
-        settings.update(marker.kwargs)
-    with DropboxSignEmulator(**settings) as emu:
-        yield emu
+    return make_emulator(**(marker.kwargs if marker is not None else {}))
 
 
 @pytest.fixture

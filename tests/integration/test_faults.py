@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -322,14 +322,16 @@ def _print_table() -> Iterator[None]:
 
 
 @pytest.fixture
-def fast_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+def fast_emulator(
+    make_emulator: Callable[..., DropboxSignEmulator], monkeypatch: pytest.MonkeyPatch
+) -> DropboxSignEmulator:
     """An emulator whose rate limit never binds (the faults are the point) and quick cancellations."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1_000_000, cancel_delay=0.1) as emulator:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
-            connection_uri_json(emulator.base_url, max_requests_per_minute=1_000_000),
-        )
-        yield emulator
+    emulator = make_emulator(rate_limit=1_000_000, cancel_delay=0.1)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        connection_uri_json(emulator.base_url, max_requests_per_minute=1_000_000),
+    )
+    return emulator
 
 
 def classify(run: TaskRun, sr_id: str) -> str:
