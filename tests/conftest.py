@@ -1,19 +1,21 @@
 """
 Shared fixtures: an isolated Airflow home with a migrated SQLite database, the bundled emulator on
-loopback, and connections pointing at it.
+loopback, and connections pointing at it. Plain functions and constants live in ``tests.helpers``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Airflow reads its configuration on first import: point it at a throw-away home first.
 if os.environ.get("DROPBOX_SIGN_TEST_AIRFLOW_HOME"):
@@ -43,20 +45,7 @@ import pytest
 
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-
-API_KEY = "test-key"
-ACCESS_TOKEN = "test-token"
-REPO = Path(__file__).parent.parent
-
-
-def connection_uri_json(base_url: str, *, api_key: str | None = API_KEY, **extra: object) -> str:
-    """An ``AIRFLOW_CONN_*`` value (JSON form) for a dropbox_sign connection."""
-    conn: dict[str, object] = {"conn_type": "dropbox_sign", "host": base_url}
-    if api_key is not None:
-        conn["password"] = api_key
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
+from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +72,37 @@ def _fresh_budgets() -> Iterator[None]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[DropboxSignEmulator]:
-    """A fresh emulator on loopback: key ``test-key``, token ``test-token``, 0.2 s cancellations."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), access_tokens=(ACCESS_TOKEN,), cancel_delay=0.2) as emu:
-        yield emu
+def make_emulator() -> Iterator[Callable[..., DropboxSignEmulator]]:
+    """Starts emulators on loopback, each stopped after the test: ``make_emulator(**kwargs)``.
+
+    Key ``test-key``, token ``test-token`` and 0.2 s cancellations unless ``kwargs`` (any of
+    DropboxSignEmulator's keyword arguments) say otherwise.
+    """
+    with contextlib.ExitStack() as running:
+
+        def make(**kwargs: Any) -> DropboxSignEmulator:
+            settings: dict[str, Any] = {
+                "api_keys": (API_KEY,),
+                "access_tokens": (ACCESS_TOKEN,),
+                "cancel_delay": 0.2,
+                **kwargs,
+            }
+            return running.enter_context(DropboxSignEmulator(**settings))
+
+        yield make
+
+
+@pytest.fixture
+def emulator(
+    request: pytest.FixtureRequest, make_emulator: Callable[..., DropboxSignEmulator]
+) -> DropboxSignEmulator:
+    """A fresh emulator on loopback, as ``make_emulator()`` starts it.
+
+    ``@pytest.mark.emulator(**kwargs)`` on a test (or a module's ``pytestmark``) passes ``kwargs``
+    to ``make_emulator``: other credentials, ``rate_limit``, ``window_seconds``, ...
+    """
+    marker = request.node.get_closest_marker("emulator")
+    return make_emulator(**(marker.kwargs if marker is not None else {}))
 
 
 @pytest.fixture
@@ -96,6 +112,26 @@ def dropbox_sign_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyP
     return "dropbox_sign_default"
 
 
-def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> list[str]:
-    """Create ``n`` signature requests and return their ids."""
-    return [emulator.create_signature_request(**fields)["signature_request_id"] for _ in range(n)]
+@pytest.fixture
+def key_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``ds_key``: the emulator's first API key, as the connection's password."""
+    return set_connection(monkeypatch, "ds_key", host=emulator.base_url, password=emulator.api_keys[0])
+
+
+@pytest.fixture
+def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``ds_token``: the emulator's first access token, in the connection's extra."""
+    return set_connection(
+        monkeypatch, "ds_token", host=emulator.url, extra={"access_token": emulator.access_tokens[0]}
+    )
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request: pytest.FixtureRequest) -> Callable[..., HookClient]:
+    """Makes a HookClient over the sync hook, then the async one: ``client(conn_id, **hook_kwargs)``."""
+    kind: str = request.param
+
+    def make(conn_id: str, **hook_kwargs: Any) -> HookClient:
+        return HookClient(kind, conn_id, **hook_kwargs)
+
+    return make

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -32,7 +32,7 @@ import dropbox_sign_provider.hooks.dropbox_sign as hooks_module
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 #: One seed for every fault, so a failing run can be replayed.
 SEED = 20_260_101
@@ -322,14 +322,16 @@ def _print_table() -> Iterator[None]:
 
 
 @pytest.fixture
-def fast_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+def fast_emulator(
+    make_emulator: Callable[..., DropboxSignEmulator], monkeypatch: pytest.MonkeyPatch
+) -> DropboxSignEmulator:
     """An emulator whose rate limit never binds (the faults are the point) and quick cancellations."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1_000_000, cancel_delay=0.1) as emulator:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
-            connection_uri_json(emulator.base_url, max_requests_per_minute=1_000_000),
-        )
-        yield emulator
+    emulator = make_emulator(rate_limit=1_000_000, cancel_delay=0.1)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        connection_uri_json(emulator.base_url, max_requests_per_minute=1_000_000),
+    )
+    return emulator
 
 
 def classify(run: TaskRun, sr_id: str) -> str:

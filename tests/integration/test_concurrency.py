@@ -13,14 +13,13 @@ import math
 import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import connection_uri_json, make_requests
 
 PROCESSES = 4
 IDS_PER_PROCESS = 100
@@ -58,20 +57,18 @@ def worker(ids: list[str], go: Any, results: Any) -> None:
 
 
 @pytest.fixture
-def shared_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    with DropboxSignEmulator(
-        api_keys=(API_KEY,), rate_limit=RATE_LIMIT, window_seconds=WINDOW_SECONDS, cancel_delay=0.2
-    ) as emulator:
-        # The client-side cap allows what the account allows: only the API's headers can keep four
-        # processes from overrunning it together.
-        per_minute = int(RATE_LIMIT * 60 / WINDOW_SECONDS)
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
-            connection_uri_json(emulator.base_url, max_requests_per_minute=per_minute),
-        )
-        yield emulator
+def shared_account(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> DropboxSignEmulator:
+    # The client-side cap allows what the account allows: only the API's headers can keep four
+    # processes from overrunning it together.
+    per_minute = int(RATE_LIMIT * 60 / WINDOW_SECONDS)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        connection_uri_json(emulator.base_url, max_requests_per_minute=per_minute),
+    )
+    return emulator
 
 
+@pytest.mark.emulator(rate_limit=RATE_LIMIT, window_seconds=WINDOW_SECONDS)
 def test_four_workers_share_one_account_budget(shared_account: DropboxSignEmulator) -> None:
     emulator = shared_account
     ids = make_requests(emulator, PROCESSES * IDS_PER_PROCESS)

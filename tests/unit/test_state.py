@@ -20,7 +20,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.conftest import connection_uri_json
+from tests.helpers import connection_uri_json
 
 S = RequestState
 

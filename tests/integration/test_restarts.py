@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import connection_uri_json, make_requests
 
 RECANCEL_AFTER = 2.0
 POLL = 0.1
@@ -43,13 +43,15 @@ class RecordingTI:
 
 
 @pytest.fixture
-def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=100_000, cancel_delay=0.2) as emulator:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
-            connection_uri_json(emulator.base_url, max_requests_per_minute=100_000),
-        )
-        yield emulator
+def account(
+    make_emulator: Callable[..., DropboxSignEmulator], monkeypatch: pytest.MonkeyPatch
+) -> DropboxSignEmulator:
+    emulator = make_emulator(rate_limit=100_000)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        connection_uri_json(emulator.base_url, max_requests_per_minute=100_000),
+    )
+    return emulator
 
 
 def stored_kwargs(trigger: SignatureRequestCanceledTrigger) -> tuple[str, dict[str, Any]]:

@@ -189,7 +189,7 @@ def test_each_documented_error_has_its_class(status: int, cls: type[DropboxSignE
 def test_the_official_examples_map_to_their_classes() -> None:
     from pathlib import Path
 
-    examples = Path(__file__).parent / "data" / "dropbox-sign" / "examples"
+    examples = Path(__file__).parent.parent / "data" / "dropbox-sign" / "examples"
     expected = {
         "Error400Response.json": (400, DropboxSignBadRequestError),
         "Error401Response.json": (401, DropboxSignUnauthorizedError),

@@ -20,7 +20,7 @@ from openapi_schema_validator import OAS30Validator
 
 from dropbox_sign_provider.testing import DropboxSignEmulator
 
-DATA = Path(__file__).parent / "data" / "dropbox-sign"
+DATA = Path(__file__).parent.parent / "data" / "dropbox-sign"
 OFFICIAL_ORIGIN = ("https", "api.hellosign.com")
 KEY = ("test-key", "")
 CANCEL_DELAY = 0.1

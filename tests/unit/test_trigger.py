@@ -16,7 +16,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 _real_sleep = asyncio.sleep

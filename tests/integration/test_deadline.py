@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,31 +12,25 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, Dropb
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.conftest import API_KEY, connection_uri_json
-
-
-@pytest.fixture
-def one_per_minute(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    # The client-side cap, not the API's window: a window may happen to reset a second later.
-    with DropboxSignEmulator(api_keys=(API_KEY,)) as emu:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.url, max_requests_per_minute=1)
-        )
-        yield emu
+from tests.helpers import connection_uri_json
 
 
 def _cancels(emu: DropboxSignEmulator) -> int:
     return sum(1 for r in emu.requests_log if r.method == "POST")
 
 
-@pytest.mark.parametrize("client", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_cancel_that_would_wait_past_its_deadline_for_the_rate_limit_is_not_sent(
-    one_per_minute: DropboxSignEmulator, client: str
+    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    emu = one_per_minute
+    # The client-side cap, not the API's window: a window may happen to reset a second later.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emulator.url, max_requests_per_minute=1)
+    )
+    emu = emulator
     first, second = (emu.create_signature_request()["signature_request_id"] for _ in range(2))
     started = time.monotonic()
-    if client == "sync":
+    if kind == "sync":
         hook = DropboxSignHook()
         hook.cancel_signature_request(first)
         with pytest.raises(DropboxSignDeadlineError, match="past its deadline") as raised:

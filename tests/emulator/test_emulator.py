@@ -28,7 +28,7 @@ from dropbox_sign_provider.testing import emulator as emulator_module
 
 KEY = ("test-key", "")
 CANCEL_DELAY = 0.2
-EXAMPLES = Path(__file__).parent / "data" / "dropbox-sign" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "data" / "dropbox-sign" / "examples"
 # What the tests ask the emulator to bind, and expect it to refuse unless allowed.
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104
 

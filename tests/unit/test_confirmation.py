@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,7 +39,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
-from tests.conftest import API_KEY, connection_uri_json, make_requests
+from tests.helpers import make_requests
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 T0 = 1_700_000_000.0
@@ -366,12 +365,12 @@ def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_s
     assert watch.outcomes[lost] == "canceled"
 
 
-CLIENTS = pytest.mark.parametrize("client", ["sync", "async"])
+CLIENTS = pytest.mark.parametrize("kind", ["sync", "async"])
 
 
-def poll(client: str, watch: CancellationWatch, log: Recorder, cutoff: float | None = None) -> None:
+def poll(kind: str, watch: CancellationWatch, log: Recorder, cutoff: float | None = None) -> None:
     """One round with the sync hook (poll_once) or the async one (apoll_once), as a trigger has it."""
-    if client == "sync":
+    if kind == "sync":
         poll_once(DropboxSignHook(), watch, log, cutoff)
         return
 
@@ -397,7 +396,7 @@ def bad_request_for(sr_id: str) -> OddAnswer:
 
 @CLIENTS
 def test_one_bad_answer_ends_only_its_id(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str, client: str
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, kind: str
 ) -> None:
     bad, good, other = make_requests(emulator, 3)
     hook = DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0))
@@ -413,7 +412,7 @@ def test_one_bad_answer_ends_only_its_id(
         recancel_after=5,
     )
     log = Recorder()
-    poll(client, watch, log)
+    poll(kind, watch, log)
     assert watch.done
     assert watch.outcomes == {bad: "error", good: "canceled", other: "canceled"}
     event = watch.event("fail")
@@ -426,19 +425,16 @@ def test_one_bad_answer_ends_only_its_id(
     assert emulator.cancel_calls(bad) == 1  # an error is no reason to cancel again
 
 
-@pytest.fixture
-def one_call_a_minute(monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
-    """An account allowed one call a minute: after one GET, a re-cancel would wait for a minute."""
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
-        monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emu.base_url))
-        yield emu
+#: An account allowed one call a minute: after one GET, a re-cancel would wait for a minute.
+ONE_CALL_A_MINUTE = pytest.mark.emulator(rate_limit=1, window_seconds=60)
 
 
 @CLIENTS
+@ONE_CALL_A_MINUTE
 def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
-    one_call_a_minute: DropboxSignEmulator, client: str
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, kind: str
 ) -> None:
-    emu = one_call_a_minute
+    emu = emulator
     sr_id = emu.create_signature_request()["signature_request_id"]
     now = time.time()
     # Cancelled 10 s ago, never confirmed, due for a re-cancel; 1.5 s left before the deadline.
@@ -446,7 +442,7 @@ def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
         {sr_id: "cancel_requested"}, now - 10, timeout=11.5, recancel_after=5.0, max_cancel_attempts=3
     )
     log = Recorder()
-    poll(client, watch, log, round_cutoff(watch, 0.5))
+    poll(kind, watch, log, round_cutoff(watch, 0.5))
     assert [r.method for r in emu.requests_log] == ["GET"]
     assert [r for r in emu.requests_log if r.method == "POST" and r.time > watch.deadline] == []
     assert time.time() < watch.deadline  # refused at once rather than after waiting for the budget

@@ -19,7 +19,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import ParamValidationError
 
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
-from tests.conftest import API_KEY, REPO, connection_uri_json, make_requests
+from tests.helpers import API_KEY, REPO, connection_uri_json, make_requests
 
 DAGS = REPO / "dags"
 DAY = 86400.0

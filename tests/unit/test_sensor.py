@@ -16,8 +16,16 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
-from tests.conftest import API_KEY, connection_uri_json, make_requests
-from tests.test_operator import FakeTI, load_test_dag, resume, task_instances, xcom
+from tests.helpers import (
+    API_KEY,
+    FakeTI,
+    connection_uri_json,
+    load_test_dag,
+    make_requests,
+    resume,
+    task_instances,
+    xcom,
+)
 
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
 HOUR = 3600.0

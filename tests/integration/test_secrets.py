@@ -34,7 +34,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.conftest import REPO, make_requests
+from tests.helpers import REPO, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"
 TOKEN = "oauth-RECOGNISABLETOKEN0002"
@@ -333,13 +333,13 @@ def test_trigger_kwargs_hold_no_secret(
 # --- masking ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("client", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("credential", ["api key", "access token"])
 def test_what_is_sent_is_masked_even_when_stored_with_white_space(
-    account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str, client: str
+    account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str, kind: str
 ) -> None:
     # A credential of its own: Airflow's masker is process-wide, and remembers every other test's.
-    secret = f"sk-live-PADDED{client}{credential.replace(' ', '')}{time.time_ns()}"
+    secret = f"sk-live-PADDED{kind}{credential.replace(' ', '')}{time.time_ns()}"
     conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": account.base_url}
     if credential == "api key":
         conn["password"] = f"  {secret}\n"
@@ -347,7 +347,7 @@ def test_what_is_sent_is_masked_even_when_stored_with_white_space(
         conn["extra"] = {"access_token": f"\t{secret}  "}
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", json.dumps(conn))
 
-    if client == "sync":
+    if kind == "sync":
         authorization = DropboxSignHook().settings.authorization
     else:
         authorization = asyncio.run(DropboxSignAsyncHook().get_settings()).authorization

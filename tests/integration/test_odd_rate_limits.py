@@ -16,7 +16,7 @@ import pytest
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook, account_budget
 from dropbox_sign_provider.hooks.policy import AccountBudget, RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
-from tests.conftest import API_KEY, connection_uri_json
+from tests.helpers import API_KEY, connection_uri_json
 
 EXCEEDED = json.dumps({"error": {"error_msg": "Too many requests.", "error_name": "exceeded_rate"}})
 
@@ -95,9 +95,9 @@ def test_retry_after_of_a_429_without_rate_headers_is_honoured(emu: DropboxSignE
     assert answered.time - refused.time >= 1.9
 
 
-@pytest.mark.parametrize("client", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_waiters_for_the_first_answer_do_not_poll(
-    emu: DropboxSignEmulator, client: str, monkeypatch: pytest.MonkeyPatch
+    emu: DropboxSignEmulator, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # While the account's first request is out, the others wait for its answer instead of asking
     # the budget again every few milliseconds.
@@ -113,7 +113,7 @@ def test_waiters_for_the_first_answer_do_not_poll(
 
     monkeypatch.setattr(AccountBudget, "reserve", counting_reserve)
     calls = 50
-    if client == "async":
+    if kind == "async":
 
         async def gets() -> None:
             async with DropboxSignAsyncHook() as hook:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import time
 from typing import Any
@@ -15,22 +13,18 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
-from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.conftest import REPO, connection_uri_json, make_requests
+from tests.helpers import (
+    FakeTI,
+    connection_uri_json,
+    load_test_dag,
+    make_requests,
+    resume,
+    task_instances,
+    xcom,
+)
 
 LINK_KEY = DropboxSignRequestLink().xcom_key
 MISSING = "0f" * 20
-
-
-class FakeTI:
-    """The part of Airflow's task instance a task's execute() touches here."""
-
-    def __init__(self) -> None:
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be plain data
-        self.xcoms[key] = value
 
 
 def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
@@ -50,22 +44,6 @@ def run(task: CancelSignatureRequestOperator, ti: FakeTI | None = None) -> Any:
         result = resume(task, deferred, context)
     json.dumps(result)
     return result
-
-
-def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
-    """What Airflow does with a deferral: run the trigger to its one event, then resume the task."""
-    assert task.deferrable
-    assert isinstance(deferred.trigger, SignatureRequestCanceledTrigger)
-    # The trigger is rebuilt from its plain-JSON kwargs, as the triggerer would.
-    _, kwargs = deferred.trigger.serialize()
-    trigger = SignatureRequestCanceledTrigger(**json.loads(json.dumps(kwargs)))
-
-    async def one_event() -> Any:
-        events = [event async for event in trigger.run()]
-        assert len(events) == 1
-        return events[0].payload
-
-    return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
 
 
 def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
@@ -444,24 +422,6 @@ def test_rerun_after_partial_progress(
 
 
 # --- under dag.test() ---------------------------------------------------------------------------
-
-
-def load_test_dag(name: str) -> Any:
-    """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
-    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
-    return {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
-
-
-def xcom(ti: Any, key: str = "return_value") -> Any:
-    return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
 
 
 @pytest.mark.usefixtures("airflow_db")

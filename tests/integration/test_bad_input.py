@@ -27,7 +27,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.conftest import ACCESS_TOKEN, API_KEY, REPO, connection_uri_json
+from tests.helpers import ACCESS_TOKEN, API_KEY, REPO, connection_uri_json
 
 GOOD = "d10338cad145e1cb68afc828"
 OTHER_GOOD = "fa5c8a0b0f492d768749333ad6fcc214c111e967"
@@ -90,6 +90,7 @@ def names(error: BaseException, bad: BadId) -> bool:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[DropboxSignEmulator]:
+    """One emulator for the whole module: hundreds of refusals need no fresh account each."""
     with DropboxSignEmulator(
         api_keys=(API_KEY,), access_tokens=(ACCESS_TOKEN,), cancel_delay=0.2
     ) as emulator:
@@ -99,7 +100,8 @@ def api() -> Iterator[DropboxSignEmulator]:
 
 
 @pytest.fixture
-def emulator(api: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+def unchanged_api(api: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[DropboxSignEmulator]:
+    """The module's emulator with an empty log, checked afterwards to be as it was."""
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(api.base_url))
     api.clear_log()
     yield api
@@ -197,12 +199,14 @@ ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=[b.name for b in BAD_IDS])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-def test_bad_id_is_refused_before_any_request(emulator: DropboxSignEmulator, entry: str, bad: BadId) -> None:
+def test_bad_id_is_refused_before_any_request(
+    unchanged_api: DropboxSignEmulator, entry: str, bad: BadId
+) -> None:
     with pytest.raises(ValueError, match="signature_request_id") as refused:
         ENTRY_POINTS[entry](bad.value)
 
     assert names(refused.value, bad), str(refused.value)
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
 @pytest.mark.parametrize(
@@ -240,20 +244,20 @@ TEXT_IDS = [b for b in BAD_IDS if isinstance(b.offending, str)]
 
 
 @pytest.mark.parametrize("bad", TEXT_IDS, ids=[b.name for b in TEXT_IDS])
-def test_trigger_refuses_a_bad_id_before_any_request(emulator: DropboxSignEmulator, bad: BadId) -> None:
+def test_trigger_refuses_a_bad_id_before_any_request(unchanged_api: DropboxSignEmulator, bad: BadId) -> None:
     # Its kwargs come from the database: a trigger must not trust them to be well formed.
     with pytest.raises(ValueError, match="signature_request_id") as refused:
         asyncio.run(first_event(trigger_for([bad.offending])))
 
     assert names(refused.value, bad), str(refused.value)
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
-def test_trigger_checks_every_id_before_it_polls_any(emulator: DropboxSignEmulator) -> None:
+def test_trigger_checks_every_id_before_it_polls_any(unchanged_api: DropboxSignEmulator) -> None:
     with pytest.raises(ValueError, match=re.escape("'../account'")):
         asyncio.run(first_event(trigger_for([GOOD, "../account", OTHER_GOOD])))
 
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
 # --- parameters -------------------------------------------------------------------------------------
@@ -369,12 +373,12 @@ def make_and_use(make: Callable[[], Any]) -> None:
     ("make", "named"), [(m, n) for _, m, n in BAD_SETTINGS], ids=[s[0] for s in BAD_SETTINGS]
 )
 def test_bad_setting_is_refused_before_any_request(
-    emulator: DropboxSignEmulator, make: Callable[[], Any], named: str
+    unchanged_api: DropboxSignEmulator, make: Callable[[], Any], named: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(named)):
         make_and_use(make)
 
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
 # --- connections ------------------------------------------------------------------------------------
@@ -434,13 +438,13 @@ def async_settings(conn_id: str) -> Any:
     ("make", "named"), [(m, n) for _, m, n in BAD_CONNECTIONS], ids=[c[0] for c in BAD_CONNECTIONS]
 )
 def test_bad_connection_is_refused_before_any_request(
-    emulator: DropboxSignEmulator,
+    unchanged_api: DropboxSignEmulator,
     monkeypatch: pytest.MonkeyPatch,
     use: Callable[[str], Any],
     make: Callable[[str], str],
     named: str,
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_BAD", make(emulator.base_url))
+    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_BAD", make(unchanged_api.base_url))
 
     with pytest.raises(ValueError, match="'dropbox_sign_bad'") as refused:
         use("dropbox_sign_bad")
@@ -449,7 +453,7 @@ def test_bad_connection_is_refused_before_any_request(
     assert named in message
     assert SECRET_KEY not in message
     assert SECRET_TOKEN not in message
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
 def test_plain_http_to_a_remote_host_needs_an_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -461,7 +465,7 @@ def test_plain_http_to_a_remote_host_needs_an_explicit_opt_in(monkeypatch: pytes
 
 
 def test_the_connection_test_reports_a_bad_connection_without_a_request(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch
+    unchanged_api: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_BAD", conn("http://api.hellosign.com"))
 
@@ -470,7 +474,7 @@ def test_the_connection_test_reports_a_bad_connection_without_a_request(
     assert ok is False
     assert "'api.hellosign.com'" in message
     assert SECRET_KEY not in message
-    assert emulator.requests_log == []
+    assert unchanged_api.requests_log == []
 
 
 # --- the example DAG's trigger form ------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""
+What several test files share besides fixtures: constants, connection values, a few small tools.
+Fixtures live in ``tests/conftest.py``; test modules import from here and never from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+import requests
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+
+T = TypeVar("T")
+
+#: The credentials the ``emulator`` fixture accepts unless a test marks it otherwise.
+API_KEY = "test-key"
+ACCESS_TOKEN = "test-token"
+REPO = Path(__file__).parent.parent
+
+#: Credentials that are easy to spot if they leak (the hook suites use these).
+SECRET_API_KEY = "sk-live-SECRETKEY123"
+SECRET_ACCESS_TOKEN = "tok-live-SECRETTOKEN456"
+#: Every form in which a credential could leak: as configured, and as sent on the wire.
+SECRETS = (
+    SECRET_API_KEY,
+    SECRET_ACCESS_TOKEN,
+    "SECRETKEY",
+    "SECRETTOKEN",
+    base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode(),
+)
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
+#: Ids a hook must refuse before sending anything.
+BAD_IDS = [
+    "",
+    "   ",
+    "g" * 40,
+    "0123456789abcde",
+    "f" * 65,
+    "../account",
+    "%2e%2e/account",
+    f"{UNKNOWN_ID}/../../account",
+    f"{UNKNOWN_ID[:10]}\x00{UNKNOWN_ID[10:]}",
+    f"{UNKNOWN_ID}\r\nX-Injected: 1",
+    UNKNOWN_ID.replace("a", "\u0430"),
+    UNKNOWN_ID.replace("1", "\uff11"),
+    None,
+    12345678901234567890,
+]
+
+#: Retries that take milliseconds, not seconds.
+FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
+NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
+
+
+def connection_uri_json(base_url: str, *, api_key: str | None = API_KEY, **extra: object) -> str:
+    """An ``AIRFLOW_CONN_*`` value (JSON form) for a dropbox_sign connection."""
+    conn: dict[str, object] = {"conn_type": "dropbox_sign", "host": base_url}
+    if api_key is not None:
+        conn["password"] = api_key
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> str:
+    """Define ``conn_id`` (a dropbox_sign connection) through its environment variable."""
+    conn = {"conn_type": "dropbox_sign", **fields}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return conn_id
+
+
+def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> list[str]:
+    """Create ``n`` signature requests and return their ids."""
+    return [emulator.create_signature_request(**fields)["signature_request_id"] for _ in range(n)]
+
+
+def statuses(emulator: DropboxSignEmulator) -> list[int]:
+    """The HTTP status of every call the emulator answered, in order."""
+    return [entry.status for entry in emulator.requests_log]
+
+
+class FakeTI:
+    """The part of Airflow's task instance a task's execute() touches here."""
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)  # XCom values must be plain data
+        self.xcoms[key] = value
+
+
+def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
+    """What Airflow does with a deferral: run the trigger to its one event, then resume the task."""
+    assert task.deferrable
+    assert isinstance(deferred.trigger, SignatureRequestCanceledTrigger)
+    # The trigger is rebuilt from its plain-JSON kwargs, as the triggerer would.
+    _, kwargs = deferred.trigger.serialize()
+    trigger = SignatureRequestCanceledTrigger(**json.loads(json.dumps(kwargs)))
+
+    async def one_event() -> Any:
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1
+        return events[0].payload
+
+    return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
+
+
+def load_test_dag(name: str) -> Any:
+    """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
+    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
+    return {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+
+
+def xcom(ti: Any, key: str = "return_value") -> Any:
+    return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
+
+
+class HookClient:
+    """One calling interface over either hook, so one test covers both.
+
+    ``sync`` calls one DropboxSignHook; ``async`` runs each call in ``asyncio.run`` on a fresh
+    DropboxSignAsyncHook under ``async with``, as a trigger would.
+    """
+
+    def __init__(self, kind: str, conn_id: str, **hook_kwargs: Any) -> None:
+        assert kind in ("sync", "async")
+        self.kind = kind
+        self.conn_id = conn_id
+        self.hook_kwargs = hook_kwargs
+        self._sync = DropboxSignHook(conn_id, **hook_kwargs) if kind == "sync" else None
+        #: What the hook's HTTP client raises when the connection drops.
+        self.transport_error: type[BaseException] = (
+            requests.ConnectionError if kind == "sync" else aiohttp.ClientError
+        )
+
+    def _run(self, call: Callable[[DropboxSignAsyncHook], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with DropboxSignAsyncHook(self.conn_id, **self.hook_kwargs) as hook:
+                return await call(hook)
+
+        return asyncio.run(main())
+
+    def get(self, sr_id: Any) -> dict[str, Any]:
+        if self._sync is not None:
+            return self._sync.get_signature_request(sr_id)
+        return self._run(lambda hook: hook.get_signature_request(sr_id))
+
+    def cancel(self, sr_id: Any) -> None:
+        if self._sync is not None:
+            self._sync.cancel_signature_request(sr_id)
+            return
+        self._run(lambda hook: hook.cancel_signature_request(sr_id))
+
+    def settings(self) -> ApiSettings:
+        if self._sync is not None:
+            return self._sync.settings
+        return self._run(lambda hook: hook.get_settings())
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header the hook sends."""
+        if self._sync is not None:
+            return str(self._sync.get_conn().headers["Authorization"])
+
+        async def header(hook: DropboxSignAsyncHook) -> str:
+            return str((await hook.get_session()).headers["Authorization"])
+
+        return self._run(header)
