@@ -27,63 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.ids import validate_signature_request_id
-from dropbox_sign_provider.outcomes import (
-    ALREADY_CANCELED,
-    CANCELED_OUTCOMES,
-    COMPLETED_OUTCOMES,
-    ERROR,
-    ON_COMPLETED_CHOICES,
-    TIMEOUT,
-    WOULD_CANCEL,
-    CancellationEvent,
-    Logger,
-    OnCompleted,
-    Outcome,
-    failure_reason,
-    finish,
-    outcome_table,
-    report,
-    summarize,
-)
+from dropbox_sign_provider.outcomes import CancellationEvent, Logger, Outcome, report
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
-    DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
-    check_on_completed,
     check_wait_settings,
 )
-
-# Kept importable from here, where they used to live; each is defined once, in outcomes or
-# wait_settings.
-__all__ = [
-    "ALREADY_CANCELED",
-    "CANCELED_OUTCOMES",
-    "COMPLETED_OUTCOMES",
-    "DEFAULT_MAX_CANCEL_ATTEMPTS",
-    "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_RECANCEL_AFTER",
-    "ERROR",
-    "ON_COMPLETED_CHOICES",
-    "TIMEOUT",
-    "WOULD_CANCEL",
-    "Action",
-    "CancellationEvent",
-    "CancellationWatch",
-    "Logger",
-    "OnCompleted",
-    "PendingCancel",
-    "apoll_once",
-    "check_on_completed",
-    "check_wait_settings",
-    "failure_reason",
-    "finish",
-    "log_no_recancel",
-    "outcome_table",
-    "poll_once",
-    "round_cutoff",
-    "summarize",
-]
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
@@ -362,22 +312,16 @@ def poll_once(
     :param cutoff: Unix time after which the round sends nothing more (``None``: no cutoff).
     """
     round_ = _round(watch, log, cutoff)
-    call = next(round_, None)
+    call = _next(round_, None)
     while call is not None:
         kind, sr_id, deadline = call
         answer: Answer
         try:
-            if kind == "get":
-                answer = hook.get_signature_request(sr_id, deadline=deadline)
-            else:
-                hook.cancel_signature_request(sr_id, deadline=deadline)
-                answer = None
+            send = hook.get_signature_request if kind == "get" else hook.cancel_signature_request
+            answer = send(sr_id, deadline=deadline)
         except DropboxSignError as error:
             answer = error
-        try:
-            call = round_.send(answer)
-        except StopIteration:
-            call = None
+        call = _next(round_, answer)
 
 
 async def apoll_once(
@@ -385,22 +329,23 @@ async def apoll_once(
 ) -> None:
     """Async :func:`poll_once`, for the trigger: the same round, sent with the async hook."""
     round_ = _round(watch, log, cutoff)
-    call = next(round_, None)
+    call = _next(round_, None)
     while call is not None:
         kind, sr_id, deadline = call
-        answer: Answer
+        asend = hook.get_signature_request if kind == "get" else hook.cancel_signature_request
         try:
-            if kind == "get":
-                answer = await hook.get_signature_request(sr_id, deadline=deadline)
-            else:
-                await hook.cancel_signature_request(sr_id, deadline=deadline)
-                answer = None
+            answer: Answer = await asend(sr_id, deadline=deadline)
         except DropboxSignError as error:
             answer = error
-        try:
-            call = round_.send(answer)
-        except StopIteration:
-            call = None
+        call = _next(round_, answer)
+
+
+def _next(round_: Generator[Call, Answer, None], answer: Answer) -> Call | None:
+    # The round's next call, given the last one's answer; None once the round is over.
+    try:
+        return round_.send(answer)
+    except StopIteration:
+        return None
 
 
 def _observe(watch: CancellationWatch, sr_id: str, answer: Answer, log: Logger) -> Action:

@@ -5,11 +5,11 @@ One class per documented ``error_name``, so callers write ``except DropboxSignNo
 instead of parsing messages. Every error carries what the API said and the request it answered;
 none of them ever holds a credential (requests are described by method and path only).
 
-Each class also says, once, what it means (in the manner of stripe's errors): the HTTP status it
-stands for, whether another attempt may succeed (``retryable``), and which state of the signature
-request it tells, if any (``state``). The retry policy, the state decision and the operator's
-reading of a refused cancel are all derived from these three attributes: adding a status is adding
-a class here.
+Each class also says, once and on its ``class`` line, what it means (in the manner of stripe's
+errors): the HTTP status it stands for, whether another attempt may succeed (``retryable``), and
+which state of the signature request it tells, if any (``state``). The retry policy, the state
+decision and the operator's reading of a refused cancel are all derived from these three
+attributes: adding a status is adding a class here.
 """
 
 from __future__ import annotations
@@ -44,6 +44,23 @@ class DropboxSignError(Exception):
     #: the state of the signature request this answer tells; ``None`` when it tells none, which
     #: makes it a problem to report, not a state to wait on (400, 402, a redirect, TLS, ...)
     state: ClassVar[RequestState | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        http_status: int | None = None,
+        retryable: bool | None = None,
+        state: RequestState | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # What a class means is declared on its ``class`` line; what it does not say, it inherits.
+        super().__init_subclass__(**kwargs)
+        if http_status is not None:
+            cls.http_status = http_status
+        if retryable is not None:
+            cls.retryable = retryable
+        if state is not None:
+            cls.state = state
 
     def __init__(
         self,
@@ -101,91 +118,61 @@ def _rebuild(cls: type[DropboxSignError], *args: Any) -> DropboxSignError:
     return cls(status, name, msg, error_path=error_path, method=method, path=path, retry_after=retry_after)
 
 
-class DropboxSignBadRequestError(DropboxSignError):
+class DropboxSignBadRequestError(DropboxSignError, http_status=400):
     """400 ``bad_request``: a parameter was wrong (``error_path`` names it)."""
 
-    http_status = 400
 
-
-class DropboxSignUnauthorizedError(DropboxSignError):
+class DropboxSignUnauthorizedError(DropboxSignError, http_status=401, state=RequestState.UNAUTHORIZED):
     """401 ``unauthorized``: the API key or access token is missing, wrong or revoked."""
 
-    http_status = 401
-    state = RequestState.UNAUTHORIZED
 
-
-class DropboxSignPaymentRequiredError(DropboxSignError):
+class DropboxSignPaymentRequiredError(DropboxSignError, http_status=402):
     """402 ``payment_required``: the account's plan does not allow this call."""
 
-    http_status = 402
 
-
-class DropboxSignForbiddenError(DropboxSignError):
+class DropboxSignForbiddenError(DropboxSignError, http_status=403, state=RequestState.FORBIDDEN):
     """403 ``forbidden``: the credentials may not act on this resource (not the sender or app owner)."""
 
-    http_status = 403
-    state = RequestState.FORBIDDEN
 
-
-class DropboxSignNotFoundError(DropboxSignError):
+class DropboxSignNotFoundError(DropboxSignError, http_status=404, state=RequestState.NOT_FOUND):
     """404 ``not_found``: no such resource for this account."""
 
-    http_status = 404
-    state = RequestState.NOT_FOUND
+
+class DropboxSignConflictError(DropboxSignError, http_status=409, state=RequestState.CANCEL_REQUESTED):
+    """
+    409 ``conflict``: an identical request is already being processed. For a cancel, one is in
+    flight: as good as one accepted.
+    """
 
 
-class DropboxSignConflictError(DropboxSignError):
-    """409 ``conflict``: an identical request is already being processed."""
-
-    http_status = 409
-    # An identical cancel is in flight: as good as one accepted.
-    state = RequestState.CANCEL_REQUESTED
-
-
-class DropboxSignDeletedError(DropboxSignError):
+class DropboxSignDeletedError(DropboxSignError, http_status=410, state=RequestState.CANCELED):
     """410 ``deleted``: the resource is gone; for a signature request, its cancellation has taken effect."""
 
-    http_status = 410
-    state = RequestState.CANCELED
 
-
-class DropboxSignRateLimitError(DropboxSignError):
+class DropboxSignRateLimitError(
+    DropboxSignError, http_status=429, retryable=True, state=RequestState.TRANSIENT
+):
     """429 ``exceeded_rate``: the account's rate limit is spent until the window resets."""
 
-    http_status = 429
-    retryable = True
-    state = RequestState.TRANSIENT
 
-
-class DropboxSignServerError(DropboxSignError):
+class DropboxSignServerError(DropboxSignError, retryable=True, state=RequestState.TRANSIENT):
     """5xx: Dropbox Sign failed to answer the request; retried with backoff before it is raised."""
 
-    retryable = True
-    state = RequestState.TRANSIENT
 
-
-class DropboxSignConnectionError(DropboxSignError):
+class DropboxSignConnectionError(DropboxSignError, retryable=True, state=RequestState.TRANSIENT):
     """No answer arrived: connection refused or dropped, or the call timed out."""
 
-    retryable = True
-    state = RequestState.TRANSIENT
 
-
-class DropboxSignDeadlineError(DropboxSignError):
+class DropboxSignDeadlineError(DropboxSignError, state=RequestState.TRANSIENT):
     """
     The call was not sent: it could not go out before its deadline (waiting for the account's rate
-    limit or for a retry would have taken it past). Says nothing about the request itself.
+    limit or for a retry would have taken it past). Says nothing about the request itself, and is
+    not retried: the deadline is the caller's to keep.
     """
 
-    # Nothing was sent and nothing is retried: the deadline is the caller's to keep.
-    state = RequestState.TRANSIENT
 
-
-class DropboxSignResponseError(DropboxSignError):
+class DropboxSignResponseError(DropboxSignError, retryable=True, state=RequestState.TRANSIENT):
     """An answer arrived but could not be read (not JSON, or not the documented shape)."""
-
-    retryable = True
-    state = RequestState.TRANSIENT
 
 
 class DropboxSignRedirectError(DropboxSignError):

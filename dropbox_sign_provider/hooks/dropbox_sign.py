@@ -63,6 +63,12 @@ MAX_RESPONSE_BYTES = 10 * 2**20
 _CHUNK_BYTES = 64 * 2**10
 
 
+#: A decoded JSON answer; the query parameters of a call; the Unix time after which it is not sent.
+Json = dict[str, Any]
+Query = Mapping[str, Any] | None
+Deadline = float | None
+
+
 # --- the connection ------------------------------------------------------------------------------
 
 
@@ -411,6 +417,28 @@ class _Call:
         )
         return None
 
+    def failed(self, failure: BaseException) -> None:
+        """
+        Handle a send that raised: a typed error (no answer, or never sent) is retried or raised;
+        anything else (the task or trigger was cancelled or timed out) gives the booked send up and
+        is raised again.
+        """
+        if not isinstance(failure, DropboxSignError):
+            self.abandoned()
+            raise failure
+        self.not_answered(failure)
+
+    def retry_wait(self, log: Any) -> float:
+        """Log why the call is retried and return the seconds to wait first."""
+        log.warning(
+            "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
+            self.method,
+            self.path,
+            self.retry_reason,
+            self.retry_in,
+        )
+        return self.retry_in
+
     def not_answered(self, error: DropboxSignError) -> None:
         """
         Handle a call that got no answer: ``error`` is what the HTTP client's failure means (see
@@ -696,13 +724,7 @@ class DropboxSignHook(_DropboxSignBaseHook):
             self._session = session
         return self._session
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        deadline: float | None = None,
-    ) -> dict[str, Any]:
+    def _request(self, method: str, path: str, params: Query = None, deadline: Deadline = None) -> Json:
         session = self.get_conn()
         call = self._call(self.settings, method, path, deadline)
         while True:
@@ -714,24 +736,13 @@ class DropboxSignHook(_DropboxSignBaseHook):
                 if wait > 0:
                     time.sleep(wait)
                 call.check_deadline()
-                status, headers, body = _send_with_requests(session, call, params, self.settings.timeout)
-            except DropboxSignError as failure:
-                call.not_answered(failure)
-            except BaseException:
-                call.abandoned()
-                raise
+                reply = _send_with_requests(session, call, params, self.settings.timeout)
+            except BaseException as failure:
+                call.failed(failure)
             else:
-                result = call.answered(status, headers, body)
-                if result is not None:
+                if (result := call.answered(*reply)) is not None:
                     return result
-            self.log.warning(
-                "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
-                method,
-                path,
-                call.retry_reason,
-                call.retry_in,
-            )
-            time.sleep(call.retry_in)
+            time.sleep(call.retry_wait(self.log))
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
@@ -887,13 +898,7 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
             _SESSIONS.get(asyncio.get_running_loop(), {}).pop(await self.get_settings(), None)
             await shared.session.close()
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        deadline: float | None = None,
-    ) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, params: Query = None, deadline: Deadline = None) -> Json:
         session = await self.get_session()
         call = self._call(await self.get_settings(), method, path, deadline)
         while True:
@@ -905,24 +910,13 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
                 if wait > 0:
                     await asyncio.sleep(wait)
                 call.check_deadline()
-                status, headers, body = await _send_with_aiohttp(session, call, params)
-            except DropboxSignError as failure:
-                call.not_answered(failure)
-            except BaseException:  # cancelled (the trigger was stopped): do not hold up the budget's probe
-                call.abandoned()
-                raise
+                reply = await _send_with_aiohttp(session, call, params)
+            except BaseException as failure:  # cancelled too: the trigger was stopped
+                call.failed(failure)
             else:
-                result = call.answered(status, headers, body)
-                if result is not None:
+                if (result := call.answered(*reply)) is not None:
                     return result
-            self.log.warning(
-                "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
-                method,
-                path,
-                call.retry_reason,
-                call.retry_in,
-            )
-            await asyncio.sleep(call.retry_in)
+            await asyncio.sleep(call.retry_wait(self.log))
 
     async def get_signature_request(
         self, signature_request_id: str, *, deadline: float | None = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
 from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.ids import normalize_signature_request_ids
@@ -24,14 +24,6 @@ from dropbox_sign_provider.outcomes import (
 )
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
-from dropbox_sign_provider.wait_settings import (
-    DEFAULT_MAX_CANCEL_ATTEMPTS,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_RECANCEL_AFTER,
-    DEFAULT_TIMEOUT,
-    check_on_completed,
-    check_wait_settings,
-)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -91,15 +83,15 @@ class CancelSignatureRequestOperator(BaseOperator):
         dry_run: bool = False,
         wait_for_confirmation: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
-        recancel_after: float = DEFAULT_RECANCEL_AFTER,
-        max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+        poke_interval: float = wait_settings.DEFAULT_POLL_INTERVAL,
+        timeout: float = wait_settings.DEFAULT_TIMEOUT,
+        recancel_after: float = wait_settings.DEFAULT_RECANCEL_AFTER,
+        max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_on_completed(on_completed)
-        check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        wait_settings.check_on_completed(on_completed)
+        wait_settings.check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
         if max_cancellations is not None and (
             isinstance(max_cancellations, bool)
             or not isinstance(max_cancellations, int)

@@ -9,33 +9,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
 from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
 from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes
 from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
-from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed, deferral_timeout
-from dropbox_sign_provider.wait_settings import (
-    DEFAULT_MAX_CANCEL_ATTEMPTS,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_RECANCEL_AFTER,
-    DEFAULT_TIMEOUT,
-    check_on_completed,
-    check_wait_settings,
-)
+from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
-
-# Kept importable from here, where they used to live.
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "SignatureRequestCanceledSensor",
-    "defer_until_confirmed",
-    "deferral_timeout",
-    "initial_outcomes",
-]
 
 
 def initial_outcomes(
@@ -105,17 +88,17 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         *,
         signature_request_ids: Any,
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
-        poke_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
-        recancel_after: float = DEFAULT_RECANCEL_AFTER,
-        max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
+        poke_interval: float = wait_settings.DEFAULT_POLL_INTERVAL,
+        timeout: float = wait_settings.DEFAULT_TIMEOUT,
+        recancel_after: float = wait_settings.DEFAULT_RECANCEL_AFTER,
+        max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
         recancel_plain_ids: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
-        check_on_completed(on_completed)
+        wait_settings.check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        wait_settings.check_on_completed(on_completed)
         if not isinstance(recancel_plain_ids, bool):
             raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)

@@ -11,20 +11,12 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from dropbox_sign_provider.confirmation import (
-    TIMEOUT,
     Action,
-    CancellationEvent,
     CancellationWatch,
     apoll_once,
-    check_on_completed,
-    check_wait_settings,
-    failure_reason,
-    finish,
     log_no_recancel,
-    outcome_table,
     poll_once,
     round_cutoff,
-    summarize,
 )
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
@@ -36,9 +28,18 @@ from dropbox_sign_provider.exceptions import (
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.outcomes import (
+    TIMEOUT,
+    CancellationEvent,
+    failure_reason,
+    finish,
+    outcome_table,
+    summarize,
+)
 from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
+from dropbox_sign_provider.wait_settings import check_on_completed, check_wait_settings
 from tests.helpers import make_requests
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
