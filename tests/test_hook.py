@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowTaskTimeout
+from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,

@@ -24,14 +24,14 @@ from typing import Any
 
 import certifi
 import pytest
-from airflow.sdk import serde
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import serde
 from tests.conftest import REPO, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"
