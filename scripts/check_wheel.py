@@ -165,7 +165,7 @@ def main() -> int:
         subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)  # noqa: S603
         install_started = time.monotonic()
         subprocess.run(  # noqa: S603
-            [str(bin_dir / "pip"), "install", "--quiet", "-c", str(constraints), str(wheel)],
+            [str(bin_dir / "pip"), "install", "--quiet", "--quiet", "-c", str(constraints), str(wheel)],
             check=True,
         )
         print(f"  installed in {time.monotonic() - install_started:.0f} s")

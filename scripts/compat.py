@@ -55,7 +55,11 @@ def python_path(version: str) -> str:
     override = os.environ.get(f"PYTHON_{version.replace('.', '_')}")
     if override:
         return override
-    candidates = sorted(PYENV.glob(f"{version}.*/bin/python{version}"), reverse=True)
+    candidates = sorted(
+        PYENV.glob(f"{version}.*/bin/python{version}"),
+        key=lambda p: Version(p.parent.parent.name),
+        reverse=True,
+    )
     if candidates:
         return str(candidates[0])
     found = shutil.which(f"python{version}")
