@@ -28,10 +28,11 @@ async def amask_secret(secret: JsonValue, name: str | None = None) -> None:
     """
     Mask ``secret`` in logs from async code (a trigger, the async hook).
 
-    Airflow 3.3 tells the supervisor without blocking the event loop. Before 3.3 only the sync
-    ``mask_secret`` exists: it masks the secret in this process, which is where a trigger's log lines
-    are written, and its attempt to tell the supervisor from the event loop fails quietly, as it does
-    when Airflow masks a connection's password for a trigger there.
+    The secret is masked in this process and the supervisor is told, because in the triggerer it
+    is the supervisor that writes a trigger's log lines. Airflow 3.3 does both without blocking the
+    event loop. Before 3.3 only the sync ``mask_secret`` exists, and its call to the supervisor
+    cannot run on the event loop's own thread (3.1 refuses it, quietly): it runs in a worker
+    thread instead, the way Airflow's own sync connection lookups from triggers do.
     """
     if AIRFLOW_V_3_3_PLUS:
         from airflow.sdk.log import amask_secret as _amask_secret
@@ -39,8 +40,9 @@ async def amask_secret(secret: JsonValue, name: str | None = None) -> None:
         await _amask_secret(secret, name)
     else:
         from airflow.sdk.log import mask_secret
+        from asgiref.sync import sync_to_async
 
-        mask_secret(secret, name)
+        await sync_to_async(mask_secret)(secret, name)
 
 
 __all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_2_PLUS", "AIRFLOW_V_3_3_PLUS", "amask_secret"]
