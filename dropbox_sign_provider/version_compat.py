@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 # The release alone, so a pre-release or dev build of 3.3 ("3.3.0rc1", "3.3.0.dev0") counts as 3.3.
 AIRFLOW_VERSION = Version(Version(_airflow_version).base_version)
-AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= AIRFLOW_VERSION
-AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
+AIRFLOW_V_3_2_PLUS = AIRFLOW_VERSION.release >= (3, 2)
+AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION.release >= (3, 3)
 
 
 async def amask_secret(secret: JsonValue, name: str | None = None) -> None:
