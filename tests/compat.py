@@ -9,6 +9,8 @@ skipped on older ones with that reason.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_2_PLUS, AIRFLOW_V_3_3_PLUS
@@ -33,4 +35,35 @@ def requires_airflow_3_3(why: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason=f"needs Airflow 3.3 or newer: {why}")
 
 
-__all__ = ["DagBag", "requires_airflow_3_2", "requires_airflow_3_3", "serde"]
+_kept_alive: list[Any] = []
+
+
+def keep_dag_test_execution_apis_alive() -> None:
+    """
+    Keep each in-process execution API that Airflow 3.2's ``dag.test()`` starts alive.
+
+    3.2 drops the API object while the task still uses its transport; once it is collected its
+    lifespan closes, and every later call of the task fails ("'State' object has no attribute
+    'svcs_registry'"). 3.3 ties the lifespan to the transport instead. Nothing changes elsewhere.
+    """
+    if not AIRFLOW_V_3_2_PLUS or AIRFLOW_V_3_3_PLUS:
+        return
+    from airflow.sdk.execution_time import supervisor
+
+    start_api = supervisor.in_process_api_server
+
+    def kept_api() -> Any:
+        api = start_api()
+        _kept_alive.append(api)
+        return api
+
+    supervisor.in_process_api_server = kept_api
+
+
+__all__ = [
+    "DagBag",
+    "keep_dag_test_execution_apis_alive",
+    "requires_airflow_3_2",
+    "requires_airflow_3_3",
+    "serde",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,11 +39,17 @@ os.environ.setdefault(
     ),
 )
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# Airflow 3.2's dag.test() starts the task execution API in process, and that start-up fails
+# (quietly; every task then fails) without a JWT secret. 3.3 does not need it there.
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 
 import pytest
 
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import keep_dag_test_execution_apis_alive
+
+keep_dag_test_execution_apis_alive()
 
 API_KEY = "test-key"
 ACCESS_TOKEN = "test-token"
