@@ -8,11 +8,15 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv test lint demo docs bench chaos e2e clean
+.PHONY: help venv test test-compat compat-lock lint demo docs bench chaos e2e dist wheel-check clean
 
 help:
 	@echo "make demo   - run the expiry clean-up DAG and a manual cancellation against the bundled emulator"
 	@echo "make test   - run the whole test suite"
+	@echo "make test-compat - the suite on every supported Airflow minor and the lowest Python"
+	@echo "make compat-lock - re-resolve the pinned constraints of test-compat (.ci/compat/*.txt)"
+	@echo "make dist   - build the sdist and the wheel into dist/"
+	@echo "make wheel-check - install the wheel with pip next to Airflow and check what users get"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the documentation site (warnings are errors)"
 	@echo "make bench  - benchmarks against the emulator (writes build/bench.json)"
@@ -31,6 +35,20 @@ venv: $(BIN)/airflow
 
 test: venv
 	$(BIN)/pytest -q
+
+# Each env is built afresh under build/compat/ from the package index, pinned by .ci/compat/*.txt.
+test-compat: venv
+	UV=$(UV) $(BIN)/python scripts/compat.py run
+
+compat-lock: venv
+	UV=$(UV) $(BIN)/python scripts/compat.py lock
+
+dist: | $(UV)
+	rm -rf dist
+	$(UV) build --sdist --wheel --out-dir dist
+
+wheel-check: venv dist
+	UV=$(UV) $(BIN)/python scripts/check_wheel.py
 
 lint: venv
 	$(BIN)/ruff check .
@@ -57,4 +75,4 @@ e2e: venv /usr/bin/chromium
 	$(BIN)/python tests/e2e/run.py
 
 clean:
-	rm -rf build site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -40,12 +41,18 @@ os.environ.setdefault(
     ),
 )
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# Airflow 3.2's dag.test() starts the task execution API in process, and that start-up fails
+# (quietly; every task then fails) without a JWT secret. 3.3 does not need it there.
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 
 import pytest
 
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import keep_dag_test_execution_apis_alive
 from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
+
+keep_dag_test_execution_apis_alive()
 
 
 @pytest.fixture(scope="session")

@@ -851,7 +851,8 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
         """The connection's checked settings, read once per hook."""
         if self._settings is None:
             from airflow.providers.common.compat.connection import get_async_connection
-            from airflow.sdk.log import amask_secret
+
+            from dropbox_sign_provider.version_compat import amask_secret
 
             conn = await get_async_connection(conn_id=self.dropbox_sign_conn_id, hook=self)
             settings, secrets = self._check(conn)

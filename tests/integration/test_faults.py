@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 import structlog
-from airflow.sdk import serde
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 from airflow.sdk.module_loading import import_string
 
 import dropbox_sign_provider.hooks.dropbox_sign as hooks_module
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import serde
 from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 #: One seed for every fault, so a failing run can be replayed.

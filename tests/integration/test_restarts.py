@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk import serde
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.module_loading import import_string
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from tests.compat import serde
 from tests.helpers import connection_uri_json, make_requests
 
 RECANCEL_AFTER = 2.0

@@ -24,8 +24,7 @@ from typing import Any
 
 import certifi
 import pytest
-from airflow.sdk import serde
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.log import redact
 
 from dropbox_sign_provider.exceptions import DropboxSignError
@@ -34,6 +33,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import serde
 from tests.helpers import REPO, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"

@@ -16,6 +16,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from tests.compat import serde
 from tests.helpers import API_KEY, connection_uri_json, make_requests
 
 CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
@@ -110,13 +111,12 @@ def test_serialize_is_plain_json_without_secrets(
 
 
 def test_serde_round_trip() -> None:
-    serde = pytest.importorskip("airflow.sdk.serde")
     trigger = make_trigger(["ab" * 20], 1_700_000_000.5, timeout=60, on_completed="ignore")
     classpath, kwargs = trigger.serialize()
     # What the triggerer stores and reads back since Airflow 3.2.
     restored = serde.deserialize(json.loads(json.dumps(serde.serialize(kwargs))))
     assert restored == kwargs
-    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.module_loading import import_string
 
     rebuilt = import_string(classpath)(**restored)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -338,7 +338,6 @@ def test_rebuilt_after_the_deadline_polls_once_then_ends(
 def test_round_trip_mid_wait_resumes_the_same_clocks(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str
 ) -> None:
-    serde = pytest.importorskip("airflow.sdk.serde")
     sr_id = make_requests(emulator, 1)[0]
     emulator.set_fault(never_complete=2)  # the first two cancels are lost, the third one works
     recancel_after = 1.0
@@ -362,7 +361,7 @@ def test_round_trip_mid_wait_resumes_the_same_clocks(
     second_cancel = cancel_times(emulator, sr_id)[1]
     assert second_cancel <= kwargs["pending"][sr_id]["last_cancel_at"] <= stopped_at
 
-    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.module_loading import import_string
 
     restored = serde.deserialize(json.loads(json.dumps(serde.serialize(kwargs))))
     rebuilt = import_string(classpath)(**restored)
