@@ -452,9 +452,12 @@ def test_kwargs_stored_before_may_recancel_never_recancel(
 
 
 def test_a_recancel_that_would_wait_past_the_deadline_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
-    # One call a minute: after the round's GET, the due re-cancel would wait a minute for the budget.
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1, window_seconds=60) as emu:
-        monkeypatch.setenv("AIRFLOW_CONN_ONE_A_MINUTE", connection_uri_json(emu.base_url))
+    # One call a minute by the client-side cap (the API's window may reset any second): after the
+    # round's GET, the due re-cancel would wait a minute for the budget.
+    with DropboxSignEmulator(api_keys=(API_KEY,)) as emu:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_ONE_A_MINUTE", connection_uri_json(emu.base_url, max_requests_per_minute=1)
+        )
         sr_id = make_requests(emu, 1)[0]
         now = time.time()
         trigger = make_trigger(
