@@ -48,6 +48,9 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
     of ids; a mapping whose keys are ids (the result of
     :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`).
 
+    Empty input is no error, whatever its form (``[]``, ``()``, ``{}``, ``""``, ``"  "``, ``"[]"``):
+    there is nothing to cancel. An empty id *inside* a list is a bad id.
+
     :param value: the ids.
     :raises ValueError: naming the first bad value; nothing is returned half-validated.
     """
@@ -98,5 +101,22 @@ def _split_string(value: str) -> list[Any]:
             raise ValueError(f"signature_request_ids {value!r} looks like a list but is not one")
         return list(parsed)
     if not text:
-        raise ValueError(f"signature_request_ids {value!r} is empty: expected at least one id")
+        return []
     return _SEPARATORS.split(text)
+
+
+def resolved_at_run_time(value: Any) -> bool:
+    """
+    Whether ``value`` is known only when the task runs: a Jinja template, an XCom (an ``XComArg``,
+    or anything else Airflow resolves), or a list, tuple or mapping holding one. Anything else is a
+    literal, checked when the DAG file is parsed.
+    """
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, ResolveMixin):
+        return True
+    if isinstance(value, Mapping):
+        return any(resolved_at_run_time(key) for key in value)
+    return isinstance(value, list | tuple) and any(resolved_at_run_time(item) for item in value)

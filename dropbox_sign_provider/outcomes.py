@@ -132,6 +132,11 @@ CANCELED_OUTCOMES = frozenset({Outcome.CANCELED, Outcome.ALREADY_CANCELED})
 #: fail a task only when its ``on_completed`` is ``fail``.
 COMPLETED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.DECLINED})
 
+#: Up to this many ids, a task logs the table of every id's outcome at INFO; for more, INFO gets
+#: the counts and the failing ids only, and the table goes to DEBUG, so a batch of thousands of
+#: ids does not flood the task log.
+MAX_LOGGED_TABLE_ROWS = 100
+
 OnCompleted = Literal["fail", "ignore"]
 ON_COMPLETED_CHOICES: tuple[str, ...] = ("fail", "ignore")
 
@@ -154,6 +159,8 @@ def failure_reason(outcome: str, on_completed: str) -> str | None:
 
 class Logger(Protocol):
     """The part of a logger the provider uses (Airflow's task and trigger loggers both fit)."""
+
+    def debug(self, event: Any, *args: Any, **kw: Any) -> Any: ...
 
     def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
 
@@ -245,6 +252,26 @@ def outcome_table(
     )
 
 
+def log_outcomes(log: Logger, title: str, outcomes: Mapping[str, str], message: str) -> None:
+    """
+    Log a task's outcomes at INFO: ``title: message``, then the table of every id when there are at
+    most :data:`MAX_LOGGED_TABLE_ROWS` (else the table is logged at DEBUG).
+
+    A multi-line message ends with a line break, so that what a console log appends to the event
+    (the logger's name) stands on a line of its own instead of at the end of the table's last row.
+
+    :param log: the task's logger.
+    :param title: what the outcomes are, e.g. ``Dropbox Sign cancellations``.
+    :param outcomes: id -> outcome.
+    :param message: the one-line summary (:func:`summarize`): counts, and the failing ids.
+    """
+    if len(outcomes) <= MAX_LOGGED_TABLE_ROWS:
+        log.info("%s: %s\n%s\n", title, message, outcome_table(outcomes))
+        return
+    log.info("%s: %s (the table of all %d ids is logged at DEBUG)", title, message, len(outcomes))
+    log.debug("%s, every id:\n%s\n", title, outcome_table(outcomes))
+
+
 def finish(event: CancellationEvent, log: Logger, *, retryable: bool = False) -> dict[str, str]:
     """
     End a task with a cancellation report: log it, then return the outcomes or fail.
@@ -259,7 +286,7 @@ def finish(event: CancellationEvent, log: Logger, *, retryable: bool = False) ->
     """
     from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-    log.info("Dropbox Sign cancellations: %s\n%s", event["message"], outcome_table(event["outcomes"]))
+    log_outcomes(log, "Dropbox Sign cancellations", event["outcomes"], event["message"])
     if event["status"] != "success":
         message = f"Dropbox Sign cancellation failed: {event['message']}"
         if retryable:

@@ -6,7 +6,8 @@ naming the value, when the DAG file is parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 from dropbox_sign_provider.outcomes import ON_COMPLETED_CHOICES
 
@@ -19,31 +20,50 @@ DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 4 * 3600.0
 
 
+#: A duration as a task accepts it: seconds, or a :class:`~datetime.timedelta`.
+Duration = float | timedelta
+
+
+class WaitSeconds(NamedTuple):
+    """The durations of a wait, in seconds, as :func:`check_wait_settings` converted them."""
+
+    poke_interval: float
+    timeout: float
+    recancel_after: float
+
+
 def check_wait_settings(
-    poll_interval: float, timeout: float, recancel_after: float, max_cancel_attempts: int
-) -> None:
+    poll_interval: Duration, timeout: Duration, recancel_after: Duration, max_cancel_attempts: int
+) -> WaitSeconds:
     """
-    Refuse wait settings that cannot work, naming the value.
+    Refuse wait settings that cannot work, naming the value; return the durations in seconds.
 
     A ``timeout`` shorter than ``recancel_after`` is accepted: the wait then simply ends before any
     re-cancel could fall due (see :func:`~dropbox_sign_provider.confirmation.log_no_recancel`).
 
-    :raises ValueError: for a poll interval, timeout or re-cancel period that is not a positive
-        number (booleans included), or attempts that are not an integer of 1 or more.
+    :raises ValueError: for a poll interval, timeout or re-cancel period that is neither a positive
+        number of seconds (booleans included) nor a positive ``timedelta``, or attempts that are not
+        an integer of 1 or more.
     """
-    for name, value in (
-        ("poke_interval", poll_interval),
-        ("timeout", timeout),
-        ("recancel_after", recancel_after),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} {value!r} must be a positive number of seconds")
+    seconds = WaitSeconds(
+        _seconds("poke_interval", poll_interval),
+        _seconds("timeout", timeout),
+        _seconds("recancel_after", recancel_after),
+    )
     if (
         isinstance(max_cancel_attempts, bool)
         or not isinstance(max_cancel_attempts, int)
         or max_cancel_attempts < 1
     ):
         raise ValueError(f"max_cancel_attempts {max_cancel_attempts!r} must be an integer of 1 or more")
+    return seconds
+
+
+def _seconds(name: str, value: Any) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValueError(f"{name} {value!r} must be a positive number of seconds or a timedelta")
+    return float(seconds)
 
 
 def check_on_completed(on_completed: Any) -> None:

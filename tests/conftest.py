@@ -142,3 +142,14 @@ def client(request: pytest.FixtureRequest) -> Callable[..., HookClient]:
         return HookClient(kind, conn_id, **hook_kwargs)
 
     return make
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[Any]]:
+    """What tasks, triggers and hooks log during the test, as structlog events (``event``,
+    ``log_level``, ...): Airflow's loggers are structlog's, which pytest's ``caplog`` does not see.
+    Events below the loggers' level (DEBUG, by default) are not there."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as events:
+        yield events

@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -51,6 +52,7 @@ from dropbox_sign_provider.hooks.policy import (
     budget_key,
 )
 from dropbox_sign_provider.ids import validate_signature_request_id
+from dropbox_sign_provider.outcomes import Logger
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -61,6 +63,8 @@ MAX_PAGE_SIZE = 100
 MAX_RESPONSE_BYTES = 10 * 2**20
 # Bodies are read in pieces of this size, so an oversized one is never held whole.
 _CHUNK_BYTES = 64 * 2**10
+#: A wait for the rate limit longer than this many seconds is logged at INFO, with its cause and end.
+LOG_WAITS_LONGER_THAN = 1.0
 
 
 #: A decoded JSON answer; the query parameters of a call; the Unix time after which it is not sent.
@@ -147,7 +151,7 @@ def _without_userinfo(host: str) -> str:
     return f"{scheme.group(0) if scheme else ''}***@{host.rsplit('@', 1)[1]}"
 
 
-def settings_from_connection(conn: Connection) -> ApiSettings:
+def settings_from_connection(conn: Connection, *, named: bool = True) -> ApiSettings:
     """
     Read and check a ``dropbox_sign`` connection.
 
@@ -160,19 +164,21 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
       ``verify`` (TLS verification, default true; or a CA bundle path).
 
     :param conn: the Airflow connection.
-    :raises ValueError: naming the connection id and the bad field (never a secret's value).
+    :param named: whether errors name the connection by its id; the UI's Test button checks a form
+        under a random, temporary id, which would only puzzle whoever reads the message: it says
+        "This connection" instead.
+    :raises ValueError: naming the connection (see ``named``) and the bad field, never a secret's value.
     """
     conn_id = conn.conn_id
+    subject = f"Connection {conn_id!r}" if named else "This connection"
     extra = conn.extra_dejson or {}
     api_key = (conn.password or "").strip()
     token = str(_extra(extra, "access_token") or "").strip()
     if api_key and token:
-        raise ValueError(
-            f"Connection {conn_id!r} has both an API key (password) and an access_token; set only one"
-        )
+        raise ValueError(f"{subject} has both an API key (password) and an access_token; set only one")
     if not api_key and not token:
         raise ValueError(
-            f"Connection {conn_id!r} has no credentials: set the API key as the password, or the "
+            f"{subject} has no credentials: set the API key as the password, or the "
             "access_token extra for OAuth"
         )
     if api_key:
@@ -201,7 +207,7 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
         or "@" in parts.netloc
     ):
         raise ValueError(
-            f"Connection {conn_id!r} has host {_without_userinfo(conn.host or '')!r}, which is not an "
+            f"{subject} has host {_without_userinfo(conn.host or '')!r}, which is not an "
             f"http(s) URL such as {DEFAULT_HOST!r}"
         )
     if conn.port and not parts.port:
@@ -213,7 +219,7 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
         and not _as_bool(_extra(extra, "allow_insecure_http"))
     ):
         raise ValueError(
-            f"Connection {conn_id!r} uses plain http:// to {parts.hostname!r}, which would send the "
+            f"{subject} uses plain http:// to {parts.hostname!r}, which would send the "
             "credentials in clear; use https://, or set the extra allow_insecure_http to true"
         )
     base_url = base_url.rstrip("/")
@@ -224,9 +230,9 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
         conn_id=conn_id,
         base_url=base_url,
         authorization=authorization,
-        timeout=_positive_number(conn_id, "timeout", _extra(extra, "timeout"), DEFAULT_TIMEOUT_SECONDS),
+        timeout=_positive_number(subject, "timeout", _extra(extra, "timeout"), DEFAULT_TIMEOUT_SECONDS),
         max_requests_per_minute=_whole_number(
-            conn_id,
+            subject,
             "max_requests_per_minute",
             _extra(extra, "max_requests_per_minute"),
             DEFAULT_MAX_REQUESTS_PER_MINUTE,
@@ -235,7 +241,7 @@ def settings_from_connection(conn: Connection) -> ApiSettings:
     )
 
 
-def _positive_number(conn_id: str, name: str, value: Any, default: float) -> float:
+def _positive_number(subject: str, name: str, value: Any, default: float) -> float:
     if value is None:
         return default
     try:
@@ -243,15 +249,15 @@ def _positive_number(conn_id: str, name: str, value: Any, default: float) -> flo
     except (TypeError, ValueError):
         number = -1.0
     if not number > 0 or number != number or number == float("inf"):
-        raise ValueError(f"Connection {conn_id!r} has {name} {value!r}: expected a positive number")
+        raise ValueError(f"{subject} has {name} {value!r}: expected a positive number")
     return number
 
 
-def _whole_number(conn_id: str, name: str, value: Any, default: int) -> int:
+def _whole_number(subject: str, name: str, value: Any, default: int) -> int:
     # int() of 0.5 is 0: a cap of no request at all, which stalls every caller of the account.
-    number = _positive_number(conn_id, name, value, default)
+    number = _positive_number(subject, name, value, default)
     if number < 1 or number != int(number):
-        raise ValueError(f"Connection {conn_id!r} has {name} {value!r}: expected a whole number of 1 or more")
+        raise ValueError(f"{subject} has {name} {value!r}: expected a whole number of 1 or more")
     return int(number)
 
 
@@ -270,7 +276,8 @@ def _verify(extra: Mapping[str, Any]) -> bool | str:
 class _Call:
     """
     The attempts of one API call. The hooks' send loops ask it how long to wait before each send
-    and hand it each answer; it returns the parsed body, asks for a retry, or raises.
+    and hand it each answer; it returns the parsed body, asks for a retry, or raises. It logs
+    every wait longer than :data:`LOG_WAITS_LONGER_THAN`, so the numbers in a task log add up.
     """
 
     def __init__(
@@ -280,8 +287,14 @@ class _Call:
         rng: random.Random,
         method: str,
         path: str,
-        deadline: float | None = None,
+        deadline: float | None,
+        log: Logger,
     ):
+        self._log = log
+        # The end of the last wait already logged (a retry's line counts the budget's wait too).
+        self._logged_until = 0.0
+        # When the wait for the account's first answer began, and whether it was logged.
+        self._probe_wait_since: float | None = None
         self.method = method
         self.path = path
         self.url = settings.base_url + path
@@ -327,7 +340,37 @@ class _Call:
                 retry_after=refused.retry_after,
             ) from None
         self._slot, self._sending = slot, False
+        self._log_wait(slot)
         return slot.wait, slot.claimed
+
+    def _log_wait(self, slot: Slot) -> None:
+        now = time.time()
+        if slot.awaits_probe:
+            # Asked again every second until the first answer comes: logged once, when it lasts.
+            if self._probe_wait_since is None:
+                self._probe_wait_since = now
+            elif now - self._probe_wait_since > LOG_WAITS_LONGER_THAN and self._logged_until < now:
+                self._logged_until = float("inf")
+                self._log.info(
+                    "Dropbox Sign %s %s: waiting for %s (%.1f s so far); it ends when that answer comes",
+                    self.method,
+                    self.path,
+                    slot.held_by,
+                    now - self._probe_wait_since,
+                )
+            return
+        self._probe_wait_since = None
+        until = now + slot.wait
+        if slot.wait > LOG_WAITS_LONGER_THAN and until > self._logged_until + LOG_WAITS_LONGER_THAN:
+            self._logged_until = until
+            self._log.info(
+                "Dropbox Sign %s %s: waiting %.1f s for %s, until %s",
+                self.method,
+                self.path,
+                slot.wait,
+                slot.held_by or "the account's rate limit",
+                _utc(until),
+            )
 
     def idle(self) -> None:
         """Wait, in a thread, until the budget may have room (after an unclaimed :meth:`reserve`)."""
@@ -428,15 +471,30 @@ class _Call:
             raise failure
         self.not_answered(failure)
 
-    def retry_wait(self, log: Any) -> float:
-        """Log why the call is retried and return the seconds to wait first."""
-        log.warning(
-            "Dropbox Sign %s %s failed (%s); retrying in %.1f s",
-            self.method,
-            self.path,
-            self.retry_reason,
-            self.retry_in,
-        )
+    def retry_wait(self) -> float:
+        """
+        Log why the call is retried and when it will be sent, and return the seconds to wait first.
+
+        The logged delay is the real one: the retry's own delay, then whatever the account's budget
+        will hold the send back for (after a 429, the retry waits a moment and the budget the rest).
+        """
+        now = time.time()
+        at, held_by = self._budget.earliest(now + self.retry_in)
+        held = at - (now + self.retry_in)
+        why = f"{self.method} {self.path} failed ({self.retry_reason})"
+        if held > _RETRY_LOG_PRECISION:
+            self._logged_until = at
+            self._log.warning(
+                "Dropbox Sign %s; retrying in %.1f s (%.1f s back-off, then %.1f s for %s), at %s",
+                why,
+                self.retry_in + held,
+                self.retry_in,
+                held,
+                held_by,
+                _utc(at),
+            )
+        else:
+            self._log.warning("Dropbox Sign %s; retrying in %.1f s", why, self.retry_in)
         return self.retry_in
 
     def not_answered(self, error: DropboxSignError) -> None:
@@ -489,6 +547,14 @@ class _Call:
         self._retries += 1
         self.retry_in = delay
         self.retry_reason = f"{error.status_code or 'no answer'} {error.error_name}"
+
+
+# A budget's wait below this adds nothing a person reading the retry line needs to know.
+_RETRY_LOG_PRECISION = 0.05
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
 
 
 def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
@@ -664,13 +730,13 @@ class _DropboxSignBaseHook(BaseHook):
         self._settings: ApiSettings | None = None
         self._rng = random.Random()
 
-    def _check(self, conn: Connection) -> tuple[ApiSettings, tuple[str, ...]]:
+    def _check(self, conn: Connection, named: bool = True) -> tuple[ApiSettings, tuple[str, ...]]:
         """The connection's settings, remembered, and the secrets the caller must mask."""
-        self._settings = settings_from_connection(conn)
+        self._settings = settings_from_connection(conn, named=named)
         return self._settings, _secrets_of(self._settings)
 
     def _call(self, settings: ApiSettings, method: str, path: str, deadline: float | None) -> _Call:
-        return _Call(settings, self.retry_policy, self._rng, method, path, deadline)
+        return _Call(settings, self.retry_policy, self._rng, method, path, deadline, self.log)
 
 
 # --- the sync hook ------------------------------------------------------------------------------
@@ -700,10 +766,13 @@ class DropboxSignHook(_DropboxSignBaseHook):
     @property
     def settings(self) -> ApiSettings:
         """The connection's checked settings, read once per hook."""
+        return self._read_settings(named=True)
+
+    def _read_settings(self, named: bool) -> ApiSettings:
         if self._settings is None:
             from airflow.sdk.log import mask_secret
 
-            settings, secrets = self._check(self.get_connection(self.dropbox_sign_conn_id))
+            settings, secrets = self._check(self.get_connection(self.dropbox_sign_conn_id), named)
             for secret in secrets:
                 mask_secret(secret)
             return settings
@@ -742,7 +811,7 @@ class DropboxSignHook(_DropboxSignBaseHook):
             else:
                 if (result := call.answered(*reply)) is not None:
                     return result
-            time.sleep(call.retry_wait(self.log))
+            time.sleep(call.retry_wait())
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
@@ -812,8 +881,14 @@ class DropboxSignHook(_DropboxSignBaseHook):
             page += 1
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the credentials with ``GET /account``, as the UI's Test button does."""
+        """
+        Check the credentials with ``GET /account``, as the UI's Test button does.
+
+        The Test button checks the form under a random, temporary connection id: problems are
+        reported of "This connection", never of that id.
+        """
         try:
+            self._read_settings(named=False)
             account = self.get_account()
         except (DropboxSignError, ValueError) as exc:
             return False, str(exc)
@@ -917,7 +992,7 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
             else:
                 if (result := call.answered(*reply)) is not None:
                     return result
-            await asyncio.sleep(call.retry_wait(self.log))
+            await asyncio.sleep(call.retry_wait())
 
     async def get_signature_request(
         self, signature_request_id: str, *, deadline: float | None = None

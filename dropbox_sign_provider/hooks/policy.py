@@ -233,12 +233,23 @@ class Slot:
     :param at: the Unix time of the booked send (when ``claimed``).
     :param awaits_probe: not claimed because the account's first request is out: ask again as
         soon as it is answered (:meth:`AccountBudget.wait_for_probe`), ``wait`` at the latest.
+    :param held_by: what holds the send back, in words for the task log (one of the ``HELD_BY_*``
+        texts); empty when nothing does.
     """
 
     wait: float
     claimed: bool
     at: float = 0.0
     awaits_probe: bool = False
+    held_by: str = ""
+
+
+# What can hold a send back, as the task log says it.
+HELD_BY_WINDOW = "the account's rate-limit window as the API announced it ({limit} requests a window)"
+HELD_BY_NEXT_WINDOW = "the account's next rate-limit window, as the API announced its reset"
+HELD_BY_CAP = "the client-side cap (max_requests_per_minute={cap})"
+HELD_BY_REFUSAL = "the reset (or Retry-After) a 429 answer announced"
+HELD_BY_PROBE = "the account's first answer, which tells its rate limit"
 
 
 class AccountBudget:
@@ -283,6 +294,8 @@ class AccountBudget:
         self._headers_absent = False
         # Nothing is sent before this time: set by a 429 whose reset the window model did not expect.
         self._refused_until = 0.0
+        # What held the last booked send back: a send booked behind it waits for the same.
+        self._last_held_by = ""
 
     def reserve(self, now: float | None = None, max_wait: float | None = None) -> Slot:
         """
@@ -299,8 +312,8 @@ class AccountBudget:
                 self._sends.popleft()
             self._roll(now)
             if not self._known and self._probe_in_flight and not self._headers_absent:
-                return Slot(_PROBE_WAIT_SECONDS, claimed=False, awaits_probe=True)
-            at, claimable = self._earliest_slot(now)
+                return Slot(_PROBE_WAIT_SECONDS, claimed=False, awaits_probe=True, held_by=HELD_BY_PROBE)
+            at, claimable, held_by = self._earliest_slot(now)
             wait = at - now
             if max_wait is not None and wait > max_wait:
                 raise DropboxSignRateLimitError(
@@ -312,8 +325,23 @@ class AccountBudget:
                 )
             if claimable:
                 self._probe_in_flight = not self._known
-                self._claim(at)
-            return Slot(wait, claimed=claimable, at=at)
+                self._claim(at, held_by)
+            return Slot(wait, claimed=claimable, at=at, held_by=held_by)
+
+    def earliest(self, now: float | None = None) -> tuple[float, str]:
+        """
+        When the next send could go out if it were asked for at ``now``, and what holds it back
+        (empty when nothing does); nothing is claimed.
+
+        :param now: the Unix time of the question (``time.time()`` when omitted).
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            self._roll(now)
+            if not self._known and self._probe_in_flight and not self._headers_absent:
+                return now, HELD_BY_PROBE
+            at, _, held_by = self._earliest_slot(now)
+            return at, held_by
 
     def release(self, at: float) -> None:
         """
@@ -463,24 +491,28 @@ class AccountBudget:
             return 0
         return math.floor((at - self._reset) / self._window) + 1
 
-    def _earliest_slot(self, now: float) -> tuple[float, bool]:
+    def _earliest_slot(self, now: float) -> tuple[float, bool, str]:
         at = max(now, self._last_send, self._refused_until)
+        held_by = ""
+        if at > now:
+            # Behind sends booked earlier, this one waits for what held them back.
+            held_by = HELD_BY_REFUSAL if at == self._refused_until else self._last_held_by
         while True:
             cap_free_at = self._cap_free_at(at)
             if cap_free_at > at:
-                at = cap_free_at
+                at, held_by = cap_free_at, HELD_BY_CAP.format(cap=self.max_requests_per_minute)
                 continue
             if not self._known:
-                return at, True
+                return at, True, held_by
             window = self._window_of(at)
             end = self._reset + window * (self._window or 0.0)
             margin = self._margin()
             if at < end - margin and self._used.get(window, 0) < self._limit:
-                return at, True
+                return at, True, held_by
             if self._window is None:
                 # Past this reset nothing is known yet: wait for it, then probe the new window.
-                return max(at, self._reset + margin), False
-            at = end + margin
+                return max(at, self._reset + margin), False, HELD_BY_NEXT_WINDOW
+            at, held_by = end + margin, HELD_BY_WINDOW.format(limit=self._limit)
 
     def _margin(self) -> float:
         # Never a large part of a window, so that every window keeps room for sends.
@@ -494,9 +526,10 @@ class AccountBudget:
             return at
         return self._sends[-self.max_requests_per_minute] + 60.0
 
-    def _claim(self, at: float) -> None:
+    def _claim(self, at: float, held_by: str) -> None:
         self._sends.append(at)
         self._last_send = at
+        self._last_held_by = held_by
         if self._known:
             window = self._window_of(at)
             self._used[window] = self._used.get(window, 0) + 1

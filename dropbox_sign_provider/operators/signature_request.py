@@ -12,13 +12,13 @@ from airflow.sdk import BaseOperator
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
 from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
 from dropbox_sign_provider.exceptions import DropboxSignError
-from dropbox_sign_provider.ids import normalize_signature_request_ids
+from dropbox_sign_provider.ids import normalize_signature_request_ids, resolved_at_run_time
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.outcomes import (
     CancellationEvent,
     Outcome,
     finish,
-    outcome_table,
+    log_outcomes,
     report,
     summarize,
 )
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
+#: The default of ``max_cancellations``: a cancel is irreversible, so a task given more ids than this
+#: (a template that rendered the wrong list, a search that matched the whole account) sends nothing.
+#: ``max_cancellations=None`` lifts the cap.
+DEFAULT_MAX_CANCELLATIONS = 1000
 
 
 class CancelSignatureRequestOperator(BaseOperator):
@@ -54,22 +59,29 @@ class CancelSignatureRequestOperator(BaseOperator):
     Returns (XCom) a mapping id -> outcome, which the sensor accepts as its input.
 
     :param signature_request_ids: one id or a list of ids (templated: Params, XCom, ``expand``);
-        duplicates are dropped, order is kept.
+        duplicates are dropped, order is kept. Empty input (``[]``, ``""``, ...) cancels nothing
+        and succeeds with ``{}``.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
         before they could be cancelled.
-    :param max_cancellations: fail before cancelling anything when given more ids than this.
-    :param dry_run: ``GET`` each id and report what would happen; cancel nothing.
+    :param max_cancellations: fail before cancelling anything when given more ids than this
+        (default 1,000); ``None`` lifts the cap.
+    :param dry_run: ``GET`` each id and report what would happen; cancel nothing. Templated: a
+        boolean, or ``"true"``/``"false"`` in any case, as ``"{{ params.dry_run }}"`` renders.
     :param wait_for_confirmation: finish only once every cancellation is confirmed.
     :param deferrable: wait for confirmation on the triggerer.
-    :param poke_interval: seconds between polls while waiting.
-    :param timeout: seconds to wait for confirmation before ids end as ``timeout``; shorter than
-        ``recancel_after`` is fine (the log then says no re-cancel can happen).
-    :param recancel_after: seconds after a cancel without confirmation before cancelling again.
+    :param poke_interval: seconds (or a ``timedelta``) between polls while waiting.
+    :param timeout: seconds (or a ``timedelta``) to wait for confirmation before ids end as
+        ``timeout``; shorter than ``recancel_after`` is fine (the log then says no re-cancel can
+        happen).
+    :param recancel_after: seconds (or a ``timedelta``) after a cancel without confirmation before
+        cancelling again.
     :param max_cancel_attempts: cancels per id at most, counting the first one.
     """
 
-    template_fields: Sequence[str] = ("signature_request_ids",)
+    # BaseOperator already has a dry_run() method: the templated value is kept as dry_run_setting,
+    # and is_dry_run reads it.
+    template_fields: Sequence[str] = ("signature_request_ids", "dry_run_setting")
     operator_extra_links = (DropboxSignRequestLink(),)
     ui_color = "#fde8e8"
 
@@ -79,19 +91,21 @@ class CancelSignatureRequestOperator(BaseOperator):
         signature_request_ids: Any,
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
         on_completed: str = "fail",
-        max_cancellations: int | None = None,
-        dry_run: bool = False,
+        max_cancellations: int | None = DEFAULT_MAX_CANCELLATIONS,
+        dry_run: bool | str = False,
         wait_for_confirmation: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: float = wait_settings.DEFAULT_POLL_INTERVAL,
-        timeout: float = wait_settings.DEFAULT_TIMEOUT,
-        recancel_after: float = wait_settings.DEFAULT_RECANCEL_AFTER,
+        poke_interval: wait_settings.Duration = wait_settings.DEFAULT_POLL_INTERVAL,
+        timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
+        recancel_after: wait_settings.Duration = wait_settings.DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         wait_settings.check_on_completed(on_completed)
-        wait_settings.check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        seconds = wait_settings.check_wait_settings(
+            poke_interval, timeout, recancel_after, max_cancel_attempts
+        )
         if max_cancellations is not None and (
             isinstance(max_cancellations, bool)
             or not isinstance(max_cancellations, int)
@@ -100,29 +114,43 @@ class CancelSignatureRequestOperator(BaseOperator):
             raise ValueError(
                 f"max_cancellations {max_cancellations!r} must be a non-negative integer or None"
             )
-        if _is_literal(signature_request_ids):
-            normalize_signature_request_ids(signature_request_ids)  # fail at parse time when we can
+        # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
+        if not resolved_at_run_time(signature_request_ids):
+            normalize_signature_request_ids(signature_request_ids)
+        if not resolved_at_run_time(dry_run):
+            dry_run_flag(dry_run)
         self.signature_request_ids = signature_request_ids
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
         self.on_completed = on_completed
         self.max_cancellations = max_cancellations
-        # BaseOperator already has a dry_run() method.
-        self.is_dry_run = dry_run
+        self.dry_run_setting = dry_run
         self.wait_for_confirmation = wait_for_confirmation
         self.deferrable = deferrable
-        self.poke_interval = poke_interval
-        self.timeout = timeout
-        self.recancel_after = recancel_after
+        self.poke_interval, self.timeout, self.recancel_after = seconds
         self.max_cancel_attempts = max_cancel_attempts
 
+    @property
+    def is_dry_run(self) -> bool:
+        """
+        Whether this run only reads: ``dry_run`` as rendered.
+
+        :raises ValueError: naming the value, when it is not a boolean or ``"true"``/``"false"``.
+        """
+        return dry_run_flag(self.dry_run_setting)
+
     def execute(self, context: Context) -> dict[str, str]:
-        """Validate every id, apply the cap, then cancel (or preview) each one."""
+        """Validate every id and ``dry_run``, apply the cap, then cancel (or preview) each one."""
+        dry_run = self.is_dry_run
         ids = normalize_signature_request_ids(self.signature_request_ids)
         if self.max_cancellations is not None and len(ids) > self.max_cancellations:
             raise AirflowFailException(
                 f"Refusing to cancel {len(ids)} signature requests: more than max_cancellations="
-                f"{self.max_cancellations}. Nothing was cancelled. Check the ids, or raise the cap."
+                f"{self.max_cancellations}. Nothing was cancelled. Check the ids, or raise the cap "
+                "(max_cancellations=None lifts it)."
             )
+        if not ids:
+            self.log.info("No signature requests given: nothing to cancel")
+            return {}
         # The link is read for every task instance; an empty one shows no button.
         link = details_url(ids[0]) if len(ids) == 1 else ""
         context["ti"].xcom_push(key=DropboxSignRequestLink().xcom_key, value=link)
@@ -131,7 +159,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
-        if self.is_dry_run:
+        if dry_run:
             return self._preview(hook, ids)
 
         outcomes: dict[str, str] = {}
@@ -141,9 +169,10 @@ class CancelSignatureRequestOperator(BaseOperator):
                 outcomes[sr_id] = self._cancel(hook, sr_id)
             except DropboxSignError as error:
                 outcomes[sr_id], errors[sr_id] = str(Outcome.ERROR), str(error)
-                self.log.warning("Signature request %s: no verdict: %s", sr_id, error)
+                # Named with the error in the summary: one line per id would flood a large batch.
+                self.log.debug("Signature request %s: no verdict: %s", sr_id, error)
             else:
-                self.log.info("Signature request %s: %s", sr_id, outcomes[sr_id])
+                self.log.debug("Signature request %s: %s", sr_id, outcomes[sr_id])
 
         judged = report(outcomes, self.on_completed, errors)
         failures = judged["failures"]
@@ -162,9 +191,7 @@ class CancelSignatureRequestOperator(BaseOperator):
                 retryable=bool(errors),
             )
         if not self.wait_for_confirmation:
-            self.log.info(
-                "Dropbox Sign cancellations: %s\n%s", summarize(outcomes, {}), outcome_table(outcomes)
-            )
+            log_outcomes(self.log, "Dropbox Sign cancellations", outcomes, summarize(outcomes, {}))
             return outcomes
         return self._wait(hook, outcomes, errors)
 
@@ -200,9 +227,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             else:
                 outcome = Outcome.WOULD_CANCEL if state is RequestState.PENDING else Outcome.of_state(state)
                 outcomes[sr_id] = state.value if outcome is None else str(outcome)
-        self.log.info(
-            "Dry run, nothing was cancelled: %s\n%s", summarize(outcomes, {}), outcome_table(outcomes)
-        )
+        log_outcomes(self.log, "Dry run, nothing was cancelled", outcomes, summarize(outcomes, {}))
         return outcomes
 
     def _wait(
@@ -248,8 +273,16 @@ def _state_by_get(hook: DropboxSignHook, sr_id: str) -> RequestState:
         return request_state(error)
 
 
-def _is_literal(value: Any) -> bool:
-    # Templates and XComArgs are checked in execute(), once rendered.
-    if isinstance(value, str):
-        return "{{" not in value and "{%" not in value
-    return isinstance(value, list | tuple) and all(_is_literal(v) for v in value)
+def dry_run_flag(value: Any) -> bool:
+    """
+    ``dry_run`` as a boolean: ``True`` or ``False``, or what a template renders them to, ``"true"``
+    or ``"false"`` in any case and with surrounding white space.
+
+    :raises ValueError: naming the value otherwise: any other text would be a non-empty string,
+        true in Python, and a template meant to say "cancel" would silently make a dry run.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"dry_run {value!r} must be True or False, or a template rendering to 'true' or 'false'")

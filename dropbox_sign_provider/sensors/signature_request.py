@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
 from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
-from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes
+from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes, resolved_at_run_time
 from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
 
@@ -65,12 +65,14 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
 
     :param signature_request_ids: one id, a list of ids, or the result of
         :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`
-        (then only the ids it queued are waited on). Templated.
+        (then only the ids it queued are waited on). Templated. Empty input (``[]``, ``""``,
+        ``{}``, ...) waits for nothing and succeeds with ``{}``.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
-    :param poke_interval: seconds between polls.
-    :param timeout: seconds before ids still unconfirmed end as ``timeout``; shorter than
-        ``recancel_after`` is fine (the log then says no re-cancel can happen).
-    :param recancel_after: seconds after a cancel without confirmation before cancelling again.
+    :param poke_interval: seconds (or a ``timedelta``) between polls.
+    :param timeout: seconds (or a ``timedelta``) before ids still unconfirmed end as ``timeout``;
+        shorter than ``recancel_after`` is fine (the log then says no re-cancel can happen).
+    :param recancel_after: seconds (or a ``timedelta``) after a cancel without confirmation before
+        cancelling again.
     :param max_cancel_attempts: cancels per id at most, counting the first one.
     :param recancel_plain_ids: also re-cancel plain ids (not the operator's result) under the
         60-minute rule, taking them as cancelled just before the sensor started. Off by default:
@@ -88,20 +90,25 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         *,
         signature_request_ids: Any,
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
-        poke_interval: float = wait_settings.DEFAULT_POLL_INTERVAL,
-        timeout: float = wait_settings.DEFAULT_TIMEOUT,
-        recancel_after: float = wait_settings.DEFAULT_RECANCEL_AFTER,
+        poke_interval: wait_settings.Duration = wait_settings.DEFAULT_POLL_INTERVAL,
+        timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
+        recancel_after: wait_settings.Duration = wait_settings.DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
         recancel_plain_ids: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        wait_settings.check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        seconds = wait_settings.check_wait_settings(
+            poke_interval, timeout, recancel_after, max_cancel_attempts
+        )
         wait_settings.check_on_completed(on_completed)
         if not isinstance(recancel_plain_ids, bool):
             raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
-        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
+        if not resolved_at_run_time(signature_request_ids):
+            initial_outcomes(signature_request_ids)
+        super().__init__(poke_interval=seconds.poke_interval, timeout=seconds.timeout, **kwargs)
         if self.mode == "reschedule":
             raise ValueError(
                 f"{self.task_id}: mode 'reschedule' would restart the 60-minute re-cancel clock at every "
@@ -109,7 +116,7 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
             )
         self.signature_request_ids = signature_request_ids
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.recancel_after = recancel_after
+        self.recancel_after = seconds.recancel_after
         self.max_cancel_attempts = max_cancel_attempts
         self.on_completed = on_completed
         self.recancel_plain_ids = recancel_plain_ids
@@ -119,6 +126,8 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
 
     def _start_watch(self) -> CancellationWatch:
         outcomes, may_recancel = initial_outcomes(self.signature_request_ids, self.recancel_plain_ids)
+        if not outcomes:
+            self.log.info("No signature requests given: nothing to wait for")
         watch = CancellationWatch.start(
             outcomes,
             time.time(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import signal
 import time
 from collections import Counter
@@ -233,8 +234,33 @@ def test_test_connection_reports_a_misconfigured_connection(
     conn_id = set_connection(monkeypatch, "ds_no_creds", host=emulator.base_url)
     ok, message = DropboxSignHook(conn_id).test_connection()
     assert not ok
-    assert "'ds_no_creds' has no credentials" in message
+    assert message.startswith("This connection has no credentials")
     assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"password": "k", "extra": {"access_token": "t"}}, "has both an API key"),
+        ({"password": "k", "host": "ftp://x"}, "has host 'ftp://x'"),
+        ({"password": "k", "host": "http://sign.example.com"}, "uses plain http://"),
+        ({"password": "k", "extra": {"timeout": "soon"}}, "has timeout 'soon'"),
+        ({"password": "k", "extra": {"max_requests_per_minute": 0.5}}, "has max_requests_per_minute 0.5"),
+    ],
+    ids=["both-credentials", "host", "plain-http", "timeout", "cap"],
+)
+def test_the_test_button_names_no_temporary_connection_id(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], problem: str
+) -> None:
+    # The UI tests a form under a random id, which means nothing to whoever reads the message; a
+    # task's error keeps naming its connection.
+    conn_id = set_connection(monkeypatch, "SWJkFRdF", **fields)
+    ok, message = DropboxSignHook(conn_id).test_connection()
+    assert not ok
+    assert message.startswith(f"This connection {problem}")
+    assert "SWJkFRdF" not in message
+    with pytest.raises(ValueError, match=f"^Connection 'SWJkFRdF' {re.escape(problem)}"):
+        DropboxSignHook(conn_id).get_conn()
 
 
 # --- get, cancel, remove ---------------------------------------------------------------------------

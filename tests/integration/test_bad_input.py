@@ -197,11 +197,19 @@ ENTRY_POINTS: dict[str, Callable[[Any], None]] = {
 }
 
 
+#: Given as the whole input of a task, these are no ids at all: the task has nothing to do. As one
+#: id (a hook, a trigger's state) they are bad ids.
+EMPTY_INPUTS = ("", "   ")
+HOOK_ENTRY_POINTS = [name for name in ENTRY_POINTS if "hook" in name]
+
+
 @pytest.mark.parametrize("bad", BAD_IDS, ids=[b.name for b in BAD_IDS])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_bad_id_is_refused_before_any_request(
     unchanged_api: DropboxSignEmulator, entry: str, bad: BadId
 ) -> None:
+    if bad.value in EMPTY_INPUTS and entry not in HOOK_ENTRY_POINTS:
+        pytest.skip("empty input: nothing to cancel (test_empty_input_succeeds_without_a_request)")
     with pytest.raises(ValueError, match="signature_request_id") as refused:
         ENTRY_POINTS[entry](bad.value)
 
@@ -209,14 +217,45 @@ def test_bad_id_is_refused_before_any_request(
     assert unchanged_api.requests_log == []
 
 
-@pytest.mark.parametrize(
-    "bad", [b for b in BAD_IDS if b.is_text or isinstance(b.value, list)], ids=lambda b: b.name
-)
-def test_operator_refuses_a_literal_bad_id_when_the_dag_is_parsed(bad: BadId) -> None:
+LITERAL_BAD_IDS = [b for b in BAD_IDS if b.value not in EMPTY_INPUTS]
+
+
+@pytest.mark.parametrize("bad", LITERAL_BAD_IDS, ids=[b.name for b in LITERAL_BAD_IDS])
+@pytest.mark.parametrize("task", [CancelSignatureRequestOperator, SignatureRequestCanceledSensor])
+def test_a_literal_bad_id_is_refused_when_the_dag_is_parsed(task: type, bad: BadId) -> None:
     with pytest.raises(ValueError, match="signature_request_id") as refused:
-        CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=bad.value)
+        task(task_id="t", signature_request_ids=bad.value)
 
     assert names(refused.value, bad), str(refused.value)
+
+
+EMPTY_FORMS = [[], (), {}, "", "   ", "[]", "{}"]
+
+
+@pytest.mark.parametrize("empty", EMPTY_FORMS, ids=repr)
+@pytest.mark.parametrize("entry", [name for name in ENTRY_POINTS if name not in HOOK_ENTRY_POINTS])
+def test_empty_input_succeeds_without_a_request(
+    unchanged_api: DropboxSignEmulator, entry: str, empty: Any, log_events: list[Any]
+) -> None:
+    # Whatever its form, an empty input is nothing to cancel: the same {} and the same log.
+    task: Any
+    if "sensor" in entry:
+        task = SignatureRequestCanceledSensor(
+            task_id="confirm", signature_request_ids=empty, deferrable="deferrable" in entry
+        )
+    else:
+        task = CancelSignatureRequestOperator(
+            task_id="cancel",
+            signature_request_ids="{{ params.ids }}",
+            wait_for_confirmation=entry != "operator",
+            deferrable="deferrable" in entry,
+        )
+        task.signature_request_ids = empty
+    assert task.execute(context()) == {}
+
+    said = "nothing to wait for" if "sensor" in entry else "nothing to cancel"
+    assert {"event": f"No signature requests given: {said}", "log_level": "info"} in log_events
+    assert unchanged_api.requests_log == []
 
 
 def trigger_for(ids: list[str], **kwargs: Any) -> SignatureRequestCanceledTrigger:

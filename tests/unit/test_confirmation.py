@@ -52,6 +52,9 @@ class Recorder:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
 
+    def debug(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("debug", event % args if args else str(event)))
+
     def info(self, event: Any, *args: Any, **kw: Any) -> None:
         self.lines.append(("info", event % args if args else str(event)))
 

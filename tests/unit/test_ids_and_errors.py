@@ -28,6 +28,7 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.ids import (
     SIGNATURE_REQUEST_ID_PATTERN,
     normalize_signature_request_ids,
+    resolved_at_run_time,
     validate_signature_request_id,
 )
 
@@ -131,7 +132,7 @@ def test_many_ids_are_normalised_in_order_without_duplicates(value: object, expe
         pytest.param(str([ID_40, 7]), "7", id="int-in-rendered-list"),
         pytest.param("[" + ID_40, repr("[" + ID_40), id="unreadable-list"),
         pytest.param("['x'] + ['y']", repr("['x'] + ['y']"), id="expression"),
-        pytest.param("  ", "'  '", id="blank"),
+        pytest.param([ID_40, "  "], "'  '", id="blank-in-list"),
         pytest.param(None, "None", id="None"),
         pytest.param(42, "42", id="int"),
         pytest.param({ID_40}, repr({ID_40}), id="set"),
@@ -141,6 +142,59 @@ def test_a_bad_value_among_many_is_named(value: object, named: str) -> None:
     with pytest.raises(ValueError, match="signature_request_id") as raised:
         normalize_signature_request_ids(value)
     assert named in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], (), {}, "", "  ", "\n\t", "[]", "()", "{}", " [ ] "],
+    ids=[
+        "list",
+        "tuple",
+        "mapping",
+        "text",
+        "blank",
+        "white-space",
+        "rendered-list",
+        "rendered-tuple",
+        "rendered-mapping",
+        "rendered-list-in-blanks",
+    ],
+)
+def test_empty_input_is_no_ids_whatever_its_form(value: object) -> None:
+    assert normalize_signature_request_ids(value) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "deferred"),
+    [
+        pytest.param("{{ params.ids }}", True, id="template"),
+        pytest.param("{% for i in x %}{{ i }}{% endfor %}", True, id="statement"),
+        pytest.param([ID_40, "{{ ti.xcom_pull('find') }}"], True, id="template-in-list"),
+        pytest.param(ID_40, False, id="id"),
+        pytest.param([ID_40], False, id="list"),
+        pytest.param({ID_40: "canceled"}, False, id="mapping"),
+        pytest.param(None, False, id="None"),
+        pytest.param(123, False, id="int"),
+        pytest.param(1.5, False, id="float"),
+        pytest.param(object(), False, id="object"),
+    ],
+)
+def test_what_is_resolved_only_at_run_time(value: object, deferred: bool) -> None:
+    assert resolved_at_run_time(value) is deferred
+
+
+def test_an_xcom_is_resolved_only_at_run_time() -> None:
+    from airflow.sdk import DAG, task
+
+    with DAG("d", schedule=None):
+
+        @task
+        def find() -> list[str]:
+            return []
+
+        found = find()
+    assert resolved_at_run_time(found)
+    assert resolved_at_run_time([found])
 
 
 # --- typed errors ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,10 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
-from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.operators.signature_request import (
+    DEFAULT_MAX_CANCELLATIONS,
+    CancelSignatureRequestOperator,
+)
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
     FakeTI,
@@ -260,8 +264,8 @@ def test_invalid_literal_ids_fail_at_parse_time() -> None:
 
 @pytest.mark.parametrize(
     "rendered",
-    ["ab" * 20 + ", ../etc/passwd", ["ab" * 20, "AB" * 20], "['abab', ", "", ["ab" * 20, 7]],
-    ids=["path", "uppercase", "broken-list", "empty", "not-a-string"],
+    ["ab" * 20 + ", ../etc/passwd", ["ab" * 20, "AB" * 20], "['abab', ", ["ab" * 20, ""], ["ab" * 20, 7]],
+    ids=["path", "uppercase", "broken-list", "empty-in-list", "not-a-string"],
 )
 def test_invalid_rendered_ids_fail_before_any_request(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, rendered: Any
@@ -283,11 +287,61 @@ def test_invalid_rendered_ids_fail_before_any_request(
         ({"timeout": -5}, "timeout -5"),
         ({"timeout": "5"}, "timeout '5'"),
         ({"timeout": False}, "timeout False"),
+        ({"timeout": timedelta(0)}, "timeout datetime.timedelta\\(0\\)"),
+        ({"recancel_after": timedelta(minutes=-5)}, "recancel_after datetime.timedelta\\(days=-1"),
+        ({"poke_interval": "1 minute"}, "poke_interval '1 minute'"),
+        ({"dry_run": "yes"}, "dry_run 'yes'"),
+        ({"dry_run": 1}, "dry_run 1 "),
+        ({"dry_run": None}, "dry_run None"),
+        ({"dry_run": ""}, "dry_run ''"),
     ],
 )
 def test_bad_parameters_are_named(kw: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         operator("ab" * 20, **kw)
+
+
+def test_durations_as_timedelta_are_seconds() -> None:
+    task = operator(
+        "ab" * 20,
+        poke_interval=timedelta(seconds=30),
+        timeout=timedelta(hours=2),
+        recancel_after=timedelta(minutes=45),
+    )
+    assert (task.poke_interval, task.timeout, task.recancel_after) == (30.0, 7200.0, 2700.0)
+    assert operator("ab" * 20, timeout=90).timeout == 90.0
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
+def test_a_wait_given_as_timedelta_confirms(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    task = operator(
+        sr_id,
+        wait_for_confirmation=True,
+        deferrable=deferrable,
+        poke_interval=timedelta(milliseconds=100),
+        timeout=timedelta(seconds=10),
+        recancel_after=timedelta(seconds=5),
+    )
+    assert run(task) == {sr_id: "canceled"}
+
+
+def test_the_cap_is_on_by_default_and_none_lifts_it(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    assert DEFAULT_MAX_CANCELLATIONS == 1000
+    assert operator("ab" * 20).max_cancellations == DEFAULT_MAX_CANCELLATIONS
+    too_many = [f"{n:040x}" for n in range(DEFAULT_MAX_CANCELLATIONS + 1)]
+    with pytest.raises(AirflowFailException) as refused:
+        run(operator(too_many))
+    assert str(refused.value) == (
+        "Refusing to cancel 1001 signature requests: more than max_cancellations=1000. Nothing was "
+        "cancelled. Check the ids, or raise the cap (max_cancellations=None lifts it)."
+    )
+    assert emulator.requests_log == []
+    assert operator(too_many, max_cancellations=None).max_cancellations is None
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
@@ -345,6 +399,46 @@ def test_dry_run_reports_errors_instead_of_failing(
     result = run(operator(sr_id, dry_run=True))
     assert result[sr_id].startswith("error: Dropbox Sign HTTP 400 bad_request")
     assert emulator.cancel_calls(sr_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("rendered", "dry"),
+    [(True, True), (False, False), ("true", True), ("false", False), (" FALSE\n", False), ("True", True)],
+    ids=["True", "False", "true", "false", "FALSE-in-blanks", "True-text"],
+)
+def test_dry_run_as_rendered(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, rendered: Any, dry: bool
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    task = operator(sr_id, dry_run="{{ params.dry }}")
+    assert "dry_run_setting" in task.template_fields
+    task.dry_run_setting = rendered  # what the template rendered to
+    assert task.is_dry_run is dry
+    assert run(task) == {sr_id: "would_cancel" if dry else "cancel_requested"}
+    assert calls(emulator) == ([("GET", sr_id, 200)] if dry else [("POST", sr_id, 200)])
+
+
+@pytest.mark.parametrize("rendered", ["yes", "", "0", "None", "no"])
+def test_a_dry_run_rendered_to_anything_else_fails_before_any_request(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, rendered: str
+) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    task = operator(sr_id, dry_run="{{ params.dry }}")
+    task.dry_run_setting = rendered
+    with pytest.raises(ValueError, match=f"dry_run {rendered!r} must be True or False"):
+        run(task)
+    assert emulator.requests_log == []
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("dry", [False, True], ids=["cancel", "dry"])
+def test_dag_dry_run_from_a_param(emulator: DropboxSignEmulator, dropbox_sign_conn: str, dry: bool) -> None:
+    sr_id = make_requests(emulator, 1)[0]
+    dag_run = load_test_dag("t_cancel_dry_run_param").test(run_conf={"ids": [sr_id], "dry": dry})
+    ti = task_instances(dag_run)["cancel", -1]
+    assert str(ti.state) == "success"
+    assert xcom(ti) == {sr_id: "would_cancel" if dry else "cancel_requested"}
+    assert emulator.cancel_calls(sr_id) == (0 if dry else 1)
 
 
 # --- waiting for confirmation -------------------------------------------------------------------
