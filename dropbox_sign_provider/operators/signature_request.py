@@ -121,13 +121,14 @@ class CancelSignatureRequestOperator(BaseOperator):
             dry_run_flag(dry_run)
         self.signature_request_ids = signature_request_ids
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.on_completed = on_completed
-        self.max_cancellations = max_cancellations
         self.dry_run_setting = dry_run
+        self.max_cancellations = max_cancellations
+        # How the queued cancellations are waited for, when they are:
+        self.poke_interval, self.timeout, self.recancel_after = seconds
         self.wait_for_confirmation = wait_for_confirmation
         self.deferrable = deferrable
-        self.poke_interval, self.timeout, self.recancel_after = seconds
         self.max_cancel_attempts = max_cancel_attempts
+        self.on_completed = on_completed
 
     @property
     def is_dry_run(self) -> bool:
@@ -238,9 +239,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts, errors=errors
         )
         if watch.done:
-            return finish(
-                watch.event(self.on_completed), self.log, retryable=Outcome.ERROR in outcomes.values()
-            )
+            return self._finish(watch)
         log_no_recancel(watch, self.timeout, self.log)
         if self.deferrable:
             defer_until_confirmed(
@@ -250,13 +249,10 @@ class CancelSignatureRequestOperator(BaseOperator):
             time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))
             poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
             if watch.done:
-                return finish(
-                    watch.event(self.on_completed),
-                    self.log,
-                    retryable=Outcome.ERROR in watch.outcomes.values(),
-                )
+                return self._finish(watch)
 
     def _finish(self, watch: CancellationWatch) -> dict[str, str]:
+        # Ids that got no verdict may get one on a task retry.
         return finish(
             watch.event(self.on_completed), self.log, retryable=Outcome.ERROR in watch.outcomes.values()
         )
