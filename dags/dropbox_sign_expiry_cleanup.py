@@ -2,6 +2,9 @@
 Every day, cancel the Dropbox Sign signature requests that are still out for signature but stale
 (older than ``max_age_days``) or past their ``expires_at``.
 
+It cancels nothing until a person arms it by setting the Airflow Variable
+``dropbox_sign_cleanup_armed`` to ``true``: until then every run is a dry run that says so.
+
 Everything that talks to Dropbox Sign happens inside tasks: parsing this file sends no request.
 """
 
@@ -14,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, TriggerRule, Variable, get_current_context, task
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import count_outcomes, outcome_table, summarize
@@ -22,9 +25,20 @@ from dropbox_sign_provider.state import RequestState, request_state
 
 log = logging.getLogger(__name__)
 
-#: Airflow pool that bounds how many tasks call the Dropbox Sign API at once, across all workers:
-#: the rate limit is per account, not per worker.
-POOL = "dropbox_sign_api"
+#: The Airflow Variable that arms the clean-up: only ``true`` lets a run cancel anything. It is read
+#: by the first task of each run, never when the file is parsed.
+ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
+#: The command that arms it, quoted in the logs and the report of every unarmed run.
+ARM_COMMAND = f"airflow variables set {ARMED_VARIABLE} true"
+
+#: The Airflow pool of the API tasks. Airflow's ``default_pool`` always exists; a task naming a pool
+#: that does not exist is never scheduled, and Airflow says so only in the scheduler's log. To share
+#: a pool with other Dropbox Sign DAGs, create it first, then set the environment variable on the
+#: dag-processor (it is read when the file is parsed).
+POOL = os.environ.get("DROPBOX_SIGN_POOL") or "default_pool"
+#: Cancel batches running at once within a run (with one run at a time): like a pool of this size,
+#: it keeps the run's calls within the account's rate limit whatever the number of workers.
+MAX_PARALLEL_BATCHES = 4
 #: Ids per cancel task: one mapped task instance per batch.
 BATCH_SIZE = 50
 #: The cancel operator is idempotent (it asks Dropbox Sign what state a refused id is in), so a
@@ -52,7 +66,21 @@ are still out for signature and either
 Requests that were signed by everyone or declined are never touched.
 **Cancellation is irreversible**: try a new *query* with *dry_run* first.
 
+## Arming: nothing is cancelled until you say so
+Until the Airflow Variable `{ARMED_VARIABLE}` is `true`, **every run is a dry run**, scheduled or
+triggered: it finds the requests and reports what it would cancel (`would_cancel`), and its logs and
+report say `NOT ARMED`. First:
+
+1. unpause this DAG (a run triggered on a paused DAG stays *queued*); its scheduled run and any run
+   you trigger are dry runs while it is unarmed;
+2. read **report**'s log: every id it would cancel, why, and when it was created;
+3. when the list is right, arm it: `{ARM_COMMAND}` (or *Admin > Variables*). Runs from then on
+   cancel. Set it to `false`, or delete it, to disarm.
+
+A run triggered with *dry_run* on cancels nothing, armed or not.
+
 ## Tasks
+0. **check_armed**: reads `{ARMED_VARIABLE}` and decides whether this run may cancel.
 1. **find**: lists the incomplete requests (`complete:false`, plus *query*) page by page and keeps
    the stale and expired ones.
 2. **guard**: fails the run, before anything is cancelled, when there are more than
@@ -71,19 +99,48 @@ Requests that were signed by everyone or declined are never touched.
 - **max_age_days** (default 30): requests created longer ago than this are stale.
 - **query** (default empty): an extra Dropbox Sign search filter joined with ` AND `,
   e.g. `title:NDA` or `metadata:onboarding`.
-- **dry_run** (default false): report what would be cancelled; cancel nothing.
+- **dry_run** (default false): report what would be cancelled; cancel nothing. While the DAG is
+  not armed, every run is a dry run whatever this says.
 - **max_cancellations** (default 200): the most requests one run may cancel.
 
 ## Setup
-The API tasks run in the Airflow pool `{POOL}`, so that all workers together stay within the
-account's rate limit. Create it once: `airflow pools set {POOL} 4 "Dropbox Sign API calls"`.
-**cancel** checks its queued cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
+At most {MAX_PARALLEL_BATCHES} **cancel** batches run at once, so that all workers together stay
+within the account's rate limit. The API tasks run in the pool `{POOL}` (environment variable
+`DROPBOX_SIGN_POOL` on the dag-processor, for a pool you created). **cancel** checks its queued
+cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
 `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
 """
 
 
 def _day(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).date().isoformat() if epoch else "?"
+
+
+def cleanup_mode(dry_run: bool, variable: str | None) -> dict[str, Any]:
+    """
+    Whether a run may cancel: ``{"armed": bool, "dry_run": bool, "why": str}``, ``why`` in words for
+    its log and its report. An unarmed run is a dry run whatever its ``dry_run`` param says.
+
+    :param dry_run: the run's ``dry_run`` param.
+    :param variable: the value of the Variable ``dropbox_sign_cleanup_armed``; ``None`` when unset.
+        Only ``true`` (in any case, spaces around allowed) arms the clean-up.
+    """
+    if variable is not None and variable.strip().lower() == "true":
+        if dry_run:
+            why = "dry run: the run's dry_run is on, so it cancels nothing (the clean-up is armed)"
+        else:
+            why = f"armed: the Variable {ARMED_VARIABLE} is true, so this run cancels"
+        return {"armed": True, "dry_run": dry_run, "why": why}
+    seen = "is not set" if variable is None else f"is {variable!r}, not true"
+    why = (
+        f"NOT ARMED: the Variable {ARMED_VARIABLE} {seen}, so this run is a dry run and cancels "
+        f"nothing. Read the report; when the list is right, arm the clean-up with: {ARM_COMMAND}"
+    )
+    return {"armed": False, "dry_run": True, "why": why}
+
+
+def _warn_loudly(text: str) -> None:
+    log.warning("%s\n%s\n%s", "!" * 100, text, "!" * 100)
 
 
 def reason_to_cancel(request: dict[str, Any], cutoff: float, now: float) -> str | None:
@@ -110,7 +167,8 @@ def reason_to_cancel(request: dict[str, Any], cutoff: float, now: float) -> str 
 
 with DAG(
     dag_id="dropbox_sign_expiry_cleanup",
-    description="Cancel Dropbox Sign signature requests that are stale or past their expiry",
+    description="Cancel Dropbox Sign signature requests that are stale or past their expiry "
+    f"(a dry run until the Variable {ARMED_VARIABLE} is true)",
     schedule="@daily",
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -137,7 +195,8 @@ with DAG(
             False,
             type="boolean",
             title="Dry run",
-            description="Report what would be cancelled; cancel nothing.",
+            description="Report what would be cancelled; cancel nothing. Until the Variable "
+            f"{ARMED_VARIABLE} is true, every run is a dry run whatever this says.",
         ),
         "max_cancellations": Param(
             200,
@@ -148,6 +207,21 @@ with DAG(
         ),
     },
 ) as dag:
+
+    @task
+    def check_armed() -> dict[str, Any]:
+        """
+        Read the Variable ``dropbox_sign_cleanup_armed`` and decide whether this run may cancel (see
+        ``cleanup_mode``). An unarmed run is a dry run, and its log says so.
+        """
+        mode = cleanup_mode(
+            bool(get_current_context()["params"]["dry_run"]), Variable.get(ARMED_VARIABLE, default=None)
+        )
+        if mode["armed"]:
+            log.info("%s", mode["why"])
+        else:
+            _warn_loudly(mode["why"])
+        return mode
 
     @task(**API_TASK_ARGS)
     def find() -> list[dict[str, Any]]:
@@ -187,12 +261,13 @@ with DAG(
         return found
 
     @task
-    def guard(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def guard(candidates: list[dict[str, Any]], mode: dict[str, Any]) -> list[dict[str, Any]]:
         """
         Refuse an implausibly large clean-up before anything is cancelled; otherwise split the ids
         into the keyword arguments of one **cancel** task per batch.
 
         :param candidates: what **find** returned.
+        :param mode: what **check_armed** decided.
         """
         params = get_current_context()["params"]
         cap = params["max_cancellations"]
@@ -204,11 +279,13 @@ with DAG(
             )
         ids = [candidate["signature_request_id"] for candidate in candidates]
         return [
-            {"signature_request_ids": ids[start : start + BATCH_SIZE], "dry_run": params["dry_run"]}
+            {"signature_request_ids": ids[start : start + BATCH_SIZE], "dry_run": mode["dry_run"]}
             for start in range(0, len(ids), BATCH_SIZE)
         ]
 
+    mode = check_armed()
     found = find()
+    mode >> found
     # dry_run is not a template field: it reaches each batch through the mapped keyword arguments.
     cancel = CancelSignatureRequestOperator.partial(
         task_id="cancel",
@@ -219,22 +296,27 @@ with DAG(
         wait_for_confirmation=True,
         deferrable=True,
         poke_interval=CONFIRM_POKE_INTERVAL,
+        max_active_tis_per_dagrun=MAX_PARALLEL_BATCHES,
         **API_TASK_ARGS,
-    ).expand_kwargs(guard(found))
+    ).expand_kwargs(guard(found, mode))
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def report(candidates: list[dict[str, Any]], cancelled: list[dict[str, str]]) -> dict[str, Any]:
+    def report(
+        candidates: list[dict[str, Any]], cancelled: list[dict[str, str]], mode: dict[str, Any]
+    ) -> dict[str, Any]:
         """
-        Log the counts by outcome and a table of every id, then return both.
+        Log the counts by outcome and a table of every id, then return both, with whether the run
+        was a dry run and why.
 
         :param candidates: what **find** returned.
         :param cancelled: the confirmed outcomes of each **cancel** batch (in a dry run, what it
             would do).
+        :param mode: what **check_armed** decided.
         """
         outcomes: dict[str, str] = {}
         for batch in cancelled:
             outcomes.update(batch)
-        dry_run = bool(get_current_context()["params"]["dry_run"])
+        dry_run = bool(mode["dry_run"])
         picked = {c["signature_request_id"]: c for c in candidates}
         table = outcome_table(
             {sr_id: outcomes.get(sr_id, "not handled") for sr_id in picked},
@@ -248,6 +330,14 @@ with DAG(
         )
         counted = summarize(outcomes, {}) if outcomes else "nothing to cancel"
         log.info("Dropbox Sign clean-up%s: %s\n%s", " (dry run)" if dry_run else "", counted, table)
-        return {"dry_run": dry_run, "counts": count_outcomes(outcomes), "outcomes": outcomes}
+        if not mode["armed"]:
+            _warn_loudly(mode["why"])
+        return {
+            "dry_run": dry_run,
+            "armed": mode["armed"],
+            "why": mode["why"],
+            "counts": count_outcomes(outcomes),
+            "outcomes": outcomes,
+        }
 
-    report(found, cancel.output)
+    report(found, cancel.output, mode)

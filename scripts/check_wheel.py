@@ -1,12 +1,14 @@
 """
 Check the built artefacts in ``dist/`` are what users get.
 
-The sdist carries the tests and the docs; the wheel carries the package and the licence, and no
-tests or build output. Then the wheel is installed with plain ``pip`` into a fresh virtual
-environment of the system Python, next to Airflow pinned to the lock file's versions, and checked
-the way a user meets it: ``airflow providers list`` shows it with its version, the connection type
-and its form fields are registered, the operator, sensor and trigger import, and the
-``dropbox-sign-emulator`` command serves.
+The sdist carries the tests, the docs and ``dags/``; the wheel carries the package (with a copy of
+``dags/*.py`` as ``dropbox_sign_provider/example_dags/``) and the licence, and no tests or build
+output. Then the wheel is installed with plain ``pip`` into a fresh virtual environment of the system
+Python, next to Airflow pinned to the lock file's versions, and checked the way a user meets it:
+``airflow providers list`` shows it with its version, the connection type and its form fields are
+registered, the operator, sensor and trigger import, the ``dropbox-sign-emulator`` command serves,
+and ``dropbox-sign-example-dags`` puts both example DAGs into a DAGs folder where ``airflow dags
+list`` finds them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DIST = REPO / "dist"
 WORK = REPO / "build" / "wheel-check"
 SYSTEM_PYTHON = os.environ.get("SYSTEM_PYTHON", "/usr/bin/python3")
 PACKAGE = "airflow-provider-dropbox-sign"
+EXAMPLE_DAG_IDS = ["dropbox_sign_cancel_request", "dropbox_sign_expiry_cleanup"]
 
 # What Airflow has to know after the install: run in the fresh environment, prints JSON.
 PROBE = """
@@ -86,10 +89,21 @@ def check_contents(wheel: Path, sdist: Path) -> None:
     expect("dropbox_sign_provider/version_compat.py" in names, "wheel has version_compat.py")
     expect(any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "wheel carries LICENSE")
     expect(any(n.endswith(".dist-info/entry_points.txt") for n in names), "wheel declares its entry points")
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {
+            Path(n).name: zf.read(n)
+            for n in names
+            if n.startswith("dropbox_sign_provider/example_dags/") and not Path(n).name.startswith("__")
+        }
+    sources = {path.name: path.read_bytes() for path in sorted((REPO / "dags").glob("*.py"))}
+    expect(
+        shipped == sources,
+        f"wheel carries dags/ as dropbox_sign_provider/example_dags/: {', '.join(sorted(shipped))}",
+    )
 
     with tarfile.open(sdist) as tf:
         members = [m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name]
-    for folder in ("tests/", "docs/", "dropbox_sign_provider/"):
+    for folder in ("tests/", "docs/", "dags/", "dropbox_sign_provider/"):
         expect(any(m.startswith(folder) for m in members), f"sdist has {folder}")
     expect("LICENSE" in members and "CHANGELOG.md" in members, "sdist has LICENSE and CHANGELOG.md")
     expect(not any(m.startswith(("build/", "dist/", ".venv/")) for m in members), "sdist has no build output")
@@ -145,6 +159,43 @@ def check_emulator(bin_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def check_example_dags(bin_dir: Path, home: Path, env: dict[str, str]) -> None:
+    """The documented command places the example DAGs; Airflow parses both from there."""
+    dags = home / "dags"
+    for attempt in ("copied", "unchanged"):
+        placed = subprocess.run(  # noqa: S603
+            [str(bin_dir / "dropbox-sign-example-dags"), str(dags)],
+            cwd=home,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        expect(
+            placed.stdout.count(f"{attempt}: ") == len(EXAMPLE_DAG_IDS),
+            f"dropbox-sign-example-dags {dags.name}/ reports both DAGs {attempt}",
+        )
+    dags_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    subprocess.run(  # noqa: S603
+        [str(bin_dir / "airflow"), "db", "migrate"],
+        cwd=home,
+        env=dags_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    listed = subprocess.run(  # noqa: S603
+        [str(bin_dir / "airflow"), "dags", "list", "--local", "--output", "json"],
+        cwd=home,
+        env=dags_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dag_ids = sorted(dag["dag_id"] for dag in json.loads(listed.stdout.strip().splitlines()[-1]))
+    expect(dag_ids == EXAMPLE_DAG_IDS, f"airflow dags list shows {', '.join(dag_ids)}")
 
 
 def main() -> int:
@@ -214,6 +265,7 @@ def main() -> int:
         expect(seen["hidden_fields"] == ["login", "port", "schema"], "its form hides login, port, schema")
         expect(len(seen["classes"]) == 3, f"{', '.join(seen['classes'])} import")
         check_emulator(bin_dir)
+        check_example_dags(bin_dir, home, env)
     except (CheckFailed, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None)
         print(f"wheel check FAILED: {exc}" + (f"\n{detail}" if detail else ""), file=sys.stderr)

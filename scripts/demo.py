@@ -3,11 +3,13 @@ The one-command demo (``make demo``): both example DAGs against the bundled Drop
 
 On a fresh clone, with nothing but the project's virtualenv:
 
-1. a throw-away Airflow home with its embedded SQLite database (``airflow db migrate``), the DAGs
-   folder pointing at ``dags/`` and the ``dropbox_sign_api`` pool;
+1. a throw-away Airflow home with its embedded SQLite database (``airflow db migrate``) and the DAGs
+   folder pointing at ``dags/``;
 2. the emulator on a free loopback port, seeded with a realistic account: stale requests, fresh
    ones, signed ones, declined ones and a few past their expiry date;
-3. ``airflow dags test dropbox_sign_expiry_cleanup``, then ``airflow dags test
+3. ``airflow dags test dropbox_sign_expiry_cleanup`` before it is armed: a dry run that must cancel
+   nothing; then ``airflow variables set dropbox_sign_cleanup_armed true`` and the clean-up again,
+   which cancels; then ``airflow dags test
    dropbox_sign_cancel_request`` naming one fresh request, then once more naming another fresh
    request and an id the account does not have: that run must fail naming the unknown id, and
    still confirm the other one's cancellation;
@@ -284,6 +286,18 @@ def check(
     return problems
 
 
+def check_unarmed(unarmed_calls: list[dict[str, Any]], demo_log: str) -> list[str]:
+    """What the run before arming did wrong: it must cancel nothing, and say why."""
+    problems = [
+        f"the run before arming sent {call['method']} {call['path']}"
+        for call in unarmed_calls
+        if call["method"] != "GET"
+    ]
+    if "NOT ARMED: the Variable dropbox_sign_cleanup_armed is not set" not in demo_log:
+        problems.append("the run before arming did not say NOT ARMED in its log")
+    return problems
+
+
 def report(
     ids: dict[str, list[str]],
     named: list[str],
@@ -291,6 +305,7 @@ def report(
     api_calls: list[dict[str, Any]],
     timings: dict[str, float],
     total: float,
+    unarmed_calls: list[dict[str, Any]],
 ) -> None:
     """Print what happened to the account, by kind of request."""
     now = time.time()
@@ -299,7 +314,12 @@ def report(
         return sum(1 for sr_id in ids[kind] if final[sr_id]["state"] == state)
 
     rows = [
-        ("Cancelled by the clean-up DAG", None),
+        ("The clean-up before arming (a dry run)", None),
+        (
+            "  cancel calls sent",
+            f"{sum(1 for call in unarmed_calls if '/cancel/' in call['path'])}",
+        ),
+        ("Cancelled by the clean-up DAG once armed", None),
         ("  stale (sent 35 to 120 days ago)", f"{count('stale', 'canceled')} of {len(ids['stale'])}"),
         ("  expired (past their expires_at)", f"{count('expired', 'canceled')} of {len(ids['expired'])}"),
         ("Left alone", None),
@@ -318,8 +338,8 @@ def report(
         rows.append((f"  {sr_id}", f"{final[sr_id]['state']} ({confirmation})"))
     rows.append((f"  {UNKNOWN_ID}", "not found: the run failed naming it"))
     print()
-    print("The demo account after the three runs")
-    print("-------------------------------------")
+    print("The demo account after the four runs")
+    print("------------------------------------")
     for label, value in rows:
         print(label if value is None else f"{label:<46} {value}")
     print()
@@ -354,9 +374,16 @@ def demo(log: IO[str], home: Path) -> int:
             f"{len(ids['expired'])} expired signature requests"
         )
         env = airflow_env(home, url)
+        timings["unarmed clean-up run"] = run_step(
+            "airflow dags test dropbox_sign_expiry_cleanup (not armed: a dry run)",
+            [airflow, "dags", "test", "dropbox_sign_expiry_cleanup"],
+            env,
+            log,
+        )
+        unarmed_calls = http_json("GET", f"{url}/_emulator/requests_log")
         timings["setup"] += run_step(
-            "Creating the dropbox_sign_api pool",
-            [airflow, "pools", "set", "dropbox_sign_api", "4", "Dropbox Sign API calls"],
+            "Arming the clean-up: airflow variables set dropbox_sign_cleanup_armed true",
+            [airflow, "variables", "set", "dropbox_sign_cleanup_armed", "true"],
             env,
             log,
         )
@@ -398,9 +425,11 @@ def demo(log: IO[str], home: Path) -> int:
             for item in http_json("GET", f"{url}/_emulator/signature_requests")
         }
         api_calls = http_json("GET", f"{url}/_emulator/requests_log")
-    report(ids, [named, beside_unknown], final, api_calls, timings, time.monotonic() - started)
+    report(ids, [named, beside_unknown], final, api_calls, timings, time.monotonic() - started, unarmed_calls)
     log.flush()
-    problems = check(ids, [named, beside_unknown], final, api_calls, LOG_FILE.read_text(encoding="utf-8"))
+    demo_log = LOG_FILE.read_text(encoding="utf-8")
+    problems = check(ids, [named, beside_unknown], final, api_calls, demo_log)
+    problems += check_unarmed(unarmed_calls, demo_log)
     if problems:
         print("\nFAILED: the account is not in the expected state:")
         for problem in problems:
@@ -408,7 +437,8 @@ def demo(log: IO[str], home: Path) -> int:
         print(f"See {LOG_FILE} for Airflow's output.")
         return 1
     print(
-        "\nOK: every stale and expired request was cancelled, nothing else was touched; the run naming "
+        "\nOK: the clean-up cancelled nothing before it was armed; once armed, every stale and expired "
+        "request was cancelled, nothing else was touched; the run naming "
         "an unknown id failed naming it, and still confirmed the other id's cancellation."
     )
     return 0

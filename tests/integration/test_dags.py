@@ -23,7 +23,6 @@ from tests.helpers import API_KEY, REPO, connection_uri_json, make_requests
 
 DAGS = REPO / "dags"
 DAY = 86400.0
-POOL = "dropbox_sign_api"
 CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 
@@ -47,15 +46,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def api_pool(airflow_db: Path) -> str:
-    """The pool the clean-up DAG's API tasks run in, as a deployment would have it."""
-    from airflow.models.pool import Pool
-
-    Pool.create_or_update_pool(POOL, slots=4, description="Dropbox Sign API calls", include_deferred=False)
-    return POOL
 
 
 def task_states(dag_run: Any) -> dict[str, list[str]]:
@@ -203,8 +193,14 @@ class Account:
 
 
 @pytest.fixture
-def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str, api_pool: str) -> Account:
+def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Account:
     return Account(emulator)
+
+
+@pytest.fixture
+def armed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean-up armed, as ``airflow variables set dropbox_sign_cleanup_armed true`` does."""
+    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
 
 
 @pytest.fixture
@@ -218,7 +214,9 @@ def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CLEANUP_DAG).dag
 
 
-def test_cleanup_cancels_stale_and_expired_requests_only(account: Account, cleanup_dag: Any) -> None:
+def test_cleanup_cancels_stale_and_expired_requests_only(
+    account: Account, armed: None, cleanup_dag: Any
+) -> None:
     dag_run = cleanup_dag.test(run_conf={})
 
     assert dag_run.state == "success", task_states(dag_run)
@@ -232,6 +230,7 @@ def test_cleanup_cancels_stale_and_expired_requests_only(account: Account, clean
         assert account.emulator.cancel_calls(sr_id) == 0
     report = xcom_of(dag_run, "report")
     assert report["dry_run"] is False
+    assert report["armed"] is True
     assert report["outcomes"] == dict.fromkeys(account.to_cancel, "canceled")
     assert report["counts"] == {"canceled": len(account.to_cancel)}
     candidates = {c["signature_request_id"]: c["reason"] for c in xcom_of(dag_run, "find")}
@@ -242,7 +241,7 @@ def test_cleanup_cancels_stale_and_expired_requests_only(account: Account, clean
 
 
 def test_cleanup_cancels_in_batches_of_fifty(
-    monkeypatch: pytest.MonkeyPatch, api_pool: str, cleanup_dag: Any
+    monkeypatch: pytest.MonkeyPatch, armed: None, cleanup_dag: Any
 ) -> None:
     # 51 requests need more than the default 100 calls a minute; this account allows more.
     with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=1000, cancel_delay=0.2) as big:
@@ -268,7 +267,7 @@ def test_cleanup_cancels_in_batches_of_fifty(
         assert {big.cancel_calls(sr_id) for sr_id in stale} == {1}
 
 
-def test_cleanup_honours_query_and_max_age(account: Account, cleanup_dag: Any) -> None:
+def test_cleanup_honours_query_and_max_age(account: Account, armed: None, cleanup_dag: Any) -> None:
     dag_run = cleanup_dag.test(run_conf={"query": "title:NDA", "max_age_days": 1})
 
     assert dag_run.state == "success", task_states(dag_run)
@@ -279,21 +278,114 @@ def test_cleanup_honours_query_and_max_age(account: Account, cleanup_dag: Any) -
     assert account.states(others) == dict.fromkeys(others, "awaiting_signature")
 
 
-def test_cleanup_dry_run_cancels_nothing(account: Account, cleanup_dag: Any) -> None:
+def assert_nothing_cancelled(account: Account, report: dict[str, Any]) -> None:
+    """The run cancelled nothing, sent no POST at all, and reported what it would cancel."""
+    assert account.cancel_calls() == 0
+    assert [entry for entry in account.emulator.requests_log if entry.method == "POST"] == []
+    everything = account.to_cancel + account.fresh + account.fresh_expiring
+    assert account.states(everything) == dict.fromkeys(everything, "awaiting_signature")
+    assert report["dry_run"] is True
+    assert report["outcomes"] == dict.fromkeys(account.to_cancel, "would_cancel")
+    assert report["counts"] == {"would_cancel": len(account.to_cancel)}
+
+
+@pytest.mark.parametrize("arming", [None, "true"], ids=["unarmed", "armed"])
+def test_cleanup_dry_run_cancels_nothing_armed_or_not(
+    account: Account, monkeypatch: pytest.MonkeyPatch, cleanup_dag: Any, arming: str | None
+) -> None:
+    if arming is not None:
+        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", arming)
+
     dag_run = cleanup_dag.test(run_conf={"dry_run": True})
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert account.cancel_calls() == 0
-    everything = account.to_cancel + account.fresh + account.fresh_expiring
-    assert account.states(everything) == dict.fromkeys(everything, "awaiting_signature")
     report = xcom_of(dag_run, "report")
-    assert report["dry_run"] is True
-    assert report["outcomes"] == dict.fromkeys(account.to_cancel, "would_cancel")
-    assert [entry for entry in account.emulator.requests_log if entry.method == "POST"] == []
+    assert_nothing_cancelled(account, report)
+    assert report["armed"] is (arming is not None)
+
+
+@pytest.mark.parametrize("arming", [None, "false", "yes", ""], ids=["unset", "false", "yes", "empty"])
+def test_cleanup_cancels_nothing_until_armed(
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    cleanup_dag: Any,
+    capfd: pytest.CaptureFixture[str],
+    arming: str | None,
+) -> None:
+    if arming is not None:
+        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", arming)
+
+    # A run with the default params, as the schedule makes it: dry_run is off.
+    dag_run = cleanup_dag.test(run_conf={})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    report = xcom_of(dag_run, "report")
+    assert_nothing_cancelled(account, report)
+    assert report["armed"] is False
+    assert report["why"].startswith("NOT ARMED: the Variable dropbox_sign_cleanup_armed ")
+    assert "airflow variables set dropbox_sign_cleanup_armed true" in report["why"]
+    # Said in the logs of the first task and of the report, not only in the XCom.
+    out = capfd.readouterr().out
+    assert out.count("NOT ARMED: the Variable dropbox_sign_cleanup_armed") >= 2
+
+
+def test_cleanup_arming_takes_effect_at_the_next_run_without_a_reparse(
+    account: Account, monkeypatch: pytest.MonkeyPatch, cleanup_dag: Any
+) -> None:
+    unarmed = cleanup_dag.test(run_conf={})
+    assert_nothing_cancelled(account, xcom_of(unarmed, "report"))
+
+    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "True")
+    armed_run = cleanup_dag.test(run_conf={})
+
+    assert armed_run.state == "success", task_states(armed_run)
+    assert xcom_of(armed_run, "report")["armed"] is True
+    assert account.states(account.to_cancel) == dict.fromkeys(account.to_cancel, "canceled")
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "variable", "armed", "is_dry_run"),
+    [
+        (False, None, False, True),
+        (False, "false", False, True),
+        (False, " TRUE ", True, False),
+        (True, "true", True, True),
+        (True, None, False, True),
+    ],
+)
+def test_cleanup_mode(
+    cleanup_module: ModuleType, dry_run: bool, variable: str | None, armed: bool, is_dry_run: bool
+) -> None:
+    mode = cleanup_module.cleanup_mode(dry_run, variable)
+
+    assert (mode["armed"], mode["dry_run"]) == (armed, is_dry_run)
+
+
+def test_cleanup_needs_no_pool(cleanup_module: ModuleType) -> None:
+    # A task in a pool that does not exist is never scheduled, and Airflow says so only in the
+    # scheduler's log: the clean-up must run on a deployment that created no pool.
+    assert {task.pool for task in cleanup_module.dag.tasks} == {"default_pool"}
+    assert (
+        cleanup_module.dag.get_task("cancel").max_active_tis_per_dagrun == cleanup_module.MAX_PARALLEL_BATCHES
+    )
+
+
+def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPBOX_SIGN_POOL", "dropbox_sign_api")
+
+    dag = load_dag_module(CLEANUP_DAG).dag
+
+    assert {task.task_id: task.pool for task in dag.tasks} == {
+        "check_armed": "default_pool",
+        "find": "dropbox_sign_api",
+        "guard": "default_pool",
+        "cancel": "dropbox_sign_api",
+        "report": "default_pool",
+    }
 
 
 def test_cleanup_with_nothing_to_cancel_succeeds(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str, api_pool: str, cleanup_dag: Any
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, armed: None, cleanup_dag: Any
 ) -> None:
     fresh = make_requests(emulator, 2, created_at=time.time() - DAY)
 
@@ -302,12 +394,13 @@ def test_cleanup_with_nothing_to_cancel_succeeds(
     assert dag_run.state == "success", task_states(dag_run)
     states = task_states(dag_run)
     assert states["cancel"] == ["skipped"]
-    assert xcom_of(dag_run, "report") == {"dry_run": False, "counts": {}, "outcomes": {}}
+    report = xcom_of(dag_run, "report")
+    assert (report["dry_run"], report["armed"], report["counts"], report["outcomes"]) == (False, True, {}, {})
     assert {emulator.get_state(sr_id) for sr_id in fresh} == {"awaiting_signature"}
 
 
 def test_cleanup_guard_fails_before_cancelling_anything(
-    account: Account, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
+    account: Account, armed: None, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     found = len(account.to_cancel)
 
@@ -346,7 +439,7 @@ def forbidden_cancel_of(sr_id: str) -> OddAnswer:
 
 
 def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
-    account: Account, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
+    account: Account, armed: None, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     refused, *others = account.to_cancel
     account.emulator.add_odd_answers(forbidden_cancel_of(refused))

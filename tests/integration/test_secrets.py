@@ -40,7 +40,6 @@ KEY = "sk-live-RECOGNISABLEKEY0001"
 TOKEN = "oauth-RECOGNISABLETOKEN0002"
 REVOKED_KEY = "sk-live-RECOGNISABLEREVOKED0003"
 DAY = 86400.0
-POOL = "dropbox_sign_api"
 
 
 def b64(text: str) -> str:
@@ -110,10 +109,6 @@ def load_dag(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def dags(airflow_db: Path) -> dict[str, Any]:
-    from airflow.models.pool import Pool
-
-    # The clean-up DAG's API tasks run in this pool, as its documentation asks a deployment to create.
-    Pool.create_or_update_pool(POOL, slots=4, description="Dropbox Sign API calls", include_deferred=False)
     return {
         "cancel": load_dag("dropbox_sign_cancel_request"),
         "cleanup": load_dag("dropbox_sign_expiry_cleanup"),
@@ -185,6 +180,8 @@ def test_example_dag_run_leaks_no_secret(
     credential: str,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, credential))
+    # Armed, so that the clean-up cancels and waits: the run's calls and trigger carry the credential.
+    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
     account.clear_log()
 
     dag_run, ids = RUNS[dag_name](dags[dag_name], account)
