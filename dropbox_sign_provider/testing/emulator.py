@@ -240,6 +240,30 @@ class OddAnswer:
     path_prefix: str = "/v3"
     times: int = 1
 
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        error_name: str,
+        error_msg: str,
+        *,
+        headers: Mapping[str, str | None] | None = None,
+        **match: Any,
+    ) -> OddAnswer:
+        """
+        An answer in the API's error envelope (``{"error": {"error_msg", "error_name"}}``), e.g.
+        ``OddAnswer.error(402, "payment_required", "Payment required.", method="GET",
+        path_prefix=f"/v3/signature_request/{sr_id}", times=100)``.
+
+        :param status: the HTTP status.
+        :param error_name: the envelope's ``error_name``.
+        :param error_msg: the envelope's ``error_msg``.
+        :param headers: more headers (the JSON content type is always set).
+        :param match: ``method``, ``path_prefix`` and ``times``, as for the class itself.
+        """
+        body = json.dumps({"error": {"error_msg": error_msg, "error_name": error_name}})
+        return cls(status, {"Content-Type": "application/json", **(headers or {})}, body, **match)
+
     def matches(self, method: str, path: str) -> bool:
         """Whether a call to ``method path`` gets this answer."""
         return (self.method is None or self.method.upper() == method.upper()) and path.startswith(

@@ -553,17 +553,7 @@ def catalogue(emu: DropboxSignEmulator) -> DropboxSignEmulator:
         ("created:{* TO *}", "dcba"),
         ("title:nda AND complete:false AND created:[2024-01-01 TO 2024-01-01]", "a"),
         ("title:zzz", ""),
-    ],
-)
-def test_list_query_forms(catalogue: DropboxSignEmulator, query: str, expected: str) -> None:
-    response = call(catalogue, "GET", "/signature_request/list", params={"query": query})
-    assert ids_of(response) == [char * 40 for char in expected]
-    assert response.json()["list_info"]["num_results"] == len(expected)
-
-
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
+        # OR, with AND binding tighter
         ("title:NDA OR title:lease", "dba"),
         ("title:NDA OR title:Signed", "ba"),
         ("title:nda OR title:nda", "ba"),
@@ -574,9 +564,7 @@ def test_list_query_forms(catalogue: DropboxSignEmulator, query: str, expected: 
         ("title:zzz OR title:yyy", ""),
     ],
 )
-def test_list_query_or_with_and_binding_tighter(
-    catalogue: DropboxSignEmulator, query: str, expected: str
-) -> None:
+def test_list_query_forms(catalogue: DropboxSignEmulator, query: str, expected: str) -> None:
     response = call(catalogue, "GET", "/signature_request/list", params={"query": query})
     assert ids_of(response) == [char * 40 for char in expected]
     assert response.json()["list_info"]["num_results"] == len(expected)

@@ -27,6 +27,17 @@ def at_window_start() -> None:
     time.sleep(WINDOW - time.time() % WINDOW + 0.05)
 
 
+@pytest.fixture
+def fresh_window(
+    emulator: DropboxSignEmulator, key_conn: str, client: Callable[..., HookClient]
+) -> tuple[HookClient, str]:
+    """A hook of the parametrised client and one request's id, at the start of a window."""
+    sr_id = make_requests(emulator, 1)[0]
+    hook = client(key_conn)
+    at_window_start()
+    return hook, sr_id
+
+
 def said(log_events: list[dict[str, Any]], level: str) -> list[str]:
     # The hooks' own lines only: Airflow 3.1 adds a warning of its own about the connection type.
     return [
@@ -37,14 +48,9 @@ def said(log_events: list[dict[str, Any]], level: str) -> list[str]:
 
 
 def test_a_wait_for_the_window_is_logged_with_its_cause_and_end(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    client: Callable[..., HookClient],
-    log_events: list[dict[str, Any]],
+    emulator: DropboxSignEmulator, fresh_window: tuple[HookClient, str], log_events: list[dict[str, Any]]
 ) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    hook = client(key_conn)
-    at_window_start()
+    hook, sr_id = fresh_window
     hook.get(sr_id)
     hook.get(sr_id)
     started = time.time()
@@ -66,14 +72,9 @@ def test_a_wait_for_the_window_is_logged_with_its_cause_and_end(
 
 
 def test_a_retry_after_a_429_states_the_real_delay(
-    emulator: DropboxSignEmulator,
-    key_conn: str,
-    client: Callable[..., HookClient],
-    log_events: list[dict[str, Any]],
+    emulator: DropboxSignEmulator, fresh_window: tuple[HookClient, str], log_events: list[dict[str, Any]]
 ) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    hook = client(key_conn)
-    at_window_start()
+    hook, sr_id = fresh_window
     for _ in range(2):  # another client spends the account's window
         requests.get(f"{emulator.base_url}/account", auth=(API_KEY, ""), timeout=10)
     started = time.time()

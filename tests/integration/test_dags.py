@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import socket
 import time
 from pathlib import Path
@@ -427,11 +426,10 @@ def confirmed_by_get(emulator: DropboxSignEmulator, sr_id: str) -> bool:
 
 def forbidden_cancel_of(sr_id: str) -> OddAnswer:
     """A 403 to the cancel of ``sr_id``: the request belongs to someone else."""
-    body = {"error": {"error_msg": "You do not have access to this resource.", "error_name": "forbidden"}}
-    return OddAnswer(
+    return OddAnswer.error(
         403,
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(body),
+        "forbidden",
+        "You do not have access to this resource.",
         method="POST",
         path_prefix=f"/v3/signature_request/cancel/{sr_id}",
         times=10,

@@ -387,11 +387,10 @@ def poll(kind: str, watch: CancellationWatch, log: Recorder, cutoff: float | Non
 
 def bad_request_for(sr_id: str) -> OddAnswer:
     """A 400 to every GET of ``sr_id`` (and of no other id)."""
-    body = {"error": {"error_msg": "Signature request is in an invalid state.", "error_name": "bad_request"}}
-    return OddAnswer(
+    return OddAnswer.error(
         400,
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(body),
+        "bad_request",
+        "Signature request is in an invalid state.",
         method="GET",
         path_prefix=f"/v3/signature_request/{sr_id}",
         times=100,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -397,12 +396,11 @@ def test_one_bad_answer_fails_only_its_id(
 ) -> None:
     bad, good = make_requests(emulator, 2)
     cancel(dropbox_sign_conn, bad, good)
-    body = {"error": {"error_msg": "Payment required for this account.", "error_name": "payment_required"}}
     emulator.add_odd_answers(
-        OddAnswer(
+        OddAnswer.error(
             402,
-            headers={"Content-Type": "application/json"},
-            body=json.dumps(body),
+            "payment_required",
+            "Payment required for this account.",
             method="GET",
             path_prefix=f"/v3/signature_request/{bad}",
             times=100,

@@ -228,12 +228,11 @@ def test_no_verdict_keeps_waiting_and_is_logged(
 def test_one_bad_answer_ends_only_its_id(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     bad, good = make_requests(emulator, 2)
     trigger = make_trigger([bad, good], cancel_now(dropbox_sign_conn, bad, good))
-    body = {"error": {"error_msg": "Signature request is in an invalid state.", "error_name": "bad_request"}}
     emulator.add_odd_answers(
-        OddAnswer(
+        OddAnswer.error(
             400,
-            headers={"Content-Type": "application/json"},
-            body=json.dumps(body),
+            "bad_request",
+            "Signature request is in an invalid state.",
             method="GET",
             path_prefix=f"/v3/signature_request/{bad}",
             times=100,
