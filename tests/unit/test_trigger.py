@@ -191,11 +191,12 @@ def test_terminal_errors(
 
 @pytest.mark.usefixtures("fast_retries")
 @pytest.mark.parametrize(
-    ("fault", "statuses"),
+    ("fault", "statuses", "spent"),
     [
-        ({"rate_limit_storm": 1.0}, {429}),
-        ({"error_rate": 1.0, "error_statuses": (500, 502, 503)}, {500, 502, 503}),
-        ({"drop_rate": 1.0}, {0}),
+        ({"rate_limit_storm": 1.0}, {429}, 7),
+        ({"error_rate": 1.0, "error_statuses": (500, 502, 503)}, {500, 502, 503}, 7),
+        # aiohttp sends a GET again by itself when the server drops a reused connection.
+        ({"drop_rate": 1.0}, {0}, 13),
     ],
     ids=["429", "5xx", "network"],
 )
@@ -205,16 +206,29 @@ def test_no_verdict_keeps_waiting_and_is_logged(
     capfd: pytest.CaptureFixture[str],
     fault: dict[str, Any],
     statuses: set[int],
+    spent: int,
 ) -> None:
     sr_id = make_requests(emulator, 1)[0]
     trigger = make_trigger([sr_id], cancel_now(dropbox_sign_conn, sr_id), timeout=20.0)
     emulator.set_fault(seed=7, **fault)
-    outage_over = threading.Timer(0.8, emulator.clear_faults)
-    outage_over.start()
+    # The outage lasts until one GET has spent all its retries (the first attempt and 5 retries)
+    # and the next poll has begun: counted (``spent`` GETs), not timed, so a slow machine cannot
+    # end it early.
+    stop = threading.Event()
+
+    def end_outage_after_a_spent_call() -> None:
+        while not stop.wait(0.01):
+            if sum(1 for r in emulator.requests_log if r.method == "GET") >= spent:
+                emulator.clear_faults()
+                return
+
+    watcher = threading.Thread(target=end_outage_after_a_spent_call)
+    watcher.start()
     try:
         payload = run_trigger(trigger)
     finally:
-        outage_over.cancel()
+        stop.set()
+        watcher.join()
     assert payload["status"] == "success"
     assert payload["outcomes"] == {sr_id: "canceled"}
     gets = [r.status for r in emulator.requests_log if r.method == "GET"]
