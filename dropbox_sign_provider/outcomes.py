@@ -120,14 +120,6 @@ class Outcome(str, enum.Enum):
 
 _BY_VALUE: dict[str, Outcome] = {str(outcome): outcome for outcome in Outcome}
 
-# The names these outcomes had before the enum, as plain strings.
-ALREADY_CANCELED = str(Outcome.ALREADY_CANCELED)
-ERROR = str(Outcome.ERROR)
-TIMEOUT = str(Outcome.TIMEOUT)
-WOULD_CANCEL = str(Outcome.WOULD_CANCEL)
-
-#: Outcomes that mean the request was cancelled, whoever did it.
-CANCELED_OUTCOMES = frozenset({Outcome.CANCELED, Outcome.ALREADY_CANCELED})
 #: Outcomes where the request was signed or declined before a cancellation could take effect: they
 #: fail a task only when its ``on_completed`` is ``fail``.
 COMPLETED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.DECLINED})
@@ -137,7 +129,6 @@ COMPLETED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.DECLINED})
 #: ids does not flood the task log.
 MAX_LOGGED_TABLE_ROWS = 100
 
-OnCompleted = Literal["fail", "ignore"]
 ON_COMPLETED_CHOICES: tuple[str, ...] = ("fail", "ignore")
 
 

@@ -29,8 +29,8 @@ from dropbox_sign_provider.exceptions import (
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.outcomes import (
-    TIMEOUT,
     CancellationEvent,
+    Outcome,
     failure_reason,
     finish,
     outcome_table,
@@ -119,7 +119,7 @@ def test_recancel_counts_and_restarts_the_clock_then_timeout_after_max_attempts(
     assert watch.pending[A] == {"last_cancel_at": T0 + 10.5, "cancel_attempts": 2, "may_recancel": True}
     assert watch.observe(A, RequestState.PENDING, T0 + 20.0) is Action.WAIT
     assert watch.observe(A, RequestState.PENDING, T0 + 20.5) is Action.DONE
-    assert watch.outcomes[A] == TIMEOUT
+    assert watch.outcomes[A] == Outcome.TIMEOUT
     assert watch.done
 
 
@@ -159,7 +159,7 @@ def test_expire_settles_what_is_still_pending_at_the_deadline() -> None:
     assert watch.expire(T0 + 59.9) is False
     assert watch.outcomes[B] == "cancel_requested"
     assert watch.expire(T0 + 60.0) is True
-    assert watch.outcomes == {A: "canceled", B: TIMEOUT, C: "completed"}
+    assert watch.outcomes == {A: "canceled", B: Outcome.TIMEOUT, C: "completed"}
     assert watch.expire(T0 + 61.0) is False  # nothing left to expire
 
 
@@ -199,7 +199,7 @@ def test_json_round_trip_keeps_every_clock() -> None:
         ("not_found", "ignore", "not found (404)"),
         ("forbidden", "ignore", "forbidden (403)"),
         ("unauthorized", "ignore", "unauthorized (401)"),
-        (TIMEOUT, "ignore", "cancellation not confirmed in time"),
+        (Outcome.TIMEOUT, "ignore", "cancellation not confirmed in time"),
         ("would_cancel", "fail", None),
         ("something_new", "ignore", "something_new"),
     ],
@@ -304,7 +304,7 @@ def test_watched_ids_are_never_recancelled_and_time_out_at_the_deadline() -> Non
         assert watch.observe(A, RequestState.PENDING, at) is Action.WAIT
     assert watch.next_recancel_at() == T0 + 100.0
     assert watch.expire(T0 + 100.0)
-    assert watch.outcomes[A] == TIMEOUT
+    assert watch.outcomes[A] == Outcome.TIMEOUT
 
 
 def test_state_stored_without_may_recancel_only_watches() -> None:
@@ -453,4 +453,4 @@ def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
     assert watch.pending[sr_id]["cancel_attempts"] == 1
     # ...and the deadline settles it as timeout.
     assert watch.expire(watch.deadline)
-    assert watch.outcomes == {sr_id: TIMEOUT}
+    assert watch.outcomes == {sr_id: Outcome.TIMEOUT}
