@@ -109,7 +109,6 @@ import binascii
 import contextlib
 import copy
 import datetime
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -130,6 +129,8 @@ from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
+
+from dropbox_sign_provider.events import event_hash
 
 __all__ = ["DropboxSignEmulator", "LoggedRequest", "OddAnswer", "event_hash", "main"]
 
@@ -193,19 +194,6 @@ class LoggedRequest(NamedTuple):
     path: str
     status: int
     time: float
-
-
-def event_hash(api_key: str, event_time: str | int, event_type: str) -> str:
-    """
-    Compute the ``event_hash`` Dropbox Sign puts in every callback event.
-
-    :param api_key: the API key of the account (the HMAC key).
-    :param event_time: the event's ``event_time`` (epoch seconds, as sent: a string).
-    :param event_type: the event's ``event_type``, e.g. ``"signature_request_canceled"``.
-    :return: ``HMAC_SHA256(api_key, event_time + event_type)`` as lowercase hex.
-    """
-    message = f"{event_time}{event_type}".encode()
-    return hmac.new(api_key.encode(), message, hashlib.sha256).hexdigest()
 
 
 class _ApiError(Exception):

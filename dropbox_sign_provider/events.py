@@ -1,0 +1,305 @@
+"""
+Dropbox Sign events: what a callback is, how it is verified, the assets it becomes and the board of
+recent events that wakes waiting confirmations.
+
+What is trusted, and why
+------------------------
+Dropbox Sign signs an event with ``event_hash = HMAC-SHA256(api key, event_time + event_type)``.
+The hash covers those two fields only: it proves that *an event of this type happened on this
+account at this second*, not which signature request it is about, nor its title or metadata. Two
+real events of one type in the same second share a hash, and a captured event can be replayed with
+another request in its payload. Hence:
+
+- an event is recorded only when its hash verifies (the hash is the receiver's only
+  authentication: Airflow does not authenticate plugin endpoints);
+- an event is identified by its type, time *and* request id (:attr:`CallbackEvent.key`): two real
+  events in one second are two events, and a redelivery of one is the same event;
+- an event is a wake-up, never a proof: a waiting confirmation reads the request at once and only
+  the API's 410 confirms it; a DAG scheduled on an event asset reads the request before doing
+  anything it cannot undo.
+
+The board of recent events
+--------------------------
+The receiver keeps, per account, the last :data:`MAX_RECENT_EVENTS` events in one Airflow Variable
+(:func:`recent_events_variable`): ``{"seq": n, "events": [[seq, key, signature_request_id], ...]}``.
+Waiting triggers read that one Variable (one read per triggerer process per check, whatever the
+number of waiting ids) and read at once the requests it names. Losing an entry (the board rotated,
+two API server processes wrote at once) costs latency only: the waiting id is still polled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dropbox_sign_provider import DEFAULT_CONN_NAME
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
+
+    from airflow.sdk import Asset
+
+#: The body Dropbox Sign waits for; any other answer makes it retry for about three days.
+CALLBACK_ACKNOWLEDGEMENT = "Hello API Event Received"
+#: Largest callback body accepted; real events are a few kilobytes.
+MAX_CALLBACK_BYTES = 1024 * 1024
+#: Events kept on an account's board of recent events, for wake-ups and de-duplication.
+MAX_RECENT_EVENTS = 1000
+#: The URI scheme of the event assets: ``dropbox-sign://<connection id>/<event type>``.
+ASSET_SCHEME = "dropbox-sign"
+#: Sent by Dropbox Sign to check a callback URL; acknowledged, never recorded as an asset event.
+CALLBACK_TEST = "callback_test"
+
+#: Every ``event_type`` of ``EventCallbackRequestEvent`` in Dropbox Sign's OpenAPI description.
+EVENT_TYPES = frozenset(
+    {
+        "account_confirmed",
+        "unknown_error",
+        "file_error",
+        "sign_url_invalid",
+        "signature_request_viewed",
+        "signature_request_signed",
+        "signature_request_sent",
+        "signature_request_all_signed",
+        "signature_request_email_bounce",
+        "signature_request_remind",
+        "signature_request_incomplete_qes",
+        "signature_request_destroyed",
+        "signature_request_canceled",
+        "signature_request_downloadable",
+        "signature_request_declined",
+        "signature_request_reassigned",
+        "signature_request_invalid",
+        "signature_request_prepared",
+        "signature_request_expired",
+        "template_created",
+        "template_error",
+        CALLBACK_TEST,
+        "signature_request_signer_removed",
+    }
+)
+
+# An Airflow connection id, as it can appear in a URI host and a Variable key.
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+
+
+def event_hash(api_key: str, event_time: str | int, event_type: str) -> str:
+    """
+    Compute the ``event_hash`` Dropbox Sign puts in every callback event.
+
+    :param api_key: the API key of the account (the HMAC key).
+    :param event_time: the event's ``event_time`` (epoch seconds, as sent: a string).
+    :param event_type: the event's ``event_type``, e.g. ``"signature_request_canceled"``.
+    :return: ``HMAC_SHA256(api_key, event_time + event_type)`` as lowercase hex.
+    """
+    message = f"{event_time}{event_type}".encode()
+    return hmac.new(api_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallbackEvent:
+    """
+    One event Dropbox Sign posted, as parsed from the callback's ``json`` field.
+
+    Only :attr:`event_type` and :attr:`event_time` are covered by :attr:`event_hash`; the
+    signature request fields are what the payload claims.
+
+    :ivar event_type: e.g. ``signature_request_canceled``.
+    :ivar event_time: epoch seconds, as sent (a string of digits).
+    :ivar event_hash: the hex HMAC the event came with.
+    :ivar signature_request_id: the request the payload names, if any.
+    :ivar title: the request's title, if any.
+    :ivar metadata: the request's metadata (``{}`` when none).
+    """
+
+    event_type: str
+    event_time: str
+    event_hash: str
+    signature_request_id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What identifies this event among redeliveries: type, time and request id."""
+        return f"{self.event_type}/{self.event_time}/{self.signature_request_id or '-'}"
+
+    def verified_by(self, api_key: str) -> bool:
+        """Whether :attr:`event_hash` is this account's, compared in constant time."""
+        expected = event_hash(api_key, self.event_time, self.event_type)
+        return hmac.compare_digest(expected, self.event_hash.lower())
+
+    def asset_extra(self, dropbox_sign_conn_id: str) -> dict[str, Any]:
+        """The ``extra`` of the asset event: the event and its request, never a credential or the body."""
+        return {
+            "dropbox_sign_conn_id": dropbox_sign_conn_id,
+            "event_type": self.event_type,
+            "event_time": int(self.event_time),
+            "event_key": self.key,
+            "signature_request_id": self.signature_request_id,
+            "title": self.title,
+            "metadata": self.metadata,
+        }
+
+
+def parse_callback(text: str | bytes) -> CallbackEvent:
+    """
+    Parse the ``json`` field of a callback.
+
+    :param text: the field's value.
+    :raises ValueError: naming what is missing or malformed.
+    """
+    try:
+        body = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the json field is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
+        raise ValueError("the json field has no event object")
+    event = body["event"]
+    event_type, event_time, hash_ = (event.get(k) for k in ("event_type", "event_time", "event_hash"))
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        raise ValueError(f"event_type {event_type!r} is not a Dropbox Sign event type")
+    if isinstance(event_time, int) and not isinstance(event_time, bool):
+        event_time = str(event_time)
+    if not isinstance(event_time, str) or not event_time.isdigit() or len(event_time) > 12:
+        raise ValueError(f"event_time {event_time!r} is not epoch seconds")
+    if not isinstance(hash_, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", hash_):
+        raise ValueError("event_hash is missing or not a hex SHA-256")
+    request = body.get("signature_request")
+    if request is None:
+        return CallbackEvent(event_type, event_time, hash_)
+    if not isinstance(request, dict):
+        raise ValueError("signature_request is not an object")
+    sr_id, title, metadata = (request.get(k) for k in ("signature_request_id", "title", "metadata"))
+    if sr_id is not None and not (isinstance(sr_id, str) and re.fullmatch(r"[0-9a-fA-F]{1,64}", sr_id)):
+        raise ValueError(f"signature_request_id {sr_id!r} is not a signature request id")
+    return CallbackEvent(
+        event_type,
+        event_time,
+        hash_,
+        sr_id,
+        title if isinstance(title, str) else None,
+        metadata if isinstance(metadata, dict) else {},
+    )
+
+
+def check_conn_id(dropbox_sign_conn_id: str) -> str:
+    """
+    Return the connection id, checked for use in an asset URI and a Variable key.
+
+    :raises ValueError: naming the id.
+    """
+    if not isinstance(dropbox_sign_conn_id, str) or not _CONN_ID.match(dropbox_sign_conn_id):
+        raise ValueError(
+            f"dropbox_sign_conn_id {dropbox_sign_conn_id!r} must be letters, digits, '_', '.' or '-'"
+        )
+    return dropbox_sign_conn_id
+
+
+def event_asset_uri(event_type: str, dropbox_sign_conn_id: str = DEFAULT_CONN_NAME) -> str:
+    """
+    The URI of the asset of one account's events of one type.
+
+    :param event_type: e.g. ``signature_request_canceled``.
+    :param dropbox_sign_conn_id: the connection of the account.
+    :raises ValueError: naming an unknown event type or a bad connection id.
+    """
+    if event_type not in EVENT_TYPES or event_type == CALLBACK_TEST:
+        raise ValueError(f"event_type {event_type!r} is not a Dropbox Sign event type with an asset")
+    return f"{ASSET_SCHEME}://{check_conn_id(dropbox_sign_conn_id)}/{event_type}"
+
+
+def signature_request_event_asset(event_type: str, dropbox_sign_conn_id: str = DEFAULT_CONN_NAME) -> Asset:
+    """
+    The asset a DAG schedules on to run for each verified event of one type::
+
+        schedule = [signature_request_event_asset("signature_request_canceled")]
+
+    :param event_type: e.g. ``signature_request_all_signed``.
+    :param dropbox_sign_conn_id: the connection whose account sends the events.
+    """
+    from airflow.sdk import Asset
+
+    uri = event_asset_uri(event_type, dropbox_sign_conn_id)
+    return Asset(uri=uri, name=uri, group="dropbox_sign")
+
+
+def sanitize_uri(uri: SplitResult) -> SplitResult:
+    """
+    Check a ``dropbox-sign://`` asset URI (registered with Airflow in the provider info).
+
+    :raises ValueError: naming what is wrong.
+    """
+    event_type = uri.path.strip("/")
+    event_asset_uri(event_type, uri.netloc)
+    if uri.query or uri.fragment:
+        raise ValueError(f"a {ASSET_SCHEME} asset URI has no query or fragment: {uri.geturl()!r}")
+    return uri
+
+
+def recent_events_variable(dropbox_sign_conn_id: str) -> str:
+    """The key of the Variable holding one account's board of recent events."""
+    return f"dropbox_sign_recent_events.{check_conn_id(dropbox_sign_conn_id)}"
+
+
+def add_recent_event(board: Any, event: CallbackEvent) -> dict[str, Any] | None:
+    """
+    The board with ``event`` added, or ``None`` when it is already there (a redelivery).
+
+    :param board: the board as stored (``None`` or anything unreadable starts a new one).
+    :param event: a verified event.
+    """
+    seq, events = _board(board)
+    if any(entry[1] == event.key for entry in events):
+        return None
+    seq += 1
+    events = [*events, [seq, event.key, event.signature_request_id]][-MAX_RECENT_EVENTS:]
+    return {"seq": seq, "events": events}
+
+
+def recent_event_requests(board: Any, after_seq: int | None = None) -> tuple[int, dict[str, int]]:
+    """
+    The requests named on a board since a sequence number.
+
+    :param board: the board as stored (a dict, its JSON text, or ``None``).
+    :param after_seq: the last sequence number already seen; ``None`` for every entry. A board whose
+        sequence went back (its Variable was deleted) is read whole.
+    :return: the board's sequence number and signature request id -> the latest entry naming it.
+    """
+    seq, events = _board(board)
+    if after_seq is not None and seq < after_seq:
+        after_seq = None
+    named: dict[str, int] = {}
+    for entry_seq, _key, sr_id in events:
+        if sr_id and (after_seq is None or entry_seq > after_seq):
+            named[sr_id] = entry_seq
+    return seq, named
+
+
+def _board(board: Any) -> tuple[int, list[list[Any]]]:
+    # Whatever is stored is read defensively: the board is a hint, and a bad one means polling.
+    if isinstance(board, str | bytes):
+        try:
+            board = json.loads(board)
+        except ValueError:
+            board = None
+    if not isinstance(board, dict):
+        return 0, []
+    seq = board.get("seq")
+    events = board.get("events")
+    if not isinstance(seq, int) or not isinstance(events, list):
+        return 0, []
+    valid = [
+        e
+        for e in events
+        if isinstance(e, list)
+        and len(e) == 3
+        and isinstance(e[0], int)
+        and isinstance(e[1], str)
+        and (e[2] is None or isinstance(e[2], str))
+    ]
+    return seq, valid
