@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -37,6 +37,7 @@ from dropbox_sign_provider.wait_settings import (
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+    from dropbox_sign_provider.wakeups import Wakeups
 
 
 class Action(str, enum.Enum):
@@ -284,11 +285,15 @@ Call = tuple[Literal["get", "cancel"], str, float | None]
 Answer = dict[str, Any] | DropboxSignError | None
 
 
-def _round(watch: CancellationWatch, log: Logger, cutoff: float | None) -> Generator[Call, Answer, None]:
+def _round(
+    watch: CancellationWatch, log: Logger, cutoff: float | None, ids: Iterable[str] | None
+) -> Generator[Call, Answer, None]:
     # The rules of one round, free of I/O: the sync and the async loop differ only in how they send.
-    for sr_id in list(watch.pending):
+    for sr_id in list(watch.pending if ids is None else ids):
         if cutoff is not None and time.time() >= cutoff:
             break
+        if sr_id not in watch.pending:  # an event woke an id the last round settled
+            continue
         # A trigger never waits for the budget past its own deadline: the GET is bounded by the
         # round's cutoff, the re-cancel by the watch's deadline (a cancel then would be reported
         # as timeout although the server had just accepted it).
@@ -301,7 +306,11 @@ def _round(watch: CancellationWatch, log: Logger, cutoff: float | None) -> Gener
 
 
 def poll_once(
-    hook: DropboxSignHook, watch: CancellationWatch, log: Logger, cutoff: float | None = None
+    hook: DropboxSignHook,
+    watch: CancellationWatch,
+    log: Logger,
+    cutoff: float | None = None,
+    ids: Iterable[str] | None = None,
 ) -> None:
     """
     One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due.
@@ -310,8 +319,10 @@ def poll_once(
     :param watch: the wait; updated in place.
     :param log: the task's logger.
     :param cutoff: Unix time after which the round sends nothing more (``None``: no cutoff).
+    :param ids: only these ids (those an event named), skipping any already settled; ``None``
+        for every pending id.
     """
-    round_ = _round(watch, log, cutoff)
+    round_ = _round(watch, log, cutoff, ids)
     call = _next(round_, None)
     while call is not None:
         kind, sr_id, deadline = call
@@ -325,10 +336,14 @@ def poll_once(
 
 
 async def apoll_once(
-    hook: DropboxSignAsyncHook, watch: CancellationWatch, log: Logger, cutoff: float | None = None
+    hook: DropboxSignAsyncHook,
+    watch: CancellationWatch,
+    log: Logger,
+    cutoff: float | None = None,
+    ids: Iterable[str] | None = None,
 ) -> None:
     """Async :func:`poll_once`, for the trigger: the same round, sent with the async hook."""
-    round_ = _round(watch, log, cutoff)
+    round_ = _round(watch, log, cutoff, ids)
     call = _next(round_, None)
     while call is not None:
         kind, sr_id, deadline = call
@@ -338,6 +353,38 @@ async def apoll_once(
         except DropboxSignError as error:
             answer = error
         call = _next(round_, answer)
+
+
+def poll_due(
+    hook: DropboxSignHook,
+    watch: CancellationWatch,
+    log: Logger,
+    poll_interval: float,
+    next_poll: float,
+    wakeups: Wakeups | None = None,
+) -> float:
+    """
+    One step of a sync wait: read at once the ids an event woke, then poll every pending id when
+    the poll interval is up. The trigger takes the same steps, sent with the async hook.
+
+    :param hook: the hook to send with.
+    :param watch: the wait; updated in place.
+    :param log: the task's logger.
+    :param poll_interval: seconds between polls of every pending id.
+    :param next_poll: Unix time when every pending id is next polled (and at the deadline at the
+        latest).
+    :param wakeups: the board reader of an event-first wait; ``None`` to poll only.
+    :return: when every pending id is next polled.
+    """
+    cutoff = round_cutoff(watch, poll_interval)
+    woken = wakeups.check(watch.pending, log) if wakeups is not None else []
+    if woken:
+        poll_once(hook, watch, log, cutoff, woken)
+    if time.time() < min(next_poll, watch.deadline) or watch.done:
+        return next_poll
+    # Every pending id is read once more at the deadline, so none ends as timeout unread.
+    poll_once(hook, watch, log, cutoff)
+    return time.time() + poll_interval
 
 
 def _next(round_: Generator[Call, Answer, None], answer: Answer) -> Call | None:

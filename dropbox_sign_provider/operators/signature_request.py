@@ -10,7 +10,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
-from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
+from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_due
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.ids import normalize_signature_request_ids, resolved_at_run_time
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
@@ -24,6 +24,7 @@ from dropbox_sign_provider.outcomes import (
 )
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
+from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -70,6 +71,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         boolean, or ``"true"``/``"false"`` in any case, as ``"{{ params.dry_run }}"`` renders.
     :param wait_for_confirmation: finish only once every cancellation is confirmed.
     :param deferrable: wait for confirmation on the triggerer.
+    :param event_first: while waiting, read an id at once when a Dropbox Sign event names it,
+        polling every ``poke_interval`` only as the fallback (see the sensor's ``event_first``).
     :param poke_interval: seconds (or a ``timedelta``) between polls while waiting.
     :param timeout: seconds (or a ``timedelta``) to wait for confirmation before ids end as
         ``timeout``; shorter than ``recancel_after`` is fine (the log then says no re-cancel can
@@ -94,6 +97,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         max_cancellations: int | None = DEFAULT_MAX_CANCELLATIONS,
         dry_run: bool | str = False,
         wait_for_confirmation: bool = False,
+        event_first: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: wait_settings.Duration = wait_settings.DEFAULT_POLL_INTERVAL,
         timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
@@ -106,6 +110,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         seconds = wait_settings.check_wait_settings(
             poke_interval, timeout, recancel_after, max_cancel_attempts
         )
+        if not isinstance(event_first, bool):
+            raise ValueError(f"event_first {event_first!r} must be True or False")
         if max_cancellations is not None and (
             isinstance(max_cancellations, bool)
             or not isinstance(max_cancellations, int)
@@ -127,6 +133,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         self.poke_interval, self.timeout, self.recancel_after = seconds
         self.wait_for_confirmation = wait_for_confirmation
         self.deferrable = deferrable
+        self.event_first = event_first
         self.max_cancel_attempts = max_cancel_attempts
         self.on_completed = on_completed
 
@@ -243,11 +250,19 @@ class CancelSignatureRequestOperator(BaseOperator):
         log_no_recancel(watch, self.timeout, self.log)
         if self.deferrable:
             defer_until_confirmed(
-                self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
+                self,
+                watch,
+                self.dropbox_sign_conn_id,
+                self.poke_interval,
+                self.on_completed,
+                event_first=self.event_first,
             )
+        wakeups = Wakeups(self.dropbox_sign_conn_id) if self.event_first else None
+        next_poll = time.time() + self.poke_interval
         while True:
-            time.sleep(min(self.poke_interval, max(0.0, watch.deadline - time.time())))
-            poll_once(hook, watch, self.log, round_cutoff(watch, self.poke_interval))
+            step = EVENT_CHECK_INTERVAL if wakeups is not None and wakeups.available else self.poke_interval
+            time.sleep(max(0.0, min(step, next_poll - time.time(), watch.deadline - time.time())))
+            next_poll = poll_due(hook, watch, self.log, self.poke_interval, next_poll, wakeups)
             if watch.done:
                 return self._finish(watch)
 

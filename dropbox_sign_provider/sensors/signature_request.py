@@ -10,10 +10,11 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
-from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_once, round_cutoff
+from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_due
 from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes, resolved_at_run_time
 from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
+from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -80,6 +81,10 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
         before the cancellation took effect.
     :param deferrable: wait on the triggerer instead of occupying a worker slot.
+    :param event_first: read an id at once when a Dropbox Sign event names it (the callback
+        receiver records events; see :doc:`/events`), polling every ``poke_interval`` only as the
+        fallback, which can then be minutes. Only the API's 410 confirms, never the event. In poke
+        mode the events are checked every 2 s (one Variable read).
     """
 
     template_fields: Sequence[str] = ("signature_request_ids",)
@@ -96,6 +101,7 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
         recancel_plain_ids: bool = False,
+        event_first: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -103,12 +109,17 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
             poke_interval, timeout, recancel_after, max_cancel_attempts
         )
         wait_settings.check_on_completed(on_completed)
-        if not isinstance(recancel_plain_ids, bool):
-            raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
+        for name, flag in (("recancel_plain_ids", recancel_plain_ids), ("event_first", event_first)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} {flag!r} must be True or False")
         # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
         if not resolved_at_run_time(signature_request_ids):
             initial_outcomes(signature_request_ids)
-        super().__init__(poke_interval=seconds.poke_interval, timeout=seconds.timeout, **kwargs)
+        # Event-first in poke mode pokes often, to read the board; the API is polled every poll_interval.
+        poke_interval = seconds.poke_interval
+        if event_first and not deferrable:
+            poke_interval = min(poke_interval, EVENT_CHECK_INTERVAL)
+        super().__init__(poke_interval=poke_interval, timeout=seconds.timeout, **kwargs)
         if self.mode == "reschedule":
             raise ValueError(
                 f"{self.task_id}: mode 'reschedule' would restart the 60-minute re-cancel clock at every "
@@ -121,11 +132,19 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         self.on_completed = on_completed
         self.recancel_plain_ids = recancel_plain_ids
         self.deferrable = deferrable
+        self.event_first = event_first
+        self.poll_interval = seconds.poke_interval
         self._watch: CancellationWatch | None = None
+        self._next_poll = 0.0
+        self._wakeups: Wakeups | None = None
         self._hook: DropboxSignHook | None = None
 
     def _start_watch(self) -> CancellationWatch:
         outcomes, may_recancel = initial_outcomes(self.signature_request_ids, self.recancel_plain_ids)
+        if self.event_first:
+            # Polled first a poll interval from now: an event, or that poll, confirms.
+            self._next_poll = time.time() + self.poll_interval
+            self._wakeups = Wakeups(self.dropbox_sign_conn_id)
         if not outcomes:
             self.log.info("No signature requests given: nothing to wait for")
         watch = CancellationWatch.start(
@@ -146,7 +165,12 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         # the base class still applies soft_fail and never_fail to it.
         if self.deferrable and not watch.done:
             defer_until_confirmed(
-                self, watch, self.dropbox_sign_conn_id, self.poke_interval, self.on_completed
+                self,
+                watch,
+                self.dropbox_sign_conn_id,
+                self.poll_interval,
+                self.on_completed,
+                event_first=self.event_first,
             )
         return super().execute(context)
 
@@ -159,7 +183,9 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
             from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
             self._hook = DropboxSignHook(self.dropbox_sign_conn_id)
-        poll_once(self._hook, self._watch, self.log, round_cutoff(self._watch, self.poke_interval))
+        self._next_poll = poll_due(
+            self._hook, self._watch, self.log, self.poll_interval, self._next_poll, self._wakeups
+        )
         if not self._watch.done:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(

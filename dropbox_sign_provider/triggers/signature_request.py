@@ -21,9 +21,12 @@ from dropbox_sign_provider.wait_settings import (
     DEFAULT_RECANCEL_AFTER,
     check_on_completed,
 )
+from dropbox_sign_provider.wakeups import Subscription
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
+
+    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
 
 
 class SignatureRequestCanceledTrigger(BaseTrigger):
@@ -47,6 +50,8 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
     :param on_completed: ``fail`` or ``ignore`` for requests signed or declined before the
         cancellation took effect; decides the event's ``status``.
     :param errors: id -> what the API answered, for ids that already ended ``error``.
+    :param event_first: read each id at once when a Dropbox Sign event names it (see
+        :mod:`dropbox_sign_provider.wakeups`), and poll every ``poll_interval`` only as the fallback.
     """
 
     def __init__(
@@ -61,8 +66,11 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         max_cancel_attempts: int = DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
         errors: dict[str, str] | None = None,
+        event_first: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(event_first, bool):
+            raise ValueError(f"event_first {event_first!r} must be True or False")
         check_on_completed(on_completed)
         if (
             isinstance(poll_interval, bool)
@@ -73,6 +81,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
         self.poll_interval = float(poll_interval)
         self.on_completed = on_completed
+        self.event_first = event_first
         self.watch = CancellationWatch.from_json(
             {
                 "pending": pending,
@@ -99,6 +108,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
                 "max_cancel_attempts": state["max_cancel_attempts"],
                 "on_completed": self.on_completed,
                 "errors": state["errors"],
+                "event_first": self.event_first,
             },
         )
 
@@ -120,16 +130,36 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         async with DropboxSignAsyncHook(
             self.dropbox_sign_conn_id, retry_policy=RetryPolicy(max_rate_limit_wait=None)
         ) as hook:
-            while not watch.done:
-                await apoll_once(hook, watch, self.log, round_cutoff(watch, self.poll_interval))
-                if watch.done:
-                    break
-                remaining = watch.deadline - time.time()
-                await asyncio.sleep(max(0.0, min(self.poll_interval, remaining)))
-                watch.expire(time.time())
+            if self.event_first:
+                await self._wait_for_events(hook)
+            else:
+                while not watch.done:
+                    await apoll_once(hook, watch, self.log, round_cutoff(watch, self.poll_interval))
+                    if watch.done:
+                        break
+                    remaining = watch.deadline - time.time()
+                    await asyncio.sleep(max(0.0, min(self.poll_interval, remaining)))
+                    watch.expire(time.time())
         event = watch.event(self.on_completed)
         self.log.info("Dropbox Sign cancellations: %s", event["message"])
         yield TriggerEvent(dict(event))
+
+    async def _wait_for_events(self, hook: DropboxSignAsyncHook) -> None:
+        # The steps of confirmation.poll_due, awaited: an event wakes its id at once; every pending
+        # id is polled each poll interval and at the deadline. The cancel was just sent, so the
+        # first poll waits an interval: an event, or that poll, says when it took effect.
+        watch = self.watch
+        next_poll = time.time() + self.poll_interval
+        async with Subscription(self.dropbox_sign_conn_id, watch.pending, self.log) as events:
+            while not watch.done:
+                cutoff = round_cutoff(watch, self.poll_interval)
+                woken = await events.wait(min(next_poll, watch.deadline) - time.time())
+                if woken:
+                    await apoll_once(hook, watch, self.log, cutoff, woken)
+                if time.time() >= min(next_poll, watch.deadline) and not watch.done:
+                    await apoll_once(hook, watch, self.log, cutoff)
+                    next_poll = time.time() + self.poll_interval
+                watch.expire(time.time())
 
 
 def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
@@ -138,7 +168,12 @@ def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelt
 
 
 def defer_until_confirmed(
-    task: BaseOperator, watch: CancellationWatch, conn_id: str, poll_interval: float, on_completed: str
+    task: BaseOperator,
+    watch: CancellationWatch,
+    conn_id: str,
+    poll_interval: float,
+    on_completed: str,
+    event_first: bool = False,
 ) -> NoReturn:
     """
     Hand the wait over to the triggerer; the task resumes in its ``execute_complete``.
@@ -148,12 +183,14 @@ def defer_until_confirmed(
     :param conn_id: the ``dropbox_sign`` connection.
     :param poll_interval: seconds between polls.
     :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
+    :param event_first: wake on Dropbox Sign events, polling only as the fallback.
     """
     task.defer(
         trigger=SignatureRequestCanceledTrigger(
             dropbox_sign_conn_id=conn_id,
             poll_interval=poll_interval,
             on_completed=on_completed,
+            event_first=event_first,
             **watch.to_json(),
         ),
         method_name="execute_complete",

@@ -106,6 +106,7 @@ def test_serialize_is_plain_json_without_secrets(
         "max_cancel_attempts": 4,
         "on_completed": "fail",
         "errors": {},
+        "event_first": False,
     }
     rebuilt = SignatureRequestCanceledTrigger(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)

@@ -1,0 +1,170 @@
+"""What a callback event is, how it verifies, the assets it becomes and the board of recent events."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from dropbox_sign_provider import events
+from dropbox_sign_provider.events import (
+    MAX_RECENT_EVENTS,
+    CallbackEvent,
+    add_recent_event,
+    event_asset_uri,
+    event_hash,
+    parse_callback,
+    recent_event_requests,
+    recent_events_variable,
+    sanitize_uri,
+    signature_request_event_asset,
+)
+
+# The official test vector of API-NOTES ("Callbacks").
+VECTOR_KEY = "324e3b0840f065eb51f3fd63231d0d33daa35d4ed10d27718839e81737065782"
+VECTOR_HASH = "ff8b03439122f9160500c3fb855bdee5a9ccba5fff27d3b258745d8f3074832f"
+SR_ID = "fa5c8a0b0f492d768749333ad6fcc214c111e967"
+
+
+def body(
+    event_type: str = "signature_request_canceled", event_time: str = "1669926463", **request: object
+) -> str:
+    payload: dict[str, object] = {
+        "event": {
+            "event_time": event_time,
+            "event_type": event_type,
+            "event_hash": event_hash("k", event_time, event_type),
+            "event_metadata": {"reported_for_account_id": "abc"},
+        }
+    }
+    if request:
+        payload["signature_request"] = request
+    return json.dumps(payload)
+
+
+def test_the_official_test_vector_verifies() -> None:
+    assert event_hash(VECTOR_KEY, "1669926463", "account_confirmed") == VECTOR_HASH
+    event = CallbackEvent("account_confirmed", "1669926463", VECTOR_HASH)
+    assert event.verified_by(VECTOR_KEY)
+    assert CallbackEvent("account_confirmed", "1669926463", VECTOR_HASH.upper()).verified_by(VECTOR_KEY)
+    assert not event.verified_by(VECTOR_KEY[:-1] + "6")
+    assert not CallbackEvent("account_confirmed", "1669926464", VECTOR_HASH).verified_by(VECTOR_KEY)
+    assert not CallbackEvent("callback_test", "1669926463", VECTOR_HASH).verified_by(VECTOR_KEY)
+
+
+def test_a_callback_is_parsed_with_its_request() -> None:
+    event = parse_callback(body(signature_request_id=SR_ID, title="NDA", metadata={"team": "legal"}))
+    assert event.event_type == "signature_request_canceled"
+    assert event.signature_request_id == SR_ID
+    assert event.title == "NDA"
+    assert event.metadata == {"team": "legal"}
+    assert event.key == f"signature_request_canceled/1669926463/{SR_ID}"
+    assert event.verified_by("k")
+
+
+def test_an_account_event_has_no_request() -> None:
+    event = parse_callback(body("callback_test"))
+    assert event.signature_request_id is None
+    assert event.key == "callback_test/1669926463/-"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "no event object"),
+        (json.dumps({"event": "x"}), "no event object"),
+        (body("no_such_event"), "'no_such_event'"),
+        (body(event_time="12:00"), "'12:00'"),
+        (json.dumps({"event": {"event_type": "callback_test", "event_time": "1"}}), "event_hash"),
+        (body(signature_request_id="../etc"), "'../etc'"),
+        (json.dumps({**json.loads(body()), "signature_request": "x"}), "signature_request"),
+    ],
+)
+def test_malformed_callbacks_are_refused_naming_what_is_wrong(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        parse_callback(text)
+
+
+def test_the_extra_of_an_asset_event_holds_the_event_not_the_body_or_a_key() -> None:
+    event = parse_callback(body(signature_request_id=SR_ID, title="NDA", metadata={}, signatures=[{"x": 1}]))
+    extra = event.asset_extra("dropbox_sign_default")
+    assert extra == {
+        "dropbox_sign_conn_id": "dropbox_sign_default",
+        "event_type": "signature_request_canceled",
+        "event_time": 1669926463,
+        "event_key": event.key,
+        "signature_request_id": SR_ID,
+        "title": "NDA",
+        "metadata": {},
+    }
+    assert "event_hash" not in json.dumps(extra)
+
+
+def test_assets_are_one_per_account_and_event_type() -> None:
+    asset = signature_request_event_asset("signature_request_all_signed", "sign_eu")
+    assert asset.uri == "dropbox-sign://sign_eu/signature_request_all_signed"
+    assert event_asset_uri("signature_request_canceled") == (
+        "dropbox-sign://dropbox_sign_default/signature_request_canceled"
+    )
+    assert sanitize_uri(urlsplit(asset.uri)) == urlsplit(asset.uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "named"),
+    [
+        ("dropbox-sign://dropbox_sign_default/not_an_event", "'not_an_event'"),
+        ("dropbox-sign://dropbox_sign_default/callback_test", "'callback_test'"),
+        ("dropbox-sign://dropbox_sign_default/signature_request_canceled?x=1", "no query"),
+        ("dropbox-sign:///signature_request_canceled", "dropbox_sign_conn_id ''"),
+    ],
+)
+def test_bad_asset_uris_are_refused(uri: str, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        sanitize_uri(urlsplit(uri))
+
+
+def test_a_bad_connection_id_is_named() -> None:
+    with pytest.raises(ValueError, match="'a b'"):
+        recent_events_variable("a b")
+
+
+def test_the_board_keeps_each_event_once_and_rotates() -> None:
+    first = parse_callback(body(signature_request_id=SR_ID))
+    board = add_recent_event(None, first)
+    assert board == {"seq": 1, "events": [[1, first.key, SR_ID]]}
+    # Redelivered: nothing changes.
+    assert add_recent_event(board, first) is None
+    assert add_recent_event(json.dumps(board), first) is None
+    # Same type and second, another request: another event.
+    other = parse_callback(body(signature_request_id="ab" * 20))
+    board = add_recent_event(board, other)
+    assert board is not None
+    assert recent_event_requests(board) == (2, {SR_ID: 1, "ab" * 20: 2})
+    assert recent_event_requests(board, after_seq=1) == (2, {"ab" * 20: 2})
+    for n in range(MAX_RECENT_EVENTS):
+        board = add_recent_event(board, parse_callback(body(event_time=str(n), signature_request_id=SR_ID)))
+        assert board is not None
+    assert len(board["events"]) == MAX_RECENT_EVENTS
+    assert board["seq"] == MAX_RECENT_EVENTS + 2
+
+
+@pytest.mark.parametrize("stored", [None, "", "nonsense", "[1]", '{"seq": "1", "events": []}', {"seq": 1}])
+def test_an_unreadable_board_names_nothing(stored: object) -> None:
+    assert recent_event_requests(stored) == (0, {})
+
+
+def test_a_board_whose_sequence_went_back_is_read_whole() -> None:
+    board = {"seq": 3, "events": [[2, "k", "ab" * 20], [3, "k2", None]]}
+    assert recent_event_requests(board, after_seq=50) == (3, {"ab" * 20: 2})
+
+
+def test_every_event_type_of_the_openapi_description_is_known() -> None:
+    text = (Path(__file__).parent.parent / "data" / "dropbox-sign" / "openapi.yaml").read_text()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    schema = yaml.load(text, Loader=loader)["components"]["schemas"]["EventCallbackRequestEvent"]  # noqa: S506
+    assert set(schema["properties"]["event_type"]["enum"]) == events.EVENT_TYPES
