@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 #: sets the environment variable (on every Airflow component, as it is read when the file is parsed).
 CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "15"))
 
+#: Confirm on Dropbox Sign's ``signature_request_canceled`` events first, polling every
+#: ``CONFIRM_POKE_INTERVAL`` only as the fallback (which can then be minutes). Needs the callback
+#: receiver set up (the provider's *Events and callbacks* page); environment variable, read when the
+#: file is parsed.
+CONFIRM_EVENT_FIRST = os.environ.get("DROPBOX_SIGN_EVENT_FIRST", "").strip().lower() in ("1", "true", "yes")
+
 #: Both API tasks are idempotent (the operator asks Dropbox Sign what state a refused id is in),
 #: so a task that failed on a lasting API outage is safe to run again.
 API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=1)}
@@ -81,7 +87,8 @@ Double-check the ids before you trigger.
 cancelled and confirmed.
 
 Uses the `dropbox_sign_default` connection. **confirm** checks every 15 seconds (environment
-variable `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
+variable `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`), or, with `DROPBOX_SIGN_EVENT_FIRST=true` and the callback
+receiver set up, as soon as Dropbox Sign's event arrives.
 """
 
 with DAG(
@@ -157,6 +164,7 @@ with DAG(
         signature_request_ids=queued,
         deferrable=True,
         poke_interval=CONFIRM_POKE_INTERVAL,
+        event_first=CONFIRM_EVENT_FIRST,
         on_completed="ignore",
         **API_TASK_ARGS,
     )

@@ -51,6 +51,12 @@ API_TASK_ARGS: dict[str, Any] = {"pool": POOL, "retries": 2, "retry_delay": time
 #: component, as it is read when the file is parsed).
 CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "60"))
 
+#: Confirm on Dropbox Sign's ``signature_request_canceled`` events first, polling every
+#: ``CONFIRM_POKE_INTERVAL`` only as the fallback (which can then be minutes). Needs the callback
+#: receiver set up (the provider's *Events and callbacks* page); environment variable, read when the
+#: file is parsed.
+CONFIRM_EVENT_FIRST = os.environ.get("DROPBOX_SIGN_EVENT_FIRST", "").strip().lower() in ("1", "true", "yes")
+
 STALE = "stale"
 EXPIRED = "expired"
 
@@ -108,7 +114,8 @@ At most {MAX_PARALLEL_BATCHES} **cancel** batches run at once, so that all worke
 within the account's rate limit. The API tasks run in the pool `{POOL}` (environment variable
 `DROPBOX_SIGN_POOL` on the dag-processor, for a pool you created). **cancel** checks its queued
 cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
-`DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`).
+`DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`), or, with `DROPBOX_SIGN_EVENT_FIRST=true` and the callback
+receiver set up, as soon as Dropbox Sign's event arrives.
 """
 
 
@@ -296,6 +303,7 @@ with DAG(
         wait_for_confirmation=True,
         deferrable=True,
         poke_interval=CONFIRM_POKE_INTERVAL,
+        event_first=CONFIRM_EVENT_FIRST,
         max_active_tis_per_dagrun=MAX_PARALLEL_BATCHES,
         **API_TASK_ARGS,
     ).expand_kwargs(guard(found, mode))

@@ -33,7 +33,11 @@ DIST = REPO / "dist"
 WORK = REPO / "build" / "wheel-check"
 SYSTEM_PYTHON = os.environ.get("SYSTEM_PYTHON", "/usr/bin/python3")
 PACKAGE = "airflow-provider-dropbox-sign"
-EXAMPLE_DAG_IDS = ["dropbox_sign_cancel_request", "dropbox_sign_expiry_cleanup"]
+EXAMPLE_DAG_IDS = [
+    "dropbox_sign_cancel_request",
+    "dropbox_sign_expiry_cleanup",
+    "dropbox_sign_cancellation_audit",
+]
 
 # What Airflow has to know after the install: run in the fresh environment, prints JSON.
 PROBE = """

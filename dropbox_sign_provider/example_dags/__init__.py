@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The example DAG files, by name: each is also its DAG's id.
-EXAMPLE_DAGS = ("dropbox_sign_cancel_request.py", "dropbox_sign_expiry_cleanup.py")
+EXAMPLE_DAGS = (
+    "dropbox_sign_cancel_request.py",
+    "dropbox_sign_expiry_cleanup.py",
+    "dropbox_sign_cancellation_audit.py",
+)
 
 _HERE = Path(__file__).resolve().parent
 #: Where a source checkout keeps them: ``dropbox_sign_provider/example_dags/../../dags``.

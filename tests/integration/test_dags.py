@@ -24,6 +24,8 @@ DAGS = REPO / "dags"
 DAY = 86400.0
 CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+AUDIT_DAG = "dropbox_sign_cancellation_audit"
+EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
 
 
 def load_dag_module(name: str) -> ModuleType:
@@ -66,7 +68,7 @@ def test_every_dag_file_parses() -> None:
     bag = parse_dags_folder()
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {CANCEL_DAG, CLEANUP_DAG}
+    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
     files = {Path(dag.fileloc).name for dag in bag.dags.values()}
     assert files == {path.name for path in DAGS.glob("*.py")}
 
@@ -77,7 +79,7 @@ def test_parsing_sends_no_request(emulator: DropboxSignEmulator, dropbox_sign_co
     bag = parse_dags_folder()
 
     assert bag.import_errors == {}
-    assert len(bag.dags) == 2
+    assert len(bag.dags) == len(EXAMPLE_DAG_IDS)
     assert emulator.requests_log == []
 
 
@@ -89,7 +91,7 @@ def test_parsing_works_with_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) 
     bag = parse_dags_folder()
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {CANCEL_DAG, CLEANUP_DAG}
+    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
 
 
 # --- the trigger form -------------------------------------------------------------------------------
