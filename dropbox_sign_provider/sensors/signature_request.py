@@ -82,9 +82,10 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         before the cancellation took effect.
     :param deferrable: wait on the triggerer instead of occupying a worker slot.
     :param event_first: read an id at once when a Dropbox Sign event names it (the callback
-        receiver records events; see :doc:`/events`), polling every ``poke_interval`` only as the
-        fallback, which can then be minutes. Only the API's 410 confirms, never the event. In poke
-        mode the events are checked every 2 s (one Variable read).
+        receiver records events; see the *Events and callbacks* page), polling every
+        ``poke_interval`` only as the fallback, which can then be minutes. Only the API's 410
+        confirms, never the event. In poke mode the events are checked every 2 s (one Variable
+        read).
     """
 
     template_fields: Sequence[str] = ("signature_request_ids",)
