@@ -7,24 +7,12 @@ Test helpers for code that talks to Dropbox Sign.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dropbox_sign_provider.testing.emulator import (
+    CallbackAttempt,
+    DropboxSignEmulator,
+    LoggedRequest,
+    OddAnswer,
+    event_hash,
+)
 
-if TYPE_CHECKING:
-    from dropbox_sign_provider.testing.emulator import (
-        DropboxSignEmulator,
-        LoggedRequest,
-        OddAnswer,
-        event_hash,
-    )
-
-__all__ = ["DropboxSignEmulator", "LoggedRequest", "OddAnswer", "event_hash"]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so ``python -m dropbox_sign_provider.testing.emulator`` does not find the
-    # module already imported by its package (runpy warns and runs a second copy otherwise).
-    if name in __all__:
-        from dropbox_sign_provider.testing import emulator
-
-        return getattr(emulator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["CallbackAttempt", "DropboxSignEmulator", "LoggedRequest", "OddAnswer", "event_hash"]

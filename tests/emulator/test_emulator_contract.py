@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +17,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from openapi_schema_validator import OAS30Validator
 
 from dropbox_sign_provider.testing import DropboxSignEmulator
+from tests.emulator.receiver import Receiver
 
 DATA = Path(__file__).parent.parent / "data" / "dropbox-sign"
 OFFICIAL_ORIGIN = ("https", "api.hellosign.com")
@@ -158,6 +157,9 @@ SCENARIOS: dict[str, tuple[int, Scenario]] = {
     "410-get": (410, lambda e: call(e, "GET", f"/signature_request/{canceled_id(e)}")),
     "410-cancel": (410, lambda e: call(e, "POST", f"/signature_request/cancel/{canceled_id(e)}")),
     "429-storm": (429, _storm),
+    "400-account-update-url": (400, lambda e: call(e, "PUT", "/account", json={"callback_url": "nope"})),
+    "400-account-update-field": (400, lambda e: call(e, "PUT", "/account", json={"callbak_url": "x"})),
+    "401-account-update": (401, lambda e: call(e, "PUT", "/account", json={}, auth=None)),
 }
 
 
@@ -169,8 +171,18 @@ def test_answer_matches_the_spec(name: str, emu: DropboxSignEmulator, strict: Op
     validate(strict, response)
 
 
-def test_account_matches_the_spec(emu: DropboxSignEmulator, lenient: OpenAPI, spec: dict[str, Any]) -> None:
-    response = call(emu, "GET", "/account")
+@pytest.mark.parametrize(
+    "update",
+    [None, {"callback_url": "https://example.com/events"}, {"callback_url": "", "locale": "de-DE"}],
+)
+def test_account_matches_the_spec(
+    emu: DropboxSignEmulator, lenient: OpenAPI, spec: dict[str, Any], update: dict[str, Any] | None
+) -> None:
+    if update is None:
+        response = call(emu, "GET", "/account")
+    else:
+        response = call(emu, "PUT", "/account", json=update)
+        assert response.json()["account"]["callback_url"] == (update["callback_url"] or None)
     assert response.status_code == 200
     validate(lenient, response)
     # The official AccountGetResponse example (our template) carries quotas.sms_signatures_left,
@@ -217,49 +229,44 @@ def test_rate_limit_headers_are_declared_integers(emu: DropboxSignEmulator, spec
         assert int(response.headers[name]) >= 0
 
 
-class _Receiver:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(self.rfile.read(int(self.headers["Content-Length"])))
-                payload = b"Hello API Event Received"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def test_callback_event_matches_the_spec(spec: dict[str, Any]) -> None:
-    receiver = _Receiver()
-    try:
-        with DropboxSignEmulator(cancel_delay=0.05, callback_url=receiver.url) as emulator:
-            request_id = created_id(emulator)
+@pytest.mark.parametrize("trigger", ["cancel", "sign", "decline", "expire", "callback_test"])
+def test_callback_event_matches_the_spec(spec: dict[str, Any], receiver: Receiver, trigger: str) -> None:
+    with DropboxSignEmulator(cancel_delay=0.05, callback_url=receiver.url) as emulator:
+        request_id = created_id(emulator)
+        if trigger == "cancel":
             call(emulator, "POST", f"/signature_request/cancel/{request_id}")
-            deadline = time.monotonic() + 5
-            while not emulator.callback_events:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-    event = emulator.callback_events[0]
-    assert event["signature_request"]["signature_request_id"] == request_id
+        elif trigger == "callback_test":
+            emulator.send_callback_test()
+        else:
+            getattr(emulator, trigger)(request_id)
+        event = receiver.wait_for(1)[0].payload()
     validator = OAS30Validator(
         {"$ref": "#/components/schemas/EventCallbackRequest", "components": spec["components"]}
     )
     validator.validate(event)
+    # Strict too: no property the spec does not declare, anywhere in the event.
+    strict_validator = OAS30Validator(
+        {"$ref": "#/components/schemas/EventCallbackRequest", "components": _forbid_extra(spec["components"])}
+    )
+    strict_validator.validate(event)
     assert list(validator.iter_errors({"event": {"event_type": "signature_request_canceled"}}))
     official = json.loads((DATA / "examples" / "EventCallbackAppSignatureRequestSent.json").read_text())
-    assert set(event) == set(official)
+    if trigger == "callback_test":
+        assert set(event) == {"event"}
+    else:
+        assert event["signature_request"]["signature_request_id"] == request_id
+        assert set(event) == set(official)
     assert set(event["event"]) == set(official["event"])
     assert set(official["event"]["event_metadata"]) <= set(event["event"]["event_metadata"])
+
+
+def _forbid_extra(node: Any) -> Any:
+    """A copy of a schema tree in which every object schema refuses undeclared properties."""
+    if isinstance(node, list):
+        return [_forbid_extra(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copied = {key: _forbid_extra(value) for key, value in node.items()}
+    if "properties" in copied and "additionalProperties" not in copied:
+        copied["additionalProperties"] = False
+    return copied

@@ -1,0 +1,156 @@
+"""The command line, ``dropbox-sign-emulator``: serve in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from dropbox_sign_provider.testing.emulator.callbacks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAY
+from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator.routes import ADMIN_TOKEN_HEADER
+
+
+async def serve_forever(emulator: DropboxSignEmulator, port_file: str | None = None) -> None:
+    """
+    Serve in the running event loop until SIGINT or SIGTERM; see :meth:`DropboxSignEmulator.serve_forever`.
+
+    :param emulator: the emulator, not started.
+    :param port_file: where to write the bound port once serving, or ``None``.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await emulator._astart()
+    try:
+        if emulator.admin_token is not None:
+            _announce_admin_token(emulator, port_file)
+        if port_file:
+            _write_whole(port_file, f"{emulator.port}\n")
+        print(f"Dropbox Sign emulator serving {emulator.base_url}", flush=True)
+        await stop.wait()
+    finally:
+        await emulator._astop()
+
+
+def _announce_admin_token(emulator: DropboxSignEmulator, port_file: str | None) -> None:
+    """Tell where the admin token is, once, on stderr: stdout holds only the line scripts read."""
+    token = emulator.admin_token
+    assert token is not None
+    if port_file:
+        token_file = f"{port_file}.admin-token"
+        _write_whole(token_file, f"{token}\n", mode=0o600)
+        where = f"is in {token_file}"
+    elif emulator._admin_token_generated:
+        where = f"is {token}"
+    else:
+        where = "is the one given (admin_token, --admin-token)"
+    print(
+        f"Admin API token {where}: send it in the {ADMIN_TOKEN_HEADER} header.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _write_whole(path: str, text: str, mode: int = 0o666) -> None:
+    """Write a file aside then rename it, so that a script polling it never reads half of it."""
+    partial = f"{path}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
+    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the emulator in the foreground until SIGINT or SIGTERM (console script ``dropbox-sign-emulator``).
+
+    :param argv: command-line arguments, ``sys.argv[1:]`` when ``None``.
+    :return: the exit status, 0 after a clean shutdown.
+    """
+    parser = argparse.ArgumentParser(
+        prog="dropbox-sign-emulator", description="A local emulator of the Dropbox Sign API, for tests."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to bind, 0 = any free one (default 8000)"
+    )
+    parser.add_argument("--api-key", action="append", dest="api_keys", help="accepted API key (repeatable)")
+    parser.add_argument(
+        "--access-token", action="append", dest="access_tokens", help="accepted OAuth token (repeatable)"
+    )
+    parser.add_argument("--rate-limit", type=int, default=100, help="requests per window (default 100)")
+    parser.add_argument("--window-seconds", type=float, default=60.0, help="rate-limit window (default 60)")
+    parser.add_argument(
+        "--cancel-delay", type=float, default=2.0, help="seconds until a cancellation completes (default 2)"
+    )
+    parser.add_argument(
+        "--callback-url", help="where events are POSTed (also set by PUT /v3/account with callback_url)"
+    )
+    parser.add_argument(
+        "--callback-retry-delay",
+        type=float,
+        default=DEFAULT_RETRY_DELAY,
+        help=f"seconds before an event's first retry, doubling (default {DEFAULT_RETRY_DELAY})",
+    )
+    parser.add_argument(
+        "--callback-max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help=f"attempts per event delivery (default {DEFAULT_MAX_ATTEMPTS})",
+    )
+    parser.add_argument("--duplicate-events", action="store_true", help="deliver each event twice")
+    parser.add_argument(
+        "--out-of-order-events", action="store_true", help="deliver events sent close together newest first"
+    )
+    parser.add_argument(
+        "--late-events", type=float, default=0.0, metavar="SECONDS", help="hold each event before sending it"
+    )
+    parser.add_argument(
+        "--forged-events", action="store_true", help="sign events with a wrong key (event_hash fails)"
+    )
+    parser.add_argument("--port-file", help="write the bound port to this file once serving")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address; the admin API then requires a token "
+        f"in the {ADMIN_TOKEN_HEADER} header (generated unless --admin-token is given; written to "
+        "PORT_FILE.admin-token with --port-file, else printed once to stderr)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        help="the admin API token to require (other local users can read it in the process list: "
+        "prefer the generated one)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        emulator = DropboxSignEmulator(
+            api_keys=args.api_keys or ("test-key",),
+            access_tokens=args.access_tokens or ("test-token",),
+            rate_limit=args.rate_limit,
+            window_seconds=args.window_seconds,
+            cancel_delay=args.cancel_delay,
+            callback_url=args.callback_url,
+            host=args.host,
+            port=args.port,
+            allow_remote=args.allow_remote,
+            admin_token=args.admin_token,
+            callback_retry_delay=args.callback_retry_delay,
+            callback_max_attempts=args.callback_max_attempts,
+        )
+        emulator.set_delivery_fault(
+            duplicate=args.duplicate_events,
+            out_of_order=args.out_of_order_events,
+            late=args.late_events,
+            forged=args.forged_events,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(emulator.serve_forever(args.port_file))
+    return 0

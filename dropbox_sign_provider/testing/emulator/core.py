@@ -1,0 +1,595 @@
+"""
+The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings
+and the one lock, wires the parts together (the store, the rate window, the faults, the callback
+dispatcher, the routes) and runs the server in a thread of its own or in the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import secrets
+import socket
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from dropbox_sign_provider.events import CALLBACK_TEST
+from dropbox_sign_provider.testing.emulator.callbacks import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_DELAY,
+    CallbackAttempt,
+    CallbackDispatcher,
+    build_event,
+)
+from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer, OddAnswers
+from dropbox_sign_provider.testing.emulator.rate import RateWindow
+from dropbox_sign_provider.testing.emulator.routes import (
+    ADMIN_TOKEN_HEADER,
+    LoggedRequest,
+    build_app,
+    check_callback_url,
+)
+from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACCOUNT_ID = "5008b25c7f67153e57d5a357b1687968068fb465"
+# How often due cancellations are completed and held events released, while serving.
+_SWEEP_INTERVAL = 0.05
+
+
+@dataclass
+class _Lifecycle:
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: threading.Thread | None = None
+    runner: web.AppRunner | None = None
+    session: aiohttp.ClientSession | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _is_loopback(host: str) -> bool:
+    """
+    Tell whether binding ``host`` listens on loopback addresses only.
+
+    :param host: an IP address or a host name, as given to ``TCPSite``.
+    :return: ``True`` only if every address the name resolves to is a loopback one, since the
+        server binds them all; ``""`` (every interface) and names that do not resolve are not.
+    """
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _check_bind(host: str, allow_remote: bool) -> None:
+    if allow_remote or _is_loopback(host):
+        return
+    raise ValueError(
+        f"host {host!r} is not a loopback address: binding it would open the emulator's unprotected "
+        "admin API (/_emulator/) to the network. Bind 127.0.0.1, or pass allow_remote=True "
+        f"(--allow-remote) to bind it anyway, the admin API then requiring the {ADMIN_TOKEN_HEADER} header."
+    )
+
+
+class DropboxSignEmulator:
+    """
+    A local Dropbox Sign API on loopback, with state you can seed and inspect.
+
+    :param api_keys: API keys accepted as HTTP Basic user names; the first one signs callback events.
+    :param access_tokens: OAuth access tokens accepted as ``Authorization: Bearer``.
+    :param rate_limit: requests per window for the whole account (all keys and tokens share it).
+    :param window_seconds: length of a rate-limit window; windows are aligned to multiples of it
+        on the epoch clock.
+    :param cancel_delay: seconds between an accepted cancel call and the cancellation really
+        happening (after which the request answers 410).
+    :param callback_url: where events are POSTed, or ``None``; also set by ``PUT /v3/account`` and
+        by assigning :attr:`callback_url`.
+    :param host: interface to bind: a loopback address (or a name resolving only to such) unless
+        ``allow_remote`` is set.
+    :param port: port to bind, ``0`` for a free one.
+    :param account_id: the account's id, as answered by ``GET /account``.
+    :param email: the account's email address (also the requester of every signature request).
+    :param allow_remote: allow a ``host`` that is not a loopback address. The admin API can seed
+        and change every request, so it then requires a token: ``admin_token``, or one generated
+        with :func:`secrets.token_urlsafe` (read it from :attr:`admin_token`).
+    :param admin_token: the token every admin call but ``/_emulator/health`` must carry in the
+        ``X-Emulator-Token`` header; ``None`` (the default) leaves a loopback emulator's admin API
+        open, as tests and scripts on the same machine expect.
+    :param callback_retry_delay: seconds before an event's first retry, doubling after each failed
+        attempt (capped at 30 s). Dropbox Sign retries for about three days; this is a test's scale.
+    :param callback_max_attempts: attempts per event delivery, the first one included.
+    :raises ValueError: for a ``host`` that is not a loopback address without ``allow_remote``,
+        an empty ``admin_token``, a ``callback_url`` that is not an http(s) URL or an out-of-range
+        setting.
+    """
+
+    def __init__(
+        self,
+        api_keys: Iterable[str] = ("test-key",),
+        access_tokens: Iterable[str] = ("test-token",),
+        rate_limit: int = 100,
+        window_seconds: float = 60.0,
+        cancel_delay: float = 2.0,
+        callback_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        email: str = "me@example.com",
+        allow_remote: bool = False,
+        admin_token: str | None = None,
+        callback_retry_delay: float = DEFAULT_RETRY_DELAY,
+        callback_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if isinstance(api_keys, str) or isinstance(access_tokens, str):
+            raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        if rate_limit < 0 or cancel_delay < 0:
+            raise ValueError("rate_limit and cancel_delay must not be negative")
+        if admin_token is not None and not admin_token.strip():
+            raise ValueError("admin_token must not be empty: pass None to generate one")
+        _check_bind(host, allow_remote)
+        self.api_keys: tuple[str, ...] = tuple(api_keys)
+        self.access_tokens: tuple[str, ...] = tuple(access_tokens)
+        self.rate_limit = int(rate_limit)
+        self.window_seconds = float(window_seconds)
+        self.cancel_delay = float(cancel_delay)
+        self.host = host
+        self.allow_remote = bool(allow_remote)
+        self.account_id = account_id
+        self.email = email
+        self.locale = "en-US"
+        """The account's locale, as ``GET /v3/account`` answers it and ``PUT /v3/account`` sets it."""
+        self.requests_log: list[LoggedRequest] = []
+        """Every ``/v3`` call, in arrival order, faulted and refused ones included."""
+
+        self._lock = threading.RLock()
+        self._dispatcher = CallbackDispatcher(self._lock, callback_retry_delay, callback_max_attempts)
+        self.callback_events: list[dict[str, Any]] = self._dispatcher.acknowledged
+        """The callback events the receiver acknowledged (the ``json`` field, parsed), in that order."""
+        self.callback_url = callback_url
+
+        self._admin_token_generated = admin_token is None and self.allow_remote
+        self._admin_token = secrets.token_urlsafe(32) if self._admin_token_generated else admin_token
+        self._requested_port = int(port)
+        self._port: int | None = None
+        self._lifecycle_lock = threading.Lock()
+        self._life = _Lifecycle()
+        self._store = SignatureRequestStore(on_event=self._emit)
+        self._rate = RateWindow()
+        self._faults = Faults()
+        self._rng = random.Random()
+        self._odd_answers = OddAnswers()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> DropboxSignEmulator:
+        """
+        Bind and serve in a background thread with its own event loop.
+
+        :return: the emulator itself, once it accepts connections.
+        :raises OSError: when the address cannot be bound.
+        """
+        with self._lifecycle_lock:
+            if self._life.thread is not None:
+                return self
+            ready = threading.Event()
+            failure: list[BaseException] = []
+            thread = threading.Thread(
+                target=self._thread_main, args=(ready, failure), name="dropbox-sign-emulator", daemon=True
+            )
+            self._life.thread = thread
+            thread.start()
+            ready.wait()
+            if failure:
+                thread.join()
+                self._life = _Lifecycle()
+                raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; calling it again does nothing."""
+        with self._lifecycle_lock:
+            loop, thread = self._life.loop, self._life.thread
+            if loop is None or thread is None:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=15)
+            except Exception:
+                log.exception("the emulator did not shut down cleanly")
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=15)
+            self._life = _Lifecycle()
+
+    def __enter__(self) -> DropboxSignEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._astart())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        self._life.loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _astart(self) -> None:
+        # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
+        _check_bind(self.host, self.allow_remote)
+        # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
+        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._life.runner = runner
+        self._port = int(runner.addresses[0][1])
+        # Always, not only with a callback URL: PUT /v3/account can set one at any time.
+        self._life.session = aiohttp.ClientSession()
+        self._spawn(self._sweep())
+
+    async def _astop(self) -> None:
+        tasks = list(self._life.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._life.session is not None:
+            await self._life.session.close()
+        if self._life.runner is not None:
+            await self._life.runner.cleanup()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._life.tasks.add(task)
+        task.add_done_callback(self._life.tasks.discard)
+
+    async def _sweep(self) -> None:
+        """Complete due cancellations (their events with them) and start the deliveries now due."""
+        session = self._life.session
+        assert session is not None
+        while True:
+            with self._lock:
+                for record in self._store.records.values():
+                    self._store.state(record)
+                batch = self._dispatcher.take_due()
+            if batch:
+                self._spawn(self._dispatcher.deliver(session, batch, self._spawn))
+            await asyncio.sleep(_SWEEP_INTERVAL)
+
+    async def serve_forever(self, port_file: str | None = None) -> None:
+        """
+        Serve in the running event loop until SIGINT or SIGTERM (what the CLI does).
+
+        :param port_file: a path to write the bound port to once serving, for scripts. When the
+            admin API requires a token, it is written first to the same path plus ``.admin-token``
+            (readable by the owner only), so that the token is there once the port is.
+        """
+        from dropbox_sign_provider.testing.emulator.cli import serve_forever
+
+        await serve_forever(self, port_file)
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (only known once started)."""
+        if self._port is None:
+            raise RuntimeError("the emulator has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The API root, e.g. ``http://127.0.0.1:8000``: what a connection's host should hold."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The versioned API base, e.g. ``http://127.0.0.1:8000/v3``."""
+        return f"{self.url}/v3"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin API base, e.g. ``http://127.0.0.1:8000/_emulator``."""
+        return f"{self.url}/_emulator"
+
+    @property
+    def admin_token(self) -> str | None:
+        """
+        The token admin calls must send in the ``X-Emulator-Token`` header, or ``None`` when the
+        admin API is open (a loopback emulator without ``admin_token``).
+        """
+        return self._admin_token
+
+    # -- state seeding and inspection ------------------------------------------------------------
+
+    def create_signature_request(self, **fields: Any) -> dict[str, Any]:
+        """
+        Store a signature request, as if it had been sent from this account.
+
+        Accepted fields: ``signature_request_id`` (default: 40 random lowercase hex characters),
+        ``title``, ``subject``, ``message``, ``metadata`` (dict), ``created_at`` (epoch seconds,
+        default now), ``expires_at`` (epoch seconds or ``None``), ``is_complete``, ``is_declined``,
+        ``signers`` (``(name, email)`` pairs or dicts, which may also set ``status_code``,
+        ``signed_at``, ``order``...), ``forbidden`` (the request belongs to another sender:
+        GET, cancel and remove answer 403) and any other top-level field of the
+        SignatureRequestResponse object (e.g. ``cc_email_addresses``, ``has_error``), verbatim.
+
+        :param fields: the fields above.
+        :return: the ``signature_request`` object exactly as ``GET /signature_request/{id}`` answers it.
+        :raises TypeError: for an unknown field.
+        :raises ValueError: for inconsistent or duplicate values.
+        """
+        with self._lock:
+            return self._store.create(fields, self.email)
+
+    def get_state(self, signature_request_id: str) -> str:
+        """
+        Tell where a stored request is in its life.
+
+        :param signature_request_id: the request's id.
+        :return: one of ``awaiting_signature``, ``cancel_requested``, ``canceled``, ``completed``,
+            ``declined``. A removed (``/remove``) request keeps its state: removal only ends access.
+        :raises KeyError: for an unknown id.
+        """
+        with self._lock:
+            return self._store.state(self._store.get(signature_request_id))
+
+    def cancel_calls(self, signature_request_id: str) -> int:
+        """
+        Count the cancel calls for an id that reached the API (any answer, unknown ids included).
+
+        Calls rejected before reaching it (401, 429, injected faults) are not counted; see
+        :attr:`requests_log` for every call.
+
+        :param signature_request_id: the id in the cancel URL.
+        :return: the number of ``POST /v3/signature_request/cancel/{id}`` calls answered by the API.
+        """
+        with self._lock:
+            return self._store.cancel_calls.get(signature_request_id, 0)
+
+    def signature_requests(self) -> list[dict[str, Any]]:
+        """
+        Return every stored request (canceled, forbidden and removed ones included), for assertions.
+
+        :return: the request objects, each with an extra ``state`` key (see :meth:`get_state`).
+        """
+        with self._lock:
+            return [render(rec) | {"state": self._store.state(rec)} for rec in self._store.records.values()]
+
+    # -- what signers do, and the events they cause ----------------------------------------------
+
+    def sign(self, signature_request_id: str) -> dict[str, Any]:
+        """
+        Have every signer sign: the request becomes complete and ``signature_request_all_signed`` is sent.
+
+        :param signature_request_id: a request awaiting signature, not expired.
+        :return: the request as ``GET`` now answers it.
+        :raises KeyError: for an unknown id.
+        :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
+        """
+        with self._lock:
+            return render(self._store.sign(signature_request_id))
+
+    def decline(self, signature_request_id: str, reason: str | None = None) -> dict[str, Any]:
+        """
+        Have the first signer still to sign decline: the request becomes declined and
+        ``signature_request_declined`` is sent, with ``reason`` as its ``event_message``.
+
+        :param signature_request_id: a request awaiting signature, not expired.
+        :param reason: the signer's ``decline_reason``.
+        :return: the request as ``GET`` now answers it.
+        :raises KeyError: for an unknown id.
+        :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
+        """
+        with self._lock:
+            return render(self._store.decline(signature_request_id, reason))
+
+    def expire(self, signature_request_id: str) -> dict[str, Any]:
+        """
+        Make the request expire now (``expires_at`` set to now) and send ``signature_request_expired``.
+
+        :param signature_request_id: a request awaiting signature, not already expired.
+        :return: the request as ``GET`` now answers it (unsigned signatures ``expired``).
+        :raises KeyError: for an unknown id.
+        :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
+        """
+        with self._lock:
+            return render(self._store.expire(signature_request_id))
+
+    def send_callback_test(self) -> dict[str, Any]:
+        """
+        Send a ``callback_test`` event, as Dropbox Sign does to check a callback URL.
+
+        :return: the event as sent (the ``json`` field, parsed).
+        :raises RuntimeError: when no callback URL is set.
+        """
+        with self._lock:
+            url = self.callback_url
+            if url is None:
+                raise RuntimeError(
+                    "no callback_url is set: pass callback_url=, assign emulator.callback_url or "
+                    "PUT /v3/account with a callback_url first"
+                )
+            payload = self._event(CALLBACK_TEST, None)
+            self._dispatcher.enqueue(payload, url)
+            return payload
+
+    @property
+    def callback_url(self) -> str | None:
+        """Where events are POSTed (``None``: nowhere); an event goes to the URL set when it happens."""
+        return self._callback_url
+
+    @callback_url.setter
+    def callback_url(self, url: str | None) -> None:
+        checked = check_callback_url(url)
+        with self._lock:
+            self._callback_url = checked
+
+    @property
+    def callback_attempts(self) -> list[CallbackAttempt]:
+        """Every attempt to deliver an event, in the order made, acknowledged or not (a copy)."""
+        with self._lock:
+            return list(self._dispatcher.attempts)
+
+    def _emit(self, event_type: str, record: Record) -> None:
+        """Send the event a request's transition caused. Caller holds the lock."""
+        url = self.callback_url
+        # Another sender's request reports to that sender's callback URL, not to this account's.
+        if url is None or record.forbidden:
+            return
+        self._dispatcher.enqueue(self._event(event_type, record), url)
+
+    def _event(self, event_type: str, record: Record | None) -> dict[str, Any]:
+        body = None if record is None else render(record)
+        related = None
+        message = None
+        if body is not None and event_type == "signature_request_declined":
+            declined = next(s for s in body["signatures"] if s["status_code"] == "declined")
+            related, message = declined["signature_id"], declined["decline_reason"]
+        return build_event(
+            event_type,
+            self.api_keys[0] if self.api_keys else "",
+            self.account_id,
+            body,
+            related_signature_id=related,
+            event_message=message,
+            forged=self._dispatcher.faults.forged,
+        )
+
+    # -- faults ------------------------------------------------------------------------------------
+
+    def set_fault(
+        self,
+        *,
+        latency: float = 0.0,
+        error_rate: float = 0.0,
+        error_statuses: Sequence[int] = (500, 502, 503),
+        drop_rate: float = 0.0,
+        malformed_rate: float = 0.0,
+        rate_limit_storm: float = 0.0,
+        never_complete: bool | int = False,
+        seed: int | None = None,
+    ) -> None:
+        """
+        Replace the injected faults (faults not named are switched off).
+
+        Injected faults happen "in front of" the API: they neither consume the rate-limit budget
+        nor change any state. In particular a malformed answer to a cancel call means the cancel
+        did *not* happen. Gateway errors (502, 503, 504) answer an HTML page without rate-limit
+        headers, like a load balancer; other statuses answer the JSON error envelope.
+
+        :param latency: seconds added before answering every ``/v3`` call.
+        :param error_rate: fraction of calls answered with a status drawn from ``error_statuses``.
+        :param error_statuses: the statuses ``error_rate`` draws from.
+        :param drop_rate: fraction of calls whose connection is closed without an answer.
+        :param malformed_rate: fraction of calls answered 200 with a truncated, invalid JSON body.
+        :param rate_limit_storm: fraction of calls answered 429 ``exceeded_rate`` whatever the budget.
+        :param never_complete: ``True``: every cancellation accepted while set stays pending forever;
+            an int ``n``: the first ``n`` accepted cancel calls of each request are lost, later ones
+            complete normally.
+        :param seed: seeds the fault random generator, for reproducible runs.
+        :raises ValueError: for an out-of-range value.
+        """
+        faults = Faults.checked(
+            latency=latency,
+            error_rate=error_rate,
+            error_statuses=error_statuses,
+            drop_rate=drop_rate,
+            malformed_rate=malformed_rate,
+            rate_limit_storm=rate_limit_storm,
+            never_complete=never_complete,
+            seed=seed,
+        )
+        with self._lock:
+            self._faults = faults
+            self._rng = random.Random(seed)
+
+    def set_delivery_fault(
+        self, *, duplicate: bool = False, out_of_order: bool = False, late: float = 0.0, forged: bool = False
+    ) -> None:
+        """
+        Replace the delivery faults (faults not named are switched off); see
+        :mod:`~dropbox_sign_provider.testing.emulator.callbacks` for what each does.
+
+        :param duplicate: deliver each event twice, as Dropbox Sign may after a lost acknowledgement.
+        :param out_of_order: deliver events emitted close together (within 0.25 s) newest first.
+        :param late: seconds to hold each event before its first attempt.
+        :param forged: sign events with a key that is not the account's (``event_hash`` then fails).
+        :raises ValueError: for an out-of-range value.
+        """
+        faults = DeliveryFaults.checked(
+            duplicate=duplicate, out_of_order=out_of_order, late=late, forged=forged
+        )
+        with self._lock:
+            self._dispatcher.faults = faults
+
+    def clear_faults(self) -> None:
+        """Switch every injected fault off, odd answers and delivery faults included."""
+        with self._lock:
+            self._faults = Faults()
+            self._odd_answers.clear()
+            self._dispatcher.faults = DeliveryFaults()
+
+    def add_odd_answers(self, *answers: OddAnswer) -> None:
+        """
+        Serve odd answers to the next matching ``/v3`` calls, in the order given: a redirect, a
+        ``304`` with no body, a rate-limit header in milliseconds or an hour ahead, a ``429``
+        whose rate-limit headers a proxy stripped, an oversized body... Each is logged in
+        :attr:`requests_log` like any other call; one with a ``status`` changes no state.
+
+        :param answers: the answers; each is used ``times`` times, then dropped.
+        :raises ValueError: for a ``times`` below 1 or a status outside 100 to 599.
+        """
+        with self._lock:
+            self._odd_answers.add(answers)
+
+    @property
+    def faults(self) -> dict[str, Any]:
+        """The faults in force, as keyword arguments of :meth:`set_fault`."""
+        with self._lock:
+            return self._faults.as_dict()
+
+    @property
+    def delivery_faults(self) -> dict[str, Any]:
+        """The delivery faults in force, as keyword arguments of :meth:`set_delivery_fault`."""
+        with self._lock:
+            return self._dispatcher.faults.as_dict()
+
+    def clear_log(self) -> None:
+        """Forget every logged ``/v3`` call."""
+        with self._lock:
+            self.requests_log.clear()

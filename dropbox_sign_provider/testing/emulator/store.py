@@ -1,0 +1,398 @@
+"""
+The signature requests and their life: stored bodies, the state each is in, and the transitions
+the API (cancel, remove) and the tests (sign, decline, expire) make them go through.
+
+A request is ``awaiting_signature`` until it is signed by all (``completed``), declined
+(``declined``) or cancelled. Cancellation is asynchronous, as in Dropbox Sign: an accepted cancel
+call queues it (``cancel_requested``) and it happens ``cancel_delay`` seconds later
+(``canceled``), completed lazily whenever the request is next looked at, so no timer is needed.
+Expiry is not a state: an awaiting request past its ``expires_at`` shows its unsigned signatures
+as ``expired``, as Dropbox Sign does, and can still be cancelled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dropbox_sign_provider.testing.emulator import clock
+from dropbox_sign_provider.testing.emulator.errors import ApiError
+from dropbox_sign_provider.testing.emulator.faults import Faults
+from dropbox_sign_provider.testing.emulator.query import parse_query
+
+#: Every state :meth:`DropboxSignEmulator.get_state` can answer.
+STATES = ("awaiting_signature", "cancel_requested", "canceled", "completed", "declined")
+
+
+class TransitionRefused(ValueError):
+    """A test asked for a transition the request's state does not allow (e.g. signing a cancelled one)."""
+
+
+@dataclass
+class Record:
+    """One stored request: its body as the API answers it, and where its cancellation stands."""
+
+    body: dict[str, Any]
+    forbidden: bool
+    accepted_cancels: int = 0
+    cancel_due: float | None = None
+    cancel_lost: bool = False
+    canceled_at: float | None = None
+    removed: bool = False
+
+    @property
+    def request_id(self) -> str:
+        """The ``signature_request_id``."""
+        return str(self.body["signature_request_id"])
+
+    @property
+    def expired(self) -> bool:
+        """Whether ``expires_at`` has passed."""
+        expires_at = self.body.get("expires_at")
+        return expires_at is not None and clock.now() >= expires_at
+
+
+#: Told of each event a request's life produces: the event type and the request.
+EventSink = Callable[[str, Record], None]
+
+
+class SignatureRequestStore:
+    """
+    Every stored request. Not thread-safe: the emulator's lock guards every call.
+
+    :param on_event: called, lock held, when a transition produces an event (a cancellation taking
+        effect, a request signed by all, declined or expired).
+    """
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.records: dict[str, Record] = {}
+        self.cancel_calls: dict[str, int] = {}
+        self._on_event = on_event
+
+    # -- seeding and inspection -------------------------------------------------------------------
+
+    def create(self, fields: dict[str, Any], requester_email: str) -> dict[str, Any]:
+        """
+        Store a request; see :meth:`DropboxSignEmulator.create_signature_request` for the fields.
+
+        :return: the request as ``GET`` answers it.
+        :raises TypeError: for an unknown field.
+        :raises ValueError: for inconsistent or duplicate values.
+        """
+        fields = dict(fields)
+        forbidden = bool(fields.pop("forbidden", False))
+        body = _build_body(fields, requester_email)
+        if body["signature_request_id"] in self.records:
+            raise ValueError(f"signature request {body['signature_request_id']!r} already exists")
+        record = Record(body=body, forbidden=forbidden)
+        self.records[record.request_id] = record
+        return render(record)
+
+    def get(self, request_id: str) -> Record:
+        """
+        The stored request, whatever its state.
+
+        :raises KeyError: naming an unknown id.
+        """
+        try:
+            return self.records[request_id]
+        except KeyError:
+            raise KeyError(f"no signature request {request_id!r} in the emulator") from None
+
+    def state(self, record: Record) -> str:
+        """Where the request is in its life; completes a due cancellation on the way (lazily, no timers)."""
+        if record.canceled_at is not None:
+            return "canceled"
+        if record.cancel_due is not None:
+            if record.cancel_lost or clock.monotonic() < record.cancel_due:
+                return "cancel_requested"
+            record.canceled_at = clock.now()
+            self._on_event("signature_request_canceled", record)
+            return "canceled"
+        if record.body["is_complete"]:
+            return "completed"
+        if record.body["is_declined"]:
+            return "declined"
+        return "awaiting_signature"
+
+    # -- what the API does ------------------------------------------------------------------------
+
+    def accessible(self, request_id: str) -> Record:
+        """
+        The request, if this account may read it now.
+
+        :raises ApiError: 404 unknown, 403 another sender's, 410 cancelled or removed.
+        """
+        record = self.records.get(request_id)
+        if record is None:
+            raise ApiError(404, "Not found.")
+        if record.forbidden:
+            # Undocumented (the 403 wording): the status and error_name follow the official 403 example.
+            raise ApiError(403, "You do not have access to this signature request.")
+        if record.removed or self.state(record) == "canceled":
+            raise ApiError(410, "This resource has been deleted.")
+        return record
+
+    def cancel(self, request_id: str, cancel_delay: float, faults: Faults) -> None:
+        """
+        Queue a cancellation, due ``cancel_delay`` seconds from now (or lost, as ``faults`` decide).
+
+        :raises ApiError: as the API refuses it.
+        """
+        self.cancel_calls[request_id] = self.cancel_calls.get(request_id, 0) + 1
+        # Undocumented (cancel of a cancelled request): accessible() answers 410 deleted, as it does
+        # to every other access once the cancellation has happened (or the request was removed).
+        record = self.accessible(request_id)
+        state = self.state(record)
+        # Undocumented (cancel of a completed or declined request): the docs only say they are not
+        # eligible; 400 bad_request follows how the API refuses other ineligible operations.
+        if state == "completed":
+            raise ApiError(400, "This request has already been completed and cannot be canceled.")
+        if state == "declined":
+            raise ApiError(400, "This request has been declined and cannot be canceled.")
+        # Undocumented (cancel while one is queued): 200 again, keeping the first due time, since a
+        # queued cancellation cannot be queued twice; a lost one (never_complete) is queued anew.
+        if state == "cancel_requested" and not record.cancel_lost:
+            return
+        record.accepted_cancels += 1
+        record.cancel_lost = faults.loses_cancel(record.accepted_cancels)
+        record.cancel_due = clock.monotonic() + cancel_delay
+
+    def remove(self, request_id: str) -> None:
+        """
+        End access to a finished request.
+
+        :raises ApiError: as the API refuses it.
+        """
+        record = self.accessible(request_id)
+        state = self.state(record)
+        # The spec: removal needs a request "fully executed by all parties (signed or declined to sign)".
+        # Undocumented (remove of an unfinished request): the answer; 400 bad_request, as for cancel.
+        if state not in ("completed", "declined"):
+            raise ApiError(400, "This request has not been completed yet. Cancel it instead.")
+        record.removed = True
+
+    def list(self, query: Mapping[str, str], account_id: str) -> dict[str, Any]:
+        """
+        One page of ``GET /signature_request/list``.
+
+        :param query: the call's query parameters.
+        :param account_id: this account's id.
+        :raises ApiError: 400 naming a bad parameter.
+        """
+        page = _int_param(query, "page", 1)
+        page_size = _int_param(query, "page_size", 20)
+        if page < 1:
+            raise ApiError(400, f"page must be 1 or more, got {page}.", path="page")
+        if not 1 <= page_size <= 100:
+            raise ApiError(400, f"page_size must be between 1 and 100, got {page_size}.", path="page_size")
+        asked = query.get("account_id")
+        # Undocumented (another account_id): the answer for an account that is not a team member;
+        # this account has no team.
+        if asked not in (None, "", "all", account_id):
+            message = f"account_id {asked!r} is not a member of your team."
+            raise ApiError(400, message, path="account_id")
+        matches_query = parse_query(query.get("query", ""))
+        # Undocumented (cancelled requests in lists): left out, like removed and forbidden ones, as
+        # GET answers 410 or 403 for them.
+        matches = [
+            render(record)
+            for record in self.records.values()
+            if not record.forbidden
+            and not record.removed
+            and self.state(record) != "canceled"
+            and matches_query(record.body)
+        ]
+        matches.sort(key=lambda body: (-int(body["created_at"]), body["signature_request_id"]))
+        start = (page - 1) * page_size
+        return {
+            "signature_requests": matches[start : start + page_size],
+            "list_info": {
+                "page": page,
+                # Undocumented (num_pages of an empty list): 0 is what ceil(0 / page_size) gives.
+                "num_pages": math.ceil(len(matches) / page_size),
+                "num_results": len(matches),
+                "page_size": page_size,
+            },
+        }
+
+    # -- what the signers do (driven by tests) ----------------------------------------------------
+
+    def sign(self, request_id: str) -> Record:
+        """
+        Every signer signs: the request is complete.
+
+        :raises KeyError: for an unknown id.
+        :raises TransitionRefused: naming the id and the state that forbids it.
+        """
+        record = self._awaiting(request_id, "signed")
+        now = int(clock.now())
+        for signature in record.body["signatures"]:
+            if signature["status_code"] != "signed":
+                signature.update(status_code="signed", signed_at=now, last_viewed_at=now)
+        record.body.update(is_complete=True, signing_url=None)
+        self._on_event("signature_request_all_signed", record)
+        return record
+
+    def decline(self, request_id: str, reason: str | None = None) -> Record:
+        """
+        The first signer still to sign declines: the request is declined.
+
+        :raises KeyError: for an unknown id.
+        :raises TransitionRefused: naming the id and the state that forbids it.
+        """
+        record = self._awaiting(request_id, "declined")
+        now = int(clock.now())
+        signature = next(s for s in record.body["signatures"] if s["status_code"] != "signed")
+        signature.update(status_code="declined", decline_reason=reason, last_viewed_at=now)
+        record.body.update(is_declined=True, signing_url=None)
+        self._on_event("signature_request_declined", record)
+        return record
+
+    def expire(self, request_id: str) -> Record:
+        """
+        The request reaches its ``expires_at``, set to now.
+
+        :raises KeyError: for an unknown id.
+        :raises TransitionRefused: naming the id and the state that forbids it.
+        """
+        record = self._awaiting(request_id, "expired")
+        record.body["expires_at"] = int(clock.now())
+        self._on_event("signature_request_expired", record)
+        return record
+
+    def _awaiting(self, request_id: str, becoming: str) -> Record:
+        record = self.get(request_id)
+        state = self.state(record)
+        if record.removed:
+            state = f"removed ({state})"
+        if state != "awaiting_signature":
+            raise TransitionRefused(
+                f"signature request {request_id!r} is {state}: only a request awaiting signature "
+                f"can be {becoming}"
+            )
+        if record.expired:
+            raise TransitionRefused(
+                f"signature request {request_id!r} expired at {record.body['expires_at']}: it cannot "
+                f"be {becoming}"
+            )
+        # Every signer has signed yet the request is not complete: only a hand-made seed gets here.
+        if becoming == "declined" and all(s["status_code"] == "signed" for s in record.body["signatures"]):
+            raise TransitionRefused(f"signature request {request_id!r} has no signer left to decline")
+        return record
+
+
+def render(record: Record) -> dict[str, Any]:
+    """The request as ``GET /signature_request/{id}`` answers it (a copy)."""
+    body = copy.deepcopy(record.body)
+    # Dropbox Sign marks the unsigned signatures "expired" once expires_at has passed.
+    if record.expired and not body["is_complete"]:
+        for signature in body["signatures"]:
+            if signature["status_code"] == "awaiting_signature":
+                signature["status_code"] = "expired"
+    return body
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer, got {raw!r}.", path=name) from None
+
+
+def _build_body(fields: dict[str, Any], requester_email: str) -> dict[str, Any]:
+    now = int(clock.now())
+    request_id = str(fields.pop("signature_request_id", None) or secrets.token_hex(20))
+    if "/" in request_id or not request_id.strip():
+        raise ValueError(f"invalid signature_request_id {request_id!r}")
+    is_complete = bool(fields.pop("is_complete", False))
+    is_declined = bool(fields.pop("is_declined", False))
+    if is_complete and is_declined:
+        raise ValueError("a signature request cannot be both complete and declined")
+    title = str(fields.pop("title", "Purchase Agreement"))
+    metadata = fields.pop("metadata", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata must be a dict")
+    created_at = int(fields.pop("created_at", None) or now)
+    expires_at = fields.pop("expires_at", None)
+    signers = fields.pop("signers", None) or [("George Jetson", "george-jetson@example.com")]
+    subject = fields.pop("subject", title)
+    message = fields.pop("message", "Please sign and return.")
+
+    signatures = [
+        _build_signature(signer, index, created_at, is_complete, is_declined)
+        for index, signer in enumerate(signers)
+    ]
+    body: dict[str, Any] = {
+        "signature_request_id": request_id,
+        "test_mode": False,
+        "title": title,
+        "original_title": title,
+        "subject": subject,
+        "message": message,
+        "metadata": copy.deepcopy(metadata),
+        "created_at": created_at,
+        "expires_at": None if expires_at is None else int(expires_at),
+        "is_complete": is_complete,
+        "is_declined": is_declined,
+        "has_error": False,
+        "custom_fields": [],
+        "response_data": [],
+        "signing_url": None if is_complete or is_declined else f"https://app.hellosign.com/sign/{request_id}",
+        "signing_redirect_url": None,
+        "files_url": f"https://api.hellosign.com/v3/signature_request/files/{request_id}",
+        "details_url": f"https://app.hellosign.com/home/manage?guid={request_id}",
+        "requester_email_address": requester_email,
+        "signatures": signatures,
+        "cc_email_addresses": [],
+        "template_ids": None,
+        "signer_experience": {"form_view": "disabled"},
+    }
+    unknown = sorted(set(fields) - set(body))
+    if unknown:
+        raise TypeError(f"unknown signature request field(s): {', '.join(unknown)}")
+    body.update(copy.deepcopy(fields))
+    return body
+
+
+def _build_signature(
+    signer: Any, index: int, created_at: int, is_complete: bool, is_declined: bool
+) -> dict[str, Any]:
+    if isinstance(signer, Mapping):
+        extra = dict(signer)
+        name = extra.pop("name", extra.pop("signer_name", f"Signer {index + 1}"))
+        email = extra.pop("email", extra.pop("email_address", extra.pop("signer_email_address", None)))
+    else:
+        name, email = signer
+        extra = {}
+    if is_complete:
+        status = "signed"
+    elif is_declined and index == 0:
+        status = "declined"
+    else:
+        status = "awaiting_signature"
+    status = extra.pop("status_code", status)
+    acted = created_at + 60 * (index + 1) if status in ("signed", "declined") else None
+    signature: dict[str, Any] = {
+        "signature_id": secrets.token_hex(16),
+        "signer_email_address": email or f"signer{index + 1}@example.com",
+        "signer_name": name,
+        "signer_role": None,
+        "order": None,
+        "status_code": status,
+        "decline_reason": None,
+        "signed_at": acted if status == "signed" else None,
+        "last_viewed_at": acted,
+        "last_reminded_at": None,
+        "has_pin": False,
+        "has_sms_auth": False,
+    }
+    signature.update(extra)
+    return signature
