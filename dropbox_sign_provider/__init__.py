@@ -59,6 +59,27 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["dropbox_sign_provider.links.DropboxSignRequestLink"],
+        # Checks each dropbox-sign:// asset URI as a DAG declares it (the plugin's events go there).
+        "asset-uris": [{"schemes": ["dropbox-sign"], "handler": "dropbox_sign_provider.events.sanitize_uri"}],
+        "config": {
+            "dropbox_sign": {
+                "description": "Dropbox Sign callbacks received by the Airflow API server at "
+                "``POST /dropbox-sign/callback`` (the provider's plugin).",
+                "options": {
+                    "callback_conn_ids": {
+                        "description": "Comma-separated ids of the ``dropbox_sign`` connections whose "
+                        "accounts may post callback events. An event is accepted when its event_hash "
+                        "verifies with one of these connections' API keys (the password), and recorded "
+                        "for that connection's account. A connection with only an OAuth access_token "
+                        "cannot verify events and is skipped. Read again within a minute of a change.",
+                        "version_added": __version__,
+                        "type": "string",
+                        "example": "dropbox_sign_default,dropbox_sign_sales",
+                        "default": DEFAULT_CONN_NAME,
+                    },
+                },
+            },
+        },
         "connection-types": [
             {
                 "hook-class-name": "dropbox_sign_provider.hooks.dropbox_sign.DropboxSignHook",

@@ -15,7 +15,9 @@ from airflow import __version__ as _airflow_version
 from packaging.version import Version
 
 if TYPE_CHECKING:
+    from airflow.models.asset import AssetEvent, AssetModel
     from pydantic import JsonValue
+    from sqlalchemy.orm import Session
 
 
 # The release alone, so a pre-release or dev build of 3.3 ("3.3.0rc1", "3.3.0.dev0") counts as 3.3.
@@ -45,4 +47,31 @@ async def amask_secret(secret: JsonValue, name: str | None = None) -> None:
         await sync_to_async(mask_secret)(secret, name)
 
 
-__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_2_PLUS", "AIRFLOW_V_3_3_PLUS", "amask_secret"]
+def register_api_asset_event(
+    *, asset: AssetModel, extra: dict[str, JsonValue], session: Session
+) -> AssetEvent | None:
+    """
+    Record an event on ``asset`` and queue the DAGs scheduled on it, as the REST API's
+    ``create_asset_event`` does, in ``session`` (committed by the caller).
+
+    The event comes from outside Airflow with no Airflow user. Airflow 3.3 asks API-made events for
+    the caller's teams (used only with ``[core] multi_team``): none, so only DAGs of no team are
+    queued, as for a REST API user of no team. Airflow 3.1 and 3.2 have no teams here. Every version
+    stamps the event with the current time (the REST API's ``timestamp`` argument is ignored).
+    """
+    from airflow.assets.manager import asset_manager
+
+    if AIRFLOW_V_3_3_PLUS:
+        return asset_manager.register_asset_change(
+            asset=asset, extra=extra, source_is_api=True, api_user_teams=set(), session=session
+        )
+    return asset_manager.register_asset_change(asset=asset, extra=extra, session=session)
+
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "amask_secret",
+    "register_api_asset_event",
+]

@@ -1,0 +1,113 @@
+"""
+The receiver as Airflow finds it: the plugin through the package's entry point, its app mounted by
+the API server's own code, the provider's configuration option and asset URI scheme.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from starlette.routing import Mount
+
+from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT
+from dropbox_sign_provider.plugins.callbacks import DropboxSignCallbacksPlugin, app
+
+
+def test_the_plugin_is_loaded_from_the_entry_point() -> None:
+    from airflow import plugins_manager
+
+    info = [p for p in plugins_manager.get_plugin_info() if p["name"] == DropboxSignCallbacksPlugin.name]
+    assert len(info) == 1, [p["name"] for p in plugins_manager.get_plugin_info()]
+    # Loaded once, from the package's airflow.plugins entry point (not a plugins folder).
+    assert "airflow-provider-dropbox-sign" in str(info[0]["source"])
+    assert "dropbox_sign_callbacks" in str(info[0]["source"])
+
+
+def test_the_api_server_mounts_the_receiver_under_dropbox_sign(
+    accounts: dict[str, str], make_callback: Callable[..., dict[str, Any]], recorded: Any
+) -> None:
+    from airflow.api_fastapi.app import init_plugins
+
+    api_server = FastAPI()
+    init_plugins(api_server)
+    mounts = [r for r in api_server.routes if isinstance(r, Mount) and r.path == "/dropbox-sign"]
+    assert [m.app for m in mounts] == [app]
+
+    body = json.dumps(make_callback("callback_test", signature_request_id=None))
+    with TestClient(api_server) as client:
+        response = client.post("/dropbox-sign/callback", files={"json": (None, body)})
+        assert response.status_code == 200
+        assert response.text == CALLBACK_ACKNOWLEDGEMENT
+        assert client.get("/dropbox-sign/callback").status_code == 405
+    assert recorded.nothing()
+
+
+def test_importing_the_plugin_reads_no_connection_option_or_database() -> None:
+    # Every process that loads Airflow's plugins imports it (scheduler, workers), not only the
+    # API server: in a fresh interpreter, nothing of the receiver's may run at import.
+    code = (
+        "import sys\n"
+        "from airflow.configuration import conf\n"
+        "from airflow.models.connection import Connection\n"
+        "def refuse(*a, **k): raise AssertionError('connection read at import')\n"
+        "Connection.get_connection_from_secrets = refuse\n"
+        "get = conf.get\n"
+        "def get_checked(section, *a, **k):\n"
+        "    assert section != 'dropbox_sign', 'option read at import'\n"
+        "    return get(section, *a, **k)\n"
+        "conf.get = get_checked\n"
+        "import airflow.plugins_manager, fastapi\n"
+        "before = set(sys.modules)\n"
+        "import dropbox_sign_provider.plugins.callbacks\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith(('airflow.models', "
+        "'airflow.assets', 'airflow.utils.session', 'sqlalchemy'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_provider_declares_the_option_and_the_asset_scheme() -> None:
+    import jsonschema
+
+    from dropbox_sign_provider import get_provider_info
+
+    info = get_provider_info()
+    schema_path = __import__("airflow").__path__[0] + "/provider_info.schema.json"
+    with open(schema_path) as schema:
+        jsonschema.validate(info, json.load(schema))
+    option = info["config"]["dropbox_sign"]["options"]["callback_conn_ids"]
+    assert option["default"] == "dropbox_sign_default"
+    assert option["type"] == "string"
+
+
+def test_the_option_defaults_to_the_default_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.configuration import conf
+    from airflow.providers_manager import ProvidersManager
+
+    from dropbox_sign_provider.plugins.accounts import callback_conn_ids
+
+    monkeypatch.delenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", raising=False)
+    assert callback_conn_ids() == ["dropbox_sign_default"]
+    # As Airflow's configuration reads it from the provider info (``airflow config list``).
+    ProvidersManager().initialize_providers_configuration()
+    conf.load_providers_configuration()
+    assert conf.get("dropbox_sign", "callback_conn_ids") == "dropbox_sign_default"
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", " a , b,a,, ")
+    assert callback_conn_ids() == ["a", "b"]
+
+
+def test_assets_of_the_scheme_are_checked_by_the_provider_handler() -> None:
+    from airflow.sdk import Asset
+
+    with pytest.raises(ValueError, match="event type"):
+        Asset("dropbox-sign://dropbox_sign_default/signature_request_exploded")
+    assert Asset("dropbox-sign://ds/signature_request_canceled/").uri == (
+        "dropbox-sign://ds/signature_request_canceled"
+    )
