@@ -76,7 +76,7 @@ def _run_side(side: str, n: int, limit_per_window: int, window_s: float, workdir
     try:
         ids = create_requests(emulator, n)
         connections = (
-            {DROPBOX_SIGN_CONN: dropbox_sign_connection(emulator, limit_per_window, window_s)}
+            {DROPBOX_SIGN_CONN: dropbox_sign_connection(emulator.url, limit_per_window, window_s)}
             if side == "ours"
             else {HTTP_CONN: http_connection(emulator)}
         )

@@ -40,20 +40,28 @@ READY_TIMEOUT = 180.0
 # --- the emulator ---------------------------------------------------------------------------------
 
 
-def start_emulator(limit_per_window: int, window_s: float, cancel_delay: float = 1.0) -> DropboxSignEmulator:
-    """A fresh emulator on loopback accepting :data:`API_KEY`, with the scenario's rate limit."""
+def start_emulator(
+    limit_per_window: int, window_s: float, cancel_delay: float = 1.0, callback_url: str | None = None
+) -> DropboxSignEmulator:
+    """
+    A fresh emulator on loopback accepting :data:`API_KEY`, with the scenario's rate limit.
+
+    :param callback_url: where it posts its signed events, or ``None`` for none.
+    """
     return DropboxSignEmulator(
         api_keys=(API_KEY,),
         access_tokens=(),
         rate_limit=limit_per_window,
         window_seconds=window_s,
         cancel_delay=cancel_delay,
+        callback_url=callback_url,
     ).start()
 
 
-def dropbox_sign_connection(emulator: DropboxSignEmulator, limit_per_window: int, window_s: float) -> str:
+def dropbox_sign_connection(host: str, limit_per_window: int, window_s: float) -> str:
     """
-    A ``dropbox_sign`` connection to the emulator, its client-side cap scaled like the window.
+    A ``dropbox_sign`` connection to ``host`` (the emulator's URL), its client-side cap scaled like
+    the window.
 
     The API's limit is 100 per minute and the provider's default cap says so; a scenario that scales
     the window down to seconds scales the cap up by the same factor, so both describe one rate.
@@ -62,7 +70,7 @@ def dropbox_sign_connection(emulator: DropboxSignEmulator, limit_per_window: int
     return json.dumps(
         {
             "conn_type": "dropbox_sign",
-            "host": emulator.url,
+            "host": host,
             "password": API_KEY,
             "extra": {"max_requests_per_minute": per_minute},
         }
@@ -100,8 +108,14 @@ def window_counts(log: Iterable[LoggedRequest], window_s: float) -> Counter[int]
 # --- measured clients -----------------------------------------------------------------------------
 
 
-def client_env(airflow_home: Path, connections: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a client process: a throw-away Airflow home and the scenario's connections."""
+def client_env(
+    airflow_home: Path, connections: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """
+    The environment of a client process: a throw-away Airflow home and the scenario's connections.
+
+    :param extra: more variables, set last (a scenario's metadata database, say).
+    """
     env = {
         key: value
         for key, value in os.environ.items()
@@ -119,6 +133,7 @@ def client_env(airflow_home: Path, connections: Mapping[str, str]) -> dict[str, 
     )
     for conn_id, value in connections.items():
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = value
+    env.update(extra or {})
     return env
 
 
@@ -130,10 +145,16 @@ class ClientProcess:
     :param spec: what the client needs (ids, sizes, side); written to a JSON file.
     :param connections: conn id -> ``AIRFLOW_CONN_*`` value.
     :param workdir: where the spec, result and log files go.
+    :param extra_env: more environment for the process (see :func:`client_env`).
     """
 
     def __init__(
-        self, module: str, spec: Mapping[str, Any], connections: Mapping[str, str], workdir: Path
+        self,
+        module: str,
+        spec: Mapping[str, Any],
+        connections: Mapping[str, str],
+        workdir: Path,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         name = f"{module.rsplit('.', 1)[-1]}-{spec['side']}"
@@ -149,7 +170,7 @@ class ClientProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, "--spec", str(self.spec_path), "--ready-fd", str(ready_write)],
             cwd=REPO,
-            env=client_env(Path(self._home.name), connections),
+            env=client_env(Path(self._home.name), connections, extra_env),
             stdin=subprocess.PIPE,
             stdout=self._log,
             stderr=subprocess.STDOUT,

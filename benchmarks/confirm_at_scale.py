@@ -48,6 +48,7 @@ from benchmarks.common import (
     start_emulator,
     window_counts,
 )
+from benchmarks.receiver import EventsReceiver
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 
 DROPBOX_SIGN_CONN = "dropbox_sign_bench"
@@ -85,11 +86,7 @@ def run(
     :param seed: seeds the start offsets and completion times, the same for both sides.
     :param workdir: where the clients' specs, results, logs and request lists go.
     """
-    rng = random.Random(seed)
-    plan = {
-        "start_offsets": [rng.uniform(0.0, poll_interval) for _ in range(n_triggers)],
-        "completions": [rng.uniform(0.0, spread_s) for _ in range(n_triggers)],
-    }
+    plan = make_plan(n_triggers, poll_interval, spread_s, seed)
     allowed_rps = limit_per_window / window_s
     section: dict[str, Any] = {
         "n_triggers": n_triggers,
@@ -101,7 +98,7 @@ def run(
         "p99_target_s": round(n_triggers / allowed_rps + poll_interval, 3),
     }
     for side in SIDES:
-        section[side] = _run_side(
+        section[side] = run_side(
             side, n_triggers, limit_per_window, window_s, poll_interval, spread_s, tail_s, plan, workdir
         )
     ours, baseline = section["ours"], section["baseline"]
@@ -119,7 +116,16 @@ def run(
     return section
 
 
-def _run_side(
+def make_plan(n_triggers: int, start_spread_s: float, spread_s: float, seed: int) -> dict[str, list[float]]:
+    """Each trigger's start offset (within ``start_spread_s``) and its cancellation's completion."""
+    rng = random.Random(seed)
+    return {
+        "start_offsets": [rng.uniform(0.0, start_spread_s) for _ in range(n_triggers)],
+        "completions": [rng.uniform(0.0, spread_s) for _ in range(n_triggers)],
+    }
+
+
+def run_side(
     side: str,
     n: int,
     limit_per_window: int,
@@ -129,8 +135,18 @@ def _run_side(
     tail_s: float,
     plan: dict[str, list[float]],
     workdir: Path,
+    events: EventsReceiver | None = None,
 ) -> dict[str, Any]:
-    emulator = start_emulator(limit_per_window, window_s, cancel_delay=0.0)
+    """
+    One side of a confirmation scenario against a fresh emulator; returns its figures.
+
+    :param side: ``baseline`` for the naive trigger, any other name for this provider's trigger.
+    :param events: the receiver the emulator posts its events to, for event-first triggers
+        (``None``: no events, the triggers poll).
+    """
+    emulator = start_emulator(
+        limit_per_window, window_s, cancel_delay=0.0, callback_url=events.url if events else None
+    )
     try:
         ids = create_requests(emulator, n)
         # Cancelled at once: the client's warm-up trigger fires on its first poll.
@@ -138,12 +154,13 @@ def _run_side(
         with requests.Session() as session:
             _cancel(emulator, session, warm_up_id)
         connections = (
-            {DROPBOX_SIGN_CONN: dropbox_sign_connection(emulator, limit_per_window, window_s)}
-            if side == "ours"
-            else {HTTP_CONN: http_connection(emulator)}
+            {HTTP_CONN: http_connection(emulator)}
+            if side == "baseline"
+            else {DROPBOX_SIGN_CONN: dropbox_sign_connection(emulator.url, limit_per_window, window_s)}
         )
         spec = {
             "side": side,
+            "event_first": events is not None,
             "ids": ids,
             "warm_up_id": warm_up_id,
             "start_offsets": plan["start_offsets"],
@@ -151,7 +168,7 @@ def _run_side(
             "run_for_s": spread_s + tail_s,
         }
         spawned = time.monotonic()
-        client = ClientProcess(__name__, spec, connections, workdir)
+        client = ClientProcess(__name__, spec, connections, workdir, events.env if events else None)
         client.wait_ready()
         ready = time.monotonic()
         start_at = _queue_cancellations(emulator, ids, plan["completions"], window_s)
@@ -162,6 +179,7 @@ def _run_side(
         ran_for = time.time() - start_at
         log = list(emulator.requests_log)
         save_log(log, workdir / f"confirm_at_scale-{side}.requests.json")
+        acknowledged = len(emulator.callback_events)
     finally:
         emulator.stop()
 
@@ -185,6 +203,11 @@ def _run_side(
         "first_trigger_errors": measured["first_errors"],
         "rss_kb_per_trigger": round((measured["rss_kb_peak"] - measured["rss_kb_start"]) / n, 2),
         "cpu_s": round(float(measured["cpu_s"]), 3),
+        # The cancel (sent before the measured phase) and every request of the wait, per confirmation.
+        "requests_per_confirmation": round(1 + len(log) / len(fired), 3) if fired else None,
+        "board_reads": measured["board_reads"],
+        "board_reads_per_waiting_id": round(measured["board_reads"] / n, 4),
+        "events_acknowledged": acknowledged,
         "phases_s": {
             "client_ready": round(ready - spawned, 1),
             "queue_cancellations": round(queued - ready, 1),
@@ -291,7 +314,7 @@ def _naive_trigger_class() -> type:
 
 def _trigger_factory(spec: dict[str, Any]) -> Callable[[str, float], Any]:
     poll_interval = float(spec["poll_interval"])
-    if spec["side"] == "ours":
+    if spec["side"] != "baseline":
         from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 
         def ours(sr_id: str, now: float) -> Any:
@@ -302,6 +325,7 @@ def _trigger_factory(spec: dict[str, Any]) -> Callable[[str, float], Any]:
                 dropbox_sign_conn_id=DROPBOX_SIGN_CONN,
                 poll_interval=poll_interval,
                 recancel_after=TRIGGER_TIMEOUT_S,
+                event_first=bool(spec["event_first"]),
             )
 
         return ours
@@ -329,8 +353,10 @@ async def _fire_time(trigger: Any, start_at: float) -> float:
 async def _measure(
     spec: dict[str, Any], make: Callable[[str, float], Any], start_at: float
 ) -> dict[str, Any]:
+    from dropbox_sign_provider import wakeups
+
     ids: list[str] = spec["ids"]
-    rss_start, cpu_start = rss_kb(), cpu_seconds()
+    rss_start, cpu_start, reads_start = rss_kb(), cpu_seconds(), wakeups.board_reads
     rss_peak = rss_start
 
     async def sample_rss() -> None:
@@ -365,6 +391,7 @@ async def _measure(
         "rss_kb_start": rss_start,
         "rss_kb_peak": rss_peak,
         "cpu_s": cpu_seconds() - cpu_start,
+        "board_reads": wakeups.board_reads - reads_start,
     }
 
 

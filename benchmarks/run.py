@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bulk_cancel, confirm_at_scale, import_time
+from benchmarks import bulk_cancel, confirm_at_scale, confirm_with_events, import_time
 from benchmarks.common import REPO, machine_info
 
-SCENARIOS = ("bulk_cancel", "confirm_at_scale", "import")
+SCENARIOS = ("bulk_cancel", "confirm_at_scale", "confirm_with_events", "import")
 
 # name: (type, full size, quick size, help)
 SIZES: dict[str, tuple[type, Any, Any, str]] = {
@@ -49,6 +49,12 @@ SIZES: dict[str, tuple[type, Any, Any, str]] = {
         None,
         "confirm_at_scale: seconds after the spread before unconfirmed triggers are given up "
         "(default: twice the p99 target)",
+    ),
+    "events_fallback_poll": (
+        float,
+        600.0,
+        600.0,
+        "confirm_with_events: fallback poll interval with events on, seconds (sizes as confirm_at_scale)",
     ),
     "seed": (int, 20240229, 20240229, "random seed of start offsets and completion times"),
     "import_runs": (int, 3, 1, "timed samples per side of the import scenario (median)"),
@@ -127,6 +133,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.seed,
             workdir,
         ),
+        "confirm_with_events": lambda: confirm_with_events.run(
+            args.confirm_n,
+            args.confirm_limit,
+            args.confirm_window,
+            args.confirm_poll,
+            args.events_fallback_poll,
+            args.confirm_spread,
+            args.confirm_tail,
+            args.seed,
+            workdir,
+        ),
         "import": lambda: import_time.run(args.import_runs),
     }
     began = time.monotonic()
@@ -169,6 +186,15 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         check("confirm_at_scale p99_latency_s", p99, f"<= {bound}", p99 is not None and p99 <= bound)
         rss = ours["rss_kb_per_trigger"]
         check("confirm_at_scale rss_kb_per_trigger", rss, "<= 20", rss <= 20)
+    if "confirm_with_events" in ran:
+        on = report["confirm_with_events"]["events_on"]
+        per = on["requests_per_confirmation"]
+        holds = per is not None and per <= 2.05
+        check("confirm_with_events requests_per_confirmation", per, "<= 2.05", holds)
+        p50 = on["p50_latency_s"]
+        check("confirm_with_events p50_latency_s", p50, "<= 5", p50 is not None and p50 <= 5)
+        check("confirm_with_events unconfirmed", on["unconfirmed"], "== 0", on["unconfirmed"] == 0)
+        check("confirm_with_events http_429", on["http_429"], "== 0", on["http_429"] == 0)
     if "import" in ran:
         section = report["import"]
         check(
@@ -208,8 +234,35 @@ _ROWS: dict[str, tuple[str, ...]] = {
         "rss_kb_per_trigger",
         "cpu_s",
     ),
+    "confirm_with_events": (
+        "requests_per_confirmation",
+        "requests",
+        "http_429",
+        "p50_latency_s",
+        "p99_latency_s",
+        "unconfirmed",
+        "board_reads",
+        "board_reads_per_waiting_id",
+        "events_acknowledged",
+        "rss_kb_per_trigger",
+        "cpu_s",
+    ),
 }
-_SIZE_KEYS = ("n", "n_triggers", "limit_per_window", "window_s", "poll_interval_s", "spread_s")
+#: Each table's two columns, and the ratio of the second over the first.
+_SIDES: dict[str, tuple[str, str]] = {
+    "bulk_cancel": ("ours", "baseline"),
+    "confirm_at_scale": ("ours", "baseline"),
+    "confirm_with_events": ("events_on", "events_off"),
+}
+_SIZE_KEYS = (
+    "n",
+    "n_triggers",
+    "limit_per_window",
+    "window_s",
+    "poll_interval_s",
+    "fallback_poll_interval_s",
+    "spread_s",
+)
 
 
 def table_blocks(report: dict[str, Any]) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -223,10 +276,11 @@ def table_blocks(report: dict[str, Any]) -> list[tuple[str, list[tuple[Any, ...]
             continue
         section = report[name]
         sizes = ", ".join(f"{k}={_cell(section[k])}" for k in _SIZE_KEYS if k in section)
-        rows: list[tuple[Any, ...]] = [("", "ours", "baseline", "baseline / ours")]
+        first, second = _SIDES[name]
+        rows: list[tuple[Any, ...]] = [("", first, second, f"{second} / {first}")]
         for key in keys:
-            ours, baseline = section["ours"].get(key), section["baseline"].get(key)
-            rows.append((key, ours, baseline, _ratio_cell(baseline, ours)))
+            a, b = section[first].get(key), section[second].get(key)
+            rows.append((key, a, b, _ratio_cell(b, a)))
         blocks.append((f"{name} ({sizes})", rows))
     if "import" in report and "error" in report["import"]:
         blocks.append((f"import: could not run: {report['import']['error']}", []))

@@ -280,26 +280,42 @@ def recent_event_requests(board: Any, after_seq: int | None = None) -> tuple[int
     return seq, named
 
 
-def _board(board: Any) -> tuple[int, list[list[Any]]]:
-    # Whatever is stored is read defensively: the board is a hint, and a bad one means polling.
+def board_problem(board: Any) -> str | None:
+    """
+    Why a stored board cannot be read (``None`` when it can, or when nothing is stored yet).
+
+    A value that is not a board (encrypted with another Fernet key, written by hand) would otherwise
+    wake nothing, silently.
+    """
+    if board is None:
+        return None
     if isinstance(board, str | bytes):
         try:
             board = json.loads(board)
         except ValueError:
-            board = None
-    if not isinstance(board, dict):
+            return "it is not JSON (encrypted with another fernet_key?)"
+    if (
+        not isinstance(board, dict)
+        or not isinstance(board.get("seq"), int)
+        or not isinstance(board.get("events"), list)
+    ):
+        return "it is not a board of recent events"
+    return None
+
+
+def _board(board: Any) -> tuple[int, list[list[Any]]]:
+    # Whatever is stored is read defensively: the board is a hint, and a bad one means polling.
+    if board_problem(board) is not None or board is None:
         return 0, []
-    seq = board.get("seq")
-    events = board.get("events")
-    if not isinstance(seq, int) or not isinstance(events, list):
-        return 0, []
+    if isinstance(board, str | bytes):
+        board = json.loads(board)
     valid = [
         e
-        for e in events
+        for e in board["events"]
         if isinstance(e, list)
         and len(e) == 3
         and isinstance(e[0], int)
         and isinstance(e[1], str)
         and (e[2] is None or isinstance(e[2], str))
     ]
-    return seq, valid
+    return board["seq"], valid

@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from dropbox_sign_provider.events import recent_event_requests, recent_events_variable
+from dropbox_sign_provider.events import board_problem, recent_event_requests, recent_events_variable
 from dropbox_sign_provider.outcomes import Logger
 
 #: Seconds between two reads of the board by one waiting process.
@@ -43,16 +43,22 @@ def read_board(dropbox_sign_conn_id: str) -> Any:
     """
     Read one account's board of recent events (``None`` when nothing was recorded yet).
 
-    :raises BoardUnavailableError: when the running Airflow cannot read Variables here.
+    :raises BoardUnavailableError: when the running Airflow cannot read Variables here, or the
+        Variable holds something else than a board.
     """
     global board_reads
     board_reads += 1
     from airflow.sdk import Variable
 
+    key = recent_events_variable(dropbox_sign_conn_id)
     try:
-        return Variable.get(recent_events_variable(dropbox_sign_conn_id), default=None)
+        board = Variable.get(key, default=None)
     except Exception as exc:
         raise BoardUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+    problem = board_problem(board)
+    if problem is not None:
+        raise BoardUnavailableError(f"the Variable {key} cannot be read: {problem}")
+    return board
 
 
 class Wakeups:

@@ -156,25 +156,39 @@ def test_the_triggers_of_one_process_share_one_board_reader(
     assert sum(gets(emulator, sr_id) for sr_id in ids) == 30
 
 
+@pytest.mark.parametrize(
+    ("cause", "named"),
+    [
+        pytest.param("refused", "access to variables denied", id="variable-refused"),
+        pytest.param("encrypted", "encrypted with another fernet_key", id="not-a-board"),
+    ],
+)
 def test_a_board_that_cannot_be_read_means_polling(
     emulator: DropboxSignEmulator,
     dropbox_sign_conn: str,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    board: Board,
+    cause: str,
+    named: str,
 ) -> None:
-    from airflow.sdk import Variable
+    if cause == "refused":
+        from airflow.sdk import Variable
 
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise PermissionError("access to variables denied")
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise PermissionError("access to variables denied")
 
-    monkeypatch.setattr(Variable, "get", refuse)
+        monkeypatch.setattr(Variable, "get", refuse)
+    else:
+        # What a process with another Fernet key than the receiver's reads.
+        monkeypatch.setenv(board.env, "gAAAAABrDaB87IMVk_fA8md_mC7vFfEdvcSoC3EwX8myHcFPyHK")
     ids = make_requests(emulator, 2)
     at = cancel_now(dropbox_sign_conn, *ids)
     trigger = make_trigger(ids, at, timeout=60, poll_interval=1, event_first=True)
     assert run_trigger(trigger)["outcomes"] == dict.fromkeys(ids, "canceled")
     warnings = [line for line in capfd.readouterr().out.splitlines() if "cannot be read" in line]
     assert len(warnings) == 1
-    assert "access to variables denied" in warnings[0]
+    assert named in warnings[0]
     assert "polling every poll interval" in warnings[0]
 
 

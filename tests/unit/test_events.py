@@ -15,6 +15,7 @@ from dropbox_sign_provider.events import (
     MAX_RECENT_EVENTS,
     CallbackEvent,
     add_recent_event,
+    board_problem,
     event_asset_uri,
     event_hash,
     parse_callback,
@@ -156,6 +157,20 @@ def test_the_board_keeps_each_event_once_and_rotates() -> None:
 @pytest.mark.parametrize("stored", [None, "", "nonsense", "[1]", '{"seq": "1", "events": []}', {"seq": 1}])
 def test_an_unreadable_board_names_nothing(stored: object) -> None:
     assert recent_event_requests(stored) == (0, {})
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        (None, None),
+        ('{"seq": 0, "events": []}', None),
+        ("gAAAAABrDaB87IMVk", "it is not JSON (encrypted with another fernet_key?)"),
+        ("[1]", "it is not a board of recent events"),
+        ({"seq": 1}, "it is not a board of recent events"),
+    ],
+)
+def test_what_is_wrong_with_a_stored_board_is_said(stored: object, problem: str | None) -> None:
+    assert board_problem(stored) == problem
 
 
 def test_a_board_whose_sequence_went_back_is_read_whole() -> None:
