@@ -124,6 +124,11 @@ class CallbackEvent:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def known(self) -> bool:
+        """Whether its type is one this release knows (and so records)."""
+        return self.event_type in EVENT_TYPES
+
+    @property
     def key(self) -> str:
         """What identifies this event among redeliveries: type, time and request id."""
         return f"{self.event_type}/{self.event_time}/{self.signature_request_id or '-'}"
@@ -161,7 +166,10 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
         raise ValueError("the json field has no event object")
     event = body["event"]
     event_type, event_time, hash_ = (event.get(k) for k in ("event_type", "event_time", "event_hash"))
-    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+    # A type Dropbox Sign added after this release is still parsed, so that it can be verified and
+    # acknowledged (refusing it would make Dropbox Sign retry it for three days); only known types
+    # are recorded.
+    if not isinstance(event_type, str) or not re.fullmatch(r"[a-z][a-z_]{0,63}", event_type):
         raise ValueError(f"event_type {event_type!r} is not a Dropbox Sign event type")
     if isinstance(event_time, int) and not isinstance(event_time, bool):
         event_time = str(event_time)

@@ -15,6 +15,7 @@ no ``json`` field, or bad JSON / event   400      nothing
 no configured account has an API key     503      nothing
 hash verifies for no configured account  403      nothing
 ``callback_test``, verified              200      nothing
+a type unknown to this release, verified 200      nothing
 an event recorded before, verified       200      nothing (a redelivery)
 a new event, verified                    200      board entry and asset event
 database failure while recording         503      nothing (Dropbox Sign delivers it again)
@@ -103,6 +104,11 @@ async def receive_callback(request: Request) -> Response:
         log.warning("Dropbox Sign callback refused: event_hash does not verify (%s)", event.event_type)
         return CallbackRefused(403, "event_hash does not verify for any configured account").response()
     if event.event_type == CALLBACK_TEST:
+        return PlainTextResponse(CALLBACK_ACKNOWLEDGEMENT)
+    if not event.known:
+        log.info(
+            "Dropbox Sign event type %r is not known to this provider; acknowledged only", event.event_type
+        )
         return PlainTextResponse(CALLBACK_ACKNOWLEDGEMENT)
     return await _record(event, conn_id)
 

@@ -172,6 +172,16 @@ def test_callback_test_is_acknowledged_and_recorded_nowhere(
     assert recorded.nothing()
 
 
+def test_a_verified_event_of_a_type_added_after_this_release_is_acknowledged_and_recorded_nowhere(
+    post: Callable[..., Any], make_callback: Callable[..., dict[str, Any]], recorded: Any
+) -> None:
+    # Refusing it would make Dropbox Sign retry it for three days.
+    assert_acknowledged(post(make_callback("signature_request_teleported")))
+    assert recorded.nothing()
+    forged = make_callback("signature_request_teleported", key="not-the-key")
+    assert post(forged).status_code == 403
+
+
 def test_an_event_no_dag_schedules_on_goes_on_the_board_only(
     post: Callable[..., Any],
     make_callback: Callable[..., dict[str, Any]],
@@ -261,7 +271,7 @@ def _set(field: str, value: Any) -> Callable[[dict[str, Any]], str]:
         (_without("event_hash"), "event_hash"),
         (_without("event_time"), "event_time"),
         (_without("event_type"), "event_type"),
-        (_set("event_type", "signature_request_exploded"), "not a Dropbox Sign event type"),
+        (_set("event_type", "Signature Request!"), "not a Dropbox Sign event type"),
         (_set("event_time", "yesterday"), "event_time"),
         (_set("event_hash", "f" * 63), "event_hash"),
         (

@@ -8,8 +8,13 @@ End to end on a real Airflow deployment, driven through the Airflow UI in Chromi
    checking the form shows the provider's labels and fields.
 3. In the browser: opens ``dropbox_sign_cancel_request``, submits an invalid id (the form must
    refuse it), then a seeded id.
+   Before that, points the account's callback URL at the API server's receiver (``PUT /v3/account``),
+   checks that ``callback_test`` is acknowledged and a forged event refused, and unpauses
+   ``dropbox_sign_cancellation_audit``.
 4. Waits for the run to succeed and proves through the REST API that the sensor task was
-   deferred and that the deployment's triggerer did the waiting.
+   deferred and that the deployment's triggerer did the waiting; that it confirmed event-first,
+   with one read of the id after the emulator's ``signature_request_canceled`` event; that the
+   event became an asset event, whose audit DAG ran and confirmed the id (screenshot of the asset).
 5. Checks in the emulator that exactly that request was cancelled and nothing else.
 6. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
    ``@daily`` DAG without catch-up makes one) must cancel nothing while the Variable
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import re
 import secrets
@@ -43,14 +49,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import requests
 from playwright.sync_api import sync_playwright
 from stack import REPO, Stack, StackError, dump_json
 from ui import CHROMIUM, UI, ConnectionForm
 
 from dropbox_sign_provider import get_provider_info
+from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_hash
 
 DAG_ID = "dropbox_sign_cancel_request"
 CLEANUP_DAG_ID = "dropbox_sign_expiry_cleanup"
+AUDIT_DAG_ID = "dropbox_sign_cancellation_audit"
+CANCELED_ASSET_URI = "dropbox-sign://dropbox_sign_default/signature_request_canceled"
+CALLBACK_PATH = "/dropbox-sign/callback"
 ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
 DAY = 86400
 IDS_PARAM = "signature_request_ids"
@@ -392,6 +403,116 @@ def wait_for_run(stack: Stack, dag_id: str, run_id: str) -> dict[str, Any]:
     return run
 
 
+def connect_callbacks(stack: Stack, api_key: str) -> dict[str, Any]:
+    """
+    Point the account's callback URL at the API server's receiver, as a user does (``PUT
+    /v3/account`` with ``callback_url``); check that ``callback_test`` is acknowledged and that a
+    forged event is refused.
+    """
+    callback_url = f"{stack.airflow_url}{CALLBACK_PATH}"
+    answer = requests.put(
+        f"{stack.emulator_base_url}/account",
+        json={"callback_url": callback_url},
+        auth=(api_key, ""),
+        timeout=30,
+    )
+    check(answer.status_code == 200, f"PUT /v3/account answered {answer.status_code}: {answer.text[:300]}")
+    check(
+        answer.json()["account"]["callback_url"] == callback_url,
+        f"the account's callback URL is {answer.json()['account'].get('callback_url')!r}",
+    )
+    stack.admin("POST", "callback_test")
+
+    def acknowledged() -> dict[str, Any] | None:
+        attempts = stack.admin("GET", "callback_attempts")
+        return next((a for a in attempts if a["event_type"] == "callback_test" and a["acknowledged"]), None)
+
+    test = stack.wait_for("callback_test to be acknowledged by the receiver", acknowledged, 60, 0.5)
+    # A forged event (hash keyed with another key) is refused, and records nothing.
+    event_time = str(int(time.time()))
+    forged = {
+        "event": {
+            "event_time": event_time,
+            "event_type": "signature_request_canceled",
+            "event_hash": event_hash("not-the-api-key", event_time, "signature_request_canceled"),
+        },
+        "signature_request": {"signature_request_id": "ab" * 20},
+    }
+    refused = requests.post(callback_url, files={"json": (None, json.dumps(forged))}, timeout=30)
+    check(refused.status_code == 403, f"a forged event was answered {refused.status_code}: {refused.text}")
+    check(refused.text != CALLBACK_ACKNOWLEDGEMENT, "a forged event was acknowledged")
+    return {"callback_url": callback_url, "callback_test": test, "forged_event_status": refused.status_code}
+
+
+def check_events(stack: Stack, ui: UI, run_id: str, chosen: str, out: Path) -> dict[str, Any]:
+    """
+    The cancellation was confirmed by its event: one GET of the id, after the cancel, before the
+    sensor ended (its fallback poll is minutes away); the event became an asset event; the audit
+    DAG scheduled on that asset ran and confirmed the id with its own read; the asset event in the UI.
+    """
+    run_path = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    sensor = stack.api("GET", f"{run_path}/taskInstances/{SENSOR_TASK_ID}")
+    sensor_end = datetime.datetime.fromisoformat(sensor["end_date"]).timestamp()
+    log = stack.admin("GET", "requests_log")
+    reads = [
+        entry
+        for entry in log
+        if entry["method"] == "GET"
+        and entry["path"] == f"/v3/signature_request/{chosen}"
+        and entry["time"] <= sensor_end
+    ]
+    check(
+        [entry["status"] for entry in reads] == [410],
+        f"the sensor was to confirm {chosen} with one read after its event; its reads: {reads}",
+    )
+    attempts = stack.admin("GET", "callback_attempts")
+    delivered = [
+        a
+        for a in attempts
+        if a["event_type"] == "signature_request_canceled" and a["signature_request_id"] == chosen
+    ]
+    check(
+        any(a["acknowledged"] for a in delivered),
+        f"the canceled event of {chosen} was not acknowledged: {delivered}",
+    )
+
+    assets = stack.api("GET", "assets", params={"uri_pattern": "dropbox-sign://"})["assets"]
+    asset = next((a for a in assets if a["uri"] == CANCELED_ASSET_URI), None)
+    check(asset is not None, f"no asset {CANCELED_ASSET_URI} among {[a['uri'] for a in assets]}")
+    assert asset is not None
+
+    def asset_event() -> dict[str, Any] | None:
+        events = stack.api("GET", "assets/events", params={"asset_id": asset["id"]})["asset_events"]
+        return next((e for e in events if (e.get("extra") or {}).get("signature_request_id") == chosen), None)
+
+    event = stack.wait_for(f"the asset event of {chosen}", asset_event, 60, 1.0)
+    dump_json(out / "asset-event.json", event)
+    check(stack.api_key not in json.dumps(event), "the asset event holds the API key")
+
+    def audited() -> dict[str, Any] | None:
+        runs = stack.api("GET", f"dags/{AUDIT_DAG_ID}/dagRuns")["dag_runs"]
+        for run in runs:
+            if run["state"] == "failed":
+                raise AssertionError(f"{AUDIT_DAG_ID} run {run['dag_run_id']} failed")
+            if run["state"] == "success":
+                trail = xcom_value(stack, AUDIT_DAG_ID, run["dag_run_id"], "audit")
+                row = next((r for r in trail if r["signature_request_id"] == chosen), None)
+                if row is not None:
+                    return {"run_id": run["dag_run_id"], "run_type": run["run_type"], "row": row}
+        return None
+
+    audit = stack.wait_for(f"{AUDIT_DAG_ID} to audit {chosen}", audited, RUN_TIMEOUT_S, 2.0)
+    check(
+        audit["run_type"] == "asset_triggered", f"the audit run was {audit['run_type']}, not asset-triggered"
+    )
+    check(audit["row"]["confirmed"] is True, f"the audit trail did not confirm {chosen}: {audit['row']}")
+
+    ui.page.goto(f"{stack.airflow_url}/assets/{asset['id']}")
+    ui.page.get_by_text(CANCELED_ASSET_URI).first.wait_for()
+    ui.shot("asset-event")
+    return {"sensor_reads": reads, "asset_event_id": event["id"], "audit": audit}
+
+
 def cancel_calls(stack: Stack, ids: list[str]) -> list[tuple[str, int]]:
     """The cancel calls the emulator received for ``ids``: (path, status)."""
     return [
@@ -512,6 +633,7 @@ def run_steps(stack: Stack, out: Path, api_key: str, timer: Timer, summary: dict
         summary["airflow"] = stack.airflow_url
         dag = wait_for_dag(stack)
         wait_for_dag(stack, CLEANUP_DAG_ID)
+        wait_for_dag(stack, AUDIT_DAG_ID)
     with sync_playwright() as playwright:
         ui = UI(playwright, stack.airflow_url, out)
         failed = True
@@ -556,6 +678,9 @@ def ui_steps(
         check_connection(stack, stack.emulator_base_url)
         # Unpaused now that it has a connection: its first scheduled run goes on beside the UI steps.
         stack.api("PATCH", f"dags/{CLEANUP_DAG_ID}", json={"is_paused": False})
+    with timer.phase("events: the account's callback URL set to the API server's receiver"):
+        summary["callbacks"] = connect_callbacks(stack, api_key)
+        stack.api("PATCH", f"dags/{AUDIT_DAG_ID}", json={"is_paused": False})
     with timer.phase("UI: trigger the DAG (invalid id refused, then a seeded id)"):
         ui.open_dag(DAG_ID, dag.get("dag_display_name") or DAG_ID)
         run = ui.trigger(DAG_ID, IDS_PARAM, INVALID_ID, chosen)
@@ -575,6 +700,8 @@ def ui_steps(
         ui.expect_run_state("success")
         ui.shot("run-success")
         summary["deferral"] = prove_deferred(stack, run_id, timeline, out)
+    with timer.phase("events: one read after the event; the asset event; the audit DAG ran"):
+        summary["events"] = check_events(stack, ui, run_id, chosen, out)
     return run_id
 
 
@@ -598,8 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         home=home,
         dags_folder=args.dags_folder.resolve(),
         api_key=api_key,
-        # The DAGs' own knob for deployments whose API confirms in seconds (the emulator: 10 s).
-        airflow_extra_env={"DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "2"},
+        # The DAGs confirm on Dropbox Sign's events; their fallback poll is further away than any
+        # confirmation here, so each confirmation is the read an event woke.
+        airflow_extra_env={"DROPBOX_SIGN_EVENT_FIRST": "true", "DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "240"},
     )
     summary: dict[str, Any] = {"dags_folder": str(stack.dags_folder)}
     ok = False

@@ -67,6 +67,13 @@ def test_a_callback_is_parsed_with_its_request() -> None:
     assert event.verified_by("k")
 
 
+def test_an_event_type_added_after_this_release_is_parsed_but_not_known() -> None:
+    event = parse_callback(body("signature_request_teleported"))
+    assert event.verified_by("k")
+    assert not event.known
+    assert parse_callback(body()).known
+
+
 def test_an_account_event_has_no_request() -> None:
     event = parse_callback(body("callback_test"))
     assert event.signature_request_id is None
@@ -79,7 +86,7 @@ def test_an_account_event_has_no_request() -> None:
         ("not json", "not valid JSON"),
         ("[]", "no event object"),
         (json.dumps({"event": "x"}), "no event object"),
-        (body("no_such_event"), "'no_such_event'"),
+        (body("No Such Event"), "'No Such Event'"),
         (body(event_time="12:00"), "'12:00'"),
         (json.dumps({"event": {"event_type": "callback_test", "event_time": "1"}}), "event_hash"),
         (body(signature_request_id="../etc"), "'../etc'"),
