@@ -23,8 +23,9 @@ The board of recent events
 The receiver keeps, per account, the last :data:`MAX_RECENT_EVENTS` events in one Airflow Variable
 (:func:`recent_events_variable`): ``{"seq": n, "events": [[seq, key, signature_request_id], ...]}``.
 Waiting triggers read that one Variable (one read per triggerer process per check, whatever the
-number of waiting ids) and read at once the requests it names. Losing an entry (the board rotated,
-two API server processes wrote at once) costs latency only: the waiting id is still polled.
+number of waiting ids) and read at once the requests it names. The receiver writes it under a row
+lock, so concurrent deliveries lose no entry; an entry a trigger never sees (the board rotated
+past it, the receiver was down) costs latency only: the waiting id is still polled.
 """
 
 from __future__ import annotations

@@ -444,27 +444,16 @@ def connect_callbacks(stack: Stack, api_key: str) -> dict[str, Any]:
     return {"callback_url": callback_url, "callback_test": test, "forged_event_status": refused.status_code}
 
 
+def _epoch(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
 def check_events(stack: Stack, ui: UI, run_id: str, chosen: str, out: Path) -> dict[str, Any]:
     """
     The cancellation was confirmed by its event: one GET of the id, after the cancel, before the
     sensor ended (its fallback poll is minutes away); the event became an asset event; the audit
     DAG scheduled on that asset ran and confirmed the id with its own read; the asset event in the UI.
     """
-    run_path = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-    sensor = stack.api("GET", f"{run_path}/taskInstances/{SENSOR_TASK_ID}")
-    sensor_end = datetime.datetime.fromisoformat(sensor["end_date"]).timestamp()
-    log = stack.admin("GET", "requests_log")
-    reads = [
-        entry
-        for entry in log
-        if entry["method"] == "GET"
-        and entry["path"] == f"/v3/signature_request/{chosen}"
-        and entry["time"] <= sensor_end
-    ]
-    check(
-        [entry["status"] for entry in reads] == [410],
-        f"the sensor was to confirm {chosen} with one read after its event; its reads: {reads}",
-    )
     attempts = stack.admin("GET", "callback_attempts")
     delivered = [
         a
@@ -506,6 +495,29 @@ def check_events(stack: Stack, ui: UI, run_id: str, chosen: str, out: Path) -> d
         audit["run_type"] == "asset_triggered", f"the audit run was {audit['run_type']}, not asset-triggered"
     )
     check(audit["row"]["confirmed"] is True, f"the audit trail did not confirm {chosen}: {audit['row']}")
+
+    # The audit task reads the id too, on its own event: its reads are told apart by its run's times.
+    audit_ti = stack.api(
+        "GET",
+        f"dags/{AUDIT_DAG_ID}/dagRuns/{urllib.parse.quote(audit['run_id'], safe='')}/taskInstances/audit",
+    )
+    audit_window = (_epoch(audit_ti["start_date"]), _epoch(audit_ti["end_date"]))
+    run_path = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    sensor = stack.api("GET", f"{run_path}/taskInstances/{SENSOR_TASK_ID}")
+    sensor_end = _epoch(sensor["end_date"])
+    log = stack.admin("GET", "requests_log")
+    reads = [
+        entry
+        for entry in log
+        if entry["method"] == "GET"
+        and entry["path"] == f"/v3/signature_request/{chosen}"
+        and entry["time"] <= sensor_end
+        and not audit_window[0] <= entry["time"] <= audit_window[1]
+    ]
+    check(
+        [entry["status"] for entry in reads] == [410],
+        f"the sensor was to confirm {chosen} with one read after its event; its reads: {reads}",
+    )
 
     ui.page.goto(f"{stack.airflow_url}/assets/{asset['id']}")
     ui.page.get_by_text(CANCELED_ASSET_URI).first.wait_for()
