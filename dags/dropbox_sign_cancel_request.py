@@ -267,6 +267,7 @@ with DAG(
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def summary(
         previewed: dict[str, str] | None,
+        asked: str | None,
         answer: dict[str, Any] | None,
         cancelled: dict[str, str] | None,
         confirmed: dict[str, str] | None,
@@ -278,7 +279,8 @@ with DAG(
         that timed out.
 
         :param previewed: the outcomes of **preview**; ``None`` when it failed.
-        :param answer: the result of **approve**; ``None`` when nobody was asked.
+        :param asked: where **ask** went: ``approve`` when a person was asked.
+        :param answer: the result of **approve**; ``None`` when nobody was asked or nobody answered.
         :param cancelled: the outcomes of **cancel**, even when it failed; ``None`` when it
             reported none (it did not run).
         :param confirmed: the outcomes of **confirm**; ``None`` when it was skipped.
@@ -286,8 +288,10 @@ with DAG(
         params = get_current_context()["params"]
         if previewed is None:
             raise AirflowFailException("Nothing was cancelled: preview failed; see its log")
-        if answer is not None and answer["chosen_options"] != [APPROVE]:
-            who = answer.get("responded_by_user")
+        # A time-out leaves no answer on some Airflow versions: asked and unanswered is not approved.
+        approved = answer["chosen_options"] == [APPROVE] if answer is not None else asked != "approve"
+        if not approved:
+            who = (answer or {}).get("responded_by_user")
             outcomes = {
                 sr_id: str(Outcome.NOT_APPROVED) if outcome == Outcome.WOULD_CANCEL else outcome
                 for sr_id, outcome in previewed.items()
@@ -338,4 +342,4 @@ with DAG(
         return outcomes
 
     cancel >> queued
-    summary(PREVIEW_OUTCOMES, ANSWER, CANCEL_OUTCOMES, confirm.output)
+    summary(PREVIEW_OUTCOMES, "{{ ti.xcom_pull(task_ids='ask') }}", ANSWER, CANCEL_OUTCOMES, confirm.output)

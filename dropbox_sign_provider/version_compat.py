@@ -89,10 +89,10 @@ def approval_operator() -> type[ApprovalOperator] | None:
 
 
 __all__ = [
-    "approval_operator",
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "amask_secret",
+    "approval_operator",
     "register_api_asset_event",
 ]

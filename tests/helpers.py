@@ -9,7 +9,11 @@ import asyncio
 import base64
 import importlib.util
 import json
+import threading
+import time
+import traceback
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsy
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
 
 T = TypeVar("T")
 
@@ -187,3 +192,125 @@ class HookClient:
             return str((await hook.get_session()).headers["Authorization"])
 
         return self._run(header)
+
+
+class ApprovalAnswer(threading.Thread):
+    """
+    A person answering a DAG's human-in-the-loop task while ``dag.test()`` runs in the main thread.
+
+    Waits until the task is parked waiting for input (``deferred`` before Airflow 3.3,
+    ``awaiting_input`` from 3.3), keeps the form as Airflow stored it (``detail``), calls
+    ``before_answer`` (to change the world meanwhile), then answers through the handler of the
+    REST API's ``PATCH .../hitlDetails``, the call the UI's form makes, as the user ``user``.
+    With ``option=None`` it gives no answer: once the deadline has passed it does what the
+    scheduler does on 3.3 (its time-out sweep); before 3.3 the task's trigger times out by itself.
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        task_id: str,
+        option: str | None,
+        user: str = "reviewer",
+        before_answer: Any = None,
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        # Imported here, in the test's thread: importing Airflow's models from two threads at once
+        # deadlocks (the module locks against SQLAlchemy's mapper configuration lock).
+        import airflow.api_fastapi.core_api.routes.public.hitl
+        import airflow.jobs.scheduler_job_runner
+        import airflow.models.dagbag  # noqa: F401
+        from airflow.models import import_all_models
+        from sqlalchemy.orm import configure_mappers
+
+        import_all_models()
+        configure_mappers()
+        self.dag_id, self.task_id, self.option, self.user = dag_id, task_id, option, user
+        self.before_answer = before_answer
+        self.timeout = timeout
+        self.detail: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._answer()
+        except BaseException as error:  # raised by result(), in the test's thread
+            self.error = error
+            # dag.test() waits for the answer for ever: say at once why none will come.
+            traceback.print_exc()
+
+    def result(self) -> dict[str, Any]:
+        """The form as Airflow stored it; raises what went wrong in the thread."""
+        self.join(10)
+        if self.error is not None:
+            raise self.error
+        assert self.detail is not None, f"{self.task_id} never waited for input"
+        return self.detail
+
+    def _parked(self) -> Any:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+        from sqlalchemy.orm import joinedload
+
+        with create_session() as session:
+            ti = session.scalar(
+                select(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.task_id == self.task_id,
+                    TaskInstance.state.in_(("deferred", "awaiting_input")),
+                )
+                .options(joinedload(TaskInstance.hitl_detail))
+            )
+            if ti is None or ti.hitl_detail is None:
+                return None
+            detail = ti.hitl_detail
+            self.detail = {
+                "subject": detail.subject,
+                "body": detail.body,
+                "options": list(detail.options),
+                "defaults": list(detail.defaults or []),
+            }
+            return ti.run_id, ti.trigger_timeout
+
+    def _answer(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while (parked := self._parked()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.dag_id}.{self.task_id} never waited for input")
+            time.sleep(0.2)
+        run_id, trigger_timeout = parked
+        if self.before_answer is not None:
+            self.before_answer()
+        if self.option is None:
+            if AIRFLOW_V_3_3_PLUS:
+                self._time_out(trigger_timeout)
+            return
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            update_hitl_detail(
+                dag_id=self.dag_id,
+                dag_run_id=run_id,
+                task_id=self.task_id,
+                update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.option]),
+                user=SimpleAuthManagerUser(username=self.user, role="admin"),
+                session=session,
+                map_index=-1,
+            )
+
+    @staticmethod
+    def _time_out(trigger_timeout: Any) -> None:
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        # Real time passes: the DAG under test was given a deadline of seconds.
+        while trigger_timeout is None or datetime.now(timezone.utc) <= trigger_timeout:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        scheduler = SchedulerJobRunner.__new__(SchedulerJobRunner)
+        scheduler.check_awaiting_input_timeouts()

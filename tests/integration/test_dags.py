@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import ParamValidationError
 
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.compat import DagBag, requires_airflow_3_3
-from tests.helpers import API_KEY, REPO, connection_uri_json, make_requests
+from tests.helpers import API_KEY, REPO, ApprovalAnswer, connection_uri_json, make_requests
 
 DAGS = REPO / "dags"
 DAY = 86400.0
@@ -134,6 +134,7 @@ def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> 
     params["signature_request_ids"] = ids
     assert params.validate() == {
         "signature_request_ids": ids,
+        "require_approval": True,
         "wait_for_confirmation": True,
         "on_completed": "fail",
     }
@@ -464,12 +465,17 @@ def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CANCEL_DAG).dag
 
 
+#: The manual DAG's form with approval off: the run cancels right after the preview, as the DAG did
+#: before it asked anyone.
+UNASKED = {"require_approval": False}
+
+
 def test_cancel_request_cancels_the_named_id(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
     target, bystander = make_requests(emulator, 2)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], **UNASKED})
 
     assert dag_run.state == "success", task_states(dag_run)
     assert emulator.get_state(target) == "canceled"
@@ -490,7 +496,7 @@ def test_cancel_request_waits_until_the_cancellation_is_confirmed(
         monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(slow.base_url))
         (target,) = make_requests(slow, 1)
 
-        dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+        dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], **UNASKED})
 
         assert dag_run.state == "success", task_states(dag_run)
         assert slow.get_state(target) == "canceled"
@@ -508,14 +514,16 @@ def test_cancel_request_without_waiting_skips_confirm(
     (target,) = make_requests(emulator, 1)
     emulator.set_fault(never_complete=True)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], "wait_for_confirmation": False})
+    dag_run = cancel_dag.test(
+        run_conf={"signature_request_ids": [target], "wait_for_confirmation": False, **UNASKED}
+    )
 
     assert dag_run.state == "success", task_states(dag_run)
     assert task_states(dag_run)["confirm"] == ["skipped"]
     assert emulator.get_state(target) == "cancel_requested"
     assert xcom_of(dag_run, "summary") == {target: "cancel_requested"}
-    gets = [entry for entry in emulator.requests_log if entry.method == "GET"]
-    assert gets == []
+    # The preview's one read, then the cancel: nothing waited for the confirmation.
+    assert [entry.method for entry in emulator.requests_log] == ["GET", "POST"]
 
 
 def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
@@ -524,7 +532,7 @@ def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     (pending,) = make_requests(emulator, 1)
     (signed,) = make_requests(emulator, 1, is_complete=True)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed], **UNASKED})
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
@@ -540,7 +548,7 @@ def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     (pending,) = make_requests(emulator, 1)
     unknown = "0d" * 20
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, unknown]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, unknown], **UNASKED})
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
@@ -552,3 +560,143 @@ def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     assert confirmed_by_get(emulator, pending)
     assert xcom_of(dag_run, "confirm") == {pending: "canceled"}
     assert f"{unknown}: not found (404)" in capfd.readouterr().out
+
+
+# --- the manual DAG asks a person first -------------------------------------------------------------
+
+SIGNED_BY_ANN = [
+    {
+        "name": "Ann Lee",
+        "email_address": "ann@example.com",
+        "status_code": "signed",
+        "signed_at": 1_764_497_520,
+    },
+    {"name": "Bob Roe", "email_address": "bob@example.com"},
+]
+
+
+class Seeded:
+    """Two requests out for signature (one half signed) and one signed by everyone."""
+
+    def __init__(self, emulator: DropboxSignEmulator) -> None:
+        self.emulator = emulator
+        self.half = emulator.create_signature_request(title="NDA Acme", signers=SIGNED_BY_ANN)[
+            "signature_request_id"
+        ]
+        (self.plain,) = make_requests(emulator, 1, title="Offer letter")
+        (self.signed,) = make_requests(emulator, 1, title="Lease", is_complete=True)
+        self.ids = [self.half, self.plain, self.signed]
+
+    def posts(self) -> list[str]:
+        return [entry.path for entry in self.emulator.requests_log if entry.method == "POST"]
+
+
+@pytest.fixture
+def seeded(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Seeded:
+    return Seeded(emulator)
+
+
+def asked(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
+    """Run the manual DAG while ``answer`` answers its approval; the run and the form it saw."""
+    answer.start()
+    dag_run = dag.test(run_conf=conf)
+    return dag_run, answer.result()
+
+
+def test_approved_cancels_what_the_form_showed(seeded: Seeded, cancel_dag: Any) -> None:
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, form = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
+
+    assert dag_run.state == "success", task_states(dag_run)
+    # The form named both requests that would go, who signed, and the one that would not.
+    body = form["body"]
+    assert form["options"] == ["Approve", "Reject"]
+    assert form["defaults"] == ["Reject"]
+    assert body.startswith("**Approve cancels 2 signature requests: this cannot be undone.**")
+    assert "**NDA Acme**: **will be cancelled** if you approve" in body
+    assert "Ann Lee (ann@example\\.com): **signed** 2025-11-30 10:12 UTC" in body
+    assert "Bob Roe (bob@example\\.com): not signed (awaiting signature)" in body
+    assert "**Offer letter**: **will be cancelled** if you approve" in body
+    assert "**Lease**: signed by everyone: will not be cancelled" in body
+    # Exactly those two were cancelled, once each, and confirmed.
+    assert sorted(seeded.posts()) == sorted(
+        f"/v3/signature_request/cancel/{sr_id}" for sr_id in (seeded.half, seeded.plain)
+    )
+    assert xcom_of(dag_run, "summary") == {
+        seeded.half: "canceled",
+        seeded.plain: "canceled",
+        seeded.signed: "completed",
+    }
+    assert xcom_of(dag_run, "approve")["responded_by_user"]["name"] == "reviewer"
+
+
+def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_says_so(
+    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = {"signature_request_ids": [seeded.half, seeded.plain], "on_completed": "ignore"}
+    signed_meanwhile = ApprovalAnswer(
+        CANCEL_DAG, "approve", "Approve", before_answer=lambda: seeded.emulator.sign(seeded.half)
+    )
+
+    dag_run, _ = asked(cancel_dag, conf, signed_meanwhile)
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert xcom_of(dag_run, "summary") == {seeded.half: "completed", seeded.plain: "canceled"}
+    assert seeded.emulator.get_state(seeded.half) == "completed"
+    said = f"approved by reviewer; changed since the preview, so not cancelled: {seeded.half} (completed)"
+    assert said in caplog.text
+
+
+def test_rejected_cancels_nothing_and_says_who_rejected(
+    seeded: Seeded, cancel_dag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, _ = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
+
+    assert dag_run.state == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert (states["cancel"], states["confirm"], states["summary"]) == (["skipped"], ["skipped"], ["success"])
+    assert seeded.posts() == []
+    assert {seeded.emulator.get_state(i) for i in (seeded.half, seeded.plain)} == {"awaiting_signature"}
+    assert xcom_of(dag_run, "summary") == {
+        seeded.half: "not_approved",
+        seeded.plain: "not_approved",
+        seeded.signed: "completed",
+    }
+    logged = capfd.readouterr()
+    assert "rejected by carol: nothing was cancelled" in logged.out + logged.err
+
+
+def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
+    seeded: Seeded,
+    airflow_db: Path,
+    fast_confirmations: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DROPBOX_SIGN_APPROVAL_TIMEOUT", "3")
+    dag = load_dag_module(CANCEL_DAG).dag
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, _ = asked(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert (states["approve"], states["cancel"], states["summary"]) == (["success"], ["skipped"], ["failed"])
+    assert seeded.posts() == []
+    assert xcom_of(dag_run, "summary") is None
+    assert (
+        "not approved within 0:00:03 (the approval timed out): nothing was cancelled"
+        in capfd.readouterr().out
+    )
+
+
+def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None:
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [seeded.signed], "on_completed": "ignore"})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert task_states(dag_run)["approve"] == ["skipped"]
+    assert seeded.posts() == []
+    assert xcom_of(dag_run, "summary") == {seeded.signed: "completed"}
