@@ -65,7 +65,7 @@ APPROVE = "Approve"
 PREVIEW_OUTCOMES = "{{ ti.xcom_pull(task_ids='preview') }}"
 #: The person's answer: ``chosen_options``, ``responded_by_user`` (``None`` when the approval timed
 #: out), ``responded_at``; ``None`` when nobody was asked.
-ANSWER = "{{ ti.xcom_pull(task_ids='approve') }}"
+ANSWER = "{{ ti.xcom_pull(task_ids='approve', key='answer') }}"
 
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
 #: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
@@ -224,7 +224,21 @@ with DAG(
     asked = ask()
     preview >> asked >> cancel
     if ApprovalOperator is not None:
-        approve = ApprovalOperator(
+
+        class KeepAnswerApproval(ApprovalOperator):  # type: ignore[misc,valid-type]
+            """
+            Airflow's ``ApprovalOperator``, keeping the answer as XCom ``answer``: on **Reject** the
+            task skips its downstream, and Airflow then stores no result, so **summary** could not
+            tell who rejected, or that nobody answered.
+            """
+
+            def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+                if "error" not in event:
+                    answer = {k: event.get(k) for k in ("chosen_options", "responded_by_user")}
+                    context["ti"].xcom_push(key="answer", value=answer)
+                return super().execute_complete(context, event)
+
+        approve = KeepAnswerApproval(
             task_id="approve",
             subject="Cancel these Dropbox Sign signature requests? This cannot be undone.",
             body="{{ preview_markdown(ti.xcom_pull(task_ids='preview', key='preview')) }}",
@@ -288,7 +302,7 @@ with DAG(
         params = get_current_context()["params"]
         if previewed is None:
             raise AirflowFailException("Nothing was cancelled: preview failed; see its log")
-        # A time-out leaves no answer on some Airflow versions: asked and unanswered is not approved.
+        # Asked, with no answer kept (the approval failed): not approved.
         approved = answer["chosen_options"] == [APPROVE] if answer is not None else asked != "approve"
         if not approved:
             who = (answer or {}).get("responded_by_user")

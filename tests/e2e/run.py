@@ -66,6 +66,7 @@ ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
 DAY = 86400
 IDS_PARAM = "signature_request_ids"
 SENSOR_TASK_ID = "confirm"
+APPROVAL_TASK_ID = "approve"
 OUTCOME_TASK_IDS = (SENSOR_TASK_ID, "summary")
 TRIGGER_CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 CONN_ID = "dropbox_sign_default"
@@ -192,6 +193,7 @@ def watch_run(
     timeline: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
     deferred_shot = False
+    answered = False
     started = time.monotonic()
     deadline = started + RUN_TIMEOUT_S
     while True:
@@ -211,6 +213,12 @@ def watch_run(
             timeline.append({"t": round(time.monotonic() - started, 2), "task_instances": now})
             last = now
             print(f"   t={timeline[-1]['t']:6.1f}s " + ", ".join(f"{k}={v['state']}" for k, v in now.items()))
+            if not answered and (now.get(APPROVAL_TASK_ID) or {}).get("state") in (
+                "awaiting_input",
+                "deferred",
+            ):
+                answered = True
+                summary["approval_form_shown"] = approve_in_form(stack, ui, run_id)
             if not deferred_shot and (now.get(SENSOR_TASK_ID) or {}).get("state") == "deferred":
                 deferred_shot = True
                 ui.open_run(DAG_ID, run_id)
@@ -224,6 +232,30 @@ def watch_run(
             dump_json(out / "task-instance-timeline.json", timeline)
             raise TimeoutError(f"run {run_id} still {state} after {RUN_TIMEOUT_S} s; last states: {now}")
         time.sleep(0.25)
+
+
+def approve_in_form(stack: Stack, ui: UI, run_id: str) -> bool:
+    """
+    Screenshot the run's approval form (evidence: whether it showed the request's title), then
+    approve through the REST API call the form makes (``PATCH .../hitlDetails``).
+    """
+    ui.page.goto(
+        f"{stack.airflow_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+        f"/tasks/{APPROVAL_TASK_ID}/required_actions"
+    )
+    try:
+        ui.page.get_by_text("E2E agreement", exact=False).first.wait_for(timeout=15_000)
+        shown = True
+    except Exception:
+        shown = False
+    ui.shot("approval-form")
+    stack.api(
+        "PATCH",
+        f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{APPROVAL_TASK_ID}"
+        "/-1/hitlDetails",
+        json={"chosen_options": ["Approve"], "params_input": {}},
+    )
+    return shown
 
 
 def task_log(
@@ -506,12 +538,18 @@ def check_events(stack: Stack, ui: UI, run_id: str, chosen: str, out: Path) -> d
     sensor = stack.api("GET", f"{run_path}/taskInstances/{SENSOR_TASK_ID}")
     sensor_end = _epoch(sensor["end_date"])
     log = stack.admin("GET", "requests_log")
+    # The preview read the id once before the cancel: the sensor's reads come after it.
+    cancelled_at = min(
+        entry["time"]
+        for entry in log
+        if entry["method"] == "POST" and entry["path"] == f"/v3/signature_request/cancel/{chosen}"
+    )
     reads = [
         entry
         for entry in log
         if entry["method"] == "GET"
         and entry["path"] == f"/v3/signature_request/{chosen}"
-        and entry["time"] <= sensor_end
+        and cancelled_at <= entry["time"] <= sensor_end
         and not audit_window[0] <= entry["time"] <= audit_window[1]
     ]
     check(

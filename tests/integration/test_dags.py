@@ -649,7 +649,7 @@ def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_say
 
 
 def test_rejected_cancels_nothing_and_says_who_rejected(
-    seeded: Seeded, cancel_dag: Any, capfd: pytest.CaptureFixture[str]
+    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
@@ -665,8 +665,7 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
         seeded.plain: "not_approved",
         seeded.signed: "completed",
     }
-    logged = capfd.readouterr()
-    assert "rejected by carol: nothing was cancelled" in logged.out + logged.err
+    assert "rejected by carol: nothing was cancelled" in caplog.text
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
