@@ -11,16 +11,18 @@ End to end on a real Airflow deployment, driven through the Airflow UI in Chromi
    Before that, points the account's callback URL at the API server's receiver (``PUT /v3/account``),
    checks that ``callback_test`` is acknowledged and a forged event refused, and unpauses
    ``dropbox_sign_cancellation_audit``.
-4. Waits for the run to succeed and proves through the REST API that the sensor task was
+4. When the run asks for approval, screenshots the approval form (``NN-approval-form.png``) and
+   approves through the REST call the form makes (``PATCH .../hitlDetails``).
+5. Waits for the run to succeed and proves through the REST API that the sensor task was
    deferred and that the deployment's triggerer did the waiting; that it confirmed event-first,
    with one read of the id after the emulator's ``signature_request_canceled`` event; that the
    event became an asset event, whose audit DAG ran and confirmed the id (screenshot of the asset).
-5. Checks in the emulator that exactly that request was cancelled and nothing else.
-6. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
+6. Checks in the emulator that exactly that request was cancelled and nothing else.
+7. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
    ``@daily`` DAG without catch-up makes one) must cancel nothing while the Variable
    ``dropbox_sign_cleanup_armed`` is unset, and say ``NOT ARMED``; then, with the Variable set to
    ``true``, a triggered run cancels the stale requests and nothing else.
-7. Checks that the API key reached no log.
+8. Checks that the API key reached no log.
 
 Screenshots, component logs, task logs and JSON evidence go to ``build/e2e/``. Every process
 started here is stopped by process group, on success, failure, Ctrl-C or SIGTERM.
