@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -131,9 +131,9 @@ async def serve(args: argparse.Namespace) -> None:
     for name in args.names:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        # Port 0 asks the kernel for a free port: read back which one it gave.
+        server = cast(asyncio.Server, site._server)
+        port = int(server.sockets[0].getsockname()[1])
         ports[name] = port
         meter.port_names[port] = name
     Path(args.ports_file).write_text(json.dumps(ports), encoding="utf-8")

@@ -156,14 +156,6 @@ def trigger(stack: DistributedStack, dag_id: str, conf: dict[str, Any]) -> str:
     return str(run["dag_run_id"])
 
 
-def wait_run(stack: DistributedStack, dag_id: str, run_id: str, timeout: float) -> str:
-    def probe() -> str | None:
-        state = stack.api("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")["state"]
-        return str(state) if state in ("success", "failed") else None
-
-    return stack.wait_for(f"{dag_id} run {run_id}", probe, timeout, 2.0)
-
-
 # -- the meter's log -----------------------------------------------------------------------------
 
 
@@ -195,6 +187,7 @@ class FaultInjector:
     def __init__(self, stack: DistributedStack, timer: Timer) -> None:
         self.stack = stack
         self.timer = timer
+        self.cleanup_run = ""
         self.faults: list[dict[str, Any]] = []
         self.worker_done = False
         self.triggerer_done = False
@@ -220,11 +213,22 @@ class FaultInjector:
             gets = collections.Counter(
                 e["component"] for e in recent if is_get(e) and e["component"] in TRIGGERERS
             )
-            if gets:
+            deferred = self.deferred() if gets else 0
+            if deferred:
                 component, count = gets.most_common(1)[0]
                 if count >= 5:
-                    self.kill(component, f"it had sent {count} confirmation GETs in the last 15 s")
+                    why = (
+                        f"it had sent {count} confirmation GETs in the last 15 s; {deferred} batches deferred"
+                    )
+                    self.kill(component, why)
                     self.triggerer_done = True
+
+    def deferred(self) -> int:
+        """How many of the clean-up's cancel batches wait on a triggerer right now."""
+        if not self.cleanup_run:
+            return 0
+        instances = task_instances(self.stack, CLEANUP, self.cleanup_run)
+        return sum(1 for ti in instances if ti["task_id"] == "cancel" and ti["state"] == "deferred")
 
     def kill(self, name: str, why: str) -> None:
         leader = self.stack.component(name).popen.pid
@@ -475,6 +479,7 @@ def main() -> int:
                 1.0,
             )
             manual_run = trigger(stack, MANUAL, {"signature_request_ids": ids["manual"]})
+            injector.cleanup_run = cleanup_run
             deadline = time.monotonic() + RUN_TIMEOUT_S
             states: dict[str, str] = {}
             while time.monotonic() < deadline:
