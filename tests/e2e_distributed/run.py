@@ -283,8 +283,10 @@ def judge(
 ) -> dict[str, Any]:
     state = {item["signature_request_id"]: item for item in stack.admin("GET", "signature_requests")}
     emulator_log = stack.admin("GET", "requests_log")
+    cancel_calls = [e for e in emulator_log if e["method"] == "POST" and "/cancel/" in e["path"]]
+    # A cancel refused with 429 never reached the account's requests: it cancelled nothing.
     cancels: collections.Counter[str] = collections.Counter(
-        e["path"].rsplit("/", 1)[1] for e in emulator_log if e["method"] == "POST" and "/cancel/" in e["path"]
+        e["path"].rsplit("/", 1)[1] for e in cancel_calls if e["status"] != 429
     )
     states = {kind: collections.Counter(_state(state[i]) for i in group) for kind, group in ids.items()}
     for kind in ("stale", "manual"):
@@ -329,6 +331,7 @@ def judge(
         "states": {kind: dict(counter) for kind, counter in states.items()},
         "cancels_per_id_histogram": dict(sorted(collections.Counter(cancels.values()).items())),
         "cancels_per_id": dict(cancels),
+        "cancels_refused_429": sum(1 for e in cancel_calls if e["status"] == 429),
         "ids_cancelled_twice_or_more": {i: n for i, n in cancels.items() if n > 1},
         "tries_allowed": tries_allowed,
         "retried_task_instances": retried,
@@ -406,6 +409,8 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "e2e-distributed")
     args = parser.parse_args()
+    # Components run in the throw-away home: every path they are given must be absolute.
+    args.out = args.out.resolve()
     if args.stale > MAX_CANCELLATIONS:
         parser.error(f"--stale: the scheduled run cancels at most max_cancellations={MAX_CANCELLATIONS}")
     share = (
