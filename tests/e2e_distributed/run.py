@@ -549,6 +549,9 @@ def main() -> int:
         print(f"  FAIL: {type(exc).__name__}: {exc}", flush=True)
     finally:
         signal.alarm(0)
+        # A second Ctrl-C or SIGTERM must not cut the stop short and leave processes behind.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         with timer.phase("stop every process"):
             stack.stop()
             left = listening(ports)
