@@ -96,13 +96,32 @@ def draw(report: dict[str, Any], out: Path) -> list[Path]:
             color=style,
             label="this provider" if side == "ours" else "naive baseline",
         )
+    events = next((p for p in points if p["series"] == "events"), None)
+    if events is not None:
+        # A separate run, with the same triggers and completion times as the polling ones.
+        quantiles = events["ours"]["latency_percentiles_s"]
+        axes.plot(
+            [q for q in quantiles if q is not None],
+            [i for i, q in enumerate(quantiles) if q is not None],
+            color="tab:green",
+            label="this provider, events on (same plan, own run)",
+        )
     axes.set_xlabel("seconds from the cancellation taking effect to its confirmation")
     axes.set_ylabel("% of cancellations confirmed")
     axes.legend(loc="lower right", fontsize=8)
-    finish(figure, paths[1], f"Confirmation latency, {both['n_triggers']} triggers")
+    title = f"Confirmation latency, {both['n_triggers']} triggers polling every {both['poll_interval_s']:g} s"
+    finish(figure, paths[1], title)
 
     # 3. requests per confirmation against p50 latency, per poll interval and with events
     figure, axes = plt.subplots(figsize=(8, 4))
+    polls = sorted((p for p in points if p["series"] == "poll"), key=lambda p: p["poll_interval_s"])
+    axes.plot(
+        [p["ours"]["p50_latency_s"] for p in polls],
+        [p["ours"]["requests_per_confirmation"] for p in polls],
+        color="0.7",
+        linewidth=1,
+        zorder=0,
+    )
     for point in points:
         if point["series"] not in ("poll", "events"):
             continue
