@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv test test-compat compat-lock lint demo docs bench chaos e2e dist wheel-check clean
+.PHONY: help venv test test-compat compat-lock lint demo docs bench bench-growth chaos e2e e2e-distributed dist wheel-check clean
 
 help:
 	@echo "make demo   - run the expiry clean-up DAG and a manual cancellation against the bundled emulator"
@@ -20,8 +20,10 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the documentation site (warnings are errors)"
 	@echo "make bench  - benchmarks against the emulator (writes build/bench.json)"
+	@echo "make bench-growth - how cost grows with triggers and poll interval (docs/bench-growth.json, plots)"
 	@echo "make chaos  - the large fault-matrix run"
 	@echo "make e2e    - end to end on a real Airflow deployment, driven in Chromium"
+	@echo "make e2e-distributed - Postgres, Redis, CeleryExecutor, 2 workers, 2 triggerers, with faults"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -64,6 +66,11 @@ docs: venv
 bench: venv
 	$(BIN)/python -m benchmarks.run
 
+# The growth series (about 20 minutes on 2 cores): the JSON and the images docs/performance.md shows.
+bench-growth: venv
+	$(BIN)/python -m benchmarks.run --growth --out docs/bench-growth.json
+	$(BIN)/python -m benchmarks.plots docs/bench-growth.json --out docs/images
+
 chaos: venv
 	DROPBOX_SIGN_CHAOS=1 $(BIN)/pytest -q -m chaos
 
@@ -73,6 +80,12 @@ chaos: venv
 
 e2e: venv /usr/bin/chromium
 	$(BIN)/python tests/e2e/run.py
+
+# The distributed run's Python dependencies (Celery, Redis, psycopg2) are the lock file's
+# "distributed" group; PostgreSQL and Redis themselves come from Debian (the script installs them).
+e2e-distributed: venv
+	$(UV) sync --frozen --python $(PYTHON) --group distributed
+	$(BIN)/python tests/e2e_distributed/run.py
 
 clean:
 	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache

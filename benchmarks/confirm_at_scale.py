@@ -189,6 +189,8 @@ def run_side(
         for sr_id, completion in zip(ids, plan["completions"], strict=True)
     ]
     per_window = window_counts(log, window_s)
+    first_window = math.floor(start_at / window_s)
+    last_window = max(per_window, default=first_window)
     return {
         "requests": len(log),
         "http_429": sum(1 for entry in log if entry.status == 429),
@@ -208,6 +210,10 @@ def run_side(
         "board_reads": measured["board_reads"],
         "board_reads_per_waiting_id": round(measured["board_reads"] / n, 4),
         "events_acknowledged": acknowledged,
+        # For the plots: requests in each window of the measured phase, in order, and the latency
+        # at every whole percentile.
+        "requests_per_window": [per_window.get(w, 0) for w in range(first_window, last_window + 1)],
+        "latency_percentiles_s": [finite_or_none(percentile(latencies, q)) for q in range(101)],
         "phases_s": {
             "client_ready": round(ready - spawned, 1),
             "queue_cancellations": round(queued - ready, 1),

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bulk_cancel, confirm_at_scale, confirm_with_events, import_time
+from benchmarks import bulk_cancel, confirm_at_scale, confirm_with_events, growth, import_time
 from benchmarks.common import REPO, machine_info
 
 SCENARIOS = ("bulk_cancel", "confirm_at_scale", "confirm_with_events", "import")
@@ -71,14 +71,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="small sizes, for a smoke run (env BENCH_QUICK=1)",
     )
     parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="instead of the scenarios, the growth series of confirm_at_scale (sizes, and poll "
+        "intervals at --confirm-n triggers with events on beside them); writes --out (default "
+        "build/bench-growth.json)",
+    )
+    parser.add_argument(
+        "--growth-sizes",
+        default=os.environ.get("BENCH_GROWTH_SIZES"),
+        help="comma-separated trigger counts of the size series (env BENCH_GROWTH_SIZES; "
+        f"default {','.join(map(str, growth.SIZES))})",
+    )
+    parser.add_argument(
+        "--growth-polls",
+        default=os.environ.get("BENCH_GROWTH_POLLS"),
+        help="comma-separated poll intervals of the poll series, seconds (env BENCH_GROWTH_POLLS; "
+        f"default {','.join(f'{p:g}' for p in growth.POLL_INTERVALS)})",
+    )
+    parser.add_argument(
         "--only",
         default=os.environ.get("BENCH_ONLY", ",".join(SCENARIOS)),
         help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)} (env BENCH_ONLY)",
     )
     parser.add_argument(
         "--out",
-        default=os.environ.get("BENCH_OUT", "build/bench.json"),
-        help="where to write the JSON (env BENCH_OUT; default build/bench.json)",
+        default=os.environ.get("BENCH_OUT"),
+        help="where to write the JSON (env BENCH_OUT; default build/bench.json, or "
+        "build/bench-growth.json with --growth)",
     )
     parser.add_argument(
         "--markdown",
@@ -106,6 +126,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    quick = args.quick
+    args.growth_sizes = _numbers(args.growth_sizes, int) or ([50, 100] if quick else list(growth.SIZES))
+    args.growth_polls = _numbers(args.growth_polls, float) or (
+        [1.0, 2.0] if quick else list(growth.POLL_INTERVALS)
+    )
+    if args.out is None:
+        args.out = "build/bench-growth.json" if args.growth else "build/bench.json"
     if args.confirm_tail is None:
         allowed_rps = args.confirm_limit / args.confirm_window
         args.confirm_tail = 2 * (args.confirm_n / allowed_rps + args.confirm_poll)
@@ -113,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the chosen scenarios; return the whole JSON document."""
+    """Run the chosen scenarios (or the growth series); return the whole JSON document."""
     workdir = _resolve(args.workdir)
     report: dict[str, Any] = {
         "machine": machine_info(),
@@ -121,6 +148,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "emulator": "in the runner process, in its own thread; every measured client in a fresh subprocess",
     }
+    if args.growth:
+        began = time.monotonic()
+        report["growth"] = growth.run(
+            args.growth_sizes,
+            args.growth_polls,
+            args.confirm_limit,
+            args.confirm_window,
+            args.confirm_spread,
+            args.seed,
+            workdir,
+            poll_series_n=args.confirm_n,
+        )
+        report["total_s"] = round(time.monotonic() - began, 1)
+        return report
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "bulk_cancel": lambda: bulk_cancel.run(args.bulk_n, args.bulk_limit, args.bulk_window, workdir),
         "confirm_at_scale": lambda: confirm_at_scale.run(
@@ -338,6 +379,57 @@ def format_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def growth_rows(report: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The growth series as rows: one per point, with its header first."""
+    rows: list[tuple[Any, ...]] = [
+        (
+            "series",
+            "triggers",
+            "poll s",
+            "requests / confirmation",
+            "p50 s",
+            "p99 s",
+            "429",
+            "peak / window",
+            "KB / trigger",
+            "CPU ms / trigger",
+        )
+    ]
+    limit = report["growth"]["limit_per_window"]
+    for point in report["growth"]["points"]:
+        ours = point["ours"]
+        rows.append(
+            (
+                point["series"],
+                point["n_triggers"],
+                "events" if point["series"] == "events" else point["poll_interval_s"],
+                ours["requests_per_confirmation"],
+                ours["p50_latency_s"],
+                ours["p99_latency_s"],
+                ours["http_429"],
+                f"{ours['peak_per_window']} of {limit}",
+                ours["rss_kb_per_trigger"],
+                round(1000 * ours["cpu_s"] / point["n_triggers"], 2),
+            )
+        )
+    return rows
+
+
+def format_growth(report: dict[str, Any], markdown: bool = False) -> str:
+    """The growth series as a terminal table, or as Markdown for docs/performance.md."""
+    header, *body = growth_rows(report)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in body]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(_cell(row[i])) for row in (header, *body)) for i in range(len(header))]
+    lines = [
+        "  ".join(_cell(cell).rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in (header, *body)
+    ]
+    return "\n".join([*lines, "", _machine_line(report)])
+
+
 def _machine_line(report: dict[str, Any]) -> str:
     machine = report["machine"]
     return (
@@ -366,6 +458,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _numbers(text: str | None, kind: Callable[[str], Any]) -> list[Any]:
+    return [kind(part) for part in (text or "").split(",") if part.strip()]
+
+
 def _resolve(path: str) -> Path:
     candidate = Path(path)
     return candidate if candidate.is_absolute() else Path.cwd() / candidate
@@ -378,12 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = _resolve(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
+    if args.growth:
+        print(format_growth(report))
+    else:
+        print(format_table(report))
     if args.markdown:
         markdown = _resolve(args.markdown)
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(format_markdown(report))
     print(f"JSON: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    if args.growth:
+        return 0
     return 1 if any("error" in report[name] for name in args.only) else 0
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dropbox_sign_provider.events import board_problem, recent_event_requests, recent_events_variable
@@ -74,9 +74,15 @@ class Wakeups:
         # id -> sequence number of the last board entry it was woken for: one read per event.
         self._seen: dict[str, int] = {}
 
-    def take(self, board: Any, pending: Iterable[str]) -> list[str]:
-        """The pending ids a board entry names that were not woken for that entry yet."""
-        _seq, named = recent_event_requests(board)
+    def take(self, named: Mapping[str, int], pending: Iterable[str]) -> list[str]:
+        """
+        The pending ids a board entry names that were not woken for that entry yet.
+
+        :param named: signature request id -> its latest entry on the board, as
+            :func:`~dropbox_sign_provider.events.recent_event_requests` reads it (once per read,
+            however many waits share it).
+        :param pending: the ids still waiting.
+        """
         woken = []
         for sr_id in pending:
             entry = named.get(sr_id)
@@ -104,7 +110,7 @@ class Wakeups:
         except BoardUnavailableError as exc:
             self.unavailable(str(exc), log)
             return []
-        return self.take(board, pending)
+        return self.take(recent_event_requests(board)[1], pending)
 
 
 class _SharedReader:
@@ -125,8 +131,9 @@ class _SharedReader:
                 for subscriber in list(self.subscribers):
                     subscriber.fail(str(exc))
                 return
+            _seq, named = recent_event_requests(board)
             for subscriber in list(self.subscribers):
-                subscriber.offer(board)
+                subscriber.offer(named)
             await asyncio.sleep(EVENT_CHECK_INTERVAL)
 
 
@@ -182,9 +189,11 @@ class Subscription:
         """Whether events can still wake this wait (otherwise it only polls)."""
         return self.wakeups.available
 
-    def offer(self, board: Any) -> None:
+    def offer(self, named: Mapping[str, int]) -> None:
         """Take the ids a freshly read board wakes (called by the shared reader)."""
-        woken = self.wakeups.take(board, list(self.pending))
+        if not named:
+            return
+        woken = self.wakeups.take(named, list(self.pending))
         if woken:
             self._woken.extend(woken)
             self._changed.set()

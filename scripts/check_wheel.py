@@ -7,7 +7,7 @@ output. Then the wheel is installed with plain ``pip`` into a fresh virtual envi
 Python, next to Airflow pinned to the lock file's versions, and checked the way a user meets it:
 ``airflow providers list`` shows it with its version, the connection type and its form fields are
 registered, the operator, sensor and trigger import, the ``dropbox-sign-emulator`` command serves,
-and ``dropbox-sign-example-dags`` puts both example DAGs into a DAGs folder where ``airflow dags
+and ``dropbox-sign-example-dags`` puts the example DAGs into a DAGs folder where ``airflow dags
 list`` finds them.
 """
 
@@ -33,15 +33,14 @@ DIST = REPO / "dist"
 WORK = REPO / "build" / "wheel-check"
 SYSTEM_PYTHON = os.environ.get("SYSTEM_PYTHON", "/usr/bin/python3")
 PACKAGE = "airflow-provider-dropbox-sign"
-EXAMPLE_DAG_IDS = [
-    "dropbox_sign_cancel_request",
-    "dropbox_sign_expiry_cleanup",
-    "dropbox_sign_cancellation_audit",
-]
+EXAMPLE_DAG_IDS = sorted(
+    ["dropbox_sign_cancel_request", "dropbox_sign_expiry_cleanup", "dropbox_sign_cancellation_audit"]
+)
 
 # What Airflow has to know after the install: run in the fresh environment, prints JSON.
 PROBE = """
 import json
+from importlib.metadata import entry_points
 from airflow.providers_manager import ProvidersManager
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
@@ -57,6 +56,12 @@ print(json.dumps({
     "classes": [c.__name__ for c in (
         CancelSignatureRequestOperator, SignatureRequestCanceledSensor, SignatureRequestCanceledTrigger
     )],
+    "plugins": [
+        [app["url_prefix"] for app in entry.load().fastapi_apps]
+        for entry in entry_points(group="airflow.plugins")
+        if entry.value.startswith("dropbox_sign_provider.")
+    ],
+    "asset_schemes": sorted(pm.asset_uri_handlers),
 }))
 """
 
@@ -166,7 +171,7 @@ def check_emulator(bin_dir: Path) -> None:
 
 
 def check_example_dags(bin_dir: Path, home: Path, env: dict[str, str]) -> None:
-    """The documented command places the example DAGs; Airflow parses both from there."""
+    """The documented command places the example DAGs; Airflow parses every one from there."""
     dags = home / "dags"
     for attempt in ("copied", "unchanged"):
         placed = subprocess.run(  # noqa: S603
@@ -179,7 +184,7 @@ def check_example_dags(bin_dir: Path, home: Path, env: dict[str, str]) -> None:
         )
         expect(
             placed.stdout.count(f"{attempt}: ") == len(EXAMPLE_DAG_IDS),
-            f"dropbox-sign-example-dags {dags.name}/ reports both DAGs {attempt}",
+            f"dropbox-sign-example-dags {dags.name}/ reports every DAG {attempt}",
         )
     dags_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
     subprocess.run(  # noqa: S603
@@ -268,6 +273,11 @@ def main() -> int:
         )
         expect(seen["hidden_fields"] == ["login", "port", "schema"], "its form hides login, port, schema")
         expect(len(seen["classes"]) == 3, f"{', '.join(seen['classes'])} import")
+        expect(
+            seen["plugins"] == [["/dropbox-sign"]],
+            "the callback receiver's plugin is an airflow.plugins entry point, mounted at /dropbox-sign",
+        )
+        expect("dropbox-sign" in seen["asset_schemes"], "the dropbox-sign asset URI scheme is registered")
         check_emulator(bin_dir)
         check_example_dags(bin_dir, home, env)
     except (CheckFailed, subprocess.CalledProcessError) as exc:

@@ -657,9 +657,14 @@ def test_drop_fault_closes_the_connection(emu: DropboxSignEmulator) -> None:
     emu.set_fault(drop_rate=1.0)
     with pytest.raises(requests.ConnectionError):
         call(emu, "POST", f"/signature_request/cancel/{request_id}")
+    arrived = emu.requests_log[0]
     assert emu.requests_log == [
-        LoggedRequest("POST", f"/v3/signature_request/cancel/{request_id}", 0, emu.requests_log[0].time)
+        LoggedRequest(
+            "POST", f"/v3/signature_request/cancel/{request_id}", 0, arrived.time, arrived.user_agent
+        )
     ]
+    # The caller is named: tests tell the workers' client from the triggerer's by it.
+    assert arrived.user_agent.startswith("python-requests/")
     assert emu.get_state(request_id) == "awaiting_signature"
 
 

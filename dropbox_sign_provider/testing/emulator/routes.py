@@ -43,12 +43,16 @@ class LoggedRequest(NamedTuple):
     :ivar path: full URL path without the query string, e.g. ``"/v3/signature_request/cancel/<id>"``.
     :ivar status: HTTP status answered, ``0`` when the connection was dropped on purpose.
     :ivar time: epoch seconds at which the call arrived.
+    :ivar user_agent: the caller's ``User-Agent`` header, ``""`` when it sent none. It tells the
+        hook's two clients apart (``python-requests`` on workers, ``aiohttp`` on the triggerer)
+        when calls of both overlap in time.
     """
 
     method: str
     path: str
     status: int
     time: float
+    user_agent: str = ""
 
 
 def build_app(emulator: DropboxSignEmulator) -> web.Application:
@@ -198,7 +202,11 @@ class Api:
 
     def _log(self, request: web.Request, status: int, arrived: float) -> None:
         with self.emulator._lock:
-            self.emulator.requests_log.append(LoggedRequest(request.method, request.path, status, arrived))
+            self.emulator.requests_log.append(
+                LoggedRequest(
+                    request.method, request.path, status, arrived, request.headers.get("User-Agent", "")
+                )
+            )
 
     async def _api(self, request: web.Request) -> web.Response:
         emulator = self.emulator
