@@ -20,13 +20,13 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
+from dropbox_sign_provider.approval import ANSWER_KEY, cancellation_approval, decision
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import Outcome, outcome_table, report
 from dropbox_sign_provider.preview import preview_markdown, would_cancel
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState
-from dropbox_sign_provider.version_compat import approval_operator
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,15 @@ CANCEL_OUTCOMES = "{{ ti.xcom_pull(task_ids='cancel', key='outcomes') or ti.xcom
 #: is parsed.
 APPROVAL_TIMEOUT = timedelta(seconds=float(os.environ.get("DROPBOX_SIGN_APPROVAL_TIMEOUT", "86400")))
 
-#: Airflow's ApprovalOperator, or None on an Airflow without human-in-the-loop operators: there the
-#: run cancels without asking, as before.
-ApprovalOperator = approval_operator()
-#: The option that approves (``ApprovalOperator.APPROVE``; the other is ``Reject``).
-APPROVE = "Approve"
+#: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
+#: operators: there the run cancels without asking, as before.
+ApprovalOperator = cancellation_approval()
 
 #: What **preview** said a cancel would do to each id.
 PREVIEW_OUTCOMES = "{{ ti.xcom_pull(task_ids='preview') }}"
 #: The person's answer: ``chosen_options``, ``responded_by_user`` (``None`` when the approval timed
 #: out), ``responded_at``; ``None`` when nobody was asked.
-ANSWER = "{{ ti.xcom_pull(task_ids='approve', key='answer') }}"
+ANSWER = f"{{{{ ti.xcom_pull(task_ids='approve', key='{ANSWER_KEY}') }}}}"
 
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
 #: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
@@ -224,21 +222,7 @@ with DAG(
     asked = ask()
     preview >> asked >> cancel
     if ApprovalOperator is not None:
-
-        class KeepAnswerApproval(ApprovalOperator):  # type: ignore[misc,valid-type]
-            """
-            Airflow's ``ApprovalOperator``, keeping the answer as XCom ``answer``: on **Reject** the
-            task skips its downstream, and Airflow then stores no result, so **summary** could not
-            tell who rejected, or that nobody answered.
-            """
-
-            def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-                if "error" not in event:
-                    answer = {k: event.get(k) for k in ("chosen_options", "responded_by_user")}
-                    context["ti"].xcom_push(key="answer", value=answer)
-                return super().execute_complete(context, event)
-
-        approve = KeepAnswerApproval(
+        approve = ApprovalOperator(
             task_id="approve",
             subject="Cancel these Dropbox Sign signature requests? This cannot be undone.",
             body="{{ preview_markdown(ti.xcom_pull(task_ids='preview', key='preview')) }}",
@@ -303,37 +287,37 @@ with DAG(
         if previewed is None:
             raise AirflowFailException("Nothing was cancelled: preview failed; see its log")
         # Asked, with no answer kept (the approval failed): not approved.
-        approved = answer["chosen_options"] == [APPROVE] if answer is not None else asked != "approve"
-        if not approved:
-            who = (answer or {}).get("responded_by_user")
+        verdict = decision(answer) if asked == "approve" else None
+        if verdict is not None and not verdict.approved:
+            who = verdict.by
             outcomes = {
                 sr_id: str(Outcome.NOT_APPROVED) if outcome == Outcome.WOULD_CANCEL else outcome
                 for sr_id, outcome in previewed.items()
             }
-            decision = (
-                f"rejected by {who['name']}: nothing was cancelled"
+            decided = (
+                f"rejected by {who}: nothing was cancelled"
                 if who
                 else f"not approved within {APPROVAL_TIMEOUT} (the approval timed out): nothing was cancelled"
             )
             judged = report(outcomes, params["on_completed"])
             log.info(
-                "Dropbox Sign cancellations %s. %s\n%s", decision, judged["message"], outcome_table(outcomes)
+                "Dropbox Sign cancellations %s. %s\n%s", decided, judged["message"], outcome_table(outcomes)
             )
             if not who or judged["failures"]:
-                raise AirflowFailException(f"Dropbox Sign cancellations {decision}. {judged['message']}")
+                raise AirflowFailException(f"Dropbox Sign cancellations {decided}. {judged['message']}")
             return outcomes
         if cancelled is None:
             raise AirflowFailException(
                 "Dropbox Sign cancellation failed: cancel reported no outcome; see its log and approve's"
             )
-        if answer is not None:
-            decision = f"approved by {(answer.get('responded_by_user') or {}).get('name', '?')}"
+        if verdict is not None:
+            decided = f"approved by {verdict.by}"
         elif not params["require_approval"]:
-            decision = "approval not asked for"
+            decided = "approval not asked for"
         elif ApprovalOperator is None:
-            decision = "not approved: this Airflow has no human-in-the-loop operators"
+            decided = "not approved: this Airflow has no human-in-the-loop operators"
         else:
-            decision = "nothing to approve"
+            decided = "nothing to approve"
         # Ids the preview found signed, declined, gone or unknown were not given to cancel.
         outcomes = {**previewed, **cancelled, **(confirmed or {})}
         changed = {
@@ -344,15 +328,15 @@ with DAG(
             and cancelled[sr_id] not in (Outcome.CANCEL_REQUESTED, Outcome.CANCELED)
         }
         if changed:
-            decision += "; changed since the preview, so not cancelled: " + ", ".join(
+            decided += "; changed since the preview, so not cancelled: " + ", ".join(
                 f"{sr_id} ({outcome})" for sr_id, outcome in changed.items()
             )
         judged = report(outcomes, params["on_completed"])
         log.info(
-            "Dropbox Sign cancellations, %s: %s\n%s", decision, judged["message"], outcome_table(outcomes)
+            "Dropbox Sign cancellations, %s: %s\n%s", decided, judged["message"], outcome_table(outcomes)
         )
         if judged["failures"]:
-            raise AirflowFailException(f"Dropbox Sign cancellation failed ({decision}): {judged['message']}")
+            raise AirflowFailException(f"Dropbox Sign cancellation failed ({decided}): {judged['message']}")
         return outcomes
 
     cancel >> queued
