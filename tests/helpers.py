@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import aiohttp
@@ -34,6 +35,10 @@ T = TypeVar("T")
 API_KEY = "test-key"
 ACCESS_TOKEN = "test-token"
 REPO = Path(__file__).parent.parent
+#: The example DAGs, as shipped.
+DAGS = REPO / "dags"
+CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).
 SECRET_API_KEY = "sk-live-SECRETKEY123"
@@ -122,6 +127,30 @@ def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
         return events[0].payload
 
     return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
+
+
+def load_dag_module(name: str) -> ModuleType:
+    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def task_states(dag_run: Any) -> dict[str, list[str]]:
+    """Each task's states in ``dag_run``, one per task instance (mapped tasks have several)."""
+    states: dict[str, list[str]] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def xcom_of(dag_run: Any, task_id: str) -> Any:
+    """The result (XCom ``return_value``) of the unmapped task ``task_id`` in ``dag_run``."""
+    ti = dag_run.get_task_instance(task_id)
+    return ti.xcom_pull(task_ids=task_id)
 
 
 def load_test_dag(name: str) -> Any:

@@ -6,7 +6,6 @@ they run end to end with ``dag.test()`` against the emulator.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import socket
 import time
 from pathlib import Path
@@ -18,24 +17,22 @@ from airflow.providers.common.compat.sdk import ParamValidationError
 
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.compat import DagBag, requires_airflow_3_3
-from tests.helpers import API_KEY, REPO, ApprovalAnswer, connection_uri_json, make_requests
+from tests.helpers import (
+    API_KEY,
+    CLEANUP_DAG,
+    DAGS,
+    DAY,
+    ApprovalAnswer,
+    connection_uri_json,
+    load_dag_module,
+    make_requests,
+    task_states,
+    xcom_of,
+)
 
-DAGS = REPO / "dags"
-DAY = 86400.0
 CANCEL_DAG = "dropbox_sign_cancel_request"
-CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 AUDIT_DAG = "dropbox_sign_cancellation_audit"
 EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
-
-
-def load_dag_module(name: str) -> ModuleType:
-    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_dags_folder() -> DagBag:
@@ -47,18 +44,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def task_states(dag_run: Any) -> dict[str, list[str]]:
-    states: dict[str, list[str]] = {}
-    for ti in dag_run.get_task_instances():
-        states.setdefault(ti.task_id, []).append(str(ti.state))
-    return states
-
-
-def xcom_of(dag_run: Any, task_id: str) -> Any:
-    ti = dag_run.get_task_instance(task_id)
-    return ti.xcom_pull(task_ids=task_id)
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -197,23 +182,6 @@ class Account:
 @pytest.fixture
 def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Account:
     return Account(emulator)
-
-
-@pytest.fixture
-def armed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The clean-up armed, as ``airflow variables set dropbox_sign_cleanup_armed true`` does."""
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
-
-
-@pytest.fixture
-def fast_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The emulator confirms in 0.2 s; the DAGs' production interval would make each run wait a minute.
-    monkeypatch.setenv("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "0.5")
-
-
-@pytest.fixture
-def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
-    return load_dag_module(CLEANUP_DAG).dag
 
 
 def test_cleanup_cancels_stale_and_expired_requests_only(
