@@ -349,6 +349,8 @@ def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.M
         "check_armed": "default_pool",
         "find": "dropbox_sign_api",
         "guard": "default_pool",
+        "ask": "default_pool",
+        "approve": "default_pool",
         "cancel": "dropbox_sign_api",
         "report": "default_pool",
     }
