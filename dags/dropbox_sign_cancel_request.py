@@ -315,7 +315,7 @@ with DAG(
         elif not params["require_approval"]:
             decided = "approval not asked for"
         elif ApprovalOperator is None:
-            decided = "not approved: this Airflow has no human-in-the-loop operators"
+            decided = "cancelled without approval: this Airflow has no human-in-the-loop operators"
         else:
             decided = "nothing to approve"
         # Ids the preview found signed, declined, gone or unknown were not given to cancel.
