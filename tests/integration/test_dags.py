@@ -689,7 +689,7 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
     assert seeded.posts() == []
     assert xcom_of(dag_run, "summary") is None
     assert (
-        "not approved within 0:00:03 (the approval timed out): nothing was cancelled"
+        "not approved in time (the approval timed out): nothing was cancelled"
         in capfd.readouterr().out
     )
 
