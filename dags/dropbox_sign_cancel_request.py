@@ -289,21 +289,17 @@ with DAG(
         # Asked, with no answer kept (the approval failed): not approved.
         verdict = decision(answer) if asked == "approve" else None
         if verdict is not None and not verdict.approved:
-            who = verdict.by
             outcomes = {
                 sr_id: str(Outcome.NOT_APPROVED) if outcome == Outcome.WOULD_CANCEL else outcome
                 for sr_id, outcome in previewed.items()
             }
-            decided = (
-                f"rejected by {who}: nothing was cancelled"
-                if who
-                else f"not approved within {APPROVAL_TIMEOUT} (the approval timed out): nothing was cancelled"
-            )
+            decided = f"{verdict}: nothing was cancelled"
             judged = report(outcomes, params["on_completed"])
             log.info(
                 "Dropbox Sign cancellations %s. %s\n%s", decided, judged["message"], outcome_table(outcomes)
             )
-            if not who or judged["failures"]:
+            # Only a person's rejection is a decision; no answer is for somebody to look at.
+            if verdict.by is None or judged["failures"]:
                 raise AirflowFailException(f"Dropbox Sign cancellations {decided}. {judged['message']}")
             return outcomes
         if cancelled is None:
@@ -311,11 +307,11 @@ with DAG(
                 "Dropbox Sign cancellation failed: cancel reported no outcome; see its log and approve's"
             )
         if verdict is not None:
-            decided = f"approved by {verdict.by}"
+            decided = str(verdict)
         elif not params["require_approval"]:
             decided = "approval not asked for"
         elif ApprovalOperator is None:
-            decided = "not approved: this Airflow has no human-in-the-loop operators"
+            decided = "cancelled without approval: this Airflow has no human-in-the-loop operators"
         else:
             decided = "nothing to approve"
         # Ids the preview found signed, declined, gone or unknown were not given to cancel.

@@ -54,15 +54,27 @@ class Decision(NamedTuple):
     :ivar approved: a person chose **Approve**.
     :ivar by: the name of the person who answered; ``None`` when nobody did (time-out, or the
         approval failed before an answer was kept).
+    :ivar kept: the approval ended with an answer (a person's, or its default on time-out);
+        ``False`` when it failed first.
     """
 
     approved: bool
     by: str | None
+    kept: bool = True
 
     @property
     def timed_out(self) -> bool:
-        """Nobody answered: a rejection by default, which the run reports as a failure."""
-        return not self.approved and self.by is None
+        """Nobody answered in time: a rejection by default, which the run reports as a failure."""
+        return self.kept and not self.approved and self.by is None
+
+    def __str__(self) -> str:
+        if self.approved:
+            return f"approved by {self.by}"
+        if self.by is not None:
+            return f"rejected by {self.by}"
+        if self.kept:
+            return "not approved in time (the approval timed out)"
+        return "not approved: the approval ended without an answer (see its log)"
 
 
 def decision(answer: dict[str, Any] | None) -> Decision:
@@ -73,6 +85,6 @@ def decision(answer: dict[str, Any] | None) -> Decision:
         kept none (it failed, or was never asked).
     """
     if answer is None:
-        return Decision(approved=False, by=None)
+        return Decision(approved=False, by=None, kept=False)
     who = answer.get("responded_by_user") or {}
     return Decision(approved=answer.get("chosen_options") == [APPROVE], by=who.get("name"))

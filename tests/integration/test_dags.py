@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -657,7 +659,7 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
     assert seeded.posts() == []
     assert xcom_of(dag_run, "summary") is None
     assert (
-        "not approved within 0:00:03 (the approval timed out): nothing was cancelled"
+        "not approved in time (the approval timed out): nothing was cancelled"
         in capfd.readouterr().out
     )
 
@@ -669,3 +671,32 @@ def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None
     assert task_states(dag_run)["approve"] == ["skipped"]
     assert seeded.posts() == []
     assert xcom_of(dag_run, "summary") == {seeded.signed: "completed"}
+
+
+@pytest.fixture
+def airflow_without_hitl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An Airflow whose standard provider has no human-in-the-loop operators (importing them fails)."""
+    from dropbox_sign_provider.approval import cancellation_approval
+
+    monkeypatch.setitem(sys.modules, "airflow.providers.standard.operators.hitl", None)
+    cancellation_approval.cache_clear()
+    yield
+    cancellation_approval.cache_clear()
+
+
+def test_without_hitl_operators_the_run_cancels_without_asking_and_says_so(
+    airflow_without_hitl: None,
+    seeded: Seeded,
+    airflow_db: Path,
+    fast_confirmations: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dag = load_dag_module(CANCEL_DAG).dag
+    assert "approve" not in dag.task_ids
+
+    dag_run = dag.test(run_conf={"signature_request_ids": [seeded.plain]})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert seeded.posts() == [f"/v3/signature_request/cancel/{seeded.plain}"]
+    assert xcom_of(dag_run, "summary") == {seeded.plain: "canceled"}
+    assert "cancelled without approval: this Airflow has no human-in-the-loop operators" in caplog.text
