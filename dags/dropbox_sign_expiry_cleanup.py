@@ -480,18 +480,12 @@ with DAG(
             outcomes = dict.fromkeys(
                 (c["signature_request_id"] for c in candidates), str(Outcome.NOT_APPROVED)
             )
-            if verdict.by:
-                decided = f"rejected by {verdict.by}: nothing was cancelled"
-            else:
-                decided = (
-                    f"not approved within {_duration(APPROVAL_TIMEOUT)} (the approval timed out): "
-                    "nothing was cancelled"
-                )
+            decided = f"{verdict}: nothing was cancelled"
         else:
             for batch in cancelled or []:
                 outcomes.update(batch or {})
             if verdict is not None:
-                decided = f"approved by {verdict.by}"
+                decided = str(verdict)
             elif len(candidates) > cap:
                 decided = (
                     f"{len(candidates)} found, more than max_cancellations={cap}: nobody was asked, as "
@@ -516,7 +510,8 @@ with DAG(
         )
         if not mode["armed"]:
             _warn_loudly(mode["why"])
-        if verdict is not None and verdict.timed_out:
+        # Only a person's rejection is a decision; no answer is for somebody to look at.
+        if verdict is not None and not verdict.approved and verdict.by is None:
             raise AirflowFailException(f"Dropbox Sign clean-up {decided}")
         return {
             "dry_run": dry_run,

@@ -658,10 +658,7 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
     assert (states["approve"], states["cancel"], states["summary"]) == (["success"], ["skipped"], ["failed"])
     assert seeded.posts() == []
     assert xcom_of(dag_run, "summary") is None
-    assert (
-        "not approved in time (the approval timed out): nothing was cancelled"
-        in capfd.readouterr().out
-    )
+    assert "not approved in time (the approval timed out): nothing was cancelled" in capfd.readouterr().out
 
 
 def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None:
