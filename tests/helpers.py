@@ -227,8 +227,8 @@ class ApprovalAnswer(threading.Thread):
     """
     A person answering a DAG's human-in-the-loop task while ``dag.test()`` runs in the main thread.
 
-    Waits until the task is parked waiting for input (``deferred`` before Airflow 3.3,
-    ``awaiting_input`` from 3.3), keeps the form as Airflow stored it (``detail``), calls
+    Waits until the task is parked waiting for input (``awaiting_input`` from Airflow 3.3; before,
+    ``queued`` while ``dag.test()`` runs its trigger in line, or ``deferred``), keeps the form as Airflow stored it (``detail``), calls
     ``before_answer`` (to change the world meanwhile), then answers through the handler of the
     REST API's ``PATCH .../hitlDetails``, the call the UI's form makes, as the user ``user``.
     With ``option=None`` it gives no answer: once the deadline has passed it does what the
@@ -289,7 +289,9 @@ class ApprovalAnswer(threading.Thread):
                 .where(
                     TaskInstance.dag_id == self.dag_id,
                     TaskInstance.task_id == self.task_id,
-                    TaskInstance.state.in_(("deferred", "awaiting_input")),
+                    # dag.test() before 3.3 runs the approval's trigger in line with the task set
+                    # back to queued; the form (hitl_detail) tells it has run.
+                    TaskInstance.state.in_(("deferred", "awaiting_input", "queued")),
                 )
                 .options(joinedload(TaskInstance.hitl_detail))
             )
