@@ -228,9 +228,10 @@ class ApprovalAnswer(threading.Thread):
     A person answering a DAG's human-in-the-loop task while ``dag.test()`` runs in the main thread.
 
     Waits until the task is parked waiting for input (``awaiting_input`` from Airflow 3.3; before,
-    ``queued`` while ``dag.test()`` runs its trigger in line, or ``deferred``), keeps the form as Airflow stored it (``detail``), calls
-    ``before_answer`` (to change the world meanwhile), then answers through the handler of the
-    REST API's ``PATCH .../hitlDetails``, the call the UI's form makes, as the user ``user``.
+    ``queued`` while ``dag.test()`` runs its trigger in line, or ``deferred``), keeps the form as
+    Airflow stored it (``detail``), calls ``before_answer`` (to change the world meanwhile), then
+    answers through the handler of the REST API's ``PATCH .../hitlDetails``, the call the UI's
+    form makes, as the user ``user``.
     With ``option=None`` it gives no answer: once the deadline has passed it does what the
     scheduler does on 3.3 (its time-out sweep); before 3.3 the task's trigger times out by itself.
     """
