@@ -2,9 +2,12 @@
 Cancel Dropbox Sign signature requests by id, from the UI's trigger form.
 
 The form validates the input before a run is created: only well-formed, distinct ids get through.
-The run cancels each id, waits (on the triggerer) until Dropbox Sign confirms the cancellations it
-queued, even when other ids failed, then logs a table of what happened to each id and fails naming
-the ids that failed.
+The run reads each id once (a dry run) and, unless the run's form turned approval off, asks a person
+in the Airflow UI to approve, showing each request's title, signers and what the cancel would do.
+Approved, it cancels the previewed ids that would cancel, waits (on the triggerer) until Dropbox
+Sign confirms the cancellations it queued, even when other ids failed, then logs a table of what
+happened to each id and fails naming the ids that failed. Rejected, or not answered in time, it
+cancels nothing and says so.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
+from dropbox_sign_provider.approval import ANSWER_KEY, cancellation_approval, decision
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.outcomes import outcome_table, report
+from dropbox_sign_provider.outcomes import Outcome, outcome_table, report
+from dropbox_sign_provider.preview import preview_markdown, would_cancel
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState
 
@@ -45,6 +50,21 @@ API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=
 #: when it reported nothing (it failed before sending anything).
 CANCEL_OUTCOMES = "{{ ti.xcom_pull(task_ids='cancel', key='outcomes') or ti.xcom_pull(task_ids='cancel') }}"
 
+#: How long the approval waits for a person before it counts as rejected (a run then cancels
+#: nothing, and fails so that somebody notices). Seconds; environment variable, read when the file
+#: is parsed.
+APPROVAL_TIMEOUT = timedelta(seconds=float(os.environ.get("DROPBOX_SIGN_APPROVAL_TIMEOUT", "86400")))
+
+#: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
+#: operators: there the run cancels without asking, as before.
+ApprovalOperator = cancellation_approval()
+
+#: What **preview** said a cancel would do to each id.
+PREVIEW_OUTCOMES = "{{ ti.xcom_pull(task_ids='preview') }}"
+#: The person's answer: ``chosen_options``, ``responded_by_user`` (``None`` when the approval timed
+#: out), ``responded_at``; ``None`` when nobody was asked.
+ANSWER = f"{{{{ ti.xcom_pull(task_ids='approve', key='{ANSWER_KEY}') }}}}"
+
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
 #: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
 MAX_IDS = 50
@@ -58,22 +78,42 @@ Cancels the signature requests you name, so that nobody can sign them any more.
 Double-check the ids before you trigger.
 
 ## What a run does
-1. **cancel**: asks Dropbox Sign to cancel each id. Dropbox Sign only *queues* a cancellation;
-   ids that were already cancelled, signed by everyone or declined are recognised and reported,
-   not cancelled twice. An id that does not exist (`not_found`) or belongs to someone else
-   (`forbidden`) fails this task, naming the id, once every other id was handled.
-2. **to_confirm**: picks the ids **cancel** queued, when the run waits for confirmation (see the
-   parameter below). It runs even when **cancel** failed: what cancel queued is confirmed whatever
+1. **preview**: reads each id once, cancelling nothing: its title, when it was sent, its signers
+   and which of them signed, and what a cancel would do (`would_cancel`, `completed`, `declined`,
+   `already_canceled`, `not_found`, `forbidden`).
+2. **ask**: goes to **approve** when the run asks for approval (the default) and some request would
+   be cancelled; otherwise straight to **cancel**.
+3. **approve**: shows the preview in the Airflow UI (the run's *Required Actions*) and waits for a
+   person to press **Approve** or **Reject**, holding no worker slot (Airflow 3.3: the task waits
+   as *awaiting input*; 3.1 and 3.2: it waits on the triggerer). **Reject** skips **cancel**:
+   nothing is cancelled. Without an answer within a day (environment variable
+   `DROPBOX_SIGN_APPROVAL_TIMEOUT`, seconds) it counts as **Reject**, and the run fails so that
+   somebody notices.
+4. **cancel**: asks Dropbox Sign to cancel each id **preview** found out for signature (with
+   approval off: every id, as given). Dropbox Sign only *queues* a cancellation; ids that were
+   cancelled, signed by everyone or declined in the meantime are recognised and reported, not
+   cancelled. With approval off, an id that does not exist (`not_found`) or belongs to someone
+   else (`forbidden`) fails this task, naming the id, once every other id was handled.
+5. **to_confirm**: picks the ids **cancel** queued, when the run waits for confirmation (see the
+   parameters below). It runs even when **cancel** failed: what cancel queued is confirmed whatever
    happened to the other ids.
-3. **confirm**: waits on the triggerer, without holding a worker slot, until each cancellation
+6. **confirm**: waits on the triggerer, without holding a worker slot, until each cancellation
    that **cancel** queued has really happened. When Dropbox Sign has not confirmed one after 60
    minutes, it is cancelled again, as Dropbox Sign recommends.
-4. **summary**: logs a table of every id and its outcome and returns it (XCom); fails naming each
-   id that failed, so the run fails too.
+7. **summary**: logs who approved or rejected, a table of every id and its outcome, and the ids
+   that changed between the preview and the cancel, and returns the outcomes (XCom); fails naming
+   each id that failed, and when the approval timed out, so the run fails too. A rejected run
+   succeeds: "rejected by *name*: nothing was cancelled".
+
+On an Airflow without the human-in-the-loop operators (they need Airflow 3.1 and a standard
+provider that has them), there is no **approve**: the run cancels after the preview without asking,
+and **summary** says so.
 
 ## Parameters
 - **Signature request ids**: the requests to cancel, one per line, at most 50. Each is 16 to 64
   lowercase hex characters, as shown in the request's URL in Dropbox Sign (`...manage?guid=<id>`).
+- **Ask for approval** (default on): a person approves in the Airflow UI, after reading the
+  preview, before anything is cancelled. Off: the run cancels right after the preview.
 - **Wait for confirmation**: on (default), the run ends only once every cancellation is
   confirmed; off, it ends as soon as they are queued (outcome `cancel_requested`).
 - **If already signed or declined**: `fail` (default) fails the run when a request was signed by
@@ -82,9 +122,9 @@ Double-check the ids before you trigger.
 
 ## Outcomes
 `canceled` (confirmed), `already_canceled`, `cancel_requested` (queued, not waited for),
-`completed`, `declined`. A request that does not exist (`not_found`) or belongs to someone else
-(`forbidden`) fails **cancel** and then **summary**, naming the id; the other ids are still
-cancelled and confirmed.
+`completed`, `declined`, `not_approved` (rejected, or the approval timed out: not cancelled). A
+request that does not exist (`not_found`) or belongs to someone else (`forbidden`) fails
+**summary**, naming the id; the other ids are still cancelled and confirmed.
 
 Uses the `dropbox_sign_default` connection. **confirm** checks every 15 seconds (environment
 variable `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`), or, with `DROPBOX_SIGN_EVENT_FIRST=true` and the callback
@@ -100,6 +140,8 @@ with DAG(
     tags=["dropbox-sign"],
     # The ids reach the operator as the list the form produced, not as its string rendering.
     render_template_as_native_obj=True,
+    # For the approval form's text.
+    user_defined_macros={"preview_markdown": preview_markdown},
     params={
         "signature_request_ids": Param(
             type="array",
@@ -110,6 +152,13 @@ with DAG(
             title="Signature request ids",
             description="One id per line: 16 to 64 lowercase hex characters each, "
             "e.g. fa5c8a0b0f492d768749333ad6fcc214c111e967. Cancellation cannot be undone.",
+        ),
+        "require_approval": Param(
+            True,
+            type="boolean",
+            title="Ask for approval",
+            description="A person approves in the Airflow UI, after reading what each request is and "
+            "who signed it, before anything is cancelled. Off: cancel right after the preview.",
         ),
         "wait_for_confirmation": Param(
             True,
@@ -128,16 +177,60 @@ with DAG(
         ),
     },
 ) as dag:
+    # Reads only, whatever the form says: what a person approves, and what cancel is given.
+    preview = CancelSignatureRequestOperator(
+        task_id="preview",
+        signature_request_ids="{{ params.signature_request_ids }}",
+        dry_run=True,
+        max_cancellations=MAX_IDS,
+        **API_TASK_ARGS,
+    )
+
+    @task.branch
+    def ask() -> str:
+        """
+        Go to **approve** when the run asks for approval and some request would be cancelled, else
+        straight to **cancel**; push (XCom ``to_cancel``) the ids **cancel** is given.
+        """
+        context = get_current_context()
+        params = context["params"]
+        previewed = context["ti"].xcom_pull(task_ids="preview", key="preview")
+        asking = ApprovalOperator is not None and params["require_approval"]
+        # With approval off, cancel gets every id, as before approvals existed: it reports
+        # not_found and forbidden ids itself. Approved, it gets exactly what the person saw would go.
+        to_cancel = would_cancel(previewed) if asking else list(params["signature_request_ids"])
+        context["ti"].xcom_push(key="to_cancel", value=to_cancel)
+        if asking and to_cancel:
+            return "approve"
+        if params["require_approval"] and ApprovalOperator is None:
+            log.warning("This Airflow has no human-in-the-loop operators: cancelling without approval")
+        return "cancel"
+
     # The form's on_completed is applied in the summary: the operator and the sensor take theirs
     # when the file is parsed, and judging at the end lets every other id be cancelled and
     # confirmed first.
     cancel = CancelSignatureRequestOperator(
         task_id="cancel",
-        signature_request_ids="{{ params.signature_request_ids }}",
+        signature_request_ids="{{ ti.xcom_pull(task_ids='ask', key='to_cancel') }}",
         on_completed="ignore",
         max_cancellations=MAX_IDS,
+        # Runs after an approval, or when ask went straight here (approve is then skipped); a
+        # rejection skips it, and a failed preview or approval stops it.
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         **API_TASK_ARGS,
     )
+    asked = ask()
+    preview >> asked >> cancel
+    if ApprovalOperator is not None:
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject="Cancel these Dropbox Sign signature requests? This cannot be undone.",
+            body="{{ preview_markdown(ti.xcom_pull(task_ids='preview', key='preview')) }}",
+            # No answer in time is a rejection: nothing is cancelled unless someone said yes.
+            defaults=ApprovalOperator.REJECT,
+            response_timeout=APPROVAL_TIMEOUT,
+        )
+        asked >> approve >> cancel
 
     # Runs whether cancel succeeded or failed: a failure on one id must not leave the cancellations
     # queued for the others unconfirmed.
@@ -170,26 +263,77 @@ with DAG(
     )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def summary(cancelled: dict[str, str] | None, confirmed: dict[str, str] | None) -> dict[str, str]:
+    def summary(
+        previewed: dict[str, str] | None,
+        asked: str | None,
+        answer: dict[str, Any] | None,
+        cancelled: dict[str, str] | None,
+        confirmed: dict[str, str] | None,
+    ) -> dict[str, str]:
         """
-        Log every id with its outcome and return them; fail naming each id that failed (``not_found``,
-        ``forbidden``, ...), and signed or declined requests when the run's ``on_completed`` is
-        ``fail``.
+        Log who decided, every id with its outcome and the ids that changed since the preview, and
+        return the outcomes; fail naming each id that failed (``not_found``, ``forbidden``, ...),
+        signed or declined requests when the run's ``on_completed`` is ``fail``, and an approval
+        that timed out.
 
+        :param previewed: the outcomes of **preview**; ``None`` when it failed.
+        :param asked: where **ask** went: ``approve`` when a person was asked.
+        :param answer: the result of **approve**; ``None`` when nobody was asked or nobody answered.
         :param cancelled: the outcomes of **cancel**, even when it failed; ``None`` when it
-            reported none.
+            reported none (it did not run).
         :param confirmed: the outcomes of **confirm**; ``None`` when it was skipped.
         """
+        params = get_current_context()["params"]
+        if previewed is None:
+            raise AirflowFailException("Nothing was cancelled: preview failed; see its log")
+        # Asked, with no answer kept (the approval failed): not approved.
+        verdict = decision(answer) if asked == "approve" else None
+        if verdict is not None and not verdict.approved:
+            outcomes = {
+                sr_id: str(Outcome.NOT_APPROVED) if outcome == Outcome.WOULD_CANCEL else outcome
+                for sr_id, outcome in previewed.items()
+            }
+            decided = f"{verdict}: nothing was cancelled"
+            judged = report(outcomes, params["on_completed"])
+            log.info(
+                "Dropbox Sign cancellations %s. %s\n%s", decided, judged["message"], outcome_table(outcomes)
+            )
+            # Only a person's rejection is a decision; no answer is for somebody to look at.
+            if verdict.by is None or judged["failures"]:
+                raise AirflowFailException(f"Dropbox Sign cancellations {decided}. {judged['message']}")
+            return outcomes
         if cancelled is None:
             raise AirflowFailException(
-                "Dropbox Sign cancellation failed: cancel reported no outcome; see its log"
+                "Dropbox Sign cancellation failed: cancel reported no outcome; see its log and approve's"
             )
-        outcomes = {**cancelled, **(confirmed or {})}
-        judged = report(outcomes, get_current_context()["params"]["on_completed"])
-        log.info("Dropbox Sign cancellations: %s\n%s", judged["message"], outcome_table(outcomes))
+        if verdict is not None:
+            decided = str(verdict)
+        elif not params["require_approval"]:
+            decided = "approval not asked for"
+        elif ApprovalOperator is None:
+            decided = "cancelled without approval: this Airflow has no human-in-the-loop operators"
+        else:
+            decided = "nothing to approve"
+        # Ids the preview found signed, declined, gone or unknown were not given to cancel.
+        outcomes = {**previewed, **cancelled, **(confirmed or {})}
+        changed = {
+            sr_id: outcomes[sr_id]
+            for sr_id, outcome in previewed.items()
+            if outcome == Outcome.WOULD_CANCEL
+            and sr_id in cancelled
+            and cancelled[sr_id] not in (Outcome.CANCEL_REQUESTED, Outcome.CANCELED)
+        }
+        if changed:
+            decided += "; changed since the preview, so not cancelled: " + ", ".join(
+                f"{sr_id} ({outcome})" for sr_id, outcome in changed.items()
+            )
+        judged = report(outcomes, params["on_completed"])
+        log.info(
+            "Dropbox Sign cancellations, %s: %s\n%s", decided, judged["message"], outcome_table(outcomes)
+        )
         if judged["failures"]:
-            raise AirflowFailException(f"Dropbox Sign cancellation failed: {judged['message']}")
+            raise AirflowFailException(f"Dropbox Sign cancellation failed ({decided}): {judged['message']}")
         return outcomes
 
     cancel >> queued
-    summary(CANCEL_OUTCOMES, confirm.output)
+    summary(PREVIEW_OUTCOMES, "{{ ti.xcom_pull(task_ids='ask') }}", ANSWER, CANCEL_OUTCOMES, confirm.output)

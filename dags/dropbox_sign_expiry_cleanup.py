@@ -3,7 +3,9 @@ Every day, cancel the Dropbox Sign signature requests that are still out for sig
 (older than ``max_age_days``) or past their ``expires_at``.
 
 It cancels nothing until a person arms it by setting the Airflow Variable
-``dropbox_sign_cleanup_armed`` to ``true``: until then every run is a dry run that says so.
+``dropbox_sign_cleanup_armed`` to ``true``: until then every run is a dry run that says so. A run
+that finds more than ``max_cancellations`` fails before cancelling anything or, with ``over_cap``
+set to ``ask``, asks a person to approve in the Airflow UI first.
 
 Everything that talks to Dropbox Sign happens inside tasks: parsing this file sends no request.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,8 +22,9 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, Variable, get_current_context, task
 
+from dropbox_sign_provider.approval import ANSWER_KEY, cancellation_approval, decision
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.outcomes import count_outcomes, outcome_table, summarize
+from dropbox_sign_provider.outcomes import Outcome, count_outcomes, outcome_table, summarize
 from dropbox_sign_provider.state import RequestState, request_state
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,18 @@ CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL
 #: file is parsed.
 CONFIRM_EVENT_FIRST = os.environ.get("DROPBOX_SIGN_EVENT_FIRST", "").strip().lower() in ("1", "true", "yes")
 
+#: How long the approval of a run over ``max_cancellations`` (``over_cap`` ``ask``) waits for a
+#: person before it counts as rejected (the run then cancels nothing, and fails so that somebody
+#: notices). Seconds; environment variable, read when the file is parsed.
+APPROVAL_TIMEOUT = timedelta(seconds=float(os.environ.get("DROPBOX_SIGN_APPROVAL_TIMEOUT", "86400")))
+
+#: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
+#: operators: there ``over_cap`` ``ask`` fails the run, as ``fail`` does.
+ApprovalOperator = cancellation_approval()
+
+#: Requests the approval form lists, oldest first.
+SAMPLE_SIZE = 10
+
 STALE = "stale"
 EXPIRED = "expired"
 
@@ -90,16 +106,27 @@ A run triggered with *dry_run* on cancels nothing, armed or not.
 1. **find**: lists the incomplete requests (`complete:false`, plus *query*) page by page and keeps
    the stale and expired ones.
 2. **guard**: fails the run, before anything is cancelled, when there are more than
-   *max_cancellations* of them (a mistyped query must not wipe out an account); otherwise splits
-   them into batches of {BATCH_SIZE}.
-3. **cancel**: one task per batch. It cancels each id of its batch, then waits on the triggerer,
+   *max_cancellations* of them (a mistyped query must not wipe out an account) and *over_cap* is
+   `fail`; otherwise splits them into batches of {BATCH_SIZE}.
+3. **ask**: goes to **approve** when the run is over *max_cancellations*, *over_cap* is `ask` and
+   the run really cancels (armed, not a dry run); otherwise straight to **cancel**.
+4. **approve**: shows how many were found, the cap, the query and age, and the
+   {SAMPLE_SIZE} oldest requests (title, created, stale or expired) in the Airflow UI (the run's
+   *Required Actions*), and waits for a person to press **Approve** or **Reject**. **Approve**
+   cancels everything found; **Reject** skips **cancel**: nothing is cancelled. Without an answer
+   within a day (environment variable `DROPBOX_SIGN_APPROVAL_TIMEOUT`, seconds) it counts as
+   **Reject**, and the run fails so that somebody notices.
+5. **cancel**: one task per batch. It cancels each id of its batch, then waits on the triggerer,
    without holding a worker or pool slot, until Dropbox Sign confirms every cancellation it queued
    (re-cancelling after 60 minutes without confirmation, as Dropbox Sign recommends). Only then
    does it fail, naming each id that failed, when some did: a failure on one id never leaves the
    others' cancellations unconfirmed. In a dry run it only reports what it would cancel.
-4. **report**: counts by outcome and a table of every id, why it was picked and what happened,
-   in the task log and as XCom. It runs when every batch succeeded; a failed batch's log holds
-   the table of its ids.
+6. **report**: who approved or rejected (when a person was asked), counts by outcome and a table
+   of every id, why it was picked and what happened, in the task log and as XCom. It runs when
+   every batch succeeded, or when **cancel** was skipped; a failed batch's log holds the table of
+   its ids. Rejected: every id is `not_approved` and the run succeeds; not answered in time: the
+   run fails. A dry run over the cap with *over_cap* `ask` asks nobody, and says an armed run
+   would ask.
 
 ## Parameters
 - **max_age_days** (default 30): requests created longer ago than this are stale.
@@ -107,7 +134,10 @@ A run triggered with *dry_run* on cancels nothing, armed or not.
   e.g. `title:NDA` or `metadata:onboarding`.
 - **dry_run** (default false): report what would be cancelled; cancel nothing. While the DAG is
   not armed, every run is a dry run whatever this says.
-- **max_cancellations** (default 200): the most requests one run may cancel.
+- **max_cancellations** (default 200): the most requests one run may cancel without asking.
+- **over_cap** (default `fail`): what a run that found more than *max_cancellations* does. `fail`:
+  fails before cancelling anything. `ask`: a person approves or rejects in the Airflow UI (see
+  **approve**); on an Airflow without human-in-the-loop operators it fails, as `fail` does.
 
 ## Setup
 At most {MAX_PARALLEL_BATCHES} **cancel** batches run at once, so that all workers together stay
@@ -117,6 +147,16 @@ cancellations every {CONFIRM_POKE_INTERVAL:g} seconds (environment variable
 `DROPBOX_SIGN_CONFIRM_POKE_INTERVAL`), or, with `DROPBOX_SIGN_EVENT_FIRST=true` and the callback
 receiver set up, as soon as Dropbox Sign's event arrives.
 """
+
+
+def _duration(delta: timedelta) -> str:
+    """``delta`` in words: ``1 day``, ``2 hours``, ``90 seconds``."""
+    seconds = delta.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def _day(epoch: float | None) -> str:
@@ -144,6 +184,55 @@ def cleanup_mode(dry_run: bool, variable: str | None) -> dict[str, Any]:
         f"nothing. Read the report; when the list is right, arm the clean-up with: {ARM_COMMAND}"
     )
     return {"armed": False, "dry_run": True, "why": why}
+
+
+# Characters that mean something in Markdown: a title or a query is whatever someone typed, and must
+# read as text in the approval form, not as a link or markup.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+
+
+def _markdown_text(value: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(value.split()))
+
+
+def search_query(query: str) -> str:
+    """The Dropbox Sign search **find** sends: ``complete:false``, and the run's ``query``."""
+    return " AND ".join(part for part in ("complete:false", query.strip()) if part)
+
+
+def approval_markdown(candidates: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """
+    The body of the approval form of a run over ``max_cancellations``: how many were found, the
+    cap, the search and the age, and the oldest ``SAMPLE_SIZE`` requests, as Markdown.
+
+    :param candidates: what **find** returned, oldest first.
+    :param params: the run's params.
+    """
+    found, cap, days = len(candidates), params["max_cancellations"], params["max_age_days"]
+    lines = [
+        f"**Approve cancels all {found} signature requests found, more than max\\_cancellations "
+        f"({cap}): this cannot be undone.**",
+        "",
+        f"- Search: {_markdown_text(search_query(params['query']))}",
+        f"- Stale: created more than {days} days ago (max\\_age\\_days); expired: past its expiry date",
+        "",
+        f"The {min(found, SAMPLE_SIZE)} oldest of {found}:",
+        "",
+    ]
+    for candidate in candidates[:SAMPLE_SIZE]:
+        title = _markdown_text(candidate.get("title") or "") or "(no title)"
+        lines.append(
+            f"- **{title}**: {candidate['reason']}, created {_day(candidate['created_at'])} "
+            f"(`{candidate['signature_request_id']}`)"
+        )
+    if found > SAMPLE_SIZE:
+        lines += ["", f"...and {found - SAMPLE_SIZE} more: the XCom of **find** lists every one."]
+    lines += [
+        "",
+        f"**Reject** cancels nothing. Without an answer within {_duration(APPROVAL_TIMEOUT)} nothing is "
+        "cancelled and the run fails.",
+    ]
+    return "\n".join(lines)
 
 
 def _warn_loudly(text: str) -> None:
@@ -210,7 +299,17 @@ with DAG(
             type="integer",
             minimum=1,
             title="Maximum cancellations",
-            description="Fail the run before cancelling anything when more requests than this match.",
+            description="The most requests one run may cancel. When more match, the run fails "
+            "before cancelling anything, or asks a person first (see the next field).",
+        ),
+        "over_cap": Param(
+            "fail",
+            type="string",
+            enum=["fail", "ask"],
+            title="When more than the maximum are found",
+            description="fail: fail the run before cancelling anything. ask: a person approves or "
+            "rejects in the Airflow UI, shown how many were found and the oldest of them; Reject, "
+            "or no answer in time, cancels nothing. A dry run asks nobody.",
         ),
     },
 ) as dag:
@@ -230,7 +329,7 @@ with DAG(
             _warn_loudly(mode["why"])
         return mode
 
-    @task(**API_TASK_ARGS)
+    @task(**API_TASK_ARGS)  # type: ignore[untyped-decorator]
     def find() -> list[dict[str, Any]]:
         """
         List the incomplete signature requests and keep the stale and the expired ones, oldest
@@ -244,7 +343,7 @@ with DAG(
         cutoff = now - params["max_age_days"] * 86400
         # One listing of every incomplete request, with no created:[...] narrowing: expired requests
         # can be recent, and the search has no field for the expiry date.
-        query = " AND ".join(part for part in ("complete:false", params["query"].strip()) if part)
+        query = search_query(params["query"])
         log.info(
             "Looking for requests matching %r created before %s or past their expiry",
             query,
@@ -270,19 +369,27 @@ with DAG(
     @task
     def guard(candidates: list[dict[str, Any]], mode: dict[str, Any]) -> list[dict[str, Any]]:
         """
-        Refuse an implausibly large clean-up before anything is cancelled; otherwise split the ids
-        into the keyword arguments of one **cancel** task per batch.
+        Refuse an implausibly large clean-up before anything is cancelled, unless the run's
+        ``over_cap`` is ``ask`` (then **ask** decides whether a person approves); otherwise split the
+        ids into the keyword arguments of one **cancel** task per batch.
 
         :param candidates: what **find** returned.
         :param mode: what **check_armed** decided.
         """
         params = get_current_context()["params"]
         cap = params["max_cancellations"]
-        if len(candidates) > cap:
+        if len(candidates) > cap and (params["over_cap"] != "ask" or ApprovalOperator is None):
+            no_hitl = (
+                " over_cap=ask cannot ask: this Airflow has no human-in-the-loop operators (they "
+                "need Airflow 3.1 and a standard provider that has them)."
+                if params["over_cap"] == "ask"
+                else ""
+            )
             raise AirflowFailException(
                 f"Found {len(candidates)} signature requests to cancel, more than max_cancellations={cap}. "
                 f"Nothing was cancelled. Check the query ({params['query']!r}) and max_age_days "
                 f"({params['max_age_days']}) with dry_run, or raise max_cancellations for this run."
+                f"{no_hitl}"
             )
         ids = [candidate["signature_request_id"] for candidate in candidates]
         return [
@@ -290,9 +397,33 @@ with DAG(
             for start in range(0, len(ids), BATCH_SIZE)
         ]
 
+    @task.branch
+    def ask(candidates: list[dict[str, Any]], mode: dict[str, Any]) -> str:
+        """
+        Go to **approve** when the run found more than ``max_cancellations``, its ``over_cap`` is
+        ``ask`` and it really cancels (armed, not a dry run); push the form's text (XCom ``form``).
+        Otherwise straight to **cancel**.
+
+        :param candidates: what **find** returned.
+        :param mode: what **check_armed** decided.
+        """
+        context = get_current_context()
+        params = context["params"]
+        over = len(candidates) > params["max_cancellations"] and params["over_cap"] == "ask"
+        if over and ApprovalOperator is not None and not mode["dry_run"]:
+            context["ti"].xcom_push(key="form", value=approval_markdown(candidates, params))
+            return "approve"
+        if over:
+            log.info("More than max_cancellations found, but this run cancels nothing: asking nobody")
+        return "cancel"
+
+    # The tasks take what their upstream tasks returned; mypy sees the XComArg that carries it.
     mode = check_armed()
     found = find()
     mode >> found
+    asked = ask(found, mode)  # type: ignore[arg-type]
+    batches = guard(found, mode)  # type: ignore[arg-type]
+    batches >> asked
     # dry_run is not a template field: it reaches each batch through the mapped keyword arguments.
     cancel = CancelSignatureRequestOperator.partial(
         task_id="cancel",
@@ -305,26 +436,63 @@ with DAG(
         poke_interval=CONFIRM_POKE_INTERVAL,
         event_first=CONFIRM_EVENT_FIRST,
         max_active_tis_per_dagrun=MAX_PARALLEL_BATCHES,
+        # Runs after an approval, or when ask went straight here (approve is then skipped); a
+        # rejection skips it, and a failed guard or approval stops it.
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         **API_TASK_ARGS,
-    ).expand_kwargs(guard(found, mode))
+    ).expand_kwargs(batches)
+    asked >> cancel
+    if ApprovalOperator is not None:
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject="Cancel more stale Dropbox Sign signature requests than max_cancellations allows? "
+            "This cannot be undone.",
+            body="{{ ti.xcom_pull(task_ids='ask', key='form') }}",
+            # No answer in time is a rejection: nothing is cancelled unless someone said yes.
+            defaults=ApprovalOperator.REJECT,
+            response_timeout=APPROVAL_TIMEOUT,
+        )
+        asked >> approve >> cancel
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def report(
-        candidates: list[dict[str, Any]], cancelled: list[dict[str, str]], mode: dict[str, Any]
+        candidates: list[dict[str, Any]], cancelled: list[dict[str, str]] | None, mode: dict[str, Any]
     ) -> dict[str, Any]:
         """
-        Log the counts by outcome and a table of every id, then return both, with whether the run
-        was a dry run and why.
+        Log who decided (when a person was asked), the counts by outcome and a table of every id,
+        then return both, with whether the run was a dry run and why, and the decision. Fail when
+        the approval timed out: nothing was cancelled, and somebody should notice.
 
         :param candidates: what **find** returned.
         :param cancelled: the confirmed outcomes of each **cancel** batch (in a dry run, what it
-            would do).
+            would do); nothing when **cancel** was skipped.
         :param mode: what **check_armed** decided.
         """
-        outcomes: dict[str, str] = {}
-        for batch in cancelled:
-            outcomes.update(batch)
+        context = get_current_context()
+        params, ti = context["params"], context["ti"]
         dry_run = bool(mode["dry_run"])
+        cap = params["max_cancellations"]
+        was_asked = ti.xcom_pull(task_ids="ask") == "approve"
+        verdict = decision(ti.xcom_pull(task_ids="approve", key=ANSWER_KEY)) if was_asked else None
+        outcomes: dict[str, str] = {}
+        if verdict is not None and not verdict.approved:
+            # Rejected, or nobody answered: cancel was skipped, and nothing was sent.
+            outcomes = dict.fromkeys(
+                (c["signature_request_id"] for c in candidates), str(Outcome.NOT_APPROVED)
+            )
+            decided = f"{verdict}: nothing was cancelled"
+        else:
+            for batch in cancelled or []:
+                outcomes.update(batch or {})
+            if verdict is not None:
+                decided = str(verdict)
+            elif len(candidates) > cap:
+                decided = (
+                    f"{len(candidates)} found, more than max_cancellations={cap}: nobody was asked, as "
+                    "this run cancels nothing; an armed run that is not a dry run would ask for approval"
+                )
+            else:
+                decided = "no approval needed"
         picked = {c["signature_request_id"]: c for c in candidates}
         table = outcome_table(
             {sr_id: outcomes.get(sr_id, "not handled") for sr_id in picked},
@@ -337,15 +505,26 @@ with DAG(
             },
         )
         counted = summarize(outcomes, {}) if outcomes else "nothing to cancel"
-        log.info("Dropbox Sign clean-up%s: %s\n%s", " (dry run)" if dry_run else "", counted, table)
+        log.info(
+            "Dropbox Sign clean-up%s, %s: %s\n%s", " (dry run)" if dry_run else "", decided, counted, table
+        )
         if not mode["armed"]:
             _warn_loudly(mode["why"])
+        # Only a person's rejection is a decision; no answer is for somebody to look at.
+        if verdict is not None and not verdict.approved and verdict.by is None:
+            raise AirflowFailException(f"Dropbox Sign clean-up {decided}")
         return {
             "dry_run": dry_run,
             "armed": mode["armed"],
             "why": mode["why"],
+            "decision": {
+                "asked": was_asked,
+                "approved": None if verdict is None else verdict.approved,
+                "by": None if verdict is None else verdict.by,
+                "said": decided,
+            },
             "counts": count_outcomes(outcomes),
             "outcomes": outcomes,
         }
 
-    report(found, cancel.output, mode)
+    report(found, cancel.output, mode)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ verdict
     ask again later. Each error type says which it is (its ``state`` and ``retryable``).
 outcome
     What became of one id in a task, reported per id in the task's result (:class:`Outcome`):
-    a state, or one of the task's own words (``already_canceled``, ``would_cancel``,
+    a state, or one of the task's own words (``already_canceled``, ``would_cancel``, ``not_approved``,
     ``timeout``, ``error``).
 watch
     The confirmation bookkeeping of a set of queued cancellations
@@ -75,6 +75,9 @@ class Outcome(str, enum.Enum):
     ALREADY_CANCELED = ("already_canceled", None)
     #: a dry run's request that would be cancelled: nothing was sent, nothing to wait for
     WOULD_CANCEL = ("would_cancel", None)
+    #: previewed as would_cancel, but a person rejected the cancellation, or nobody approved it in
+    #: time: nothing was sent
+    NOT_APPROVED = ("not_approved", None)
     #: signed by everyone before a cancellation could take effect
     COMPLETED = (
         "completed",

@@ -393,6 +393,7 @@ def demo(log: IO[str], home: Path) -> int:
             env,
             log,
         )
+        # Nobody is there to approve in a demo: approval is turned off for both manual runs.
         timings["manual run"] = run_step(
             f"airflow dags test dropbox_sign_cancel_request ({named[:12]}...)",
             [
@@ -401,7 +402,7 @@ def demo(log: IO[str], home: Path) -> int:
                 "test",
                 "dropbox_sign_cancel_request",
                 "-c",
-                json.dumps({"signature_request_ids": [named]}),
+                json.dumps({"signature_request_ids": [named], "require_approval": False}),
             ],
             env,
             log,
@@ -414,7 +415,9 @@ def demo(log: IO[str], home: Path) -> int:
                 "test",
                 "dropbox_sign_cancel_request",
                 "-c",
-                json.dumps({"signature_request_ids": [beside_unknown, UNKNOWN_ID]}),
+                json.dumps(
+                    {"signature_request_ids": [beside_unknown, UNKNOWN_ID], "require_approval": False}
+                ),
             ],
             env,
             log,

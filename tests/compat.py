@@ -60,8 +60,45 @@ def keep_dag_test_execution_apis_alive() -> None:
     supervisor.in_process_api_server = kept_api
 
 
+def answer_hitl_requests_in_dag_test() -> None:
+    """
+    Let ``dag.test()`` run the human-in-the-loop trigger on Airflow 3.1 and 3.2.
+
+    There a waiting approval defers to Airflow's ``HITLTrigger``, which reads (and on time-out
+    writes) the answer through its supervisor. The triggerer's supervisor serves those two requests;
+    the in-process one under which ``dag.test()`` runs a deferred task's trigger does not
+    ("Unhandled request"), so the approval would end with no answer. This serves them the way the
+    triggerer does. 3.3 parks the task as ``awaiting_input`` instead, with no trigger: nothing
+    changes there.
+    """
+    if AIRFLOW_V_3_3_PLUS:
+        return
+    from airflow.jobs.triggerer_job_runner import HITLDetailResponseResult
+    from airflow.sdk.execution_time import supervisor
+    from airflow.sdk.execution_time.comms import GetHITLDetailResponse, UpdateHITLDetail
+
+    handle = supervisor.ActivitySubprocess._handle_request
+
+    def handle_request(self: Any, msg: Any, log: Any, req_id: int) -> None:
+        if isinstance(msg, GetHITLDetailResponse):
+            answer = self.client.hitl.get_detail_response(ti_id=msg.ti_id)
+        elif isinstance(msg, UpdateHITLDetail):
+            answer = self.client.hitl.update_response(
+                ti_id=msg.ti_id, chosen_options=msg.chosen_options, params_input=msg.params_input
+            )
+        else:
+            handle(self, msg, log, req_id)
+            return
+        self.send_msg(
+            HITLDetailResponseResult.from_api_response(response=answer), request_id=req_id, error=None
+        )
+
+    supervisor.ActivitySubprocess._handle_request = handle_request
+
+
 __all__ = [
     "DagBag",
+    "answer_hitl_requests_in_dag_test",
     "keep_dag_test_execution_apis_alive",
     "requires_airflow_3_2",
     "requires_airflow_3_3",

@@ -49,10 +49,11 @@ import pytest
 
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.compat import keep_dag_test_execution_apis_alive
+from tests.compat import answer_hitl_requests_in_dag_test, keep_dag_test_execution_apis_alive
 from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
 
 keep_dag_test_execution_apis_alive()
+answer_hitl_requests_in_dag_test()
 
 
 @pytest.fixture(scope="session")

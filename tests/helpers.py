@@ -9,8 +9,13 @@ import asyncio
 import base64
 import importlib.util
 import json
+import threading
+import time
+import traceback
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import aiohttp
@@ -22,6 +27,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsy
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
+from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
 
 T = TypeVar("T")
 
@@ -29,6 +35,10 @@ T = TypeVar("T")
 API_KEY = "test-key"
 ACCESS_TOKEN = "test-token"
 REPO = Path(__file__).parent.parent
+#: The example DAGs, as shipped.
+DAGS = REPO / "dags"
+CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).
 SECRET_API_KEY = "sk-live-SECRETKEY123"
@@ -119,6 +129,30 @@ def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
     return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
 
 
+def load_dag_module(name: str) -> ModuleType:
+    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def task_states(dag_run: Any) -> dict[str, list[str]]:
+    """Each task's states in ``dag_run``, one per task instance (mapped tasks have several)."""
+    states: dict[str, list[str]] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def xcom_of(dag_run: Any, task_id: str) -> Any:
+    """The result (XCom ``return_value``) of the unmapped task ``task_id`` in ``dag_run``."""
+    ti = dag_run.get_task_instance(task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
 def load_test_dag(name: str) -> Any:
     """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
     spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
@@ -187,3 +221,128 @@ class HookClient:
             return str((await hook.get_session()).headers["Authorization"])
 
         return self._run(header)
+
+
+class ApprovalAnswer(threading.Thread):
+    """
+    A person answering a DAG's human-in-the-loop task while ``dag.test()`` runs in the main thread.
+
+    Waits until the task is parked waiting for input (``awaiting_input`` from Airflow 3.3; before,
+    ``queued`` while ``dag.test()`` runs its trigger in line, or ``deferred``), keeps the form as
+    Airflow stored it (``detail``), calls ``before_answer`` (to change the world meanwhile), then
+    answers through the handler of the REST API's ``PATCH .../hitlDetails``, the call the UI's
+    form makes, as the user ``user``.
+    With ``option=None`` it gives no answer: once the deadline has passed it does what the
+    scheduler does on 3.3 (its time-out sweep); before 3.3 the task's trigger times out by itself.
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        task_id: str,
+        option: str | None,
+        user: str = "reviewer",
+        before_answer: Any = None,
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        # Imported here, in the test's thread: importing Airflow's models from two threads at once
+        # deadlocks (the module locks against SQLAlchemy's mapper configuration lock).
+        import airflow.api_fastapi.core_api.routes.public.hitl
+        import airflow.jobs.scheduler_job_runner
+        import airflow.models.dagbag  # noqa: F401
+        from airflow.models import import_all_models
+        from sqlalchemy.orm import configure_mappers
+
+        import_all_models()
+        configure_mappers()
+        self.dag_id, self.task_id, self.option, self.user = dag_id, task_id, option, user
+        self.before_answer = before_answer
+        self.timeout = timeout
+        self.detail: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._answer()
+        except BaseException as error:  # raised by result(), in the test's thread
+            self.error = error
+            # dag.test() waits for the answer for ever: say at once why none will come.
+            traceback.print_exc()
+
+    def result(self) -> dict[str, Any]:
+        """The form as Airflow stored it; raises what went wrong in the thread."""
+        self.join(10)
+        if self.error is not None:
+            raise self.error
+        assert self.detail is not None, f"{self.task_id} never waited for input"
+        return self.detail
+
+    def _parked(self) -> Any:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+        from sqlalchemy.orm import joinedload
+
+        with create_session() as session:
+            ti = session.scalar(
+                select(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.task_id == self.task_id,
+                    # dag.test() before 3.3 runs the approval's trigger in line with the task set
+                    # back to queued; the form (hitl_detail) tells it has run.
+                    TaskInstance.state.in_(("deferred", "awaiting_input", "queued")),
+                )
+                .options(joinedload(TaskInstance.hitl_detail))
+            )
+            if ti is None or ti.hitl_detail is None:
+                return None
+            detail = ti.hitl_detail
+            self.detail = {
+                "subject": detail.subject,
+                "body": detail.body,
+                "options": list(detail.options),
+                "defaults": list(detail.defaults or []),
+            }
+            return ti.run_id, ti.trigger_timeout
+
+    def _answer(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while (parked := self._parked()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.dag_id}.{self.task_id} never waited for input")
+            time.sleep(0.2)
+        run_id, trigger_timeout = parked
+        if self.before_answer is not None:
+            self.before_answer()
+        if self.option is None:
+            if AIRFLOW_V_3_3_PLUS:
+                self._time_out(trigger_timeout)
+            return
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            update_hitl_detail(
+                dag_id=self.dag_id,
+                dag_run_id=run_id,
+                task_id=self.task_id,
+                update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.option]),
+                user=SimpleAuthManagerUser(username=self.user, role="admin"),
+                session=session,
+                map_index=-1,
+            )
+
+    @staticmethod
+    def _time_out(trigger_timeout: Any) -> None:
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        # Real time passes: the DAG under test was given a deadline of seconds.
+        while trigger_timeout is None or datetime.now(timezone.utc) <= trigger_timeout:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        scheduler = SchedulerJobRunner.__new__(SchedulerJobRunner)
+        scheduler.check_awaiting_input_timeouts()

@@ -22,6 +22,7 @@ from dropbox_sign_provider.outcomes import (
     report,
     summarize,
 )
+from dropbox_sign_provider.preview import RequestPreview, request_preview
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
 from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 #: (a template that rendered the wrong list, a search that matched the whole account) sends nothing.
 #: ``max_cancellations=None`` lifts the cap.
 DEFAULT_MAX_CANCELLATIONS = 1000
+
+#: The XCom key under which a dry run keeps what it read of each id
+#: (:class:`~dropbox_sign_provider.preview.RequestPreview`), for a person to approve.
+PREVIEW_XCOM_KEY = "preview"
 
 
 class CancelSignatureRequestOperator(BaseOperator):
@@ -69,6 +74,9 @@ class CancelSignatureRequestOperator(BaseOperator):
         (default 1,000); ``None`` lifts the cap.
     :param dry_run: ``GET`` each id and report what would happen; cancel nothing. Templated: a
         boolean, or ``"true"``/``"false"`` in any case, as ``"{{ params.dry_run }}"`` renders.
+        The dry run also pushes the XCom ``preview``: per id, its title, when it was sent, its
+        signers and which of them signed, and the outcome (see
+        :func:`~dropbox_sign_provider.preview.preview_markdown` to show it in an approval form).
     :param wait_for_confirmation: finish only once every cancellation is confirmed.
     :param deferrable: wait for confirmation on the triggerer.
     :param event_first: while waiting, read an id at once when a Dropbox Sign event names it,
@@ -168,7 +176,7 @@ class CancelSignatureRequestOperator(BaseOperator):
 
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
         if dry_run:
-            return self._preview(hook, ids)
+            return self._preview(hook, ids, context)
 
         outcomes: dict[str, str] = {}
         errors: dict[str, str] = {}
@@ -225,16 +233,25 @@ class CancelSignatureRequestOperator(BaseOperator):
             raise refused  # still pending (or no verdict): the refusal itself is the news
         return str(outcome)
 
-    def _preview(self, hook: DropboxSignHook, ids: list[str]) -> dict[str, str]:
+    def _preview(self, hook: DropboxSignHook, ids: list[str], context: Context) -> dict[str, str]:
         outcomes: dict[str, str] = {}
+        previews: list[RequestPreview] = []
         for sr_id in ids:
+            request: dict[str, Any] | None = None
             try:
-                state = _state_by_get(hook, sr_id)
+                try:
+                    request = hook.get_signature_request(sr_id)
+                    state = request_state(request)
+                except DropboxSignError as refused:
+                    state = request_state(refused)  # raises it again when it tells no state
             except DropboxSignError as error:
                 outcomes[sr_id] = f"error: {error}"
             else:
                 outcome = Outcome.WOULD_CANCEL if state is RequestState.PENDING else Outcome.of_state(state)
                 outcomes[sr_id] = state.value if outcome is None else str(outcome)
+            previews.append(request_preview(sr_id, outcomes[sr_id], request))
+        # What a person approving the cancel reads: the title, signers and date of each request.
+        context["ti"].xcom_push(key=PREVIEW_XCOM_KEY, value=previews)
         log_outcomes(self.log, "Dry run, nothing was cancelled", outcomes, summarize(outcomes, {}))
         return outcomes
 

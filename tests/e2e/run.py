@@ -7,20 +7,25 @@ End to end on a real Airflow deployment, driven through the Airflow UI in Chromi
 2. In the browser: adds the ``dropbox_sign_default`` connection through Admin > Connections,
    checking the form shows the provider's labels and fields.
 3. In the browser: opens ``dropbox_sign_cancel_request``, submits an invalid id (the form must
-   refuse it), then a seeded id.
+   refuse it), then two seeded ids, one of them signed by one of its two signers.
    Before that, points the account's callback URL at the API server's receiver (``PUT /v3/account``),
    checks that ``callback_test`` is acknowledged and a forged event refused, and unpauses
    ``dropbox_sign_cancellation_audit``.
-4. Waits for the run to succeed and proves through the REST API that the sensor task was
+4. When the run asks for approval, opens its approval form, waits until it shows both titles and
+   who signed, screenshots it (``NN-approval-form.png``) and presses **Approve**.
+5. Waits for the run to succeed and proves through the REST API that the sensor task was
    deferred and that the deployment's triggerer did the waiting; that it confirmed event-first,
    with one read of the id after the emulator's ``signature_request_canceled`` event; that the
    event became an asset event, whose audit DAG ran and confirmed the id (screenshot of the asset).
-5. Checks in the emulator that exactly that request was cancelled and nothing else.
-6. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
+   A second run, with a third id, is rejected in its approval form (``NN-approval-rejected.png``)
+   and ends saying so.
+6. Checks in the emulator that exactly the two approved requests were cancelled and nothing else:
+   the rejected id was read by the preview and never cancelled.
+7. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
    ``@daily`` DAG without catch-up makes one) must cancel nothing while the Variable
    ``dropbox_sign_cleanup_armed`` is unset, and say ``NOT ARMED``; then, with the Variable set to
    ``true``, a triggered run cancels the stale requests and nothing else.
-7. Checks that the API key reached no log.
+8. Checks that the API key reached no log.
 
 Screenshots, component logs, task logs and JSON evidence go to ``build/e2e/``. Every process
 started here is stopped by process group, on success, failure, Ctrl-C or SIGTERM.
@@ -42,7 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -68,16 +73,20 @@ ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
 DAY = 86400
 IDS_PARAM = "signature_request_ids"
 SENSOR_TASK_ID = "confirm"
+APPROVAL_TASK_ID = "approve"
 OUTCOME_TASK_IDS = (SENSOR_TASK_ID, "summary")
 TRIGGER_CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 CONN_ID = "dropbox_sign_default"
 CONN_TYPE = "dropbox_sign"
 # Not a Dropbox Sign id: upper case and dashes, which the DAG's param pattern must refuse.
 INVALID_ID = "NOT-A-DROPBOX-SIGN-ID"
+HALF_SIGNED_TITLE = "E2E agreement 4 (half signed)"
 # A whole run takes 1-2 minutes; past this something hangs, and the run must still clean up.
 OVERALL_TIMEOUT_S = 540
 RUN_TIMEOUT_S = 300
 TERMINAL_RUN_STATES = {"success", "failed"}
+# An approval waiting for its answer: awaiting_input from Airflow 3.3, deferred before.
+WAITING_FOR_A_PERSON = ("awaiting_input", "deferred")
 
 
 class Interrupted(Exception):
@@ -122,17 +131,30 @@ def check(condition: bool, message: str) -> None:
 
 
 def seed(stack: Stack) -> list[str]:
-    """Three ordinary, unsigned requests: one to cancel, two that must be left alone."""
+    """
+    Three ordinary, unsigned requests, and a fourth that one of its two signers has signed: the
+    second and the fourth are cancelled, the third is rejected, the first is never named.
+    """
     created = stack.admin(
         "POST",
         "signature_requests",
         [
-            {"title": f"E2E agreement {n}", "metadata": {"suite": "e2e", "n": str(n)}, "expires_at": None}
-            for n in (1, 2, 3)
+            *(
+                {"title": f"E2E agreement {n}", "metadata": {"suite": "e2e", "n": str(n)}, "expires_at": None}
+                for n in (1, 2, 3)
+            ),
+            {
+                "title": HALF_SIGNED_TITLE,
+                "expires_at": None,
+                "signers": [
+                    {"name": "Ann Lee", "email_address": "ann@example.com", "status_code": "signed"},
+                    {"name": "Bob Roe", "email_address": "bob@example.com"},
+                ],
+            },
         ],
     )
     ids = [item["signature_request_id"] for item in created]
-    check(len(set(ids)) == 3, f"the emulator did not create three distinct requests: {ids}")
+    check(len(set(ids)) == 4, f"the emulator did not create four distinct requests: {ids}")
     return ids
 
 
@@ -181,12 +203,13 @@ def check_connection(stack: Stack, host: str) -> dict[str, Any]:
 
 
 def watch_run(
-    stack: Stack, ui: UI, run_id: str, out: Path, summary: dict[str, Any]
+    stack: Stack, ui: UI, run_id: str, out: Path, summary: dict[str, Any], approve: Callable[[], Any]
 ) -> tuple[str, list[dict[str, Any]]]:
     """
-    Poll the run's task instances until the run ends, recording every change of state; take a
-    screenshot of the run page when the sensor is first seen deferred (and note whether the page
-    showed it: the deferral may end before the page has loaded, so that is evidence, not a check).
+    Poll the run's task instances until the run ends, recording every change of state; call
+    ``approve`` once, when the approval first waits for a person; take a screenshot of the run page
+    when the sensor is first seen deferred (and note whether the page showed it: the deferral may
+    end before the page has loaded, so that is evidence, not a check).
 
     :return: the run's final state and the timeline of task-instance states.
     """
@@ -194,6 +217,7 @@ def watch_run(
     timeline: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
     deferred_shot = False
+    answered = False
     started = time.monotonic()
     deadline = started + RUN_TIMEOUT_S
     while True:
@@ -213,6 +237,9 @@ def watch_run(
             timeline.append({"t": round(time.monotonic() - started, 2), "task_instances": now})
             last = now
             print(f"   t={timeline[-1]['t']:6.1f}s " + ", ".join(f"{k}={v['state']}" for k, v in now.items()))
+            if not answered and (now.get(APPROVAL_TASK_ID) or {}).get("state") in WAITING_FOR_A_PERSON:
+                answered = True
+                summary["approval"] = approve()
             if not deferred_shot and (now.get(SENSOR_TASK_ID) or {}).get("state") == "deferred":
                 deferred_shot = True
                 ui.open_run(DAG_ID, run_id)
@@ -226,6 +253,64 @@ def watch_run(
             dump_json(out / "task-instance-timeline.json", timeline)
             raise TimeoutError(f"run {run_id} still {state} after {RUN_TIMEOUT_S} s; last states: {now}")
         time.sleep(0.25)
+
+
+#: What the approval form of the approved run must show: both titles, and who signed the half-signed
+#: request (the form's Markdown, as the UI renders it).
+APPROVAL_FORM_SHOWS = [
+    "E2E agreement 2",
+    HALF_SIGNED_TITLE,
+    "signers (1 of 2 signed)",
+    "Ann Lee",
+    "Bob Roe",
+    "not signed (awaiting signature)",
+    "Approve cancels 2 signature requests",
+]
+
+
+def answer_in_form(ui: UI, run_id: str, expected: list[str], option: str, shot: str) -> dict[str, Any]:
+    """Press ``option`` in the run's approval form once it shows ``expected``; what Airflow kept."""
+    detail = ui.answer_approval(DAG_ID, run_id, APPROVAL_TASK_ID, expected, option, shot)
+    check(
+        detail.get("chosen_options") == [option],
+        f"the form's answer was stored as {detail.get('chosen_options')!r}, not [{option!r}]",
+    )
+    return {"chosen_options": detail["chosen_options"], "form_showed": expected}
+
+
+def reject_run(stack: Stack, ui: UI, rejected: str, out: Path) -> dict[str, Any]:
+    """
+    Trigger the DAG with ``rejected``, press **Reject** in the approval form, and check that the
+    run ends as a rejection: a success whose summary reports ``not_approved`` and says who rejected.
+    """
+    run = ui.trigger_again(DAG_ID, IDS_PARAM, rejected, "trigger-form-to-reject")
+    run_id: str = run["dag_run_id"]
+    run_path = f"dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+
+    def waiting() -> bool:
+        ti = stack.api("GET", f"{run_path}/taskInstances/{APPROVAL_TASK_ID}")
+        if stack.api("GET", run_path)["state"] in TERMINAL_RUN_STATES:
+            raise AssertionError(f"run {run_id} ended before asking for approval")
+        return ti["state"] in WAITING_FOR_A_PERSON
+
+    stack.wait_for(f"run {run_id} to ask for approval", waiting, RUN_TIMEOUT_S, 0.5)
+    answer = answer_in_form(
+        ui, run_id, ["E2E agreement 3", "Approve cancels 1 signature request"], "Reject", "approval-rejected"
+    )
+    wait_for_run(stack, DAG_ID, run_id)
+    tis = {
+        ti["task_id"]: ti["state"] for ti in stack.api("GET", f"{run_path}/taskInstances")["task_instances"]
+    }
+    check(tis.get("cancel") == "skipped", f"the rejected run's cancel was not skipped: {tis}")
+    outcome = xcom_value(stack, DAG_ID, run_id, "summary")
+    check(outcome == {rejected: "not_approved"}, f"the rejected run's summary returned {outcome!r}")
+    said = [line for line in task_log(stack, run_id, "summary", 1) if "rejected by" in str(line)]
+    check(bool(said), "the rejected run's summary log does not say who rejected")
+    ui.open_run(DAG_ID, run_id)
+    ui.expect_run_state("success")
+    ui.shot("run-rejected")
+    dump_json(out / "rejected-run.json", {"run_id": run_id, "task_states": tis, "summary": outcome})
+    return {"run_id": run_id, "answer": answer, "task_states": tis, "summary": outcome}
 
 
 def task_log(
@@ -324,8 +409,9 @@ def xcom_value(stack: Stack, dag_id: str, run_id: str, task_id: str) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def check_outcomes(stack: Stack, run_id: str, chosen: str) -> dict[str, Any]:
-    """The sensor's and the summary's results (XCom): the cancelled id, reported ``canceled``."""
+def check_outcomes(stack: Stack, run_id: str, approved: list[str]) -> dict[str, Any]:
+    """The sensor's and the summary's results (XCom): the approved ids, reported ``canceled``."""
+    expected = dict.fromkeys(approved, "canceled")
     results: dict[str, Any] = {}
     for task_id in OUTCOME_TASK_IDS:
         entry = stack.api(
@@ -337,18 +423,18 @@ def check_outcomes(stack: Stack, run_id: str, chosen: str) -> dict[str, Any]:
         value = entry["value"]
         if isinstance(value, str):
             value = json.loads(value)
-        check(
-            value == {chosen: "canceled"},
-            f"{task_id} returned {value!r}, expected {{{chosen!r}: 'canceled'}}",
-        )
+        check(value == expected, f"{task_id} returned {value!r}, expected {expected!r}")
         results[task_id] = value
     return results
 
 
-def check_emulator(stack: Stack, seeded: list[str], stale: list[str], chosen: str, out: Path) -> None:
+def check_emulator(
+    stack: Stack, seeded: list[str], stale: list[str], approved: list[str], rejected: str, out: Path
+) -> None:
     """
-    Exactly the chosen request was cancelled, by one accepted cancel call; nothing else was touched.
-    The stale requests may have been looked at by the unarmed clean-up, never cancelled.
+    Exactly the approved requests were cancelled, each by one accepted cancel call; the rejected
+    one was read by its run's preview and nothing more; nothing else was touched. The stale
+    requests may have been looked at by the unarmed clean-up, never cancelled.
     """
     requests_now = stack.admin("GET", "signature_requests")
     log = stack.admin("GET", "requests_log")
@@ -362,9 +448,10 @@ def check_emulator(stack: Stack, seeded: list[str], stale: list[str], chosen: st
     )
     for sr_id in stale:
         check(states[sr_id] == "awaiting_signature", f"stale {sr_id} is {states[sr_id]!r} before arming")
-    check(states[chosen] == "canceled", f"{chosen} is {states[chosen]!r} in the emulator, not 'canceled'")
+    for sr_id in approved:
+        check(states[sr_id] == "canceled", f"{sr_id} is {states[sr_id]!r} in the emulator, not 'canceled'")
     for other in seeded:
-        if other != chosen:
+        if other not in approved:
             check(
                 states[other] == "awaiting_signature",
                 f"{other} was not to be touched but is {states[other]!r}",
@@ -374,19 +461,26 @@ def check_emulator(stack: Stack, seeded: list[str], stale: list[str], chosen: st
         entry for entry in log if entry["method"] == "POST" and "/signature_request/cancel/" in entry["path"]
     ]
     check(
-        [(entry["path"], entry["status"]) for entry in cancels]
-        == [(f"/v3/signature_request/cancel/{chosen}", 200)],
-        f"expected exactly one accepted cancel of {chosen}; cancel calls: {cancels}",
+        sorted((entry["path"], entry["status"]) for entry in cancels)
+        == sorted((f"/v3/signature_request/cancel/{sr_id}", 200) for sr_id in approved),
+        f"expected exactly one accepted cancel of each of {approved}; cancel calls: {cancels}",
     )
-    touched_others = [entry for entry in log if any(o in entry["path"] for o in seeded if o != chosen)]
-    check(not touched_others, f"calls about requests that were not to be cancelled: {touched_others}")
+    rejected_calls = [(entry["method"], entry["status"]) for entry in log if rejected in entry["path"]]
+    check(
+        rejected_calls == [("GET", 200)],
+        f"the rejected {rejected} was to be read once by the preview, never cancelled: {rejected_calls}",
+    )
+    never_named = [sr_id for sr_id in seeded if sr_id not in approved and sr_id != rejected]
+    touched_others = [entry for entry in log if any(o in entry["path"] for o in never_named)]
+    check(not touched_others, f"calls about requests no run named: {touched_others}")
     refused = [entry for entry in log if entry["status"] in (401, 403, 429) or entry["status"] >= 500]
     check(not refused, f"the emulator refused or failed calls: {refused}")
-    confirmations = [entry for entry in log if entry["path"] == f"/v3/signature_request/{chosen}"]
-    check(
-        any(entry["status"] == 410 for entry in confirmations),
-        f"the cancellation was never confirmed by a 410 on GET: {confirmations}",
-    )
+    for sr_id in approved:
+        confirmations = [entry for entry in log if entry["path"] == f"/v3/signature_request/{sr_id}"]
+        check(
+            any(entry["status"] == 410 for entry in confirmations),
+            f"the cancellation of {sr_id} was never confirmed by a 410 on GET: {confirmations}",
+        )
 
 
 def wait_for_run(stack: Stack, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -510,12 +604,18 @@ def check_events(stack: Stack, ui: UI, run_id: str, chosen: str, out: Path) -> d
     sensor = stack.api("GET", f"{run_path}/taskInstances/{SENSOR_TASK_ID}")
     sensor_end = _epoch(sensor["end_date"])
     log = stack.admin("GET", "requests_log")
+    # The preview read the id once before the cancel: the sensor's reads come after it.
+    cancelled_at = min(
+        entry["time"]
+        for entry in log
+        if entry["method"] == "POST" and entry["path"] == f"/v3/signature_request/cancel/{chosen}"
+    )
     id_reads = [
         entry
         for entry in log
         if entry["method"] == "GET"
         and entry["path"] == f"/v3/signature_request/{chosen}"
-        and entry["time"] <= sensor_end
+        and cancelled_at <= entry["time"] <= sensor_end
     ]
     reads = [
         entry
@@ -647,8 +747,16 @@ def run_steps(stack: Stack, out: Path, api_key: str, timer: Timer, summary: dict
         stack.start_emulator(cancel_delay=10.0)
         seeded = seed(stack)
         stale = seed_stale(stack)
-        chosen = seeded[1]
-        summary.update(emulator=stack.emulator_base_url, seeded=seeded, stale=stale, cancelled=chosen)
+        # The second (unsigned) and the fourth (one of two signers signed) are approved; the third
+        # is rejected; the first is never named.
+        approved, rejected = [seeded[1], seeded[3]], seeded[2]
+        summary.update(
+            emulator=stack.emulator_base_url,
+            seeded=seeded,
+            stale=stale,
+            cancelled=approved,
+            rejected=rejected,
+        )
     with timer.phase("start Airflow and wait until healthy"):
         check(any(stack.dags_folder.glob("*.py")), f"no DAG files in {stack.dags_folder}")
         stack.start_airflow()
@@ -660,7 +768,7 @@ def run_steps(stack: Stack, out: Path, api_key: str, timer: Timer, summary: dict
         ui = UI(playwright, stack.airflow_url, out)
         failed = True
         try:
-            run_id = ui_steps(stack, ui, out, dag, api_key, chosen, timer, summary)
+            run_id = ui_steps(stack, ui, out, dag, api_key, approved, rejected, timer, summary)
             failed = False
         finally:
             if failed:
@@ -668,13 +776,13 @@ def run_steps(stack: Stack, out: Path, api_key: str, timer: Timer, summary: dict
                     summary["failure_page"] = [str(p) for p in ui.dump("failure-page")]
             with contextlib.suppress(Exception):
                 ui.close(keep_trace=failed)
-    with timer.phase("the run's results; exactly that request cancelled"):
-        summary["results"] = check_outcomes(stack, run_id, chosen)
-        check_emulator(stack, seeded, stale, chosen, out)
+    with timer.phase("the run's results; exactly the approved requests cancelled"):
+        summary["results"] = check_outcomes(stack, run_id, approved)
+        check_emulator(stack, seeded, stale, approved, rejected, out)
     with timer.phase("clean-up: its first scheduled run, unarmed, cancels nothing"):
         summary["cleanup_unarmed"] = check_unarmed_first_run(stack, stale, out)
     with timer.phase("clean-up: armed, a triggered run cancels the stale requests only"):
-        untouched = [sr_id for sr_id in seeded if sr_id != chosen]
+        untouched = [sr_id for sr_id in seeded if sr_id not in approved]
         summary["cleanup_armed"] = check_armed_run(stack, stale, untouched, out)
     with timer.phase("the key in no log"):
         summary["log_files_checked_for_key"] = check_no_key_in_logs(stack.log_dir, api_key)
@@ -686,11 +794,15 @@ def ui_steps(
     out: Path,
     dag: dict[str, Any],
     api_key: str,
-    chosen: str,
+    approved: list[str],
+    rejected: str,
     timer: Timer,
     summary: dict[str, Any],
 ) -> str:
-    """The browser part: the connection, the trigger form, the run; returns the run id."""
+    """
+    The browser part: the connection, the trigger form, the approved run, the rejected run;
+    returns the approved run's id.
+    """
     with timer.phase("UI: add the Dropbox Sign connection"):
         form = ConnectionForm.from_provider_info(get_provider_info(), CONN_TYPE)
         declared = {*form.relabeling.values(), *(spec["label"] for spec in form.conn_fields.values())}
@@ -703,19 +815,27 @@ def ui_steps(
     with timer.phase("events: the account's callback URL set to the API server's receiver"):
         summary["callbacks"] = connect_callbacks(stack, api_key)
         stack.api("PATCH", f"dags/{AUDIT_DAG_ID}", json={"is_paused": False})
-    with timer.phase("UI: trigger the DAG (invalid id refused, then a seeded id)"):
+    with timer.phase("UI: trigger the DAG (invalid id refused, then two seeded ids)"):
         ui.open_dag(DAG_ID, dag.get("dag_display_name") or DAG_ID)
-        run = ui.trigger(DAG_ID, IDS_PARAM, INVALID_ID, chosen)
+        # The form's list field takes one id per line.
+        run = ui.trigger(DAG_ID, IDS_PARAM, INVALID_ID, "\n".join(approved))
         run_id: str = run["dag_run_id"]
         summary["run_id"] = run_id
         check(
-            run["conf"].get(IDS_PARAM) == [chosen],
-            f"the run's conf holds {run['conf'].get(IDS_PARAM)!r}, expected [{chosen!r}]",
+            run["conf"].get(IDS_PARAM) == approved,
+            f"the run's conf holds {run['conf'].get(IDS_PARAM)!r}, expected {approved!r}",
         )
         runs = [r["dag_run_id"] for r in stack.api("GET", f"dags/{DAG_ID}/dagRuns")["dag_runs"]]
         check(runs == [run_id], f"only the valid trigger was to create a run; runs: {runs}")
-    with timer.phase("wait for the run; prove the sensor was deferred to the triggerer"):
-        state, timeline = watch_run(stack, ui, run_id, out, summary)
+    with timer.phase("approve in the form; prove the sensor was deferred to the triggerer"):
+        state, timeline = watch_run(
+            stack,
+            ui,
+            run_id,
+            out,
+            summary,
+            lambda: answer_in_form(ui, run_id, APPROVAL_FORM_SHOWS, "Approve", "approval-form"),
+        )
         ui.open_run(DAG_ID, run_id)
         if state != "success":
             raise AssertionError(f"run {run_id} ended {state}; task states: {timeline[-1]}")
@@ -723,7 +843,10 @@ def ui_steps(
         ui.shot("run-success")
         summary["deferral"] = prove_deferred(stack, run_id, timeline, out)
     with timer.phase("events: one read after the event; the asset event; the audit DAG ran"):
-        summary["events"] = check_events(stack, ui, run_id, chosen, out)
+        summary["events"] = check_events(stack, ui, run_id, approved[0], out)
+    with timer.phase("UI: a second run, rejected in its approval form, cancels nothing"):
+        ui.open_dag(DAG_ID, dag.get("dag_display_name") or DAG_ID)
+        summary["rejected_run"] = reject_run(stack, ui, rejected, out)
     return run_id
 
 

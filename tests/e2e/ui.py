@@ -242,12 +242,30 @@ class UI:
         dialog.get_by_role("heading").first.hover()
         expect(page.get_by_role("status").filter(has_text="Failed to Trigger")).to_have_count(0)
 
-        ids_input.fill(valid_value)
-        expect(ids_input).to_have_value(valid_value)
-        self.shot("trigger-form-valid-id")
+        return self._trigger_with(dialog, dag_id, ids_input, valid_value, "trigger-form-valid-id")
+
+    def trigger_again(self, dag_id: str, param: str, value: str, shot: str) -> dict[str, Any]:
+        """
+        Trigger the open DAG once more with ``value`` for the list param ``param`` (one item per
+        line), as a user would from the DAG's page.
+
+        :return: the created DAG run, as the API answered the form's request.
+        """
+        page = self.page
+        page.get_by_role("button", name="Trigger Dag", exact=True).click()
+        dialog = page.get_by_role("dialog").filter(has_text=f"Trigger Dag - {dag_id}")
+        expect(dialog).to_be_visible()
+        return self._trigger_with(dialog, dag_id, dialog.locator(f'[name="element_{param}"]'), value, shot)
+
+    def _trigger_with(
+        self, dialog: Locator, dag_id: str, ids_input: Locator, value: str, shot: str
+    ) -> dict[str, Any]:
+        ids_input.fill(value)
+        expect(ids_input).to_have_value(value)
+        self.shot(shot)
         answer = self._submit_trigger(dialog, dag_id)
         if answer.status != 200:
-            raise UIError(f"triggering with {valid_value!r} answered {answer.status}: {answer.text()[:500]}")
+            raise UIError(f"triggering with {value!r} answered {answer.status}: {answer.text()[:500]}")
         expect(dialog).to_be_hidden()
         run: dict[str, Any] = answer.json()
         return run
@@ -261,6 +279,37 @@ class UI:
         return answer.value
 
     # -- step 3: the run ------------------------------------------------------------------------
+
+    def answer_approval(
+        self, dag_id: str, run_id: str, task_id: str, expected: list[str], option: str, shot: str
+    ) -> dict[str, Any]:
+        """
+        Open the run's required action for ``task_id``, wait until the form shows every text of
+        ``expected``, screenshot it, and press the button ``option``.
+
+        :return: the API's answer to the form's ``PATCH .../hitlDetails``.
+        """
+        page = self.page
+        page.goto(
+            f"{self.base_url}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}"
+            f"/tasks/{task_id}/required_actions"
+        )
+        # The app may land on the task's default tab (its logs) instead: open the form's tab, as a
+        # user would.
+        page.get_by_text(re.compile(r"^Required Action")).first.click()
+        for text in expected:
+            expect(page.get_by_text(text, exact=False).first).to_be_visible(timeout=30_000)
+        self.shot(shot)
+        with page.expect_response(
+            lambda r: (
+                r.request.method == "PATCH" and urllib.parse.urlsplit(r.url).path.endswith("/hitlDetails")
+            )
+        ) as answer:
+            page.get_by_role("button", name=option, exact=True).click()
+        if answer.value.status != 200:
+            raise UIError(f"pressing {option} answered {answer.value.status}: {answer.value.text()[:500]}")
+        detail: dict[str, Any] = answer.value.json()
+        return detail
 
     def open_run(self, dag_id: str, run_id: str) -> None:
         """The run's page (where the app lands after triggering), reloaded to show the current state."""

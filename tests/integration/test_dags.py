@@ -6,9 +6,10 @@ they run end to end with ``dag.test()`` against the emulator.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,24 +19,22 @@ from airflow.providers.common.compat.sdk import ParamValidationError
 
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.compat import DagBag, requires_airflow_3_3
-from tests.helpers import API_KEY, REPO, connection_uri_json, make_requests
+from tests.helpers import (
+    API_KEY,
+    CLEANUP_DAG,
+    DAGS,
+    DAY,
+    ApprovalAnswer,
+    connection_uri_json,
+    load_dag_module,
+    make_requests,
+    task_states,
+    xcom_of,
+)
 
-DAGS = REPO / "dags"
-DAY = 86400.0
 CANCEL_DAG = "dropbox_sign_cancel_request"
-CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 AUDIT_DAG = "dropbox_sign_cancellation_audit"
 EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
-
-
-def load_dag_module(name: str) -> ModuleType:
-    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_dags_folder() -> DagBag:
@@ -47,18 +46,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def task_states(dag_run: Any) -> dict[str, list[str]]:
-    states: dict[str, list[str]] = {}
-    for ti in dag_run.get_task_instances():
-        states.setdefault(ti.task_id, []).append(str(ti.state))
-    return states
-
-
-def xcom_of(dag_run: Any, task_id: str) -> Any:
-    ti = dag_run.get_task_instance(task_id)
-    return ti.xcom_pull(task_ids=task_id)
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -134,6 +121,7 @@ def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> 
     params["signature_request_ids"] = ids
     assert params.validate() == {
         "signature_request_ids": ids,
+        "require_approval": True,
         "wait_for_confirmation": True,
         "on_completed": "fail",
     }
@@ -196,23 +184,6 @@ class Account:
 @pytest.fixture
 def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Account:
     return Account(emulator)
-
-
-@pytest.fixture
-def armed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The clean-up armed, as ``airflow variables set dropbox_sign_cleanup_armed true`` does."""
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
-
-
-@pytest.fixture
-def fast_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The emulator confirms in 0.2 s; the DAGs' production interval would make each run wait a minute.
-    monkeypatch.setenv("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "0.5")
-
-
-@pytest.fixture
-def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
-    return load_dag_module(CLEANUP_DAG).dag
 
 
 def test_cleanup_cancels_stale_and_expired_requests_only(
@@ -380,6 +351,8 @@ def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.M
         "check_armed": "default_pool",
         "find": "dropbox_sign_api",
         "guard": "default_pool",
+        "ask": "default_pool",
+        "approve": "default_pool",
         "cancel": "dropbox_sign_api",
         "report": "default_pool",
     }
@@ -464,12 +437,17 @@ def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CANCEL_DAG).dag
 
 
+#: The manual DAG's form with approval off: the run cancels right after the preview, as the DAG did
+#: before it asked anyone.
+UNASKED = {"require_approval": False}
+
+
 def test_cancel_request_cancels_the_named_id(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
     target, bystander = make_requests(emulator, 2)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], **UNASKED})
 
     assert dag_run.state == "success", task_states(dag_run)
     assert emulator.get_state(target) == "canceled"
@@ -490,7 +468,7 @@ def test_cancel_request_waits_until_the_cancellation_is_confirmed(
         monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(slow.base_url))
         (target,) = make_requests(slow, 1)
 
-        dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+        dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], **UNASKED})
 
         assert dag_run.state == "success", task_states(dag_run)
         assert slow.get_state(target) == "canceled"
@@ -508,14 +486,16 @@ def test_cancel_request_without_waiting_skips_confirm(
     (target,) = make_requests(emulator, 1)
     emulator.set_fault(never_complete=True)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], "wait_for_confirmation": False})
+    dag_run = cancel_dag.test(
+        run_conf={"signature_request_ids": [target], "wait_for_confirmation": False, **UNASKED}
+    )
 
     assert dag_run.state == "success", task_states(dag_run)
     assert task_states(dag_run)["confirm"] == ["skipped"]
     assert emulator.get_state(target) == "cancel_requested"
     assert xcom_of(dag_run, "summary") == {target: "cancel_requested"}
-    gets = [entry for entry in emulator.requests_log if entry.method == "GET"]
-    assert gets == []
+    # The preview's one read, then the cancel: nothing waited for the confirmation.
+    assert [entry.method for entry in emulator.requests_log] == ["GET", "POST"]
 
 
 def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
@@ -524,7 +504,7 @@ def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     (pending,) = make_requests(emulator, 1)
     (signed,) = make_requests(emulator, 1, is_complete=True)
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed], **UNASKED})
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
@@ -540,7 +520,7 @@ def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     (pending,) = make_requests(emulator, 1)
     unknown = "0d" * 20
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, unknown]})
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, unknown], **UNASKED})
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
@@ -552,3 +532,168 @@ def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     assert confirmed_by_get(emulator, pending)
     assert xcom_of(dag_run, "confirm") == {pending: "canceled"}
     assert f"{unknown}: not found (404)" in capfd.readouterr().out
+
+
+# --- the manual DAG asks a person first -------------------------------------------------------------
+
+SIGNED_BY_ANN = [
+    {
+        "name": "Ann Lee",
+        "email_address": "ann@example.com",
+        "status_code": "signed",
+        "signed_at": 1_764_497_520,
+    },
+    {"name": "Bob Roe", "email_address": "bob@example.com"},
+]
+
+
+class Seeded:
+    """Two requests out for signature (one half signed) and one signed by everyone."""
+
+    def __init__(self, emulator: DropboxSignEmulator) -> None:
+        self.emulator = emulator
+        self.half = emulator.create_signature_request(title="NDA Acme", signers=SIGNED_BY_ANN)[
+            "signature_request_id"
+        ]
+        (self.plain,) = make_requests(emulator, 1, title="Offer letter")
+        (self.signed,) = make_requests(emulator, 1, title="Lease", is_complete=True)
+        self.ids = [self.half, self.plain, self.signed]
+
+    def posts(self) -> list[str]:
+        return [entry.path for entry in self.emulator.requests_log if entry.method == "POST"]
+
+
+@pytest.fixture
+def seeded(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Seeded:
+    return Seeded(emulator)
+
+
+def asked(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
+    """Run the manual DAG while ``answer`` answers its approval; the run and the form it saw."""
+    answer.start()
+    dag_run = dag.test(run_conf=conf)
+    return dag_run, answer.result()
+
+
+def test_approved_cancels_what_the_form_showed(seeded: Seeded, cancel_dag: Any) -> None:
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, form = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
+
+    assert dag_run.state == "success", task_states(dag_run)
+    # The form named both requests that would go, who signed, and the one that would not.
+    body = form["body"]
+    assert form["options"] == ["Approve", "Reject"]
+    assert form["defaults"] == ["Reject"]
+    assert body.startswith("**Approve cancels 2 signature requests: this cannot be undone.**")
+    assert "**NDA Acme**: **will be cancelled** if you approve" in body
+    assert "Ann Lee (ann@example\\.com): **signed** 2025-11-30 10:12 UTC" in body
+    assert "Bob Roe (bob@example\\.com): not signed (awaiting signature)" in body
+    assert "**Offer letter**: **will be cancelled** if you approve" in body
+    assert "**Lease**: signed by everyone: will not be cancelled" in body
+    # Exactly those two were cancelled, once each, and confirmed.
+    assert sorted(seeded.posts()) == sorted(
+        f"/v3/signature_request/cancel/{sr_id}" for sr_id in (seeded.half, seeded.plain)
+    )
+    assert xcom_of(dag_run, "summary") == {
+        seeded.half: "canceled",
+        seeded.plain: "canceled",
+        seeded.signed: "completed",
+    }
+    assert xcom_of(dag_run, "approve")["responded_by_user"]["name"] == "reviewer"
+
+
+def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_says_so(
+    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = {"signature_request_ids": [seeded.half, seeded.plain], "on_completed": "ignore"}
+    signed_meanwhile = ApprovalAnswer(
+        CANCEL_DAG, "approve", "Approve", before_answer=lambda: seeded.emulator.sign(seeded.half)
+    )
+
+    dag_run, _ = asked(cancel_dag, conf, signed_meanwhile)
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert xcom_of(dag_run, "summary") == {seeded.half: "completed", seeded.plain: "canceled"}
+    assert seeded.emulator.get_state(seeded.half) == "completed"
+    said = f"approved by reviewer; changed since the preview, so not cancelled: {seeded.half} (completed)"
+    assert said in caplog.text
+
+
+def test_rejected_cancels_nothing_and_says_who_rejected(
+    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, _ = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
+
+    assert dag_run.state == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert (states["cancel"], states["confirm"], states["summary"]) == (["skipped"], ["skipped"], ["success"])
+    assert seeded.posts() == []
+    assert {seeded.emulator.get_state(i) for i in (seeded.half, seeded.plain)} == {"awaiting_signature"}
+    assert xcom_of(dag_run, "summary") == {
+        seeded.half: "not_approved",
+        seeded.plain: "not_approved",
+        seeded.signed: "completed",
+    }
+    assert "rejected by carol: nothing was cancelled" in caplog.text
+
+
+def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
+    seeded: Seeded,
+    airflow_db: Path,
+    fast_confirmations: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DROPBOX_SIGN_APPROVAL_TIMEOUT", "3")
+    dag = load_dag_module(CANCEL_DAG).dag
+    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+
+    dag_run, _ = asked(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
+
+    assert dag_run.state == "failed"
+    states = task_states(dag_run)
+    assert (states["approve"], states["cancel"], states["summary"]) == (["success"], ["skipped"], ["failed"])
+    assert seeded.posts() == []
+    assert xcom_of(dag_run, "summary") is None
+    assert "not approved in time (the approval timed out): nothing was cancelled" in capfd.readouterr().out
+
+
+def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None:
+    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [seeded.signed], "on_completed": "ignore"})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert task_states(dag_run)["approve"] == ["skipped"]
+    assert seeded.posts() == []
+    assert xcom_of(dag_run, "summary") == {seeded.signed: "completed"}
+
+
+@pytest.fixture
+def airflow_without_hitl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An Airflow whose standard provider has no human-in-the-loop operators (importing them fails)."""
+    from dropbox_sign_provider.approval import cancellation_approval
+
+    monkeypatch.setitem(sys.modules, "airflow.providers.standard.operators.hitl", None)
+    cancellation_approval.cache_clear()
+    yield
+    cancellation_approval.cache_clear()
+
+
+def test_without_hitl_operators_the_run_cancels_without_asking_and_says_so(
+    airflow_without_hitl: None,
+    seeded: Seeded,
+    airflow_db: Path,
+    fast_confirmations: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dag = load_dag_module(CANCEL_DAG).dag
+    assert "approve" not in dag.task_ids
+
+    dag_run = dag.test(run_conf={"signature_request_ids": [seeded.plain]})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert seeded.posts() == [f"/v3/signature_request/cancel/{seeded.plain}"]
+    assert xcom_of(dag_run, "summary") == {seeded.plain: "canceled"}
+    assert "cancelled without approval: this Airflow has no human-in-the-loop operators" in caplog.text

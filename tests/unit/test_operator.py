@@ -391,6 +391,53 @@ def test_dry_run_only_reads(emulator: DropboxSignEmulator, dropbox_sign_conn: st
     assert emulator.cancel_calls(plain) == 0
 
 
+def test_dry_run_keeps_what_a_person_needs_to_approve(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    signers = [
+        {
+            "name": "Ann",
+            "email_address": "ann@example.com",
+            "status_code": "signed",
+            "signed_at": 1_700_000_000,
+        },
+        ("Bob", "bob@example.com"),
+    ]
+    half = emulator.create_signature_request(title="NDA", created_at=1_690_000_000, signers=signers)
+    signed = emulator.create_signature_request(title="Offer", is_complete=True)["signature_request_id"]
+    ti = FakeTI()
+
+    run(operator([half["signature_request_id"], signed, MISSING], dry_run=True), ti)
+
+    first, *others = ti.xcoms["preview"]
+    assert first == {
+        "signature_request_id": half["signature_request_id"],
+        "outcome": "would_cancel",
+        "title": "NDA",
+        "created_at": 1_690_000_000,
+        "signers": [
+            {
+                "name": "Ann",
+                "email_address": "ann@example.com",
+                "status_code": "signed",
+                "signed_at": 1_700_000_000,
+            },
+            {
+                "name": "Bob",
+                "email_address": "bob@example.com",
+                "status_code": "awaiting_signature",
+                "signed_at": None,
+            },
+        ],
+    }
+    assert [(p["signature_request_id"], p["outcome"], p["title"]) for p in others] == [
+        (signed, "completed", "Offer"),
+        (MISSING, "not_found", None),
+    ]
+    assert others[1]["signers"] == []
+    assert emulator.cancel_calls(half["signature_request_id"]) == 0
+
+
 def test_dry_run_reports_errors_instead_of_failing(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str
 ) -> None:
