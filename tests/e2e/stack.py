@@ -266,11 +266,13 @@ class Stack:
         """
         Call Airflow's public REST API (``/api/v2/<path>``); the all-admins setting needs no token.
 
-        A GET is repeated for up to :data:`API_PATIENCE` seconds while the server does not answer or
-        answers 5xx: on a busy 2-core machine the SQLite-backed server stalls now and then.
+        A GET, PUT or PATCH is repeated for up to :data:`API_PATIENCE` seconds while the server does
+        not answer or answers 5xx: on a busy 2-core machine the SQLite-backed server stalls now and
+        then, and a write that met "database is locked" is rolled back. Those three are idempotent
+        (here a PATCH sets a field); a POST is sent once.
         """
         url = f"{self.airflow_url}/api/v2/{path}"
-        deadline = time.monotonic() + (API_PATIENCE if method == "GET" else 0)
+        deadline = time.monotonic() + (API_PATIENCE if method in ("GET", "PUT", "PATCH") else 0)
         while True:
             try:
                 response = requests.request(method, url, timeout=API_TIMEOUT, **kwargs)
