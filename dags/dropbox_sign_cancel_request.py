@@ -20,7 +20,13 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
-from dropbox_sign_provider.approval import ANSWER_KEY, cancellation_approval, decision
+from dropbox_sign_provider.approval import (
+    ANSWER_KEY,
+    approval_timeout,
+    cancellation_approval,
+    decision,
+    require_approval_if_asked,
+)
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import Outcome, outcome_table, report
@@ -53,7 +59,7 @@ CANCEL_OUTCOMES = "{{ ti.xcom_pull(task_ids='cancel', key='outcomes') or ti.xcom
 #: How long the approval waits for a person before it counts as rejected (a run then cancels
 #: nothing, and fails so that somebody notices). Seconds; environment variable, read when the file
 #: is parsed.
-APPROVAL_TIMEOUT = timedelta(seconds=float(os.environ.get("DROPBOX_SIGN_APPROVAL_TIMEOUT", "86400")))
+APPROVAL_TIMEOUT = approval_timeout()
 
 #: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
 #: operators: there the run cancels without asking, as before.
@@ -62,7 +68,7 @@ ApprovalOperator = cancellation_approval()
 #: What **preview** said a cancel would do to each id.
 PREVIEW_OUTCOMES = "{{ ti.xcom_pull(task_ids='preview') }}"
 #: The person's answer: ``chosen_options``, ``responded_by_user`` (``None`` when the approval timed
-#: out), ``responded_at``; ``None`` when nobody was asked.
+#: out); ``None`` when nobody was asked.
 ANSWER = f"{{{{ ti.xcom_pull(task_ids='approve', key='{ANSWER_KEY}') }}}}"
 
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
@@ -103,7 +109,9 @@ Double-check the ids before you trigger.
 7. **summary**: logs who approved or rejected, a table of every id and its outcome, and the ids
    that changed between the preview and the cancel, and returns the outcomes (XCom); fails naming
    each id that failed, and when the approval timed out, so the run fails too. A rejected run
-   succeeds: "rejected by *name*: nothing was cancelled".
+   succeeds: "rejected by *name*: nothing was cancelled" (unless an id does not exist or is
+   another sender's). **cancel** itself fails, sending nothing, when the run asked for approval
+   and no **Approve** was kept (an approval marked successful by hand).
 
 On an Airflow without the human-in-the-loop operators (they need Airflow 3.1 and a standard
 provider that has them), there is no **approve**: the run cancels after the preview without asking,
@@ -217,6 +225,8 @@ with DAG(
         # Runs after an approval, or when ask went straight here (approve is then skipped); a
         # rejection skips it, and a failed preview or approval stops it.
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+        # ...and an approval marked successful by hand, with no Approve kept, fails it unsent.
+        pre_execute=require_approval_if_asked,
         **API_TASK_ARGS,
     )
     asked = ask()
@@ -294,7 +304,9 @@ with DAG(
                 for sr_id, outcome in previewed.items()
             }
             decided = f"{verdict}: nothing was cancelled"
-            judged = report(outcomes, params["on_completed"])
+            # Nothing was tried, so a request signed or declined meanwhile is no failure of this run;
+            # an id that does not exist, or is another sender's, still is.
+            judged = report(outcomes, "ignore")
             log.info(
                 "Dropbox Sign cancellations %s. %s\n%s", decided, judged["message"], outcome_table(outcomes)
             )

@@ -22,7 +22,13 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, Variable, get_current_context, task
 
-from dropbox_sign_provider.approval import ANSWER_KEY, cancellation_approval, decision
+from dropbox_sign_provider.approval import (
+    ANSWER_KEY,
+    approval_timeout,
+    cancellation_approval,
+    decision,
+    require_approval_if_asked,
+)
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import Outcome, count_outcomes, outcome_table, summarize
 from dropbox_sign_provider.state import RequestState, request_state
@@ -64,7 +70,7 @@ CONFIRM_EVENT_FIRST = os.environ.get("DROPBOX_SIGN_EVENT_FIRST", "").strip().low
 #: How long the approval of a run over ``max_cancellations`` (``over_cap`` ``ask``) waits for a
 #: person before it counts as rejected (the run then cancels nothing, and fails so that somebody
 #: notices). Seconds; environment variable, read when the file is parsed.
-APPROVAL_TIMEOUT = timedelta(seconds=float(os.environ.get("DROPBOX_SIGN_APPROVAL_TIMEOUT", "86400")))
+APPROVAL_TIMEOUT = approval_timeout()
 
 #: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
 #: operators: there ``over_cap`` ``ask`` fails the run, as ``fail`` does.
@@ -439,6 +445,8 @@ with DAG(
         # Runs after an approval, or when ask went straight here (approve is then skipped); a
         # rejection skips it, and a failed guard or approval stops it.
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+        # ...and an approval marked successful by hand, with no Approve kept, fails it unsent.
+        pre_execute=require_approval_if_asked,
         **API_TASK_ARGS,
     ).expand_kwargs(batches)
     asked >> cancel

@@ -3,13 +3,18 @@ A person approves in the Airflow UI before a cancellation: Airflow's ``ApprovalO
 the answer, and the answer in words.
 
 The example DAGs ask before cancelling (``dropbox_sign_cancel_request`` always, the clean-up when it
-found more than its cap) with :func:`cancellation_approval`. Their last task reads the answer kept
-as XCom ``answer`` with :func:`decision`.
+found more than its cap) with :func:`cancellation_approval`, waiting :func:`approval_timeout`. Their
+cancel task checks with :func:`require_approval_if_asked` that a person approved, and their last
+task reads the answer kept as XCom ``answer`` with :func:`decision`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from dropbox_sign_provider.version_compat import approval_operator
@@ -18,6 +23,59 @@ from dropbox_sign_provider.version_compat import approval_operator
 APPROVE = "Approve"
 #: The XCom key under which the approval keeps its answer.
 ANSWER_KEY = "answer"
+#: The example DAGs' task ids: the branch that decides whether to ask (it returns the approval's
+#: task id when it asks), and the approval.
+ASK_TASK_ID = "ask"
+APPROVE_TASK_ID = "approve"
+#: How long an approval waits for a person, in seconds, unless the environment variable says.
+APPROVAL_TIMEOUT_VARIABLE = "DROPBOX_SIGN_APPROVAL_TIMEOUT"
+DEFAULT_APPROVAL_TIMEOUT = 86400.0
+
+
+def approval_timeout(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """
+    How long an approval waits for a person before it counts as rejected: the environment variable
+    ``DROPBOX_SIGN_APPROVAL_TIMEOUT`` (seconds), one day by default.
+
+    :param environ: where to read the variable.
+    :raises ValueError: naming the value, when it is not a number of seconds above 0 (Airflow reads
+        a zero time-out as none at all: the approval would wait for ever).
+    """
+    raw = environ.get(APPROVAL_TIMEOUT_VARIABLE)
+    if raw is None:
+        return timedelta(seconds=DEFAULT_APPROVAL_TIMEOUT)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{APPROVAL_TIMEOUT_VARIABLE} must be a number of seconds above 0, not {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def require_approval_if_asked(context: Mapping[str, Any]) -> None:
+    """
+    ``pre_execute`` of a task that cancels after an approval: fail before anything is sent when the
+    run asked for approval and no **Approve** was kept.
+
+    A rejection skips the cancel task, and a failed approval stops it; but an approval marked
+    successful by hand (or cleared and re-run without an answer) would let it run. This makes the
+    cancel itself check.
+
+    :param context: the task's context.
+    :raises AirflowFailException: naming what the approval ended with.
+    """
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    ti = context["ti"]
+    if ti.xcom_pull(task_ids=ASK_TASK_ID) != APPROVE_TASK_ID:
+        return
+    verdict = decision(ti.xcom_pull(task_ids=APPROVE_TASK_ID, key=ANSWER_KEY))
+    if not verdict.approved:
+        raise AirflowFailException(
+            f"Nothing was cancelled: this run asked for approval, and {APPROVE_TASK_ID} kept no Approve "
+            f"({verdict}). Was it marked successful by hand? Trigger a new run to ask again."
+        )
 
 
 @functools.cache

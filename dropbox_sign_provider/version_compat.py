@@ -76,8 +76,8 @@ def approval_operator() -> type[ApprovalOperator] | None:
     The human-in-the-loop operators need Airflow 3.1 and a standard provider that ships them.
     On Airflow 3.3 a waiting approval parks its task as ``awaiting_input``, holding no worker slot
     and needing no triggerer; on 3.1 and 3.2 it defers to the triggerer. Where the operators are
-    missing (an older standard provider), DAGs that ask for approval go on without asking and say
-    so in their docs.
+    missing (an older standard provider), ``dropbox_sign_cancel_request`` cancels without asking
+    and says so, and the clean-up's ``over_cap="ask"`` fails as ``fail`` does.
     """
     from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
 

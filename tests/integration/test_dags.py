@@ -623,7 +623,8 @@ def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_say
 def test_rejected_cancels_nothing_and_says_who_rejected(
     seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
+    # on_completed is left at fail: a request signed before anything was tried fails no rejection.
+    conf = {"signature_request_ids": seeded.ids}
 
     dag_run, _ = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
 
@@ -638,6 +639,50 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
         seeded.signed: "completed",
     }
     assert "rejected by carol: nothing was cancelled" in caplog.text
+
+
+class MarkedSuccess(ApprovalAnswer):
+    """Someone marks the waiting approval successful instead of answering it (the UI's *Mark as success*)."""
+
+    def _answer(self) -> None:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
+
+        deadline = time.monotonic() + self.timeout
+        while (parked := self._parked()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.dag_id}.{self.task_id} never waited for input")
+            time.sleep(0.2)
+        run_id, _ = parked
+        with create_session() as session:
+            session.execute(
+                update(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == self.task_id,
+                )
+                .values(state="success")
+            )
+
+
+@requires_airflow_3_3(
+    "dag.test() before 3.3 waits in line on the approval's trigger, and sees no state set from outside"
+)
+def test_an_approval_marked_successful_by_hand_cancels_nothing(
+    seeded: Seeded, cancel_dag: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    conf = {"signature_request_ids": [seeded.plain]}
+
+    dag_run, _ = asked(cancel_dag, conf, MarkedSuccess(CANCEL_DAG, "approve", None))
+
+    assert dag_run.state == "failed", task_states(dag_run)
+    assert task_states(dag_run)["cancel"] == ["failed"]
+    assert seeded.posts() == []
+    assert seeded.emulator.get_state(seeded.plain) == "awaiting_signature"
+    said = capfd.readouterr()
+    assert "this run asked for approval, and approve kept no Approve" in said.out + said.err
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.approval import decision
+from dropbox_sign_provider.approval import approval_timeout, decision
 
 CAROL = {"id": "carol", "name": "Carol"}
 
@@ -55,3 +56,18 @@ def test_decision(
 
     assert (verdict.approved, verdict.by, verdict.timed_out) == (approved, by, timed_out)
     assert str(verdict) == said
+
+
+@pytest.mark.parametrize(
+    ("environ", "waits"),
+    [({}, timedelta(days=1)), ({"DROPBOX_SIGN_APPROVAL_TIMEOUT": "3"}, timedelta(seconds=3))],
+)
+def test_approval_timeout(environ: dict[str, str], waits: timedelta) -> None:
+    assert approval_timeout(environ) == waits
+
+
+# Airflow reads a zero time-out as none: the approval would wait for ever.
+@pytest.mark.parametrize("value", ["0", "-5", "", "a day", "nan", "inf"])
+def test_approval_timeout_refuses_what_is_not_a_positive_number_of_seconds(value: str) -> None:
+    with pytest.raises(ValueError, match=f"DROPBOX_SIGN_APPROVAL_TIMEOUT must be .* not {value!r}"):
+        approval_timeout({"DROPBOX_SIGN_APPROVAL_TIMEOUT": value})
