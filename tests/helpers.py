@@ -307,13 +307,17 @@ class ApprovalAnswer(threading.Thread):
             }
             return ti.run_id, ti.trigger_timeout
 
-    def _answer(self) -> None:
+    def _wait_until_parked(self) -> Any:
+        """The run id and deadline of the task once it waits for input."""
         deadline = time.monotonic() + self.timeout
         while (parked := self._parked()) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.dag_id}.{self.task_id} never waited for input")
             time.sleep(0.2)
-        run_id, trigger_timeout = parked
+        return parked
+
+    def _answer(self) -> None:
+        run_id, trigger_timeout = self._wait_until_parked()
         if self.before_answer is not None:
             self.before_answer()
         if self.option is None:

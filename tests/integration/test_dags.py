@@ -649,12 +649,7 @@ class MarkedSuccess(ApprovalAnswer):
         from airflow.utils.session import create_session
         from sqlalchemy import update
 
-        deadline = time.monotonic() + self.timeout
-        while (parked := self._parked()) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.dag_id}.{self.task_id} never waited for input")
-            time.sleep(0.2)
-        run_id, _ = parked
+        run_id, _ = self._wait_until_parked()
         with create_session() as session:
             session.execute(
                 update(TaskInstance)
