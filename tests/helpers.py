@@ -279,6 +279,7 @@ class ApprovalAnswer(threading.Thread):
         return self.detail
 
     def _parked(self) -> Any:
+        from airflow.models.dagrun import DagRun
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
         from sqlalchemy import select
@@ -287,13 +288,18 @@ class ApprovalAnswer(threading.Thread):
         with create_session() as session:
             ti = session.scalar(
                 select(TaskInstance)
+                # The run dag.test() is running now, not one an aborted session left waiting.
+                .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id))
                 .where(
                     TaskInstance.dag_id == self.dag_id,
                     TaskInstance.task_id == self.task_id,
                     # dag.test() before 3.3 runs the approval's trigger in line with the task set
                     # back to queued; the form (hitl_detail) tells it has run.
                     TaskInstance.state.in_(("deferred", "awaiting_input", "queued")),
+                    DagRun.state == "running",
                 )
+                .order_by(DagRun.id.desc())
+                .limit(1)
                 .options(joinedload(TaskInstance.hitl_detail))
             )
             if ti is None or ti.hitl_detail is None:
