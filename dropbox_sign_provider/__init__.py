@@ -63,15 +63,74 @@ def get_provider_info() -> dict[str, Any]:
         "asset-uris": [{"schemes": ["dropbox-sign"], "handler": "dropbox_sign_provider.events.sanitize_uri"}],
         "config": {
             "dropbox_sign": {
-                "description": "Dropbox Sign callbacks received by the Airflow API server at "
-                "``POST /dropbox-sign/callback`` (the provider's plugin).",
+                "description": "The deployment's policy for cancelling Dropbox Sign signature requests "
+                "(who must approve, how many a run may cancel, whether the clean-up is armed), and the "
+                "callbacks received by the Airflow API server at ``POST /dropbox-sign/callback`` (the "
+                "provider's plugin). Airflow reads this section once per process: a change takes effect "
+                "when each component (workers, triggerers, API server) restarts.",
                 "options": {
+                    "require_approval": {
+                        "description": "Whether a cancellation of ids named at run time (a trigger "
+                        "form's param, an XCom, a template) waits for a person's Approve in the Airflow "
+                        "UI. A DAG or a run may ask for approval where this is False, never skip it "
+                        "where this is True. Ids that the provider's own list step selected by rule (the "
+                        "clean-up) need approval only over max_cancellations.",
+                        "version_added": __version__,
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
+                    "approvers": {
+                        "description": "Comma-separated Airflow user ids who may answer a cancellation's "
+                        "approval (its assigned users). Empty: any user allowed to answer the DAG's "
+                        "required actions.",
+                        "version_added": __version__,
+                        "type": "string",
+                        "example": "alice,bob",
+                        "default": "",
+                    },
+                    "four_eyes": {
+                        "description": "Refuse an Approve given by the user who triggered the run: "
+                        "another person must approve. Needs real users (with the simple auth manager's "
+                        "all-admins mode every user is the same admin).",
+                        "version_added": __version__,
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
+                    "max_cancellations": {
+                        "description": "The most signature requests one run cancels on a rule's "
+                        "selection (the clean-up) without a person's approval. A run's param may lower "
+                        "it, never raise it: a run that selects more asks for approval (when it may) or "
+                        "cancels nothing.",
+                        "version_added": __version__,
+                        "type": "integer",
+                        "example": "500",
+                        "default": "200",
+                    },
+                    "approval_timeout": {
+                        "description": "Seconds an approval waits for a person before it counts as "
+                        "Reject (nothing is cancelled, and the run fails so that somebody notices).",
+                        "version_added": __version__,
+                        "type": "integer",
+                        "example": "3600",
+                        "default": "86400",
+                    },
+                    "cleanup_armed": {
+                        "description": "Whether the expiry clean-up may cancel at all. Until it is True "
+                        "every clean-up run is a dry run. The Variable dropbox_sign_cleanup_armed set to "
+                        "false disarms at once (no restart); no Variable can arm.",
+                        "version_added": __version__,
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
                     "callback_conn_ids": {
                         "description": "Comma-separated ids of the ``dropbox_sign`` connections whose "
                         "accounts may post callback events. An event is accepted when its event_hash "
                         "verifies with one of these connections' API keys (the password), and recorded "
                         "for that connection's account. A connection with only an OAuth access_token "
-                        "cannot verify events and is skipped. Read again within a minute of a change.",
+                        "cannot verify events and is skipped.",
                         "version_added": __version__,
                         "type": "string",
                         "example": "dropbox_sign_default,dropbox_sign_sales",
