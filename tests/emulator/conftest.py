@@ -12,9 +12,12 @@ from tests.emulator.receiver import Receiver
 
 @pytest.fixture
 def make_receiver() -> Iterator[Callable[..., Receiver]]:
-    """Starts callback receivers on loopback, each stopped after the test: ``make_receiver(replies)``."""
+    """
+    Starts callback receivers, each stopped after the test: ``make_receiver(replies, host=...)``, on
+    loopback unless ``host`` says otherwise.
+    """
     with ExitStack() as stack:
-        yield lambda replies=None: stack.enter_context(Receiver(replies))
+        yield lambda replies=None, host="127.0.0.1": stack.enter_context(Receiver(replies, host))
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import ipaddress
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -43,14 +45,33 @@ class Received:
         return dict(json.loads(fields["json"]))
 
 
+def non_loopback_address() -> str | None:
+    """
+    An address of this machine that is not a loopback one, or ``None`` when it has none.
+
+    Found by routing a UDP socket towards a documentation address: ``connect`` on UDP sends nothing.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
 class Receiver:
     """
     Records every POST; answers the queued replies in turn, then the acknowledgement.
 
-    :param replies: ``(status, body)`` answers to give first, e.g. ``[(500, "oops")]``.
+    :param replies: ``(status, body)`` or ``(status, body, headers)`` answers to give first, e.g.
+        ``[(500, "oops")]``.
+    :param host: the address to listen on; loopback unless a test needs a receiver the emulator
+        must not reach.
     """
 
-    def __init__(self, replies: list[tuple[int, str]] | None = None) -> None:
+    def __init__(self, replies: list[tuple[Any, ...]] | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.replies = list(replies or [])
         self.received: list[Received] = []
         self._lock = threading.Lock()
@@ -63,17 +84,24 @@ class Receiver:
         body = await request.read()
         with self._lock:
             self.received.append(Received(request.headers.get("Content-Type", ""), body, time.monotonic()))
-            status, text = self.replies.pop(0) if self.replies else (200, CALLBACK_ACKNOWLEDGEMENT)
-        return web.Response(status=status, text=text)
+            reply = self.replies.pop(0) if self.replies else (200, CALLBACK_ACKNOWLEDGEMENT)
+        status, text, headers = (*reply, {})[:3]
+        return web.Response(status=status, text=text, headers=headers)
 
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/callback", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callback"
+        self.url = f"http://{self.host}:{self.port}/callback"
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        assert self._runner is not None
+        return int(self._runner.addresses[0][1])
 
     def __enter__(self) -> Receiver:
         self._thread.start()

@@ -939,23 +939,24 @@ def test_loopback_hosts_need_no_token(host: str) -> None:
     assert emulator.allow_remote is False
 
 
+REMOTE: dict[str, Any] = {"allow_remote": True, "api_keys": ("remote-key",)}
+
+
 def test_allow_remote_generates_an_admin_token() -> None:
-    first = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
-    second = DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True)
+    first = DropboxSignEmulator(host=EVERY_INTERFACE, **REMOTE)
+    second = DropboxSignEmulator(host=EVERY_INTERFACE, **REMOTE)
     assert first.admin_token
     assert second.admin_token
     assert len(first.admin_token) >= 32
     assert first.admin_token != second.admin_token
-    assert (
-        DropboxSignEmulator(host=EVERY_INTERFACE, allow_remote=True, admin_token="mine").admin_token == "mine"
-    )
+    assert DropboxSignEmulator(host=EVERY_INTERFACE, admin_token="mine", **REMOTE).admin_token == "mine"
     with pytest.raises(ValueError, match="admin_token"):
         DropboxSignEmulator(admin_token="")
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"allow_remote": True}, {"admin_token": "s3cret-tøken"}],
+    [REMOTE, {"admin_token": "s3cret-tøken"}],
     ids=["allow-remote", "given-token"],
 )
 def test_admin_api_requires_the_token_when_one_is_set(options: dict[str, Any]) -> None:
@@ -991,11 +992,41 @@ def test_admin_api_requires_the_token_when_one_is_set(options: dict[str, Any]) -
             assert answer.status_code == 200, (method, path, answer.text)
         assert [item["title"] for item in emulator.signature_requests()] == ["Planted"]
         # The API itself still wants an API key, not the admin token.
-        assert call(emulator, "GET", "/account").status_code == 200
+        assert call(emulator, "GET", "/account", auth=(emulator.api_keys[0], "")).status_code == 200
         assert (
             call(emulator, "GET", "/account", auth=None, headers={"X-Emulator-Token": token}).status_code
             == 401
         )
+
+
+@pytest.mark.parametrize(
+    ("credentials", "named"),
+    [
+        ({}, "api_keys"),
+        ({"api_keys": ()}, "api_keys"),
+        ({"api_keys": ("test-key",)}, "'test-key'"),
+        ({"api_keys": ("mine", "test-key")}, "'test-key'"),
+        ({"api_keys": ("mine",), "access_tokens": ("test-token",)}, "'test-token'"),
+        ({"api_keys": ("mine", " ")}, "empty"),
+    ],
+    ids=["no-keys", "empty-keys", "default-key", "default-key-among-others", "default-token", "blank-key"],
+)
+def test_allow_remote_refuses_the_default_credentials(credentials: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=rf"allow_remote=True \(--allow-remote\).*{re.escape(named)}"):
+        DropboxSignEmulator(allow_remote=True, **credentials)
+
+
+def test_allow_remote_accepts_only_the_credentials_given() -> None:
+    # Bound to loopback: what is under test is which credentials the API takes.
+    with DropboxSignEmulator(**REMOTE) as emulator:
+        assert emulator.access_tokens == ()
+        assert call(emulator, "GET", "/account", auth=("remote-key", "")).status_code == 200
+        assert_error(call(emulator, "GET", "/account"), 401, "unauthorized")
+        bearer = {"Authorization": "Bearer test-token"}
+        assert_error(call(emulator, "GET", "/account", auth=None, headers=bearer), 401, "unauthorized")
+    with DropboxSignEmulator(access_tokens=("remote-token",), **REMOTE) as emulator:
+        bearer = {"Authorization": "Bearer remote-token"}
+        assert call(emulator, "GET", "/account", auth=None, headers=bearer).status_code == 200
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -1126,7 +1157,7 @@ def test_cli_allow_remote_writes_the_token_next_to_the_port_file(tmp_path: Path)
 
 
 def test_cli_allow_remote_without_port_file_prints_the_token_once_to_stderr() -> None:
-    process = run_cli("--allow-remote", "--port", "0")
+    process = run_cli("--allow-remote", "--port", "0", "--api-key", "sk-remote")
     try:
         assert process.stderr is not None
         assert process.stdout is not None
@@ -1147,6 +1178,31 @@ def test_cli_allow_remote_without_port_file_prints_the_token_once_to_stderr() ->
         stdout, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert match.group(1) not in stdout + stderr
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [[], ["--api-key", "test-key"], ["--api-key", "sk-mine", "--access-token", "test-token"]],
+    ids=["no-key", "default-key", "default-token"],
+)
+def test_cli_allow_remote_without_a_key_of_ones_own_refuses_to_start(credentials: list[str]) -> None:
+    # On loopback: should the check be missing, the emulator would serve, and only on loopback.
+    process = run_cli("--allow-remote", "--port", "0", *credentials)
+    try:
+        stdout, stderr = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the emulator started with --allow-remote {credentials}: {stdout!r}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, stderr
+    assert "--allow-remote" in stderr
+    assert "--api-key" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
 
 
 def test_cli_main_rejects_unknown_flags() -> None:

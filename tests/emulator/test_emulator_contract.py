@@ -158,6 +158,10 @@ SCENARIOS: dict[str, tuple[int, Scenario]] = {
     "410-cancel": (410, lambda e: call(e, "POST", f"/signature_request/cancel/{canceled_id(e)}")),
     "429-storm": (429, _storm),
     "400-account-update-url": (400, lambda e: call(e, "PUT", "/account", json={"callback_url": "nope"})),
+    "400-account-update-remote-url": (
+        400,
+        lambda e: call(e, "PUT", "/account", json={"callback_url": "https://example.com/events"}),
+    ),
     "400-account-update-field": (400, lambda e: call(e, "PUT", "/account", json={"callbak_url": "x"})),
     "401-account-update": (401, lambda e: call(e, "PUT", "/account", json={}, auth=None)),
 }
@@ -173,7 +177,7 @@ def test_answer_matches_the_spec(name: str, emu: DropboxSignEmulator, strict: Op
 
 @pytest.mark.parametrize(
     "update",
-    [None, {"callback_url": "https://example.com/events"}, {"callback_url": "", "locale": "de-DE"}],
+    [None, {"callback_url": "https://localhost/events"}, {"callback_url": "", "locale": "de-DE"}],
 )
 def test_account_matches_the_spec(
     emu: DropboxSignEmulator, lenient: OpenAPI, spec: dict[str, Any], update: dict[str, Any] | None

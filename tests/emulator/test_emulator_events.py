@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +19,9 @@ import requests
 
 from dropbox_sign_provider.events import parse_callback
 from dropbox_sign_provider.testing import CallbackAttempt, DropboxSignEmulator, event_hash
+from dropbox_sign_provider.testing import emulator as emulator_package
 from dropbox_sign_provider.testing.emulator import TransitionRefused, main
-from tests.emulator.receiver import Receiver
+from tests.emulator.receiver import Receiver, non_loopback_address
 
 KEY = "cb-key"
 FAST = {"api_keys": (KEY, "other"), "cancel_delay": 0.05, "callback_retry_delay": 0.05}
@@ -397,23 +404,206 @@ def test_put_account_sets_the_callback_url_as_dropbox_sign_does(
 def test_put_account_refuses_bad_updates(
     make_emulator: Callable[..., DropboxSignEmulator], body: Any, named: str | None
 ) -> None:
-    emulator = make_emulator(callback_url="https://example.com/kept")
+    emulator = make_emulator(callback_url="https://localhost/kept")
     answer = requests.put(f"{emulator.base_url}/account", json=body, auth=(KEY, ""), timeout=10)
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["error_name"] == "bad_request"
     assert error.get("error_path") == named
-    assert emulator.callback_url == "https://example.com/kept"
+    assert emulator.callback_url == "https://localhost/kept"
 
 
 def test_the_python_setter_checks_the_url(make_emulator: Callable[..., DropboxSignEmulator]) -> None:
     emulator = make_emulator()
-    emulator.callback_url = "https://example.com/events"
-    assert emulator.callback_url == "https://example.com/events"
+    emulator.callback_url = "https://localhost/events"
+    assert emulator.callback_url == "https://localhost/events"
     with pytest.raises(ValueError, match="not an absolute http or https URL"):
-        emulator.callback_url = "example.com/events"
+        emulator.callback_url = "localhost/events"
     emulator.callback_url = None
     assert emulator.callback_url is None
+
+
+# -- callbacks stay on loopback ------------------------------------------------------------------------
+
+BEYOND_LOOPBACK = [
+    "https://example.com/events",
+    "http://192.0.2.10/events",
+    "http://10.0.0.1:8080/events",
+    "http://169.254.169.254/latest/meta-data",
+    "http://0.0.0.0:8080/events",
+    "http://[2001:db8::1]/events",
+    "http://[::ffff:192.0.2.10]/events",
+    "http://localhost.example.com/events",
+    "http://127.0.0.1.nip.io/events",
+    "http://user@example.com/events",
+]
+ON_LOOPBACK = [
+    "http://127.0.0.1:8080/events",
+    "http://127.8.9.10/events",
+    "http://[::1]:8080/events",
+    "http://localhost/events",
+    "https://LOCALHOST:8443/events",
+]
+
+
+@pytest.mark.parametrize("url", BEYOND_LOOPBACK)
+def test_put_account_refuses_a_callback_url_beyond_loopback(
+    make_emulator: Callable[..., DropboxSignEmulator], url: str
+) -> None:
+    emulator = make_emulator(callback_url="http://127.0.0.1:9/kept")
+    answer = requests.put(
+        f"{emulator.base_url}/account", json={"callback_url": url}, auth=(KEY, ""), timeout=10
+    )
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert set(body) == {"error"}
+    assert body["error"]["error_name"] == "bad_request"
+    assert body["error"]["error_path"] == "callback_url"
+    assert repr(url) in body["error"]["error_msg"]
+    assert "--allow-remote-callbacks" in body["error"]["error_msg"]
+    assert emulator.callback_url == "http://127.0.0.1:9/kept"
+    account = requests.get(f"{emulator.base_url}/account", auth=(KEY, ""), timeout=10).json()["account"]
+    assert account["callback_url"] == "http://127.0.0.1:9/kept"
+
+
+@pytest.mark.parametrize("url", BEYOND_LOOPBACK)
+def test_python_refuses_a_callback_url_beyond_loopback(url: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(url)) + ".*allow_remote_callbacks=True"):
+        DropboxSignEmulator(callback_url=url)
+    emulator = DropboxSignEmulator()
+    with pytest.raises(ValueError, match=re.escape(repr(url))):
+        emulator.callback_url = url
+    assert emulator.callback_url is None
+    opted_in = DropboxSignEmulator(callback_url=url, allow_remote_callbacks=True)
+    assert (opted_in.callback_url, opted_in.allow_remote_callbacks) == (url, True)
+
+
+@pytest.mark.parametrize("url", ON_LOOPBACK)
+def test_put_account_accepts_a_callback_url_on_loopback(
+    make_emulator: Callable[..., DropboxSignEmulator], url: str
+) -> None:
+    emulator = make_emulator()
+    answer = requests.put(
+        f"{emulator.base_url}/account", json={"callback_url": url}, auth=(KEY, ""), timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["account"]["callback_url"] == url == emulator.callback_url
+    assert emulator.allow_remote_callbacks is False
+
+
+@pytest.fixture
+def remote_address() -> str:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address beyond loopback to listen on")
+    return address
+
+
+@pytest.fixture
+def localhost_is(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Makes the system resolver answer ``localhost`` with another address, as /etc/hosts could."""
+    system = socket.getaddrinfo
+
+    def point(address: str) -> None:
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            return system(address if host == "localhost" else host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    return point
+
+
+@pytest.mark.parametrize("opted_in", [False, True], ids=["loopback-only", "allow-remote-callbacks"])
+def test_delivery_resolves_localhost_and_never_leaves_loopback(
+    make_emulator: Callable[..., DropboxSignEmulator],
+    make_receiver: Callable[..., Receiver],
+    remote_address: str,
+    localhost_is: Callable[[str], None],
+    opted_in: bool,
+) -> None:
+    outside = make_receiver(host=remote_address)
+    opt_in = {"allow_remote_callbacks": True} if opted_in else {}
+    emulator = make_emulator(callback_max_attempts=2, **opt_in)
+    account = f"{emulator.base_url}/account"
+    url = f"http://localhost:{outside.port}/callback"
+    assert requests.put(account, json={"callback_url": url}, auth=(KEY, ""), timeout=10).ok
+    # Accepted as localhost; by delivery time the name resolves beyond loopback.
+    localhost_is(remote_address)
+    emulator.send_callback_test()
+    if opted_in:
+        # The receiver is reachable: without the opt-in, nothing but the check keeps events from it.
+        assert outside.wait_for(1)[0].payload()["event"]["event_type"] == "callback_test"
+        wait_for(lambda: len(emulator.callback_attempts) == 1)
+        assert emulator.callback_attempts[0].acknowledged
+    else:
+        wait_for(lambda: len(emulator.callback_attempts) >= 1)
+        time.sleep(0.3)
+        assert outside.received == []
+        wait_for(lambda: len(emulator.callback_attempts) == 2)
+        assert [(a.status, a.acknowledged) for a in emulator.callback_attempts] == [(0, False)] * 2
+
+
+def test_delivery_does_not_follow_a_redirect_beyond_loopback(
+    make_emulator: Callable[..., DropboxSignEmulator],
+    make_receiver: Callable[..., Receiver],
+    remote_address: str,
+) -> None:
+    outside = make_receiver(host=remote_address)
+    redirecting = make_receiver([(307, "moved", {"Location": outside.url})] * 2)
+    emulator = make_emulator(callback_url=redirecting.url, callback_max_attempts=2)
+    emulator.send_callback_test()
+    wait_for(lambda: len(emulator.callback_attempts) >= 1)
+    time.sleep(0.3)
+    assert outside.received == []
+    wait_for(lambda: len(emulator.callback_attempts) == 2)
+    assert [(a.status, a.acknowledged) for a in emulator.callback_attempts] == [(307, False)] * 2
+
+
+@pytest.mark.parametrize("opted_in", [False, True], ids=["refused", "allow-remote-callbacks"])
+def test_cli_callback_url_beyond_loopback_needs_the_flag(
+    tmp_path: Path, make_receiver: Callable[..., Receiver], remote_address: str, opted_in: bool
+) -> None:
+    outside = make_receiver(host=remote_address)
+    port_file = tmp_path / "port"
+    flags = ["--allow-remote-callbacks"] if opted_in else []
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            emulator_package.__name__,
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--callback-url",
+            outside.url,
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the emulator neither served nor exited"
+            time.sleep(0.05)
+        if opted_in:
+            admin = f"http://127.0.0.1:{int(port_file.read_text())}/_emulator"
+            assert requests.post(f"{admin}/callback_test", timeout=10).ok
+            assert outside.wait_for(1)[0].payload()["event"]["event_type"] == "callback_test"
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    if opted_in:
+        assert process.returncode == 0, stderr
+    else:
+        assert process.returncode == 2, stdout
+        assert repr(outside.url) in stderr
+        assert "--allow-remote-callbacks" in stderr
+        assert "Traceback" not in stderr
+        assert outside.received == []
 
 
 # -- admin API and command line ----------------------------------------------------------------------

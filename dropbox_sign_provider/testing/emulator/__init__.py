@@ -84,7 +84,16 @@ port.txt`` and drive it through the admin API under ``/_emulator/``::
 The admin API can rewrite every request, so the emulator refuses to bind an address that is not
 a loopback one unless told ``allow_remote=True`` (``--allow-remote``); the admin API then
 requires a token in the ``X-Emulator-Token`` header (:attr:`DropboxSignEmulator.admin_token`;
-the command line writes it next to the port file, or prints it once to stderr).
+the command line writes it next to the port file, or prints it once to stderr), and the API
+requires API keys of your own (``api_keys=``, ``--api-key``): the documented ``test-key`` and
+``test-token`` are refused.
+
+Whoever may call ``PUT /v3/account`` chooses where events go, so the emulator delivers only to
+``localhost`` and loopback addresses (127.0.0.0/8, ``::1``) unless told
+``allow_remote_callbacks=True`` (``--allow-remote-callbacks``): any other callback URL is refused
+with 400 ``bad_request`` when set, and checked again, its host name resolved, at each delivery.
+The emulator serves, and delivers to, plain HTTP for local try-outs; Dropbox Sign itself delivers
+events only to HTTPS callback URLs.
 
 Time: every part of the emulator reads the clock only through this package's ``time`` reference
 (``time.time()`` for epoch values such as rate-limit windows, ``created_at`` and ``event_time``,

@@ -27,20 +27,35 @@ acknowledgement), delivered *out of order* (events emitted within :data:`OUT_OF_
 each other go newest first), *late* (held before the first attempt) or *forged* (hashed with a key
 that is not the account's). ``duplicate``, ``late`` and ``forged`` apply to events emitted while
 they are on; ``out_of_order`` to events released while it is on.
+
+Where events may go
+-------------------
+Anyone who can call ``PUT /v3/account`` chooses the callback URL, so an emulator that POSTed to any
+URL would send requests wherever its callers like, from wherever it runs. Unless started with
+``allow_remote_callbacks``, it delivers only to loopback: a callback URL must name ``localhost`` or
+a loopback address (127.0.0.0/8, ``::1``), which :func:`check_callback_url` checks when the URL is
+set and again before each attempt; ``localhost`` is resolved at each attempt and only its loopback
+addresses are connected to (:class:`LoopbackResolver`), since a name may resolve elsewhere later.
+Redirects are not followed, for the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import aiohttp
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, CALLBACK_TEST, event_hash
 from dropbox_sign_provider.testing.emulator import clock
@@ -59,7 +74,91 @@ ATTEMPT_TIMEOUT = 5.0
 #: With ``out_of_order``, events emitted within this many seconds of each other are sent together,
 #: newest first: long enough for a test's successive calls, short enough not to slow it.
 OUT_OF_ORDER_GATHER = 0.25
+#: The one host name a callback URL may name without ``allow_remote_callbacks``.
+LOOPBACK_NAME = "localhost"
 _ACK = CALLBACK_ACKNOWLEDGEMENT.encode()
+
+
+def _is_loopback_address(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_callback_url(url: object, allow_remote: bool) -> yarl.URL:
+    """
+    The callback URL as aiohttp will read it, checked: the host checked is the one connected to.
+
+    :raises ValueError: naming the URL and what to do.
+    """
+    try:
+        parsed = yarl.URL(url) if isinstance(url, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise ValueError(f"callback_url {url!r} is not an absolute http or https URL")
+    host = parsed.raw_host
+    if not allow_remote and host.lower() != LOOPBACK_NAME and not _is_loopback_address(host):
+        raise ValueError(
+            f"callback_url {url!r} is not on loopback: without allow_remote_callbacks the emulator "
+            f"delivers events only to {LOOPBACK_NAME} or a loopback address (127.0.0.0/8, ::1), so "
+            "that its callers cannot make it send requests to other hosts. Use a receiver on loopback, "
+            "or start the emulator with allow_remote_callbacks=True (--allow-remote-callbacks)"
+        )
+    return parsed
+
+
+def check_callback_url(url: str | None, *, allow_remote: bool = False) -> str | None:
+    """
+    The callback URL, checked: ``None``, or an absolute ``http``/``https`` URL whose host is
+    ``localhost`` or a loopback address unless ``allow_remote``.
+
+    :param url: the URL, as given.
+    :param allow_remote: accept any host (the emulator's ``allow_remote_callbacks``).
+    :return: ``url`` unchanged.
+    :raises ValueError: naming the URL and what to do.
+    """
+    if url is None:
+        return None
+    _parse_callback_url(url, allow_remote)
+    return url
+
+
+class LoopbackResolver(AbstractResolver):
+    """
+    Resolves through the system (``/etc/hosts`` included), then keeps only loopback addresses.
+
+    This is the delivery-time check of a host name: it sees the very addresses aiohttp connects to,
+    so a name that resolves elsewhere than when the URL was set reaches nothing but loopback.
+    """
+
+    def __init__(self) -> None:
+        self._system = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """
+        The loopback addresses ``host`` resolves to.
+
+        :raises OSError: naming the host and its addresses when none is a loopback one; aiohttp
+            reports it as a failed connection.
+        """
+        found = await self._system.resolve(host, port, family)
+        kept = [item for item in found if _is_loopback_address(item["host"])]
+        if not kept:
+            addresses = ", ".join(sorted({item["host"] for item in found})) or "nothing"
+            raise OSError(
+                f"callback host {host!r} resolves to {addresses}, not to a loopback address: event not "
+                "sent. Start the emulator with allow_remote_callbacks=True (--allow-remote-callbacks) "
+                "to deliver beyond loopback"
+            )
+        return kept
+
+    async def close(self) -> None:
+        """Release the system resolver."""
+        await self._system.close()
 
 
 class CallbackAttempt(NamedTuple):
@@ -157,16 +256,20 @@ class CallbackDispatcher:
     :param lock: the emulator's lock.
     :param retry_delay: seconds before the first retry; doubles after each failed attempt.
     :param max_attempts: attempts per delivery, the first one included.
+    :param allow_remote: deliver to any host, not only to loopback (``allow_remote_callbacks``).
     :raises ValueError: for a negative delay or fewer than one attempt.
     """
 
-    def __init__(self, lock: Any, retry_delay: float, max_attempts: int) -> None:
+    def __init__(
+        self, lock: Any, retry_delay: float, max_attempts: int, *, allow_remote: bool = False
+    ) -> None:
         if retry_delay < 0:
             raise ValueError(f"callback_retry_delay must not be negative, got {retry_delay!r}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"callback_max_attempts must be an int of 1 or more, got {max_attempts!r}")
         self.retry_delay = float(retry_delay)
         self.max_attempts = max_attempts
+        self.allow_remote = bool(allow_remote)
         self.faults = DeliveryFaults()
         #: The payloads acknowledged, in the order of their acknowledgement.
         self.acknowledged: list[dict[str, Any]] = []
@@ -175,6 +278,17 @@ class CallbackDispatcher:
         self._lock = lock
         self._pending: list[Delivery] = []
         self._seq = itertools.count(1)
+
+    def open_session(self) -> aiohttp.ClientSession:
+        """
+        The client session deliveries go through; open it in the loop that delivers.
+
+        Without ``allow_remote`` its resolver connects host names to loopback addresses only.
+        ``trust_env`` stays off: a proxy from the environment would connect elsewhere than the
+        address checked.
+        """
+        resolver = None if self.allow_remote else LoopbackResolver()
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver), trust_env=False)
 
     def delay(self, failed: int) -> float:
         """Seconds to wait after the ``failed``-th failed attempt of a delivery."""
@@ -242,18 +356,28 @@ class CallbackDispatcher:
     async def _attempt(self, session: aiohttp.ClientSession, item: Delivery, attempt: int) -> bool:
         started = clock.now()
         status, acknowledged = 0, False
+        # Checked again at each attempt, not only when the URL was set: the check is what keeps the
+        # emulator from sending requests beyond loopback, so it sits where they are sent.
         try:
-            async with session.post(
-                item.url,
-                data=_multipart(item.payload),
-                timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT),
-            ) as response:
-                status = response.status
-                # One byte more than the acknowledgement is enough to tell a longer body apart.
-                body = await response.content.read(len(_ACK) + 1)
-                acknowledged = status == 200 and body == _ACK
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.debug("callback attempt %d to %s failed: %s", attempt, item.url, exc)
+            target: yarl.URL | None = _parse_callback_url(item.url, self.allow_remote)
+        except ValueError as exc:
+            log.warning("callback attempt %d not made: %s", attempt, exc)
+            target = None
+        if target is not None:
+            try:
+                # No redirects: a receiver on loopback must not be able to send the event on elsewhere.
+                async with session.post(
+                    target,
+                    data=_multipart(item.payload),
+                    timeout=aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT),
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    # One byte more than the acknowledgement is enough to tell a longer body apart.
+                    body = await response.content.read(len(_ACK) + 1)
+                    acknowledged = status == 200 and body == _ACK
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.debug("callback attempt %d to %s failed: %s", attempt, item.url, exc)
         event = item.event
         record = CallbackAttempt(
             event["event_type"],

@@ -81,9 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=8000, help="port to bind, 0 = any free one (default 8000)"
     )
-    parser.add_argument("--api-key", action="append", dest="api_keys", help="accepted API key (repeatable)")
     parser.add_argument(
-        "--access-token", action="append", dest="access_tokens", help="accepted OAuth token (repeatable)"
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help="accepted API key (repeatable; default test-key, required with --allow-remote)",
+    )
+    parser.add_argument(
+        "--access-token",
+        action="append",
+        dest="access_tokens",
+        help="accepted OAuth token (repeatable; default test-token, none with --allow-remote)",
     )
     parser.add_argument("--rate-limit", type=int, default=100, help="requests per window (default 100)")
     parser.add_argument("--window-seconds", type=float, default=60.0, help="rate-limit window (default 60)")
@@ -91,7 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cancel-delay", type=float, default=2.0, help="seconds until a cancellation completes (default 2)"
     )
     parser.add_argument(
-        "--callback-url", help="where events are POSTed (also set by PUT /v3/account with callback_url)"
+        "--callback-url",
+        help="where events are POSTed (also set by PUT /v3/account with callback_url); localhost or a "
+        "loopback address unless --allow-remote-callbacks",
+    )
+    parser.add_argument(
+        "--allow-remote-callbacks",
+        action="store_true",
+        help="deliver events to callback URLs beyond loopback; without it, callers of PUT /v3/account "
+        "could make the emulator send requests to any host it can reach",
     )
     parser.add_argument(
         "--callback-retry-delay",
@@ -119,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow a --host that is not a loopback address; the admin API then requires a token "
-        f"in the {ADMIN_TOKEN_HEADER} header (generated unless --admin-token is given; written to "
-        "PORT_FILE.admin-token with --port-file, else printed once to stderr)",
+        help="allow a --host that is not a loopback address; requires --api-key (the default test-key "
+        f"is refused), and the admin API then requires a token in the {ADMIN_TOKEN_HEADER} header "
+        "(generated unless --admin-token is given; written to PORT_FILE.admin-token with --port-file, "
+        "else printed once to stderr)",
     )
     parser.add_argument(
         "--admin-token",
@@ -131,8 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         emulator = DropboxSignEmulator(
-            api_keys=args.api_keys or ("test-key",),
-            access_tokens=args.access_tokens or ("test-token",),
+            # None when not given: the emulator picks the defaults, or refuses them with --allow-remote.
+            api_keys=args.api_keys,
+            access_tokens=args.access_tokens,
             rate_limit=args.rate_limit,
             window_seconds=args.window_seconds,
             cancel_delay=args.cancel_delay,
@@ -143,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_token=args.admin_token,
             callback_retry_delay=args.callback_retry_delay,
             callback_max_attempts=args.callback_max_attempts,
+            allow_remote_callbacks=args.allow_remote_callbacks,
         )
         emulator.set_delivery_fault(
             duplicate=args.duplicate_events,

@@ -28,6 +28,7 @@ from dropbox_sign_provider.testing.emulator.callbacks import (
     CallbackAttempt,
     CallbackDispatcher,
     build_event,
+    check_callback_url,
 )
 from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer, OddAnswers
 from dropbox_sign_provider.testing.emulator.rate import RateWindow
@@ -35,13 +36,16 @@ from dropbox_sign_provider.testing.emulator.routes import (
     ADMIN_TOKEN_HEADER,
     LoggedRequest,
     build_app,
-    check_callback_url,
 )
 from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_ID = "5008b25c7f67153e57d5a357b1687968068fb465"
+#: The credentials accepted unless others are given: documented, so anyone who can reach the
+#: emulator knows them, which is why ``allow_remote`` refuses them.
+DEFAULT_API_KEYS = ("test-key",)
+DEFAULT_ACCESS_TOKENS = ("test-token",)
 # How often due cancellations are completed and held events released, while serving.
 _SWEEP_INTERVAL = 0.05
 
@@ -84,19 +88,59 @@ def _check_bind(host: str, allow_remote: bool) -> None:
     )
 
 
+def _remote_credentials(
+    allow_remote: bool, api_keys: Iterable[str] | None, access_tokens: Iterable[str] | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """
+    The API keys and access tokens to accept, defaults filled in.
+
+    Reachable beyond loopback, the emulator must not accept the documented defaults: it then needs
+    API keys of the operator's own, and accepts no access token unless given some.
+
+    :raises ValueError: with ``allow_remote``, for no API key, an empty one or a documented default.
+    """
+    if not allow_remote:
+        keys = DEFAULT_API_KEYS if api_keys is None else tuple(api_keys)
+        return keys, DEFAULT_ACCESS_TOKENS if access_tokens is None else tuple(access_tokens)
+    keys = tuple(api_keys or ())
+    tokens = tuple(access_tokens or ())
+    if not keys:
+        raise ValueError(
+            "allow_remote=True (--allow-remote) requires an explicit API key: without one the emulator "
+            f"would accept the documented default {DEFAULT_API_KEYS[0]!r} from anyone who can reach it. "
+            "Pass api_keys=(...) (--api-key KEY) with a key of your own"
+        )
+    known = [
+        repr(value) for value in (*keys, *tokens) if value in (*DEFAULT_API_KEYS, *DEFAULT_ACCESS_TOKENS)
+    ]
+    if known:
+        raise ValueError(
+            "allow_remote=True (--allow-remote) refuses the documented default credential "
+            f"{', '.join(known)}: anyone who can reach the emulator knows it. Pass a key (--api-key) or "
+            "token (--access-token) of your own"
+        )
+    if not all(value.strip() for value in (*keys, *tokens)):
+        raise ValueError("allow_remote=True (--allow-remote) refuses an empty API key or access token")
+    return keys, tokens
+
+
 class DropboxSignEmulator:
     """
     A local Dropbox Sign API on loopback, with state you can seed and inspect.
 
     :param api_keys: API keys accepted as HTTP Basic user names; the first one signs callback events.
-    :param access_tokens: OAuth access tokens accepted as ``Authorization: Bearer``.
+        ``None`` (the default) accepts ``test-key``; with ``allow_remote`` keys of your own are
+        required.
+    :param access_tokens: OAuth access tokens accepted as ``Authorization: Bearer``. ``None`` (the
+        default) accepts ``test-token``, or none at all with ``allow_remote``.
     :param rate_limit: requests per window for the whole account (all keys and tokens share it).
     :param window_seconds: length of a rate-limit window; windows are aligned to multiples of it
         on the epoch clock.
     :param cancel_delay: seconds between an accepted cancel call and the cancellation really
         happening (after which the request answers 410).
     :param callback_url: where events are POSTed, or ``None``; also set by ``PUT /v3/account`` and
-        by assigning :attr:`callback_url`.
+        by assigning :attr:`callback_url`. Its host must be ``localhost`` or a loopback address
+        unless ``allow_remote_callbacks`` is set.
     :param host: interface to bind: a loopback address (or a name resolving only to such) unless
         ``allow_remote`` is set.
     :param port: port to bind, ``0`` for a free one.
@@ -104,7 +148,11 @@ class DropboxSignEmulator:
     :param email: the account's email address (also the requester of every signature request).
     :param allow_remote: allow a ``host`` that is not a loopback address. The admin API can seed
         and change every request, so it then requires a token: ``admin_token``, or one generated
-        with :func:`secrets.token_urlsafe` (read it from :attr:`admin_token`).
+        with :func:`secrets.token_urlsafe` (read it from :attr:`admin_token`); and the API requires
+        ``api_keys`` of your own, the documented defaults being refused.
+    :param allow_remote_callbacks: deliver events to any callback URL. Without it, whoever may call
+        ``PUT /v3/account`` could make the emulator POST to any address it can reach, so a callback
+        URL must name ``localhost`` or a loopback address, checked when set and at each delivery.
     :param admin_token: the token every admin call but ``/_emulator/health`` must carry in the
         ``X-Emulator-Token`` header; ``None`` (the default) leaves a loopback emulator's admin API
         open, as tests and scripts on the same machine expect.
@@ -112,14 +160,15 @@ class DropboxSignEmulator:
         attempt (capped at 30 s). Dropbox Sign retries for about three days; this is a test's scale.
     :param callback_max_attempts: attempts per event delivery, the first one included.
     :raises ValueError: for a ``host`` that is not a loopback address without ``allow_remote``,
-        an empty ``admin_token``, a ``callback_url`` that is not an http(s) URL or an out-of-range
-        setting.
+        ``allow_remote`` without ``api_keys`` of your own, an empty ``admin_token``, a
+        ``callback_url`` that is not an http(s) URL or not on loopback (without
+        ``allow_remote_callbacks``) or an out-of-range setting.
     """
 
     def __init__(
         self,
-        api_keys: Iterable[str] = ("test-key",),
-        access_tokens: Iterable[str] = ("test-token",),
+        api_keys: Iterable[str] | None = None,
+        access_tokens: Iterable[str] | None = None,
         rate_limit: int = 100,
         window_seconds: float = 60.0,
         cancel_delay: float = 2.0,
@@ -132,6 +181,7 @@ class DropboxSignEmulator:
         admin_token: str | None = None,
         callback_retry_delay: float = DEFAULT_RETRY_DELAY,
         callback_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        allow_remote_callbacks: bool = False,
     ) -> None:
         if isinstance(api_keys, str) or isinstance(access_tokens, str):
             raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
@@ -142,8 +192,9 @@ class DropboxSignEmulator:
         if admin_token is not None and not admin_token.strip():
             raise ValueError("admin_token must not be empty: pass None to generate one")
         _check_bind(host, allow_remote)
-        self.api_keys: tuple[str, ...] = tuple(api_keys)
-        self.access_tokens: tuple[str, ...] = tuple(access_tokens)
+        self.api_keys: tuple[str, ...]
+        self.access_tokens: tuple[str, ...]
+        self.api_keys, self.access_tokens = _remote_credentials(bool(allow_remote), api_keys, access_tokens)
         self.rate_limit = int(rate_limit)
         self.window_seconds = float(window_seconds)
         self.cancel_delay = float(cancel_delay)
@@ -157,7 +208,9 @@ class DropboxSignEmulator:
         """Every ``/v3`` call, in arrival order, faulted and refused ones included."""
 
         self._lock = threading.RLock()
-        self._dispatcher = CallbackDispatcher(self._lock, callback_retry_delay, callback_max_attempts)
+        self._dispatcher = CallbackDispatcher(
+            self._lock, callback_retry_delay, callback_max_attempts, allow_remote=allow_remote_callbacks
+        )
         self.callback_events: list[dict[str, Any]] = self._dispatcher.acknowledged
         """The callback events the receiver acknowledged (the ``json`` field, parsed), in that order."""
         self.callback_url = callback_url
@@ -258,7 +311,7 @@ class DropboxSignEmulator:
         self._life.runner = runner
         self._port = int(runner.addresses[0][1])
         # Always, not only with a callback URL: PUT /v3/account can set one at any time.
-        self._life.session = aiohttp.ClientSession()
+        self._life.session = self._dispatcher.open_session()
         self._spawn(self._sweep())
 
     async def _astop(self) -> None:
@@ -325,6 +378,14 @@ class DropboxSignEmulator:
     def admin_url(self) -> str:
         """The admin API base, e.g. ``http://127.0.0.1:8000/_emulator``."""
         return f"{self.url}/_emulator"
+
+    @property
+    def allow_remote_callbacks(self) -> bool:
+        """
+        Whether events may go to any callback URL, not only to loopback; fixed at construction,
+        as the operator's choice, which no API call can change.
+        """
+        return self._dispatcher.allow_remote
 
     @property
     def admin_token(self) -> str | None:
@@ -455,7 +516,7 @@ class DropboxSignEmulator:
 
     @callback_url.setter
     def callback_url(self, url: str | None) -> None:
-        checked = check_callback_url(url)
+        checked = check_callback_url(url, allow_remote=self._dispatcher.allow_remote)
         with self._lock:
             self._callback_url = checked
 
