@@ -16,7 +16,22 @@ another request in its payload. Hence:
   events in one second are two events, and a redelivery of one is the same event;
 - an event is a wake-up, never a proof: a waiting confirmation reads the request at once and only
   the API's 410 confirms it; a DAG scheduled on an event asset reads the request before doing
-  anything it cannot undo.
+  anything it cannot undo;
+- since ``event_time`` is covered by the hash, an event is recorded only while Dropbox Sign could
+  still be delivering it (:func:`freshness_problem`): a captured event can be replayed within that
+  window, never after it;
+- what one verified ``(event_type, event_time)`` may record is bounded (:func:`add_to_ledger`,
+  :meth:`CallbackEvent.payload_problem`): at most :data:`MAX_REQUESTS_PER_EVENT_TIME` requests and
+  :data:`MAX_RECORDED_BYTES_PER_EVENT_TIME` bytes, titles and metadata no larger than Dropbox Sign
+  allows. So one leaked event costs at most that much storage and one ``GET`` per request it names.
+
+The ledger of an event time
+---------------------------
+Each recorded ``(account, event_type, event_time)`` has one Airflow Variable
+(:func:`event_ledger_variable`) listing the requests recorded for it and the bytes they took. A
+redelivery is recognised there with one lookup by Variable key, the column Airflow keeps a unique
+index on; the key starts with the time zero-padded, so the ledgers that left the freshness window
+are one key range, deleted through that same index (:func:`expired_ledgers_range`).
 
 The board of recent events
 --------------------------
@@ -30,6 +45,7 @@ past it, the receiver was down) costs latency only: the waiting id is still poll
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -38,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider.ids import shown, validate_signature_request_id
 
 if TYPE_CHECKING:
     from urllib.parse import SplitResult
@@ -50,6 +67,32 @@ CALLBACK_ACKNOWLEDGEMENT = "Hello API Event Received"
 MAX_CALLBACK_BYTES = 1024 * 1024
 #: Events kept on an account's board of recent events, for wake-ups and de-duplication.
 MAX_RECENT_EVENTS = 1000
+#: How long Dropbox Sign keeps delivering an event that was not acknowledged, in seconds. Its
+#: documentation (Callbacks and Events, quoted in this project's API notes): a receiver that does not
+#: answer ``Hello API Event Received`` is retried "with exponential backoff for about three days".
+#: The OpenAPI description states no figure.
+DELIVERY_RETRY_HORIZON_SECONDS = 3 * 24 * 3600
+#: How far this machine's clock may be from Dropbox Sign's, either way, in seconds.
+EVENT_CLOCK_SKEW_SECONDS = 10 * 60
+#: Oldest ``event_time`` recorded: the retry horizon plus the clock skew (3 days and 10 minutes). An
+#: older event verifies but is only acknowledged: a real one would have stopped being retried.
+MAX_EVENT_AGE_SECONDS = DELIVERY_RETRY_HORIZON_SECONDS + EVENT_CLOCK_SKEW_SECONDS
+#: Distinct requests recorded for one account's ``(event_type, event_time)``: the hash covers only
+#: those two, so each further request id in a replay would be one more asset event and one more
+#: ``GET``. 250 is the most requests one call makes (a bulk send job's signers), so a real second
+#: of events stays whole.
+MAX_REQUESTS_PER_EVENT_TIME = 250
+#: Bytes of recorded ``title`` and ``metadata`` together for one account's ``(event_type,
+#: event_time)``, whatever the number of requests: with :data:`MAX_REQUESTS_PER_EVENT_TIME`, what
+#: one leaked event can add to the metadata database.
+MAX_RECORDED_BYTES_PER_EVENT_TIME = 512 * 1024
+#: Longest title recorded: Dropbox Sign's own limit on a signature request's title (``maxLength``
+#: 255 in the OpenAPI description).
+MAX_TITLE_CHARS = 255
+#: Largest metadata recorded, as compact JSON. Dropbox Sign allows "up to 10 metadata keys (or 50
+#: nested metadata keys), with key names up to 40 characters long and values up to 1000 characters
+#: long" (OpenAPI description): about 52 KB at most, so 64 KiB refuses no real request's.
+MAX_METADATA_BYTES = 64 * 1024
 #: The URI scheme of the event assets: ``dropbox-sign://<connection id>/<event type>``.
 ASSET_SCHEME = "dropbox-sign"
 #: Sent by Dropbox Sign to check a callback URL; acknowledged, never recorded as an asset event.
@@ -139,6 +182,28 @@ class CallbackEvent:
         expected = event_hash(api_key, self.event_time, self.event_type)
         return hmac.compare_digest(expected, self.event_hash.lower())
 
+    def recorded_bytes(self) -> int:
+        """What recording this event stores of its payload: its title and metadata as JSON, in bytes."""
+        try:
+            return len(json.dumps([self.title, self.metadata], separators=(",", ":")).encode())
+        except (RecursionError, ValueError):
+            # Nested past what the encoder follows: far beyond any real metadata.
+            return MAX_CALLBACK_BYTES + 1
+
+    def payload_problem(self) -> str | None:
+        """
+        Why this event's payload is larger than Dropbox Sign ever sends, or ``None``.
+
+        A verified event carrying one is a replay with a payload of someone else's making: it is
+        acknowledged and not recorded.
+        """
+        if self.title is not None and len(self.title) > MAX_TITLE_CHARS:
+            return f"its title has {len(self.title)} characters, over Dropbox Sign's {MAX_TITLE_CHARS}"
+        size = self.recorded_bytes()
+        if size > MAX_METADATA_BYTES:
+            return f"its title and metadata take {size} bytes, over {MAX_METADATA_BYTES}"
+        return None
+
     def asset_extra(self, dropbox_sign_conn_id: str) -> dict[str, Any]:
         """The ``extra`` of the asset event: the event and its request, never a credential or the body."""
         return {
@@ -163,6 +228,9 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
         body = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"the json field is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of "[" are enough; no real event nests more than a few levels.
+        raise ValueError("the json field is nested too deeply to be an event") from None
     if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
         raise ValueError("the json field has no event object")
     event = body["event"]
@@ -171,11 +239,16 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
     # acknowledged (refusing it would make Dropbox Sign retry it for three days); only known types
     # are recorded.
     if not isinstance(event_type, str) or not re.fullmatch(r"[a-z][a-z_]{0,63}", event_type):
-        raise ValueError(f"event_type {event_type!r} is not a Dropbox Sign event type")
+        raise ValueError(f"event_type {shown(event_type)} is not a Dropbox Sign event type")
     if isinstance(event_time, int) and not isinstance(event_time, bool):
         event_time = str(event_time)
-    if not isinstance(event_time, str) or not event_time.isdigit() or len(event_time) > 12:
-        raise ValueError(f"event_time {event_time!r} is not epoch seconds")
+    if (
+        not isinstance(event_time, str)
+        or not event_time.isascii()
+        or not event_time.isdigit()
+        or len(event_time) > 12
+    ):
+        raise ValueError(f"event_time {shown(event_time)} is not epoch seconds")
     if not isinstance(hash_, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", hash_):
         raise ValueError("event_hash is missing or not a hex SHA-256")
     request = body.get("signature_request")
@@ -184,8 +257,10 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
     if not isinstance(request, dict):
         raise ValueError("signature_request is not an object")
     sr_id, title, metadata = (request.get(k) for k in ("signature_request_id", "title", "metadata"))
-    if sr_id is not None and not (isinstance(sr_id, str) and re.fullmatch(r"[0-9a-fA-F]{1,64}", sr_id)):
-        raise ValueError(f"signature_request_id {sr_id!r} is not a signature request id")
+    if sr_id is not None:
+        # The hook's own rule, before anything is recorded: an id the hook would refuse to read
+        # could never be confirmed, and an upper-cased spelling would pass for another request.
+        sr_id = validate_signature_request_id(sr_id)
     return CallbackEvent(
         event_type,
         event_time,
@@ -196,6 +271,29 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
     )
 
 
+def freshness_problem(event_time: str, now: float) -> str | None:
+    """
+    Why an event of this time is not recorded now, or ``None`` when it may be.
+
+    :param event_time: the verified event's ``event_time`` (epoch seconds, digits).
+    :param now: the current time, epoch seconds.
+    :return: too old (before ``now`` minus :data:`MAX_EVENT_AGE_SECONDS`: Dropbox Sign stopped
+        retrying it), or from the future (after ``now`` plus :data:`EVENT_CLOCK_SKEW_SECONDS`).
+    """
+    age = now - int(event_time)
+    if age > MAX_EVENT_AGE_SECONDS:
+        return (
+            f"event_time {event_time} is {int(age)} s old, over {MAX_EVENT_AGE_SECONDS} s "
+            "(Dropbox Sign's retry horizon plus clock skew)"
+        )
+    if -age > EVENT_CLOCK_SKEW_SECONDS:
+        return (
+            f"event_time {event_time} is {int(-age)} s ahead, over the "
+            f"{EVENT_CLOCK_SKEW_SECONDS} s clock skew"
+        )
+    return None
+
+
 def check_conn_id(dropbox_sign_conn_id: str) -> str:
     """
     Return the connection id, checked for use in an asset URI and a Variable key.
@@ -204,7 +302,7 @@ def check_conn_id(dropbox_sign_conn_id: str) -> str:
     """
     if not isinstance(dropbox_sign_conn_id, str) or not _CONN_ID.match(dropbox_sign_conn_id):
         raise ValueError(
-            f"dropbox_sign_conn_id {dropbox_sign_conn_id!r} must be letters, digits, '_', '.' or '-'"
+            f"dropbox_sign_conn_id {shown(dropbox_sign_conn_id)} must be letters, digits, '_', '.' or '-'"
         )
     return dropbox_sign_conn_id
 
@@ -248,6 +346,82 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
     if uri.query or uri.fragment:
         raise ValueError(f"a {ASSET_SCHEME} asset URI has no query or fragment: {uri.geturl()!r}")
     return uri
+
+
+_LEDGER_PREFIX = "dropbox_sign_event_ids."
+# Airflow's Variable keys are at most 250 characters (ID_LEN).
+_MAX_VARIABLE_KEY = 250
+
+
+def event_ledger_variable(dropbox_sign_conn_id: str, event_type: str, event_time: str | int) -> str:
+    """
+    The key of the Variable listing the requests recorded for one account's events of one type and
+    second: ``dropbox_sign_event_ids.<event_time, 12 digits>.<connection id>.<event type>``.
+
+    The time comes first and zero-padded, so that all keys sort by time and the expired ones, of
+    every account, are one key range (:func:`expired_ledgers_range`). After the connection id it
+    could not be: ``a.0...`` would sort inside the range of connection ``a``.
+    """
+    conn_part = check_conn_id(dropbox_sign_conn_id)
+    # Room for "<12 digits>." and ".<event type of up to 64>"; a longer connection id goes by its
+    # digest.
+    if len(_LEDGER_PREFIX) + 13 + len(conn_part) + 1 + 64 > _MAX_VARIABLE_KEY:
+        conn_part = "sha256-" + hashlib.sha256(conn_part.encode()).hexdigest()[:32]
+    return f"{_LEDGER_PREFIX}{int(event_time):012d}.{conn_part}.{event_type}"
+
+
+def expired_ledgers_range(now: float) -> tuple[str, str]:
+    """
+    The keys ``[low, high)`` of the ledgers, of every account, whose events are too old to be
+    recorded now (:func:`freshness_problem`).
+
+    :param now: the current time, epoch seconds.
+    """
+    oldest_kept = max(0, int(now) - MAX_EVENT_AGE_SECONDS)
+    return _LEDGER_PREFIX, f"{_LEDGER_PREFIX}{oldest_kept:012d}"
+
+
+class LedgerVerdict(str, enum.Enum):
+    """What the ledger of an event time says about one more event of that time."""
+
+    #: not recorded before, and within the bounds: record it
+    NEW = "new"
+    #: recorded before: a redelivery
+    REDELIVERY = "redelivery"
+    #: :data:`MAX_REQUESTS_PER_EVENT_TIME` requests recorded for this time already
+    TOO_MANY_REQUESTS = "too_many_requests"
+    #: :data:`MAX_RECORDED_BYTES_PER_EVENT_TIME` would be exceeded
+    TOO_MANY_BYTES = "too_many_bytes"
+
+
+def add_to_ledger(ledger: Any, event: CallbackEvent) -> tuple[LedgerVerdict, dict[str, Any] | None]:
+    """
+    Decide whether ``event`` is recorded, against what its event time recorded before.
+
+    :param ledger: the ledger as stored (``None``, or anything unreadable, starts a new one).
+    :param event: a verified event.
+    :return: the verdict, and the ledger with the event added when it is :attr:`LedgerVerdict.NEW`.
+    """
+    if isinstance(ledger, str | bytes):
+        try:
+            ledger = json.loads(ledger)
+        except ValueError:
+            ledger = None
+    ids: list[str] = []
+    used = 0
+    if isinstance(ledger, dict) and isinstance(ledger.get("ids"), list):
+        ids = [i for i in ledger["ids"] if isinstance(i, str)]
+    if isinstance(ledger, dict) and isinstance(ledger.get("bytes"), int):
+        used = ledger["bytes"]
+    request = event.signature_request_id or "-"
+    if request in ids:
+        return LedgerVerdict.REDELIVERY, None
+    if len(ids) >= MAX_REQUESTS_PER_EVENT_TIME:
+        return LedgerVerdict.TOO_MANY_REQUESTS, None
+    size = event.recorded_bytes()
+    if used + size > MAX_RECORDED_BYTES_PER_EVENT_TIME:
+        return LedgerVerdict.TOO_MANY_BYTES, None
+    return LedgerVerdict.NEW, {"ids": [*ids, request], "bytes": used + size}
 
 
 def recent_events_variable(dropbox_sign_conn_id: str) -> str:

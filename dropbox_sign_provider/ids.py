@@ -16,24 +16,44 @@ from typing import Any
 SIGNATURE_REQUEST_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 _ID_RE = re.compile(r"[0-9a-f]{16,64}", re.ASCII)
 _SEPARATORS = re.compile(r"[,\s]+")
+#: Longest ``repr`` of a bad value an error message quotes whole: a value can be anything a payload
+#: or a template held, up to a megabyte, and the message ends up in logs and HTTP answers.
+MAX_SHOWN_CHARS = 120
+
+
+def shown(value: Any) -> str:
+    """
+    The ``repr`` of ``value`` for an error message, cut to :data:`MAX_SHOWN_CHARS` characters.
+
+    :param value: the bad value to name.
+    """
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[: MAX_SHOWN_CHARS - 30]}... ({len(text)} characters)"
 
 
 def validate_signature_request_id(value: Any) -> str:
     """
     Return ``value`` as a signature request id, surrounding whitespace stripped.
 
+    The one rule for ids, wherever they come from: a task's arguments, an API answer, a callback
+    event's payload. Upper-case hex is refused rather than lowered: Dropbox Sign writes its ids in
+    lowercase, so an upper-cased one was changed on the way, and two spellings of one id must never
+    count as two requests.
+
     :param value: the candidate id.
     :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
     """
     if not isinstance(value, str):
         raise ValueError(
-            f"signature_request_id {value!r} is not a Dropbox Sign id: expected a string of 16 to 64 "
+            f"signature_request_id {shown(value)} is not a Dropbox Sign id: expected a string of 16 to 64 "
             f"lowercase hex characters, got {type(value).__name__}"
         )
     candidate = value.strip()
     if not _ID_RE.fullmatch(candidate):
         raise ValueError(
-            f"signature_request_id {value!r} is not a Dropbox Sign id: expected 16 to 64 lowercase hex "
+            f"signature_request_id {shown(value)} is not a Dropbox Sign id: expected 16 to 64 lowercase hex "
             "characters"
         )
     return candidate

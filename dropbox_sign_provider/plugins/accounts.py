@@ -2,9 +2,14 @@
 The accounts whose callback events the receiver accepts, and the API keys that verify them.
 
 They are the connections named by the Airflow option ``[dropbox_sign] callback_conn_ids``
-(:data:`CALLBACK_CONN_IDS_OPTION`). Each connection is read when a callback arrives and kept for
-:data:`ACCOUNTS_TTL_SECONDS`, so a rotated key is in use a minute later without a restart; until
-then an event signed with the new key is refused and Dropbox Sign sends it again later.
+(:data:`CALLBACK_CONN_IDS_OPTION`). Airflow reads its configuration once per process, so a change
+of the option takes effect when the API server restarts. The connections themselves are read when
+a callback arrives and kept for :data:`ACCOUNTS_TTL_SECONDS`: a rotated key (a changed
+connection) is in use within a minute without a restart; until then an event signed with the new
+key is refused and Dropbox Sign sends it again later.
+
+Several connections may hold one account's key (one account, several connection ids): an event
+is recorded for each of them, as each has its own board and assets.
 """
 
 from __future__ import annotations
@@ -49,12 +54,14 @@ def callback_conn_ids() -> list[str]:
     return list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
 
 
-def verifying_account(event: CallbackEvent, accounts: tuple[CallbackAccount, ...]) -> str | None:
-    """The connection id of the first account whose key verifies ``event``, or ``None``."""
-    for account in accounts:
-        if event.verified_by(account.api_key):
-            return account.conn_id
-    return None
+def verifying_accounts(event: CallbackEvent, accounts: tuple[CallbackAccount, ...]) -> list[str]:
+    """
+    The connection ids of every account whose key verifies ``event``, in configured order.
+
+    Every key is tried, not only up to the first that verifies: connections sharing a key each
+    record the event.
+    """
+    return [account.conn_id for account in accounts if event.verified_by(account.api_key)]
 
 
 class _AccountCache:

@@ -9,13 +9,15 @@ Once per event, whatever the number of deliveries:
    scheduled on it, made the way Airflow's REST API makes one. No DAG schedules on the asset: no
    asset event, the board alone.
 
-A redelivery changes nothing. It is recognised on the board (the last
-:data:`~dropbox_sign_provider.events.MAX_RECENT_EVENTS` events) and, since Dropbox Sign retries for
-about three days, also among the asset's events since the event's time.
+A redelivery changes nothing. It is recognised by the event time's ledger (one Variable per
+account, event type and second, looked up by its key: see :mod:`dropbox_sign_provider.events`),
+never by reading stored asset events: their ``extra`` is not indexed, and scanning it grows with
+every event recorded. The ledger also bounds what one ``(event_type, event_time)`` may record, and
+the ledgers of times too old to be recorded any more are deleted as a key range as new events come.
 
-Both are written in one transaction that first locks the board's row, so two deliveries of one
-event cannot both record it: on databases that lock rows, across API server processes too; in one
-process a lock serialises the writers whatever the database (SQLite locks no row, and writes of
+Everything is written in one transaction that first locks the board's row, so two deliveries of
+one event cannot both record it: on databases that lock rows, across API server processes too; in
+one process a lock serialises the writers whatever the database (SQLite locks no row, and writes of
 two processes there can fail with "database is locked": the request is then refused and delivered
 again).
 """
@@ -26,14 +28,18 @@ import enum
 import json
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dropbox_sign_provider.events import (
+    MAX_EVENT_AGE_SECONDS,
     MAX_RECENT_EVENTS,
     CallbackEvent,
+    LedgerVerdict,
     add_recent_event,
+    add_to_ledger,
     event_asset_uri,
+    event_ledger_variable,
+    expired_ledgers_range,
     recent_events_variable,
 )
 from dropbox_sign_provider.version_compat import register_api_asset_event
@@ -42,10 +48,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
-
-#: How far before an event's time its earlier asset events are looked for: the receiving
-#: machine's clock may be behind Dropbox Sign's.
-CLOCK_SKEW = timedelta(minutes=10)
 
 # Serialises recordings in this process: two threads must not read the same board and each write
 # it back with only their own event.
@@ -61,6 +63,8 @@ class Recorded(str, enum.Enum):
     BOARD_ONLY = "board_only"
     #: the event was recorded by an earlier delivery: nothing changed
     REDELIVERY = "redelivery"
+    #: its event time recorded as many requests or bytes as one time may: nothing changed
+    OVER_LIMIT = "over_limit"
 
 
 def board_description(dropbox_sign_conn_id: str) -> str:
@@ -73,14 +77,26 @@ def board_description(dropbox_sign_conn_id: str) -> str:
     )
 
 
-def record_event(event: CallbackEvent, dropbox_sign_conn_id: str) -> Recorded:
+def ledger_description(dropbox_sign_conn_id: str) -> str:
+    """The description of a ledger's Variable, as the Variables page shows it."""
+    return (
+        f"Dropbox Sign: the requests recorded for one second of one event type of connection "
+        f"{dropbox_sign_conn_id!r}, so that a redelivered event is recorded once. Written by the "
+        "provider's callback receiver, deleted by it once Dropbox Sign can no longer deliver "
+        f"events of that second ({MAX_EVENT_AGE_SECONDS} s later). Not a credential."
+    )
+
+
+def record_event(event: CallbackEvent, dropbox_sign_conn_id: str, now: float) -> Recorded:
     """
     Record a verified event (not ``callback_test``) of an account, once.
 
     Blocks on the database: call it from a worker thread.
 
-    :param event: an event whose hash the account's key verifies.
+    :param event: an event whose hash the account's key verifies, and recent enough to record.
     :param dropbox_sign_conn_id: the connection of that account.
+    :param now: the current time (epoch seconds): ledgers of times older than the freshness window
+        are deleted.
     :raises sqlalchemy.exc.SQLAlchemyError: when the database cannot record it; nothing is then
         recorded, and the delivery should be refused so that Dropbox Sign sends it again.
     """
@@ -88,46 +104,52 @@ def record_event(event: CallbackEvent, dropbox_sign_conn_id: str) -> Recorded:
 
     with _record_lock:
         try:
-            return _record_in_new_session(event, dropbox_sign_conn_id)
+            return _record_in_new_session(event, dropbox_sign_conn_id, now)
         except IntegrityError:
-            # Another process created the board first; now there is a row to lock, and the
-            # second attempt sees the other process's writes.
-            return _record_in_new_session(event, dropbox_sign_conn_id)
+            # Another process created the board or the ledger first; now there is a row to lock,
+            # and the second attempt sees the other process's writes.
+            return _record_in_new_session(event, dropbox_sign_conn_id, now)
 
 
-def _record_in_new_session(event: CallbackEvent, conn_id: str) -> Recorded:
+def _record_in_new_session(event: CallbackEvent, conn_id: str, now: float) -> Recorded:
     from airflow.utils.session import create_session
 
     # Committed when the block ends, rolled back on an error.
     with create_session() as session:
-        return _record(session, event, conn_id)
+        return _record(session, event, conn_id, now)
 
 
-def _record(session: Session, event: CallbackEvent, conn_id: str) -> Recorded:
+def _record(session: Session, event: CallbackEvent, conn_id: str, now: float) -> Recorded:
     from airflow.models.asset import AssetModel
     from airflow.models.variable import Variable
     from sqlalchemy import select
 
-    key = recent_events_variable(conn_id)
-    row = session.scalar(select(Variable).where(Variable.key == key).with_for_update())
-    board = add_recent_event(row.val if row is not None else None, event)
-    if board is None:
+    # The board's row is locked first, by every writer of this account: the ledger read below
+    # cannot change under this transaction.
+    board_key = recent_events_variable(conn_id)
+    board_row = session.scalar(select(Variable).where(Variable.key == board_key).with_for_update())
+    ledger_key = event_ledger_variable(conn_id, event.event_type, event.event_time)
+    ledger_row = session.scalar(select(Variable).where(Variable.key == ledger_key))
+    verdict, ledger = add_to_ledger(ledger_row.val if ledger_row is not None else None, event)
+    if verdict is LedgerVerdict.REDELIVERY:
         return Recorded.REDELIVERY
+    if ledger is None:
+        return Recorded.OVER_LIMIT
+    board = add_recent_event(board_row.val if board_row is not None else None, event)
+
+    # Board and ledger are written and flushed before the asset event: when another process
+    # created one of them meanwhile, the unique key fails here, before any asset event is made.
+    _put(session, ledger_row, ledger_key, ledger, ledger_description(conn_id))
+    if board is None:
+        # On the board but in no ledger: recorded before the ledger was (a release without
+        # ledgers, or a ledger deleted by hand). The ledger now has it too.
+        return Recorded.REDELIVERY
+    _put(session, board_row, board_key, board, board_description(conn_id))
+    session.flush()
+    _forget_expired_ledgers(session, now)
 
     uri = event_asset_uri(event.event_type, conn_id)
     asset = session.scalar(select(AssetModel).where(AssetModel.uri == uri, AssetModel.active.has()))
-    if asset is not None and _has_asset_event(session, asset.id, event):
-        return Recorded.REDELIVERY
-
-    # The board is written and flushed before the asset event: when another process created the
-    # board meanwhile, the unique key fails here, before any asset event is made or announced.
-    value = json.dumps(board, separators=(",", ":"))
-    if row is None:
-        session.add(Variable(key=key, val=value, description=board_description(conn_id)))
-    else:
-        row.set_val(value)
-    session.flush()
-
     if asset is None:
         log.info(
             "Dropbox Sign event %s of %r: no DAG schedules on asset %s, so it has no asset event; "
@@ -141,16 +163,23 @@ def _record(session: Session, event: CallbackEvent, conn_id: str) -> Recorded:
     return Recorded.ASSET_EVENT
 
 
-def _has_asset_event(session: Session, asset_id: int, event: CallbackEvent) -> bool:
-    from airflow.models.asset import AssetEvent
-    from sqlalchemy import select
+def _put(session: Session, row: Any, key: str, value: dict[str, Any], description: str) -> None:
+    from airflow.models.variable import Variable
 
-    try:
-        since = datetime.fromtimestamp(int(event.event_time), tz=timezone.utc) - CLOCK_SKEW
-    except (OverflowError, OSError, ValueError):
-        return False  # a time past year 9999: no asset event can be that recent
-    # The extra's JSON is compared here, not in SQL, the same way on every database.
-    extras = session.scalars(
-        select(AssetEvent.extra).where(AssetEvent.asset_id == asset_id, AssetEvent.timestamp >= since)
+    text = json.dumps(value, separators=(",", ":"))
+    if row is None:
+        session.add(Variable(key=key, val=text, description=description))
+    else:
+        row.set_val(text)
+
+
+def _forget_expired_ledgers(session: Session, now: float) -> None:
+    from airflow.models.variable import Variable
+    from sqlalchemy import delete
+
+    # A range of the unique key's index: cheap when there is nothing to delete, as on most calls.
+    low, high = expired_ledgers_range(now)
+    session.execute(
+        delete(Variable).where(Variable.key >= low, Variable.key < high),
+        execution_options={"synchronize_session": False},
     )
-    return any(isinstance(extra, dict) and extra.get("event_key") == event.key for extra in extras)

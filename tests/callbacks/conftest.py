@@ -7,6 +7,7 @@ processor does), two accounts with API keys, and readers of what a callback left
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,32 @@ class Recorded:
         from sqlalchemy import func, select
 
         with create_session() as session:
-            return session.scalar(
-                select(func.count())
-                .select_from(AssetDagRunQueue)
-                .where(AssetDagRunQueue.target_dag_id == dag_id)
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(AssetDagRunQueue)
+                    .where(AssetDagRunQueue.target_dag_id == dag_id)
+                )
+                or 0
             )
 
+    def ledgers(self) -> dict[str, Any]:
+        """Every ledger of an event time, by Variable key, as stored (parsed)."""
+        from airflow.models.variable import Variable
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            rows = session.scalars(select(Variable).where(Variable.key.like("dropbox_sign_event_ids.%")))
+            return {row.key: json.loads(row.val) for row in rows}
+
     def nothing(self) -> bool:
-        """Whether no board and no asset event exists for any of the test accounts."""
-        return all(self.board(c) is None for c in (*KEYS, "ds_cb_token")) and not self.asset_events()
+        """Whether no board, ledger or asset event exists for any of the test accounts."""
+        return (
+            all(self.board(c) is None for c in (*KEYS, "ds_cb_token"))
+            and not self.asset_events()
+            and not self.ledgers()
+        )
 
     def forget_board(self, conn_id: str) -> None:
         """Delete one account's board, as when it rotated its oldest events out."""
@@ -127,7 +145,8 @@ class Recorded:
         from sqlalchemy import delete, select
 
         with create_session() as session:
-            session.execute(delete(Variable).where(Variable.key.like("dropbox_sign_recent_events.%")))
+            for prefix in ("dropbox_sign_recent_events.%", "dropbox_sign_event_ids.%"):
+                session.execute(delete(Variable).where(Variable.key.like(prefix)))
             ours = select(AssetModel.id).where(AssetModel.uri.like("dropbox-sign://%"))
             session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.asset_id.in_(ours)))
             session.execute(delete(AssetEvent).where(AssetEvent.asset_id.in_(ours)))
@@ -167,6 +186,10 @@ def make_callback() -> Callable[..., dict[str, Any]]:
     """Builds a callback's ``json`` field: ``make_callback(event_type, key=..., event_time=...,
     signature_request_id=..., event_hash=...)``; signed with ``key`` unless ``event_hash`` is given."""
     counter = iter(range(1_000_000))
+    # Recent, as the receiver records only events Dropbox Sign could still be delivering. Counted
+    # back from one fixed second, never from the clock at each call: a test that takes as many
+    # seconds between two calls as the counter advances would otherwise get one event time twice.
+    latest = int(time.time()) - 60
 
     def make(
         event_type: str = "signature_request_canceled",
@@ -176,7 +199,7 @@ def make_callback() -> Callable[..., dict[str, Any]]:
         signature_request_id: str | None = "",
         **event: Any,
     ) -> dict[str, Any]:
-        when = str(event_time if event_time is not None else 1_700_000_000 + next(counter))
+        when = str(event_time if event_time is not None else latest - next(counter))
         body: dict[str, Any] = {
             "event": {
                 "event_time": when,
@@ -212,6 +235,29 @@ def post(receiver: TestClient) -> Callable[..., Any]:
         return receiver.post("/callback", data={"json": text})
 
     return send
+
+
+class Clock:
+    """The receiver's clock, set to a fixed time: ``time.time()`` answers :attr:`now`."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Sets the receiver's clock (``clock.now = ...``); it starts at the real time."""
+    from dropbox_sign_provider.plugins import callbacks
+
+    fixed = Clock(time.time())
+    monkeypatch.setattr(callbacks, "time", fixed)
+    return fixed
 
 
 @pytest.fixture

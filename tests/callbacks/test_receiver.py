@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,31 +15,24 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dropbox_sign_provider.events import (
-    CALLBACK_ACKNOWLEDGEMENT,
     MAX_CALLBACK_BYTES,
     event_asset_uri,
     event_hash,
 )
 from dropbox_sign_provider.plugins.callbacks import app
+from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
 from tests.helpers import SECRETS, set_connection
-
-CANCELED_A = event_asset_uri("signature_request_canceled", "ds_cb_a")
 
 # The official test vector of Dropbox Sign's documentation.
 VECTOR_KEY = "324e3b0840f065eb51f3fd63231d0d33daa35d4ed10d27718839e81737065782"
 VECTOR_HASH = "ff8b03439122f9160500c3fb855bdee5a9ccba5fff27d3b258745d8f3074832f"
 
 
-def assert_acknowledged(response: Any) -> None:
-    assert response.status_code == 200, response.text
-    assert response.text == CALLBACK_ACKNOWLEDGEMENT
-    assert response.headers["content-type"].startswith("text/plain")
-
-
 def test_the_official_test_vector_verifies_and_is_recorded(
-    post: Callable[..., Any], recorded: Any, monkeypatch: pytest.MonkeyPatch
+    post: Callable[..., Any], recorded: Any, monkeypatch: pytest.MonkeyPatch, clock: Any
 ) -> None:
     assert event_hash(VECTOR_KEY, "1669926463", "account_confirmed") == VECTOR_HASH
+    clock.now = 1669926463 + 30  # the vector's event, received as it was sent
     set_connection(monkeypatch, "ds_cb_vector", password=VECTOR_KEY)
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", "ds_cb_a,ds_cb_vector")
     body = {
@@ -153,8 +147,9 @@ def test_two_events_of_one_type_in_one_second_are_two_events(
     event_of: Callable[..., Any],
     recorded: Any,
 ) -> None:
-    first = make_callback("signature_request_canceled", event_time=1_700_000_500)
-    second = make_callback("signature_request_canceled", event_time=1_700_000_500)
+    second_ago = int(time.time()) - 1
+    first = make_callback("signature_request_canceled", event_time=second_ago)
+    second = make_callback("signature_request_canceled", event_time=second_ago)
     assert first["event"]["event_hash"] == second["event"]["event_hash"]
     assert_acknowledged(post(first))
     assert_acknowledged(post(second))

@@ -12,12 +12,15 @@ import yaml
 
 from dropbox_sign_provider import events
 from dropbox_sign_provider.events import (
+    MAX_EVENT_AGE_SECONDS,
     MAX_RECENT_EVENTS,
     CallbackEvent,
     add_recent_event,
     board_problem,
     event_asset_uri,
     event_hash,
+    event_ledger_variable,
+    expired_ledgers_range,
     parse_callback,
     recent_event_requests,
     recent_events_variable,
@@ -190,3 +193,14 @@ def test_every_event_type_of_the_openapi_description_is_known() -> None:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     schema = yaml.load(text, Loader=loader)["components"]["schemas"]["EventCallbackRequestEvent"]  # noqa: S506
     assert set(schema["properties"]["event_type"]["enum"]) == events.EVENT_TYPES
+
+
+@pytest.mark.parametrize("conn_id", ["a", "a.0", "a-0", "A", "x" * 250])
+def test_the_expired_ledgers_range_holds_every_old_ledger_and_no_fresh_one(conn_id: str) -> None:
+    now = 1_800_000_000
+    low, high = expired_ledgers_range(now)
+    fresh = now - MAX_EVENT_AGE_SECONDS
+    for when, expired in [(fresh - 1, True), (0, True), (fresh, False), (now + 600, False)]:
+        key = event_ledger_variable(conn_id, "signature_request_canceled", when)
+        assert len(key) <= 250
+        assert (low <= key < high) is expired, key
