@@ -64,7 +64,7 @@ def get_provider_info() -> dict[str, Any]:
         "config": {
             "dropbox_sign": {
                 "description": "The deployment's policy for cancelling Dropbox Sign signature requests "
-                "(who must approve, how many a run may cancel, whether the clean-up is armed), and the "
+                "(who must approve, how many a run may cancel without approval), and the "
                 "callbacks received by the Airflow API server at ``POST /dropbox-sign/callback`` (the "
                 "provider's plugin). Airflow reads this section once per process: a change takes effect "
                 "when each component (workers, triggerers, API server) restarts.",
@@ -115,15 +115,6 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": "3600",
                         "default": "86400",
-                    },
-                    "cleanup_armed": {
-                        "description": "Whether the expiry clean-up may cancel at all. Until it is True "
-                        "every clean-up run is a dry run. The Variable dropbox_sign_cleanup_armed set to "
-                        "false disarms at once (no restart); no Variable can arm.",
-                        "version_added": __version__,
-                        "type": "boolean",
-                        "example": "True",
-                        "default": "False",
                     },
                     "callback_conn_ids": {
                         "description": "Comma-separated ids of the ``dropbox_sign`` connections whose "
