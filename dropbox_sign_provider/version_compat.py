@@ -16,7 +16,6 @@ from packaging.version import Version
 
 if TYPE_CHECKING:
     from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
     from pydantic import JsonValue
     from sqlalchemy.orm import Session
 
@@ -69,30 +68,10 @@ def register_api_asset_event(
     return asset_manager.register_asset_change(asset=asset, extra=extra, session=session)
 
 
-def approval_operator() -> type[ApprovalOperator] | None:
-    """
-    Airflow's ``ApprovalOperator``, or ``None`` where there is none.
-
-    The human-in-the-loop operators need Airflow 3.1 and a standard provider that ships them.
-    On Airflow 3.3 a waiting approval parks its task as ``awaiting_input``, holding no worker slot
-    and needing no triggerer; on 3.1 and 3.2 it defers to the triggerer. Where the operators are
-    missing (an older standard provider), ``dropbox_sign_cancel_request`` cancels without asking
-    and says so, and the clean-up's ``over_cap="ask"`` fails as ``fail`` does.
-    """
-    from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
-
-    try:
-        from airflow.providers.standard.operators.hitl import ApprovalOperator
-    except (ImportError, AirflowOptionalProviderFeatureException):
-        return None
-    return ApprovalOperator
-
-
 __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "amask_secret",
-    "approval_operator",
     "register_api_asset_event",
 ]

@@ -134,6 +134,12 @@ def token_conn(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -
     )
 
 
+@pytest.fixture
+def approval_not_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment whose ``[dropbox_sign]`` policy lets ids named at run time be cancelled unasked."""
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__REQUIRE_APPROVAL", "False")
+
+
 @pytest.fixture(params=["sync", "async"])
 def client(request: pytest.FixtureRequest) -> Callable[..., HookClient]:
     """Makes a HookClient over the sync hook, then the async one: ``client(conn_id, **hook_kwargs)``."""

@@ -105,7 +105,8 @@ def statuses(emulator: DropboxSignEmulator) -> list[int]:
 class FakeTI:
     """The part of Airflow's task instance a task's execute() touches here."""
 
-    def __init__(self) -> None:
+    def __init__(self, dag_id: str = "unit_dag", run_id: str = "unit_run", map_index: int = -1) -> None:
+        self.dag_id, self.run_id, self.map_index = dag_id, run_id, map_index
         self.xcoms: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -267,8 +268,26 @@ class ApprovalAnswer(threading.Thread):
             self._answer()
         except BaseException as error:  # raised by result(), in the test's thread
             self.error = error
-            # dag.test() waits for the answer for ever: say at once why none will come.
+            # dag.test() waits for the answer for ever: say at once why none will come, and end
+            # the wait by failing the task.
             traceback.print_exc()
+            self._fail_waiting_task()
+
+    def _fail_waiting_task(self) -> None:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
+
+        with create_session() as session:
+            session.execute(
+                update(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.task_id == self.task_id,
+                    TaskInstance.state.in_(("deferred", "awaiting_input", "queued")),
+                )
+                .values(state="failed")
+            )
 
     def result(self) -> dict[str, Any]:
         """The form as Airflow stored it; raises what went wrong in the thread."""
@@ -330,11 +349,14 @@ class ApprovalAnswer(threading.Thread):
             if AIRFLOW_V_3_3_PLUS:
                 self._time_out(trigger_timeout)
             return
+        from airflow.api_fastapi.app import create_auth_manager
         from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
         from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
         from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
         from airflow.utils.session import create_session
 
+        # The handler checks assigned_users with the deployment's auth manager, as the API server does.
+        create_auth_manager()
         with create_session() as session:
             update_hitl_detail(
                 dag_id=self.dag_id,

@@ -10,8 +10,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
+from dropbox_sign_provider.cancellation_policy import DISARM_VARIABLE, CancellationPolicy
 from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_due
 from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.grants import SELECTION, GrantError, authorize, given_grant, grant_key, mint
 from dropbox_sign_provider.ids import normalize_signature_request_ids, resolved_at_run_time
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.outcomes import (
@@ -22,7 +24,7 @@ from dropbox_sign_provider.outcomes import (
     report,
     summarize,
 )
-from dropbox_sign_provider.preview import RequestPreview, request_preview
+from dropbox_sign_provider.preview import RequestPreview, request_preview, would_cancel
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
 from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
@@ -40,6 +42,9 @@ DEFAULT_MAX_CANCELLATIONS = 1000
 #: The XCom key under which a dry run keeps what it read of each id
 #: (:class:`~dropbox_sign_provider.preview.RequestPreview`), for a person to approve.
 PREVIEW_XCOM_KEY = "preview"
+#: The XCom key under which a dry run keeps the same, signed (a selection grant): what an approval
+#: form shows, and the ids a person may approve (those that would be cancelled).
+SELECTION_XCOM_KEY = "selection"
 
 
 class CancelSignatureRequestOperator(BaseOperator):
@@ -88,11 +93,28 @@ class CancelSignatureRequestOperator(BaseOperator):
     :param recancel_after: seconds (or a ``timedelta``) after a cancel without confirmation before
         cancelling again.
     :param max_cancel_attempts: cancels per id at most, counting the first one.
+    :param require_approval: cancel only what a person approved (an ``approval_grant`` covering
+        every id), whatever the deployment's policy says. Templated, like ``dry_run``. It can only
+        add to ``[dropbox_sign] require_approval``, which applies to ids named at run time.
+    :param approval_grant: the grant of a
+        :class:`~dropbox_sign_provider.operators.approval.CancellationApprovalOperator` (its XCom
+        ``grant``), templated. Checked before anything is sent: its signature, this run, and that
+        it covers every id.
+    :param require_selection: cancel only ids a provider step selected, as a ``selection_grant``
+        proves (the clean-up's batches): ids injected anywhere else are refused.
+    :param selection_grant: the grant of the step that selected the ids (a mapped keyword argument
+        of each batch), templated.
     """
 
     # BaseOperator already has a dry_run() method: the templated value is kept as dry_run_setting,
     # and is_dry_run reads it.
-    template_fields: Sequence[str] = ("signature_request_ids", "dry_run_setting")
+    template_fields: Sequence[str] = (
+        "signature_request_ids",
+        "dry_run_setting",
+        "require_approval_setting",
+        "approval_grant",
+        "selection_grant",
+    )
     operator_extra_links = (DropboxSignRequestLink(),)
     ui_color = "#fde8e8"
 
@@ -111,6 +133,10 @@ class CancelSignatureRequestOperator(BaseOperator):
         timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
         recancel_after: wait_settings.Duration = wait_settings.DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
+        require_approval: bool | str = False,
+        approval_grant: Any = None,
+        require_selection: bool = False,
+        selection_grant: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,6 +159,16 @@ class CancelSignatureRequestOperator(BaseOperator):
             normalize_signature_request_ids(signature_request_ids)
         if not resolved_at_run_time(dry_run):
             dry_run_flag(dry_run)
+        if not resolved_at_run_time(require_approval):
+            dry_run_flag(require_approval, "require_approval")
+        if not isinstance(require_selection, bool):
+            raise ValueError(f"require_selection {require_selection!r} must be True or False")
+        # Ids written in the DAG file are the deployment's code; anything rendered is not.
+        self.ids_named_at_run_time = resolved_at_run_time(signature_request_ids)
+        self.require_approval_setting = require_approval
+        self.approval_grant = approval_grant
+        self.require_selection = require_selection
+        self.selection_grant = selection_grant
         self.signature_request_ids = signature_request_ids
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
         self.dry_run_setting = dry_run
@@ -177,6 +213,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
         if dry_run:
             return self._preview(hook, ids, context)
+        self._authorize(ids, context)
 
         outcomes: dict[str, str] = {}
         errors: dict[str, str] = {}
@@ -210,6 +247,35 @@ class CancelSignatureRequestOperator(BaseOperator):
             log_outcomes(self.log, "Dropbox Sign cancellations", outcomes, summarize(outcomes, {}))
             return outcomes
         return self._wait(hook, outcomes, errors)
+
+    def _authorize(self, ids: list[str], context: Context) -> None:
+        # Before the first cancel: a grant rewritten, missing or for another run stops it all.
+        ti = context["ti"]
+        try:
+            why = authorize(
+                ids,
+                key=lambda: grant_key(self.dropbox_sign_conn_id),
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                policy=CancellationPolicy.from_config(),
+                selection_grant=self.selection_grant,
+                approval_grant=self.approval_grant,
+                require_selection=self.require_selection,
+                require_approval=dry_run_flag(self.require_approval_setting, "require_approval"),
+                # A mapped instance got its ids from an upstream task's XCom, whatever the file says.
+                named_at_run_time=self.ids_named_at_run_time or ti.map_index not in (None, -1),
+            )
+        except (GrantError, ValueError) as refused:
+            raise AirflowFailException(f"Nothing was cancelled: {refused}") from None
+        if self.require_selection or given_grant(self.selection_grant) is not None:
+            from airflow.sdk import Variable
+
+            # The deployment's kill switch: stops a selection already made, at once.
+            if str(Variable.get(DISARM_VARIABLE, default="")).strip().lower() == "false":
+                raise AirflowFailException(
+                    f"Nothing was cancelled: the Variable {DISARM_VARIABLE} is false (disarmed)"
+                )
+        self.log.info("Cancelling %d signature requests: %s", len(ids), why)
 
     def _cancel(self, hook: DropboxSignHook, sr_id: str) -> str:
         try:
@@ -250,8 +316,19 @@ class CancelSignatureRequestOperator(BaseOperator):
                 outcome = Outcome.WOULD_CANCEL if state is RequestState.PENDING else Outcome.of_state(state)
                 outcomes[sr_id] = state.value if outcome is None else str(outcome)
             previews.append(request_preview(sr_id, outcomes[sr_id], request))
-        # What a person approving the cancel reads: the title, signers and date of each request.
-        context["ti"].xcom_push(key=PREVIEW_XCOM_KEY, value=previews)
+        # What a person approving the cancel reads: the title, signers and date of each request;
+        # signed, so that the form shows what was read and an approval covers what it showed.
+        ti = context["ti"]
+        ti.xcom_push(key=PREVIEW_XCOM_KEY, value=previews)
+        selection = mint(
+            grant_key(self.dropbox_sign_conn_id),
+            kind=SELECTION,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            ids=would_cancel(previews),
+            shown=previews,
+        )
+        ti.xcom_push(key=SELECTION_XCOM_KEY, value=selection)
         log_outcomes(self.log, "Dry run, nothing was cancelled", outcomes, summarize(outcomes, {}))
         return outcomes
 
@@ -301,10 +378,13 @@ def _state_by_get(hook: DropboxSignHook, sr_id: str) -> RequestState:
         return request_state(error)
 
 
-def dry_run_flag(value: Any) -> bool:
+def dry_run_flag(value: Any, name: str = "dry_run") -> bool:
     """
-    ``dry_run`` as a boolean: ``True`` or ``False``, or what a template renders them to, ``"true"``
-    or ``"false"`` in any case and with surrounding white space.
+    A templated flag (``dry_run``, ``require_approval``) as a boolean: ``True`` or ``False``, or what
+    a template renders them to, ``"true"`` or ``"false"`` in any case and with surrounding white space.
+
+    :param value: the flag as given or rendered.
+    :param name: the argument's name, for the error.
 
     :raises ValueError: naming the value otherwise: any other text would be a non-empty string,
         true in Python, and a template meant to say "cancel" would silently make a dry run.
@@ -313,4 +393,4 @@ def dry_run_flag(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"dry_run {value!r} must be True or False, or a template rendering to 'true' or 'false'")
+    raise ValueError(f"{name} {value!r} must be True or False, or a template rendering to 'true' or 'false'")

@@ -1,13 +1,12 @@
-"""What an approval's kept answer says: approved, rejected, timed out, or ended without an answer."""
+"""What an approval's kept answer says: approved, refused, rejected, timed out, or ended without an answer."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.approval import approval_timeout, decision
+from dropbox_sign_provider.approval import decision
 
 CAROL = {"id": "carol", "name": "Carol"}
 
@@ -39,6 +38,14 @@ CAROL = {"id": "carol", "name": "Carol"}
         ),
         # The approval failed before it kept an answer: not a time-out, and not an approval.
         (None, False, None, False, "not approved: the approval ended without an answer (see its log)"),
+        # An Approve the deployment's policy refused (four eyes, approvers) is no approval.
+        (
+            {"chosen_options": ["Approve"], "responded_by_user": CAROL, "refused": "four eyes"},
+            False,
+            "Carol",
+            False,
+            "an Approve by Carol that does not count (four eyes)",
+        ),
         # Approve among other options is not an approval of this question.
         (
             {"chosen_options": ["Approve", "Reject"], "responded_by_user": CAROL},
@@ -56,18 +63,3 @@ def test_decision(
 
     assert (verdict.approved, verdict.by, verdict.timed_out) == (approved, by, timed_out)
     assert str(verdict) == said
-
-
-@pytest.mark.parametrize(
-    ("environ", "waits"),
-    [({}, timedelta(days=1)), ({"DROPBOX_SIGN_APPROVAL_TIMEOUT": "3"}, timedelta(seconds=3))],
-)
-def test_approval_timeout(environ: dict[str, str], waits: timedelta) -> None:
-    assert approval_timeout(environ) == waits
-
-
-# Airflow reads a zero time-out as none: the approval would wait for ever.
-@pytest.mark.parametrize("value", ["0", "-5", "", "a day", "nan", "inf"])
-def test_approval_timeout_refuses_what_is_not_a_positive_number_of_seconds(value: str) -> None:
-    with pytest.raises(ValueError, match=f"DROPBOX_SIGN_APPROVAL_TIMEOUT must be .* not {value!r}"):
-        approval_timeout({"DROPBOX_SIGN_APPROVAL_TIMEOUT": value})

@@ -477,7 +477,7 @@ def test_a_dry_run_rendered_to_anything_else_fails_before_any_request(
     assert emulator.requests_log == []
 
 
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "approval_not_required")
 @pytest.mark.parametrize("dry", [False, True], ids=["cancel", "dry"])
 def test_dag_dry_run_from_a_param(emulator: DropboxSignEmulator, dropbox_sign_conn: str, dry: bool) -> None:
     sr_id = make_requests(emulator, 1)[0]
@@ -565,7 +565,7 @@ def test_rerun_after_partial_progress(
 # --- under dag.test() ---------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "approval_not_required")
 def test_dag_ids_from_xcom_template_and_mapping(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str
 ) -> None:
@@ -602,6 +602,25 @@ def test_dag_ids_from_xcom_template_and_mapping(
 
 
 @pytest.mark.usefixtures("airflow_db")
+def test_dag_ids_named_at_run_time_are_not_cancelled_unapproved_under_the_default_policy(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    # [dropbox_sign] require_approval defaults to True: ids from a param, a template or an XCom
+    # are what a person triggering the run chose, and nobody approved them.
+    ids = make_requests(emulator, 3)
+    dag_run = load_test_dag("t_cancel_sources").test(
+        run_conf={"from_xcom": ids[:1], "from_template": ids[1:2], "mapped": ids[2:]}
+    )
+    states = {key: str(ti.state) for key, ti in task_instances(dag_run).items()}
+    assert {key: state for key, state in states.items() if key[0].startswith("cancel")} == {
+        ("cancel_from_xcom", -1): "failed",
+        ("cancel_from_template", -1): "failed",
+        ("cancel_mapped", 0): "failed",
+    }
+    assert [emulator.cancel_calls(i) for i in ids] == [0, 0, 0]
+
+
+@pytest.mark.usefixtures("airflow_db", "approval_not_required")
 def test_dag_many_ids_mixed_outcomes_fail_once_without_retry(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -649,7 +668,7 @@ def fault_seed(pattern: list[bool], **faults: Any) -> int:
     raise AssertionError(f"no seed gives {pattern}")
 
 
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "approval_not_required")
 def test_dag_retry_after_partial_progress(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     first, second = make_requests(emulator, 2)
     # First try: the first cancel goes through; the second is refused with 402 and GET says the

@@ -246,7 +246,7 @@ def test_bad_ids_fail_before_any_request(
 # --- under dag.test() ---------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "approval_not_required")
 def test_dag_cancel_then_confirm(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     plain, gone = make_requests(emulator, 2)
     signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]

@@ -1,0 +1,174 @@
+"""
+A person approves a cancellation in the Airflow UI, and the cancel step gets a grant it can check.
+
+:class:`CancellationApprovalOperator` is Airflow's ``ApprovalOperator`` with three differences, each
+so that nothing a run's XComs or task states hold can stand in for a person's Approve:
+
+- It shows what a provider step selected and signed (a selection grant), after checking that
+  signature: the titles and signers in the form are what the step read from Dropbox Sign.
+- The selection travels from the moment it asks to the moment it resumes in the task's own
+  deferral state, which the REST API cannot edit, and the answer comes from Airflow's own
+  human-in-the-loop record.
+- On Approve, it checks the deployment's policy (its approvers, four eyes) and hands the cancel step
+  a signed approval grant covering exactly what the form showed (XCom ``grant``). The cancel step
+  refuses to cancel anything a valid grant does not cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider.approval import ANSWER_KEY, APPROVE, GRANT_KEY
+from dropbox_sign_provider.cancellation_policy import CancellationPolicy
+from dropbox_sign_provider.grants import APPROVAL, SELECTION, given_grant, grant_key, mint, verify
+from dropbox_sign_provider.preview import preview_markdown
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Ids listed under the form's text, at most; a larger selection is named by its count and digest.
+LISTED_IDS = 50
+
+
+class CancellationApprovalOperator(ApprovalOperator):
+    """
+    Ask a person to approve cancelling what a provider step selected; on Approve, push a signed
+    grant (XCom ``grant``) that :class:`~dropbox_sign_provider.operators.signature_request.
+    CancelSignatureRequestOperator` checks (its ``approval_grant``).
+
+    Nothing to approve (an empty selection) asks nobody and grants nothing. **Reject**, or no answer
+    within the time-out (which counts as Reject), grants nothing and skips the downstream tasks.
+    The answer is also kept as XCom ``answer`` for a report (see
+    :func:`~dropbox_sign_provider.approval.decision`); it is never evidence of an approval.
+
+    The deployment's ``[dropbox_sign]`` policy decides who may answer (``approvers``), whether the
+    user who triggered the run may approve it (``four_eyes``), and the longest wait
+    (``approval_timeout``); this operator's arguments may narrow them, never widen them.
+
+    :param selection: the selection grant of the step that read the requests (templated), e.g. a
+        dry run's XCom ``selection``: ``"{{ ti.xcom_pull(task_ids='preview', key='selection') }}"``.
+    :param describe: turns what the selection shows (its ``shown``) into the form's Markdown;
+        the dry run's preview table by default.
+    :param dropbox_sign_conn_id: the connection whose credential signs the grants.
+    :param subject: the form's headline.
+    :param notifiers: Airflow notifiers told when the approval starts waiting (so that a nightly
+        approval does not wait unseen).
+    :param assigned_users: who may answer, when the deployment names nobody.
+    :param response_timeout: how long to wait, when shorter than the deployment's.
+    """
+
+    template_fields: Sequence[str] = ("subject", "selection")
+    ui_color = "#fff4d6"
+
+    def __init__(
+        self,
+        *,
+        selection: Any,
+        describe: Callable[[Any], str] = preview_markdown,
+        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
+        subject: str = "Cancel these Dropbox Sign signature requests? This cannot be undone.",
+        response_timeout: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for fixed in ("body", "defaults"):
+            if fixed in kwargs:
+                raise ValueError(f"{fixed} is not an argument of CancellationApprovalOperator: it is derived")
+        # No answer in time is a rejection: nothing is cancelled unless someone said yes.
+        super().__init__(
+            subject=subject, defaults=ApprovalOperator.REJECT, response_timeout=response_timeout, **kwargs
+        )
+        self.selection = selection
+        self.describe = describe
+        self.dropbox_sign_conn_id = dropbox_sign_conn_id
+
+    def execute(self, context: Context) -> Any:
+        """Check the selection's signature, show it, and wait for a person's answer."""
+        ti = context["ti"]
+        policy = CancellationPolicy.from_config()
+        key = grant_key(self.dropbox_sign_conn_id)
+        selected = given_grant(self.selection)
+        if selected is None:
+            raise AirflowFailException("Nothing to approve was handed to this task: no selection grant")
+        try:
+            selection = verify(selected, key, dag_id=ti.dag_id, run_id=ti.run_id, kind=SELECTION)
+        except ValueError as refused:
+            raise AirflowFailException(f"Not asking anybody: {refused}") from None
+        if not selection.count:
+            self.log.info("Nothing would be cancelled: asking nobody")
+            return None
+        self.body = self.describe(selection.shown) + _covered(
+            selection.ids, selection.count, selection.selection
+        )
+        # The deployment's approvers and time-out; this task's own may only be narrower.
+        if policy.assigned_users():
+            self.assigned_users = policy.assigned_users()
+        if self.response_timeout is None or self.response_timeout > policy.approval_timeout:
+            self.response_timeout = policy.approval_timeout
+        try:
+            return super().execute(context)
+        except TaskDeferred as waiting:
+            # From here to the answer, the selection waits in the task's own deferral state, which
+            # the REST API cannot edit: the grant covers what this form showed, whatever the XComs say.
+            waiting.kwargs = {**(waiting.kwargs or {}), "selection": selected}
+            raise
+        except BaseException as parked:
+            # Airflow 3.3 parks the task as awaiting input (TaskAwaitingInput), with the same kwargs.
+            if type(parked).__name__ == "TaskAwaitingInput":
+                parked.kwargs = {**(getattr(parked, "kwargs", None) or {}), "selection": selected}  # type: ignore[attr-defined]
+            raise
+
+    def execute_complete(self, context: Context, event: dict[str, Any], selection: Any = None) -> Any:
+        """Keep the answer; on an Approve the policy accepts, push the approval grant."""
+        ti = context["ti"]
+        refused = None
+        if "error" not in event:
+            chosen = event.get("chosen_options")
+            if chosen == [APPROVE]:
+                triggered_by = getattr(context.get("dag_run"), "triggering_user_name", None)
+                refused = CancellationPolicy.from_config().refusal(
+                    event.get("responded_by_user"), triggered_by
+                )
+            answer = {
+                "chosen_options": chosen,
+                "responded_by_user": event.get("responded_by_user"),
+                "refused": refused,
+            }
+            ti.xcom_push(key=ANSWER_KEY, value=answer)
+        if refused:
+            raise AirflowFailException(f"The Approve does not count: {refused}. Nothing will be cancelled.")
+        result = super().execute_complete(context, event)
+        if event.get("chosen_options") == [APPROVE]:
+            key = grant_key(self.dropbox_sign_conn_id)
+            shown = verify(selection, key, dag_id=ti.dag_id, run_id=ti.run_id, kind=SELECTION)
+            grant = mint(
+                key,
+                kind=APPROVAL,
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                ids=shown.ids,
+                count=shown.count,
+                selection=shown.selection,
+                approved_by=event["responded_by_user"],
+            )
+            ti.xcom_push(key=GRANT_KEY, value=grant)
+            self.log.info(
+                "Approved by %s: %d signature requests may be cancelled",
+                grant["approved_by"]["name"],
+                shown.count,
+            )
+        return result
+
+
+def _covered(ids: Sequence[str], count: int, digest: str) -> str:
+    # Whatever the text above says, the form ends with exactly what an Approve covers.
+    lines = ["", "", f"**Approve covers these {count} signature requests, and only these:**", ""]
+    lines += [f"- `{sr_id}`" for sr_id in ids[:LISTED_IDS]]
+    if count > len(ids[:LISTED_IDS]):
+        lines += ["", f"...{count - len(ids[:LISTED_IDS])} more: the selection with digest `{digest[:16]}`."]
+    return "\n".join(lines)
