@@ -2,12 +2,12 @@
 Cancel Dropbox Sign signature requests by id, from the UI's trigger form.
 
 The form validates the input before a run is created: only well-formed, distinct ids get through.
-The run reads each id once (a dry run) and, unless the run's form turned approval off, asks a person
-in the Airflow UI to approve, showing each request's title, signers and what the cancel would do.
-Approved, it cancels the previewed ids that would cancel, waits (on the triggerer) until Dropbox
-Sign confirms the cancellations it queued, even when other ids failed, then logs a table of what
-happened to each id and fails naming the ids that failed. Rejected, or not answered in time, it
-cancels nothing and says so.
+The run reads each id once (a dry run) and, unless the deployment and the run's form both leave
+approval off, asks a person in the Airflow UI to approve, showing each request's title, signers and
+what the cancel would do. Approved, it cancels the previewed ids that would cancel, waits (on the
+triggerer) until Dropbox Sign confirms the cancellations it queued, even when other ids failed,
+then logs a table of what happened to each id and fails naming the ids that failed. Rejected, or
+not answered in time, it cancels nothing and says so.
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
-from dropbox_sign_provider.approval import (
-    ANSWER_KEY,
-    approval_timeout,
-    cancellation_approval,
-    decision,
-    require_approval_if_asked,
-)
+from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider.approval import ANSWER_KEY, GRANT_KEY, decision
+from dropbox_sign_provider.cancellation_policy import CancellationPolicy
+from dropbox_sign_provider.grants import approver_of
 from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import Outcome, outcome_table, report
-from dropbox_sign_provider.preview import preview_markdown, would_cancel
+from dropbox_sign_provider.preview import would_cancel
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.state import RequestState
 
@@ -56,20 +54,12 @@ API_TASK_ARGS: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(minutes=
 #: when it reported nothing (it failed before sending anything).
 CANCEL_OUTCOMES = "{{ ti.xcom_pull(task_ids='cancel', key='outcomes') or ti.xcom_pull(task_ids='cancel') }}"
 
-#: How long the approval waits for a person before it counts as rejected (a run then cancels
-#: nothing, and fails so that somebody notices). Seconds; environment variable, read when the file
-#: is parsed.
-APPROVAL_TIMEOUT = approval_timeout()
-
-#: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
-#: operators: there the run cancels without asking, as before.
-ApprovalOperator = cancellation_approval()
-
 #: What **preview** said a cancel would do to each id.
 PREVIEW_OUTCOMES = "{{ ti.xcom_pull(task_ids='preview') }}"
 #: The person's answer: ``chosen_options``, ``responded_by_user`` (``None`` when the approval timed
 #: out); ``None`` when nobody was asked.
 ANSWER = f"{{{{ ti.xcom_pull(task_ids='approve', key='{ANSWER_KEY}') }}}}"
+GRANT = f"{{{{ ti.xcom_pull(task_ids='approve', key='{GRANT_KEY}') }}}}"
 
 #: A person pasting ids into a form cancels a handful; a long list is more likely a mistake than a
 #: plan, and bulk clean-ups belong to dropbox_sign_expiry_cleanup with its dry run and its cap.
@@ -87,19 +77,25 @@ Double-check the ids before you trigger.
 1. **preview**: reads each id once, cancelling nothing: its title, when it was sent, its signers
    and which of them signed, and what a cancel would do (`would_cancel`, `completed`, `declined`,
    `already_canceled`, `not_found`, `forbidden`).
-2. **ask**: goes to **approve** when the run asks for approval (the default) and some request would
+2. **ask**: goes to **approve** when approval is required (by the deployment's
+   `[dropbox_sign] require_approval`, on by default, or by the run's form) and some request would
    be cancelled; otherwise straight to **cancel**.
 3. **approve**: shows the preview in the Airflow UI (the run's *Required Actions*) and waits for a
    person to press **Approve** or **Reject**, holding no worker slot (Airflow 3.3: the task waits
    as *awaiting input*; 3.1 and 3.2: it waits on the triggerer). **Reject** skips **cancel**:
-   nothing is cancelled. Without an answer within a day (environment variable
-   `DROPBOX_SIGN_APPROVAL_TIMEOUT`, seconds) it counts as **Reject**, and the run fails so that
-   somebody notices.
-4. **cancel**: asks Dropbox Sign to cancel each id **preview** found out for signature (with
-   approval off: every id, as given). Dropbox Sign only *queues* a cancellation; ids that were
-   cancelled, signed by everyone or declined in the meantime are recognised and reported, not
-   cancelled. With approval off, an id that does not exist (`not_found`) or belongs to someone
-   else (`forbidden`) fails this task, naming the id, once every other id was handled.
+   nothing is cancelled. Without an answer within `[dropbox_sign] approval_timeout` (a day by
+   default) it counts as **Reject**, and the run fails so that somebody notices. Who may answer,
+   and whether the user who triggered the run may approve it, are the deployment's
+   (`approvers`, `four_eyes`). An Approve hands **cancel** a signed grant for exactly the ids the
+   form listed.
+4. **cancel**: checks the grant, then asks Dropbox Sign to cancel each id **preview** found out for
+   signature (with approval off: every id, as given). It cancels nothing when approval was
+   required and no valid grant covers every id: an approval marked successful by hand, or an XCom
+   rewritten through the REST API, can make a run cancel less, never more. Dropbox Sign only
+   *queues* a cancellation; ids that were cancelled, signed by everyone or declined in the
+   meantime are recognised and reported, not cancelled. With approval off, an id that does not
+   exist (`not_found`) or belongs to someone else (`forbidden`) fails this task, naming the id,
+   once every other id was handled.
 5. **to_confirm**: picks the ids **cancel** queued, when the run waits for confirmation (see the
    parameters below). It runs even when **cancel** failed: what cancel queued is confirmed whatever
    happened to the other ids.
@@ -110,18 +106,15 @@ Double-check the ids before you trigger.
    that changed between the preview and the cancel, and returns the outcomes (XCom); fails naming
    each id that failed, and when the approval timed out, so the run fails too. A rejected run
    succeeds: "rejected by *name*: nothing was cancelled" (unless an id does not exist or is
-   another sender's). **cancel** itself fails, sending nothing, when the run asked for approval
-   and no **Approve** was kept (an approval marked successful by hand).
-
-On an Airflow without the human-in-the-loop operators (they need Airflow 3.1 and a standard
-provider that has them), there is no **approve**: the run cancels after the preview without asking,
-and **summary** says so.
+   another sender's).
 
 ## Parameters
 - **Signature request ids**: the requests to cancel, one per line, at most 50. Each is 16 to 64
   lowercase hex characters, as shown in the request's URL in Dropbox Sign (`...manage?guid=<id>`).
 - **Ask for approval** (default on): a person approves in the Airflow UI, after reading the
-  preview, before anything is cancelled. Off: the run cancels right after the preview.
+  preview, before anything is cancelled. Off: the run cancels right after the preview, but only
+  where the deployment allows it (`[dropbox_sign] require_approval = False`); a run can add an
+  approval, never remove one the deployment requires.
 - **Wait for confirmation**: on (default), the run ends only once every cancellation is
   confirmed; off, it ends as soon as they are queued (outcome `cancel_requested`).
 - **If already signed or declined**: `fail` (default) fails the run when a request was signed by
@@ -146,10 +139,8 @@ with DAG(
     catchup=False,
     doc_md=DOC_MD,
     tags=["dropbox-sign"],
-    # The ids reach the operator as the list the form produced, not as its string rendering.
+    # The ids and grants reach the operators as the values the tasks produced, not as text.
     render_template_as_native_obj=True,
-    # For the approval form's text.
-    user_defined_macros={"preview_markdown": preview_markdown},
     params={
         "signature_request_ids": Param(
             type="array",
@@ -166,7 +157,8 @@ with DAG(
             type="boolean",
             title="Ask for approval",
             description="A person approves in the Airflow UI, after reading what each request is and "
-            "who signed it, before anything is cancelled. Off: cancel right after the preview.",
+            "who signed it, before anything is cancelled. Off: cancel right after the preview, where "
+            "the deployment allows it ([dropbox_sign] require_approval).",
         ),
         "wait_for_confirmation": Param(
             True,
@@ -197,22 +189,20 @@ with DAG(
     @task.branch
     def ask() -> str:
         """
-        Go to **approve** when the run asks for approval and some request would be cancelled, else
-        straight to **cancel**; push (XCom ``to_cancel``) the ids **cancel** is given.
+        Go to **approve** when approval is required (by the deployment or the run) and some request
+        would be cancelled, else straight to **cancel**; push (XCom ``to_cancel``) the ids
+        **cancel** is given. This only routes: **cancel** itself refuses ids that no approval grant
+        covers when approval is required.
         """
         context = get_current_context()
         params = context["params"]
         previewed = context["ti"].xcom_pull(task_ids="preview", key="preview")
-        asking = ApprovalOperator is not None and params["require_approval"]
+        asking = params["require_approval"] or CancellationPolicy.from_config().require_approval
         # With approval off, cancel gets every id, as before approvals existed: it reports
         # not_found and forbidden ids itself. Approved, it gets exactly what the person saw would go.
         to_cancel = would_cancel(previewed) if asking else list(params["signature_request_ids"])
         context["ti"].xcom_push(key="to_cancel", value=to_cancel)
-        if asking and to_cancel:
-            return "approve"
-        if params["require_approval"] and ApprovalOperator is None:
-            log.warning("This Airflow has no human-in-the-loop operators: cancelling without approval")
-        return "cancel"
+        return "approve" if asking and to_cancel else "cancel"
 
     # The form's on_completed is applied in the summary: the operator and the sensor take theirs
     # when the file is parsed, and judging at the end lets every other id be cancelled and
@@ -222,25 +212,22 @@ with DAG(
         signature_request_ids="{{ ti.xcom_pull(task_ids='ask', key='to_cancel') }}",
         on_completed="ignore",
         max_cancellations=MAX_IDS,
+        # The form may add an approval to the deployment's policy, never remove one it requires;
+        # the operator checks the grant of approve before sending anything.
+        require_approval="{{ params.require_approval }}",
+        approval_grant=GRANT,
         # Runs after an approval, or when ask went straight here (approve is then skipped); a
         # rejection skips it, and a failed preview or approval stops it.
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-        # ...and an approval marked successful by hand, with no Approve kept, fails it unsent.
-        pre_execute=require_approval_if_asked,
         **API_TASK_ARGS,
     )
     asked = ask()
-    preview >> asked >> cancel
-    if ApprovalOperator is not None:
-        approve = ApprovalOperator(
-            task_id="approve",
-            subject="Cancel these Dropbox Sign signature requests? This cannot be undone.",
-            body="{{ preview_markdown(ti.xcom_pull(task_ids='preview', key='preview')) }}",
-            # No answer in time is a rejection: nothing is cancelled unless someone said yes.
-            defaults=ApprovalOperator.REJECT,
-            response_timeout=APPROVAL_TIMEOUT,
-        )
-        asked >> approve >> cancel
+    # Shows what preview read and signed; an Approve grants exactly the ids it showed.
+    approve = CancellationApprovalOperator(
+        task_id="approve", selection="{{ ti.xcom_pull(task_ids='preview', key='selection') }}"
+    )
+    preview >> asked >> [approve, cancel]
+    approve >> cancel
 
     # Runs whether cancel succeeded or failed: a failure on one id must not leave the cancellations
     # queued for the others unconfirmed.
@@ -277,6 +264,7 @@ with DAG(
         previewed: dict[str, str] | None,
         asked: str | None,
         answer: dict[str, Any] | None,
+        grant: Any,
         cancelled: dict[str, str] | None,
         confirmed: dict[str, str] | None,
     ) -> dict[str, str]:
@@ -288,7 +276,8 @@ with DAG(
 
         :param previewed: the outcomes of **preview**; ``None`` when it failed.
         :param asked: where **ask** went: ``approve`` when a person was asked.
-        :param answer: the result of **approve**; ``None`` when nobody was asked or nobody answered.
+        :param answer: the answer **approve** kept; ``None`` when nobody was asked or nobody answered.
+        :param grant: the approval grant of **approve**: who approved, as **cancel** verified it.
         :param cancelled: the outcomes of **cancel**, even when it failed; ``None`` when it
             reported none (it did not run).
         :param confirmed: the outcomes of **confirm**; ``None`` when it was skipped.
@@ -319,11 +308,14 @@ with DAG(
                 "Dropbox Sign cancellation failed: cancel reported no outcome; see its log and approve's"
             )
         if verdict is not None:
-            decided = str(verdict)
+            # Who approved, by the grant cancel checked: the kept answer only words a report.
+            context = get_current_context()
+            approver = approver_of(
+                grant, conn_id=DEFAULT_CONN_NAME, dag_id=context["dag"].dag_id, run_id=context["run_id"]
+            )
+            decided = f"approved by {approver}" if approver else "approve kept no valid approval grant"
         elif not params["require_approval"]:
             decided = "approval not asked for"
-        elif ApprovalOperator is None:
-            decided = "cancelled without approval: this Airflow has no human-in-the-loop operators"
         else:
             decided = "nothing to approve"
         # Ids the preview found signed, declined, gone or unknown were not given to cancel.
@@ -348,4 +340,6 @@ with DAG(
         return outcomes
 
     cancel >> queued
-    summary(PREVIEW_OUTCOMES, "{{ ti.xcom_pull(task_ids='ask') }}", ANSWER, CANCEL_OUTCOMES, confirm.output)
+    summary(
+        PREVIEW_OUTCOMES, "{{ ti.xcom_pull(task_ids='ask') }}", ANSWER, GRANT, CANCEL_OUTCOMES, confirm.output
+    )

@@ -22,13 +22,10 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, Variable, get_current_context, task
 
-from dropbox_sign_provider.approval import (
-    ANSWER_KEY,
-    approval_timeout,
-    cancellation_approval,
-    decision,
-    require_approval_if_asked,
-)
+from dropbox_sign_provider.approval import ANSWER_KEY, GRANT_KEY, decision
+from dropbox_sign_provider.cancellation_policy import CancellationPolicy
+from dropbox_sign_provider.grants import SELECTION, grant_key, mint, selection_digest
+from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.outcomes import Outcome, count_outcomes, outcome_table, summarize
 from dropbox_sign_provider.state import RequestState, request_state
@@ -67,15 +64,6 @@ CONFIRM_POKE_INTERVAL = float(os.environ.get("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL
 #: file is parsed.
 CONFIRM_EVENT_FIRST = os.environ.get("DROPBOX_SIGN_EVENT_FIRST", "").strip().lower() in ("1", "true", "yes")
 
-#: How long the approval of a run over ``max_cancellations`` (``over_cap`` ``ask``) waits for a
-#: person before it counts as rejected (the run then cancels nothing, and fails so that somebody
-#: notices). Seconds; environment variable, read when the file is parsed.
-APPROVAL_TIMEOUT = approval_timeout()
-
-#: Airflow's ApprovalOperator keeping its answer, or None on an Airflow without human-in-the-loop
-#: operators: there ``over_cap`` ``ask`` fails the run, as ``fail`` does.
-ApprovalOperator = cancellation_approval()
-
 #: Requests the approval form lists, oldest first.
 SAMPLE_SIZE = 10
 
@@ -111,17 +99,20 @@ A run triggered with *dry_run* on cancels nothing, armed or not.
 0. **check_armed**: reads `{ARMED_VARIABLE}` and decides whether this run may cancel.
 1. **find**: lists the incomplete requests (`complete:false`, plus *query*) page by page and keeps
    the stale and expired ones.
+   When the run may cancel, it signs each batch of {BATCH_SIZE} (a selection grant): a batch
+   cancels only ids this task found, whatever an XCom says.
 2. **guard**: fails the run, before anything is cancelled, when there are more than
    *max_cancellations* of them (a mistyped query must not wipe out an account) and *over_cap* is
-   `fail`; otherwise splits them into batches of {BATCH_SIZE}.
+   `fail`. The deployment's `[dropbox_sign] max_cancellations` is the ceiling: a run's own is
+   lower or equal, and every batch checks it again before it cancels.
 3. **ask**: goes to **approve** when the run is over *max_cancellations*, *over_cap* is `ask` and
    the run really cancels (armed, not a dry run); otherwise straight to **cancel**.
 4. **approve**: shows how many were found, the cap, the query and age, and the
    {SAMPLE_SIZE} oldest requests (title, created, stale or expired) in the Airflow UI (the run's
    *Required Actions*), and waits for a person to press **Approve** or **Reject**. **Approve**
-   cancels everything found; **Reject** skips **cancel**: nothing is cancelled. Without an answer
-   within a day (environment variable `DROPBOX_SIGN_APPROVAL_TIMEOUT`, seconds) it counts as
-   **Reject**, and the run fails so that somebody notices.
+   cancels everything found (it hands each batch a signed grant); **Reject** skips **cancel**:
+   nothing is cancelled. Without an answer within `[dropbox_sign] approval_timeout` (a day by
+   default) it counts as **Reject**, and the run fails so that somebody notices.
 5. **cancel**: one task per batch. It cancels each id of its batch, then waits on the triggerer,
    without holding a worker or pool slot, until Dropbox Sign confirms every cancellation it queued
    (re-cancelling after 60 minutes without confirmation, as Dropbox Sign recommends). Only then
@@ -140,10 +131,11 @@ A run triggered with *dry_run* on cancels nothing, armed or not.
   e.g. `title:NDA` or `metadata:onboarding`.
 - **dry_run** (default false): report what would be cancelled; cancel nothing. While the DAG is
   not armed, every run is a dry run whatever this says.
-- **max_cancellations** (default 200): the most requests one run may cancel without asking.
+- **max_cancellations** (default 200): the most requests one run may cancel without asking; the
+  deployment's `[dropbox_sign] max_cancellations` caps it.
 - **over_cap** (default `fail`): what a run that found more than *max_cancellations* does. `fail`:
   fails before cancelling anything. `ask`: a person approves or rejects in the Airflow UI (see
-  **approve**); on an Airflow without human-in-the-loop operators it fails, as `fail` does.
+  **approve**).
 
 ## Setup
 At most {MAX_PARALLEL_BATCHES} **cancel** batches run at once, so that all workers together stay
@@ -206,26 +198,43 @@ def search_query(query: str) -> str:
     return " AND ".join(part for part in ("complete:false", query.strip()) if part)
 
 
-def approval_markdown(candidates: list[dict[str, Any]], params: dict[str, Any]) -> str:
+def approval_shown(candidates: list[dict[str, Any]], params: dict[str, Any], cap: int) -> dict[str, Any]:
     """
-    The body of the approval form of a run over ``max_cancellations``: how many were found, the
-    cap, the search and the age, and the oldest ``SAMPLE_SIZE`` requests, as Markdown.
+    What the approval form of a run over its cap shows (signed by **find** with the selection):
+    how many were found, the cap, the search and the age, and the oldest ``SAMPLE_SIZE`` requests.
 
-    :param candidates: what **find** returned, oldest first.
+    :param candidates: what **find** found, oldest first.
     :param params: the run's params.
+    :param cap: the run's cap, within the deployment's.
     """
-    found, cap, days = len(candidates), params["max_cancellations"], params["max_age_days"]
+    return {
+        "found": len(candidates),
+        "cap": cap,
+        "query": search_query(params["query"]),
+        "max_age_days": params["max_age_days"],
+        "oldest": candidates[:SAMPLE_SIZE],
+    }
+
+
+def approval_markdown(shown: dict[str, Any]) -> str:
+    """
+    The body of the approval form of a run over ``max_cancellations``, as Markdown.
+
+    :param shown: from :func:`approval_shown`.
+    """
+    found, cap, days = shown["found"], shown["cap"], shown["max_age_days"]
+    policy = CancellationPolicy.from_config()
     lines = [
         f"**Approve cancels all {found} signature requests found, more than max\\_cancellations "
         f"({cap}): this cannot be undone.**",
         "",
-        f"- Search: {_markdown_text(search_query(params['query']))}",
+        f"- Search: {_markdown_text(shown['query'])}",
         f"- Stale: created more than {days} days ago (max\\_age\\_days); expired: past its expiry date",
         "",
         f"The {min(found, SAMPLE_SIZE)} oldest of {found}:",
         "",
     ]
-    for candidate in candidates[:SAMPLE_SIZE]:
+    for candidate in shown["oldest"]:
         title = _markdown_text(candidate.get("title") or "") or "(no title)"
         lines.append(
             f"- **{title}**: {candidate['reason']}, created {_day(candidate['created_at'])} "
@@ -235,8 +244,8 @@ def approval_markdown(candidates: list[dict[str, Any]], params: dict[str, Any]) 
         lines += ["", f"...and {found - SAMPLE_SIZE} more: the XCom of **find** lists every one."]
     lines += [
         "",
-        f"**Reject** cancels nothing. Without an answer within {_duration(APPROVAL_TIMEOUT)} nothing is "
-        "cancelled and the run fails.",
+        f"**Reject** cancels nothing. Without an answer within {_duration(policy.approval_timeout)} "
+        "nothing is cancelled and the run fails.",
     ]
     return "\n".join(lines)
 
@@ -339,12 +348,17 @@ with DAG(
     def find() -> list[dict[str, Any]]:
         """
         List the incomplete signature requests and keep the stale and the expired ones, oldest
-        first.
+        first. When the run may cancel, sign what it found (XCom ``batches``: one signed batch per
+        **cancel** task; XCom ``selection``: what an approval form shows), so that nothing but what
+        this task found can be cancelled, whatever an XCom says later.
         """
         # Imported here, not at the top: parsing this file then needs no HTTP client.
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
-        params = get_current_context()["params"]
+        context = get_current_context()
+        params, ti = context["params"], context["ti"]
+        # Decided again here, not taken from check_armed's XCom, which the REST API can rewrite.
+        mode = cleanup_mode(bool(params["dry_run"]), Variable.get(ARMED_VARIABLE, default=None))
         now = time.time()
         cutoff = now - params["max_age_days"] * 86400
         # One listing of every incomplete request, with no created:[...] narrowing: expired requests
@@ -370,38 +384,49 @@ with DAG(
                 }
         found = sorted(candidates.values(), key=lambda c: (c["created_at"] or 0, c["signature_request_id"]))
         log.info("%d incomplete requests listed, %d to cancel", listed, len(found))
+        ids = [candidate["signature_request_id"] for candidate in found]
+        cap = CancellationPolicy.from_config().cap(params["max_cancellations"])
+        signed: dict[str, Any] = {"kind": SELECTION, "dag_id": ti.dag_id, "run_id": ti.run_id}
+        signed.update(count=len(ids), selection=selection_digest(ids), require_approval=len(ids) > cap)
+        key = grant_key() if not mode["dry_run"] else b""
+        batches = []
+        for start in range(0, len(ids), BATCH_SIZE):
+            batch = ids[start : start + BATCH_SIZE]
+            grant = None if mode["dry_run"] else mint(key, ids=batch, **signed)
+            batches.append(
+                {"signature_request_ids": batch, "dry_run": mode["dry_run"], "selection_grant": grant}
+            )
+        ti.xcom_push(key="batches", value=batches)
+        if not mode["dry_run"]:
+            shown = approval_shown(found, params, cap)
+            ti.xcom_push(
+                key="selection", value=mint(key, shown=shown, **{**signed, "require_approval": False})
+            )
         return found
 
     @task
-    def guard(candidates: list[dict[str, Any]], mode: dict[str, Any]) -> list[dict[str, Any]]:
+    def guard(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """
         Refuse an implausibly large clean-up before anything is cancelled, unless the run's
-        ``over_cap`` is ``ask`` (then **ask** decides whether a person approves); otherwise split the
-        ids into the keyword arguments of one **cancel** task per batch.
+        ``over_cap`` is ``ask`` (then **ask** decides whether a person approves); otherwise hand on
+        the keyword arguments of one **cancel** task per batch that **find** signed. Each batch
+        checks its grant and the deployment's cap again before it cancels.
 
         :param candidates: what **find** returned.
-        :param mode: what **check_armed** decided.
         """
-        params = get_current_context()["params"]
-        cap = params["max_cancellations"]
-        if len(candidates) > cap and (params["over_cap"] != "ask" or ApprovalOperator is None):
-            no_hitl = (
-                " over_cap=ask cannot ask: this Airflow has no human-in-the-loop operators (they "
-                "need Airflow 3.1 and a standard provider that has them)."
-                if params["over_cap"] == "ask"
-                else ""
-            )
+        context = get_current_context()
+        params = context["params"]
+        policy = CancellationPolicy.from_config()
+        cap = policy.cap(params["max_cancellations"])
+        if len(candidates) > cap and params["over_cap"] != "ask":
             raise AirflowFailException(
                 f"Found {len(candidates)} signature requests to cancel, more than max_cancellations={cap}. "
                 f"Nothing was cancelled. Check the query ({params['query']!r}) and max_age_days "
-                f"({params['max_age_days']}) with dry_run, or raise max_cancellations for this run."
-                f"{no_hitl}"
+                f"({params['max_age_days']}) with dry_run, raise max_cancellations for this run (up to "
+                f"[dropbox_sign] max_cancellations={policy.max_cancellations}), or ask for approval "
+                "with over_cap=ask."
             )
-        ids = [candidate["signature_request_id"] for candidate in candidates]
-        return [
-            {"signature_request_ids": ids[start : start + BATCH_SIZE], "dry_run": mode["dry_run"]}
-            for start in range(0, len(ids), BATCH_SIZE)
-        ]
+        return list(context["ti"].xcom_pull(task_ids="find", key="batches") or [])
 
     @task.branch
     def ask(candidates: list[dict[str, Any]], mode: dict[str, Any]) -> str:
@@ -415,9 +440,9 @@ with DAG(
         """
         context = get_current_context()
         params = context["params"]
-        over = len(candidates) > params["max_cancellations"] and params["over_cap"] == "ask"
-        if over and ApprovalOperator is not None and not mode["dry_run"]:
-            context["ti"].xcom_push(key="form", value=approval_markdown(candidates, params))
+        cap = CancellationPolicy.from_config().cap(params["max_cancellations"])
+        over = len(candidates) > cap and params["over_cap"] == "ask"
+        if over and not mode["dry_run"]:
             return "approve"
         if over:
             log.info("More than max_cancellations found, but this run cancels nothing: asking nobody")
@@ -428,7 +453,7 @@ with DAG(
     found = find()
     mode >> found
     asked = ask(found, mode)  # type: ignore[arg-type]
-    batches = guard(found, mode)  # type: ignore[arg-type]
+    batches = guard(found)  # type: ignore[arg-type]
     batches >> asked
     # dry_run is not a template field: it reaches each batch through the mapped keyword arguments.
     cancel = CancelSignatureRequestOperator.partial(
@@ -442,25 +467,24 @@ with DAG(
         poke_interval=CONFIRM_POKE_INTERVAL,
         event_first=CONFIRM_EVENT_FIRST,
         max_active_tis_per_dagrun=MAX_PARALLEL_BATCHES,
+        # Each batch cancels only ids find signed (its mapped selection_grant), and, over the cap,
+        # only with the approval's grant: the checks live in the operator, not in this wiring.
+        require_selection=True,
+        approval_grant=f"{{{{ ti.xcom_pull(task_ids='approve', key='{GRANT_KEY}') | tojson }}}}",
         # Runs after an approval, or when ask went straight here (approve is then skipped); a
         # rejection skips it, and a failed guard or approval stops it.
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-        # ...and an approval marked successful by hand, with no Approve kept, fails it unsent.
-        pre_execute=require_approval_if_asked,
         **API_TASK_ARGS,
     ).expand_kwargs(batches)
-    asked >> cancel
-    if ApprovalOperator is not None:
-        approve = ApprovalOperator(
-            task_id="approve",
-            subject="Cancel more stale Dropbox Sign signature requests than max_cancellations allows? "
-            "This cannot be undone.",
-            body="{{ ti.xcom_pull(task_ids='ask', key='form') }}",
-            # No answer in time is a rejection: nothing is cancelled unless someone said yes.
-            defaults=ApprovalOperator.REJECT,
-            response_timeout=APPROVAL_TIMEOUT,
-        )
-        asked >> approve >> cancel
+    approve = CancellationApprovalOperator(
+        task_id="approve",
+        subject="Cancel more stale Dropbox Sign signature requests than max_cancellations allows? "
+        "This cannot be undone.",
+        selection="{{ ti.xcom_pull(task_ids='find', key='selection') | tojson }}",
+        describe=approval_markdown,
+    )
+    asked >> [approve, cancel]
+    approve >> cancel
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def report(
@@ -479,7 +503,7 @@ with DAG(
         context = get_current_context()
         params, ti = context["params"], context["ti"]
         dry_run = bool(mode["dry_run"])
-        cap = params["max_cancellations"]
+        cap = CancellationPolicy.from_config().cap(params["max_cancellations"])
         was_asked = ti.xcom_pull(task_ids="ask") == "approve"
         verdict = decision(ti.xcom_pull(task_ids="approve", key=ANSWER_KEY)) if was_asked else None
         outcomes: dict[str, str] = {}

@@ -27,7 +27,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.helpers import ACCESS_TOKEN, API_KEY, REPO, connection_uri_json
+from tests.helpers import ACCESS_TOKEN, API_KEY, REPO, FakeTI, connection_uri_json
 
 GOOD = "d10338cad145e1cb68afc828"
 OTHER_GOOD = "fa5c8a0b0f492d768749333ad6fcc214c111e967"
@@ -109,16 +109,8 @@ def unchanged_api(api: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> 
     assert api.get_state(GOOD) == api.get_state(OTHER_GOOD) == "awaiting_signature"
 
 
-class RecordingTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
 def context() -> Any:
-    return {"ti": RecordingTI()}
+    return {"ti": FakeTI()}
 
 
 # --- every entry point, every bad id ---------------------------------------------------------------

@@ -169,7 +169,7 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DROPBOX_SIGN_APPROVAL_TIMEOUT", "3")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CLEANUP_DAG).dag
 
     dag_run, _ = run_answered(dag, ASK, ApprovalAnswer(CLEANUP_DAG, "approve", None))
@@ -195,8 +195,8 @@ def test_over_cap_with_fail_fails_before_cancelling_anything(
     out = capfd.readouterr().out
     assert (
         f"Found 5 signature requests to cancel, more than max_cancellations={CAP}. Nothing was "
-        "cancelled. Check the query ('') and max_age_days (30) with dry_run, or raise "
-        "max_cancellations for this run."
+        "cancelled. Check the query ('') and max_age_days (30) with dry_run, raise max_cancellations "
+        "for this run (up to [dropbox_sign] max_cancellations=200), or ask for approval with over_cap=ask."
     ) in out
     assert "human-in-the-loop" not in out
 
@@ -258,7 +258,7 @@ def test_the_form_shows_the_ten_oldest_and_reads_titles_as_text() -> None:
     ]
     params = {"max_cancellations": 5, "max_age_days": 30, "query": "title:NDA"}
 
-    body = module.approval_markdown(candidates, params)
+    body = module.approval_markdown(module.approval_shown(candidates, params, cap=5))
 
     assert "**Approve cancels all 12 signature requests found, more than max\\_cancellations (5)" in body
     assert "- Search: complete:false AND title:NDA" in body

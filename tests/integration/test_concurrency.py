@@ -19,22 +19,12 @@ import pytest
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.helpers import connection_uri_json, make_requests
+from tests.helpers import FakeTI, connection_uri_json, make_requests
 
 PROCESSES = 4
 IDS_PER_PROCESS = 100
 RATE_LIMIT = 100
 WINDOW_SECONDS = 2.0
-
-
-class RecordingTI:
-    """The part of a task instance the operator uses: ``xcom_push``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
 
 
 def worker(ids: list[str], go: Any, results: Any) -> None:
@@ -49,7 +39,7 @@ def worker(ids: list[str], go: Any, results: Any) -> None:
         recancel_after=120.0,
     )
     try:
-        outcomes = operator.execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+        outcomes = operator.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     except Exception as exc:
         results.put({"ids": ids, "outcomes": None, "error": f"{type(exc).__name__}: {exc}"})
     else:

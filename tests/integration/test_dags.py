@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import socket
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -437,11 +435,12 @@ def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CANCEL_DAG).dag
 
 
-#: The manual DAG's form with approval off: the run cancels right after the preview, as the DAG did
-#: before it asked anyone.
+#: The manual DAG's form with approval off: with a deployment that allows it
+#: (``approval_not_required``), the run cancels right after the preview.
 UNASKED = {"require_approval": False}
 
 
+@pytest.mark.usefixtures("approval_not_required")
 def test_cancel_request_cancels_the_named_id(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
@@ -461,6 +460,7 @@ def test_cancel_request_cancels_the_named_id(
     "dag.test() before 3.3 takes about 2 s to start each task, so the first poll comes after the "
     "emulator's 1.5 s cancel delay and never sees the request still out for signature"
 )
+@pytest.mark.usefixtures("approval_not_required")
 def test_cancel_request_waits_until_the_cancellation_is_confirmed(
     monkeypatch: pytest.MonkeyPatch, cancel_dag: Any
 ) -> None:
@@ -480,6 +480,7 @@ def test_cancel_request_waits_until_the_cancellation_is_confirmed(
         assert set(polls[:-1]) == {200}
 
 
+@pytest.mark.usefixtures("approval_not_required")
 def test_cancel_request_without_waiting_skips_confirm(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
@@ -498,6 +499,7 @@ def test_cancel_request_without_waiting_skips_confirm(
     assert [entry.method for entry in emulator.requests_log] == ["GET", "POST"]
 
 
+@pytest.mark.usefixtures("approval_not_required")
 def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
@@ -514,6 +516,7 @@ def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     assert emulator.get_state(signed) == "completed"
 
 
+@pytest.mark.usefixtures("approval_not_required")
 def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -677,7 +680,8 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
     assert seeded.posts() == []
     assert seeded.emulator.get_state(seeded.plain) == "awaiting_signature"
     said = capfd.readouterr()
-    assert "this run asked for approval, and approve kept no Approve" in said.out + said.err
+    refusal = "Nothing was cancelled: a person must approve this cancellation, and there is no approval grant"
+    assert refusal in said.out + said.err
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
@@ -687,7 +691,7 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DROPBOX_SIGN_APPROVAL_TIMEOUT", "3")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CANCEL_DAG).dag
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
@@ -708,32 +712,3 @@ def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None
     assert task_states(dag_run)["approve"] == ["skipped"]
     assert seeded.posts() == []
     assert xcom_of(dag_run, "summary") == {seeded.signed: "completed"}
-
-
-@pytest.fixture
-def airflow_without_hitl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """An Airflow whose standard provider has no human-in-the-loop operators (importing them fails)."""
-    from dropbox_sign_provider.approval import cancellation_approval
-
-    monkeypatch.setitem(sys.modules, "airflow.providers.standard.operators.hitl", None)
-    cancellation_approval.cache_clear()
-    yield
-    cancellation_approval.cache_clear()
-
-
-def test_without_hitl_operators_the_run_cancels_without_asking_and_says_so(
-    airflow_without_hitl: None,
-    seeded: Seeded,
-    airflow_db: Path,
-    fast_confirmations: None,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    dag = load_dag_module(CANCEL_DAG).dag
-    assert "approve" not in dag.task_ids
-
-    dag_run = dag.test(run_conf={"signature_request_ids": [seeded.plain]})
-
-    assert dag_run.state == "success", task_states(dag_run)
-    assert seeded.posts() == [f"/v3/signature_request/cancel/{seeded.plain}"]
-    assert xcom_of(dag_run, "summary") == {seeded.plain: "canceled"}
-    assert "cancelled without approval: this Airflow has no human-in-the-loop operators" in caplog.text

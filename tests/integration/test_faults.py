@@ -32,7 +32,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import serde
-from tests.helpers import API_KEY, connection_uri_json, make_requests
+from tests.helpers import API_KEY, FakeTI, connection_uri_json, make_requests
 
 #: One seed for every fault, so a failing run can be replayed.
 SEED = 20_260_101
@@ -92,16 +92,6 @@ def scale_hook_sleeps(monkeypatch: pytest.MonkeyPatch, factor: float) -> None:
 # --- a task instance as Airflow runs it ---------------------------------------------------------
 
 
-class RecordingTI:
-    """The part of a task instance the operator uses: ``xcom_push``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
 def rebuild_trigger(trigger: Any) -> Any:
     """What the triggerer runs: the trigger rebuilt from its serialized kwargs after a serde round trip."""
     classpath, kwargs = trigger.serialize()
@@ -154,7 +144,7 @@ def attempt(run: TaskRun, settings: dict[str, Any], stage: str = "all") -> TaskD
     run.attempts += 1
     run.result = None
     run.retryable = False
-    ti = RecordingTI()
+    ti = FakeTI()
     operator = make_operator(run, settings)
     try:
         try:
@@ -174,7 +164,7 @@ def attempt(run: TaskRun, settings: dict[str, Any], stage: str = "all") -> TaskD
     return None
 
 
-def finish_deferred(run: TaskRun, operator: Any, ti: RecordingTI, deferred: TaskDeferred) -> None:
+def finish_deferred(run: TaskRun, operator: Any, ti: FakeTI, deferred: TaskDeferred) -> None:
     """Run the deferred trigger to its event and resume the task with it."""
     event = asyncio.run(first_event(rebuild_trigger(deferred.trigger)))
     run.reported = dict(event.payload["outcomes"])
@@ -184,10 +174,10 @@ def finish_deferred(run: TaskRun, operator: Any, ti: RecordingTI, deferred: Task
         record_failure(run, ti, failed)
 
 
-def record_failure(run: TaskRun, ti: RecordingTI, failed: AirflowException) -> None:
-    if "outcomes" in ti.xcom:
-        run.reported = dict(ti.xcom["outcomes"])
-        run.error_outcomes += sum(1 for outcome in ti.xcom["outcomes"].values() if outcome == "error")
+def record_failure(run: TaskRun, ti: FakeTI, failed: AirflowException) -> None:
+    if "outcomes" in ti.xcoms:
+        run.reported = dict(ti.xcoms["outcomes"])
+        run.error_outcomes += sum(1 for outcome in ti.xcoms["outcomes"].values() if outcome == "error")
     run.failure = str(failed)
     run.retryable = not isinstance(failed, AirflowFailException)
 
@@ -197,7 +187,7 @@ def run_task(run: TaskRun, settings: dict[str, Any], deferred: TaskDeferred | No
     try:
         if deferred is not None:
             operator = make_operator(run, settings)
-            finish_deferred(run, operator, RecordingTI(), deferred)
+            finish_deferred(run, operator, FakeTI(), deferred)
         else:
             attempt(run, settings)
         retry_while_allowed(run, settings)
@@ -526,7 +516,7 @@ def test_an_outage_longer_than_the_retries_fails_the_task_for_airflow_to_retry(
     scale_hook_sleeps(monkeypatch, FAST_SLEEP)
     ids = make_requests(fast_emulator, 2)
     fast_emulator.set_fault(error_rate=1.0, error_statuses=(503,))
-    ti = RecordingTI()
+    ti = FakeTI()
 
     with pytest.raises(AirflowException) as failed:
         CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids).execute({"ti": ti})  # type: ignore[arg-type]
@@ -536,7 +526,7 @@ def test_an_outage_longer_than_the_retries_fails_the_task_for_airflow_to_retry(
     assert attempts == dict.fromkeys(ids, 1 + DropboxSignHook().retry_policy.max_retries)
     assert all(fast_emulator.cancel_calls(sr_id) == 0 for sr_id in ids)
     assert all(f"{sr_id}: Dropbox Sign HTTP 503" in str(failed.value) for sr_id in ids)
-    assert ti.xcom["outcomes"] == dict.fromkeys(ids, "error")
+    assert ti.xcoms["outcomes"] == dict.fromkeys(ids, "error")
     # Nothing was cancelled and running the task again is safe: Airflow's retries must get their turn
     # (the example DAG gives its API tasks retries=2 for exactly this), so not a fail-fast error.
     assert not isinstance(failed.value, AirflowFailException), (

@@ -26,20 +26,10 @@ from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanc
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
-from tests.helpers import connection_uri_json, make_requests
+from tests.helpers import FakeTI, connection_uri_json, make_requests
 
 RECANCEL_AFTER = 2.0
 POLL = 0.1
-
-
-class RecordingTI:
-    """The part of a task instance the operator uses: ``xcom_push``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
 
 
 @pytest.fixture
@@ -92,7 +82,7 @@ def defer(ids: list[str], **settings: Any) -> tuple[CancelSignatureRequestOperat
         **settings,
     )
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+        operator.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     return operator, deferred.value
 
 
@@ -125,7 +115,7 @@ def test_trigger_resumes_after_a_triggerer_restart_with_the_same_clocks(account:
 
     assert event.payload["status"] == "success", event.payload
     assert event.payload["outcomes"] == dict.fromkeys(ids, "canceled")
-    assert operator.execute_complete({"ti": RecordingTI()}, event=event.payload) == dict.fromkeys(  # type: ignore[arg-type]
+    assert operator.execute_complete({"ti": FakeTI()}, event=event.payload) == dict.fromkeys(  # type: ignore[arg-type]
         ids, "canceled"
     )
     delays = [cancel_times(account, i)[1] - cancel_times(account, i)[0] for i in ids]
@@ -172,10 +162,11 @@ def test_trigger_resumed_after_its_deadline_ends_at_once(account: DropboxSignEmu
 # --- a worker killed between its cancel calls and its XCom push -------------------------------------
 
 
-class BlockingTI:
+class BlockingTI(FakeTI):
     """A task instance whose return-value push never returns: the worker dies right there."""
 
     def __init__(self, pushing: Any) -> None:
+        super().__init__()
         self.pushing = pushing
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -253,7 +244,7 @@ def test_task_retry_after_a_killed_worker_recognises_what_was_done(
     )
 
     # Airflow retries the task: a fresh execute with the same ids.
-    ti = RecordingTI()
+    ti = FakeTI()
     retry = CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids)
     outcomes = retry.execute({"ti": ti})  # type: ignore[arg-type]
 
@@ -261,7 +252,7 @@ def test_task_retry_after_a_killed_worker_recognises_what_was_done(
     counts = {o: list(outcomes.values()).count(o) for o in sorted(set(outcomes.values()))}
     landed = sum(state == "canceled" for state in before_retry.values())
     print(f"\n\nWorker killed {killed}: {landed}/{len(ids)} cancels had landed; the retry reports {counts}")
-    assert "outcomes" not in ti.xcom  # written only when the task fails
+    assert "outcomes" not in ti.xcoms  # written only when the task fails
     # Each id was cancelled by exactly one of the two workers; the retry only asked.
     for sr_id in ids:
         assert account.cancel_calls(sr_id) == (2 if before_retry[sr_id] == "canceled" else 1)
@@ -271,7 +262,7 @@ def test_task_retry_after_a_killed_worker_recognises_what_was_done(
         poke_interval=POLL,
         timeout=30.0,
         recancel_after=10.0,
-    ).execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+    ).execute({"ti": FakeTI()})  # type: ignore[arg-type]
     assert confirmed == {
         i: "already_canceled" if o == "already_canceled" else "canceled" for i, o in outcomes.items()
     }

@@ -34,7 +34,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import serde
-from tests.helpers import REPO, make_requests
+from tests.helpers import REPO, ApprovalAnswer, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"
 TOKEN = "oauth-RECOGNISABLETOKEN0002"
@@ -153,10 +153,12 @@ def log_sources(airflow_home: Path, captured: str) -> dict[str, str | bytes]:
 # --- both example DAGs, end to end -------------------------------------------------------------------
 
 
-def run_cancel_dag(dag: Any, emulator: DropboxSignEmulator) -> tuple[Any, list[str]]:
+def run_cancel_dag(dag: Any, emulator: DropboxSignEmulator, approve: bool = True) -> tuple[Any, list[str]]:
     ids = make_requests(emulator, 3)
-    # Nobody is there to approve: the run cancels right after its preview.
-    return dag.test(run_conf={"signature_request_ids": ids, "require_approval": False}), ids
+    if approve:
+        # Approved through the form, so that the signed grants are among what is scanned.
+        ApprovalAnswer(dag.dag_id, "approve", "Approve").start()
+    return dag.test(run_conf={"signature_request_ids": ids}), ids
 
 
 def run_cleanup_dag(dag: Any, emulator: DropboxSignEmulator) -> tuple[Any, list[str]]:
@@ -217,7 +219,7 @@ def test_failed_run_leaks_no_secret(
     # A revoked key: the API refuses it, the task fails and logs why.
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "revoked api key"))
 
-    dag_run, ids = run_cancel_dag(dags["cancel"], account)
+    dag_run, ids = run_cancel_dag(dags["cancel"], account, approve=False)
 
     assert dag_run.state == "failed"
     assert {account.get_state(sr_id) for sr_id in ids} == {"awaiting_signature"}
@@ -306,6 +308,8 @@ def test_trigger_kwargs_hold_no_secret(
     sources: dict[str, str | bytes] = {}
 
     class TI:
+        dag_id, run_id, map_index = "t_secrets", "t_secrets_run", -1
+
         def xcom_push(self, key: str, value: Any) -> None:
             sources[f"xcom {key}"] = json.dumps(value)
 
