@@ -22,7 +22,7 @@ help:
 	@echo "make bench  - benchmarks against the emulator (writes build/bench.json)"
 	@echo "make bench-growth - how cost grows with triggers and poll interval (docs/bench-growth.json, plots)"
 	@echo "make chaos  - the large fault-matrix run"
-	@echo "make e2e    - end to end on a real Airflow deployment, driven in Chromium"
+	@echo "make e2e    - end to end on a real Airflow deployment, driven in Chromium; then what two users can tamper with"
 	@echo "make e2e-distributed - Postgres, Redis, CeleryExecutor, 2 workers, 2 triggerers, with faults"
 
 .tools/bin/uv:
@@ -80,6 +80,7 @@ chaos: venv
 
 e2e: venv /usr/bin/chromium
 	$(BIN)/python tests/e2e/run.py
+	$(BIN)/python tests/e2e/tampering.py
 
 # The distributed run's Python dependencies (Celery, Redis, psycopg2) are the lock file's
 # "distributed" group; PostgreSQL and Redis themselves come from Debian (the script installs them).
