@@ -57,10 +57,11 @@ class CancellationApprovalOperator(ApprovalOperator):
         the dry run's preview table by default.
     :param dropbox_sign_conn_id: the connection whose credential signs the grants.
     :param subject: the form's headline.
-    :param notifiers: Airflow notifiers told when the approval starts waiting (so that a nightly
-        approval does not wait unseen).
-    :param assigned_users: who may answer, when the deployment names nobody.
     :param response_timeout: how long to wait, when shorter than the deployment's.
+
+    Other keyword arguments go to ``ApprovalOperator``: among them ``notifiers``, Airflow notifiers
+    told when the approval starts waiting (so that a nightly approval does not wait unseen), and
+    ``assigned_users``, who may answer when the deployment names nobody.
     """
 
     template_fields: Sequence[str] = ("subject", "selection")
