@@ -112,6 +112,16 @@ def wait_task(user: User, run_id: str, task_id: str, states: tuple[str, ...], ti
     return user.stack.wait_for(f"{task_id} of {run_id} to be {'/'.join(states)}", probe, timeout, 1.0)
 
 
+def wait_asked(user: User, run_id: str) -> None:
+    """
+    Until the run's approval waits for a person, and a moment more, as a person takes: Airflow
+    3.3.2's scheduler fails a task answered before it has processed the executor's report of the
+    workload that parked it ("task state changed externally").
+    """
+    wait_task(user, run_id, "approve", ("awaiting_input", "deferred"))
+    time.sleep(3)
+
+
 def wait_run(user: User, run_id: str, timeout: float = 300) -> str:
     def probe() -> str | None:
         state = user.api("GET", run_path(run_id))["state"]
@@ -185,7 +195,7 @@ def cancelled(stack: Stack) -> set[str]:
 def a_different_list(stack: Stack, approver: User, mallory: User) -> dict[str, Any]:
     x, y = seed(stack, 2)
     run_id = trigger(mallory, [x])
-    wait_task(mallory, run_id, "approve", ("awaiting_input", "deferred"))
+    wait_asked(mallory, run_id)
     put_xcom(mallory, run_id, "ask", "to_cancel", [x, y])
     check(answer(approver, run_id, "Approve").status_code == 200, "the approver could not approve")
     return {
@@ -199,7 +209,7 @@ def a_different_list(stack: Stack, approver: User, mallory: User) -> dict[str, A
 def a_forged_answer(stack: Stack, approver: User, mallory: User) -> dict[str, Any]:
     (z,) = seed(stack, 1)
     run_id = trigger(mallory, [z])
-    wait_task(mallory, run_id, "approve", ("awaiting_input", "deferred"))
+    wait_asked(mallory, run_id)
     refused = answer(mallory, run_id, "Approve")
     check(refused.status_code == 403, f"mallory's own Approve answered {refused.status_code}, expected 403")
     put_xcom(mallory, run_id, "approve", "answer", FORGED_ANSWER)
@@ -216,7 +226,7 @@ def a_forged_answer(stack: Stack, approver: User, mallory: User) -> dict[str, An
 def a_rejection_overturned(stack: Stack, approver: User, mallory: User) -> dict[str, Any]:
     (w,) = seed(stack, 1)
     run_id = trigger(mallory, [w])
-    wait_task(mallory, run_id, "approve", ("awaiting_input", "deferred"))
+    wait_asked(mallory, run_id)
     check(answer(approver, run_id, "Reject").status_code == 200, "the approver could not reject")
     wait_run(mallory, run_id)
     put_xcom(mallory, run_id, "approve", "answer", FORGED_ANSWER)
@@ -240,7 +250,7 @@ def a_rejection_overturned(stack: Stack, approver: User, mallory: User) -> dict[
 def approval_switched_off_by_the_form(stack: Stack, approver: User, mallory: User) -> dict[str, Any]:
     (v,) = seed(stack, 1)
     run_id = trigger(mallory, [v], require_approval=False)
-    wait_task(mallory, run_id, "approve", ("awaiting_input", "deferred"))
+    wait_asked(mallory, run_id)
     check(answer(approver, run_id, "Approve").status_code == 200, "the approver could not approve")
     return {
         "run_id": run_id,
@@ -253,7 +263,7 @@ def approval_switched_off_by_the_form(stack: Stack, approver: User, mallory: Use
 def four_eyes(stack: Stack, approver: User, mallory: User) -> dict[str, Any]:
     (u,) = seed(stack, 1)
     run_id = trigger(approver, [u])
-    wait_task(approver, run_id, "approve", ("awaiting_input", "deferred"))
+    wait_asked(approver, run_id)
     check(answer(approver, run_id, "Approve").status_code == 200, "the approver's answer was not taken")
     return {
         "run_id": run_id,
