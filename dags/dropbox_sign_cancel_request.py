@@ -299,8 +299,9 @@ with DAG(
             log.info(
                 "Dropbox Sign cancellations %s. %s\n%s", decided, judged["message"], outcome_table(outcomes)
             )
-            # Only a person's rejection is a decision; no answer is for somebody to look at.
-            if verdict.by is None or judged["failures"]:
+            # Only a person's rejection is a decision; no answer, or an Approve the policy refused,
+            # is for somebody to look at.
+            if verdict.by is None or verdict.refused or judged["failures"]:
                 raise AirflowFailException(f"Dropbox Sign cancellations {decided}. {judged['message']}")
             return outcomes
         if cancelled is None:

@@ -187,7 +187,11 @@ def test_with_four_eyes_only_another_user_than_the_one_who_triggered_may_approve
         assert dag_run.state == "success", states
         assert posts(emulator) == [target]
         return
-    assert (states["approve"], states["cancel"]) == (["failed"], ["upstream_failed"])
+    assert (states["approve"], states["cancel"], states["summary"]) == (
+        ["failed"],
+        ["upstream_failed"],
+        ["failed"],
+    )
     assert posts(emulator) == []
     said = capfd.readouterr().out
     assert "'dag_test' triggered this run, and [dropbox_sign] four_eyes needs another person" in said
