@@ -1,6 +1,6 @@
 """
-Waiting for cancellations to be confirmed: the bookkeeping shared by the operator's wait, the
-sensor's poke and the trigger.
+Waiting for cancellations to be confirmed: the watch and the wait's one step, driven by the
+operator's wait, the sensor's pokes and the trigger alike.
 
 Its whole state is plain JSON with absolute Unix times, so a trigger rebuilt after a triggerer
 restart keeps its deadline and the clock of each id's last known cancel: no 60-minute clock starts
@@ -9,7 +9,8 @@ deferral are not known to the rebuilt trigger: an id may be cancelled again soon
 ``recancel_after``, which is harmless (a cancel is idempotent) and never happens past the deadline.
 
 The words *answer*, *outcome*, *verdict*, *watch* and *settle* are defined in
-:mod:`dropbox_sign_provider.outcomes`; this module holds the watch and the poll loops only.
+:mod:`dropbox_sign_provider.outcomes`; this module holds the watch and the one step that every kind
+of waiting drives.
 
 Only ids whose cancel this task sent, or was told was sent (the operator's ``cancel_requested``
 outcomes), may be re-cancelled; ids the watch was only asked to watch never are. No call goes out
@@ -32,12 +33,12 @@ from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_RECANCEL_AFTER,
+    WaitSettings,
     check_wait_settings,
 )
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
-    from dropbox_sign_provider.wakeups import Wakeups
 
 
 class Action(str, enum.Enum):
@@ -278,19 +279,99 @@ def round_cutoff(watch: CancellationWatch, poll_interval: float) -> float:
     return max(time.time(), watch.deadline) + poll_interval
 
 
-#: What one poll round asks to send: ``("get" | "cancel", id, deadline of the call)``.
+#: What one step asks to send: ``("get" | "cancel", id, deadline of the call)``.
 Call = tuple[Literal["get", "cancel"], str, float | None]
 #: What a call answered: the request object of a ``GET``, ``None`` for an accepted cancel, or the
 #: error it raised.
 Answer = dict[str, Any] | DropboxSignError | None
 
 
+@dataclass
+class ConfirmationWait:
+    """
+    One wait for confirmation, as each kind of waiting drives it: the operator's loop, the sensor's
+    pokes and the trigger's coroutine. Each driver waits in its own way, learns which ids an event
+    woke, and runs :meth:`step` with :func:`run_step` (sync) or :func:`arun_step` (async); the step
+    decides what to read and when to look again.
+
+    :param watch: the cancellations waited for; updated in place.
+    :param poll_interval: seconds between reads of every pending id.
+    :param next_poll: Unix time when every pending id is next read (at the deadline at the latest).
+    """
+
+    watch: CancellationWatch
+    poll_interval: float
+    next_poll: float
+
+    @classmethod
+    def start(
+        cls,
+        settings: WaitSettings,
+        outcomes: dict[str, str],
+        log: Logger,
+        *,
+        poll_at_once: bool,
+        may_recancel: bool = True,
+        errors: dict[str, str] | None = None,
+    ) -> ConfirmationWait:
+        """
+        Start a task's wait: ids whose outcome is ``cancel_requested`` wait, the others are settled.
+
+        :param settings: the task's wait settings.
+        :param outcomes: id -> outcome, as the cancel calls (or the caller) reported them.
+        :param log: the task's logger.
+        :param poll_at_once: read every pending id at the first step; otherwise a poll interval
+            from now, when the cancels were just sent and reading them at once would tell nothing.
+        :param may_recancel: see :meth:`CancellationWatch.start`.
+        :param errors: id -> message for ids already ``error``.
+        """
+        now = time.time()
+        watch = CancellationWatch.start(
+            outcomes,
+            now,
+            settings.timeout,
+            settings.recancel_after,
+            settings.max_cancel_attempts,
+            may_recancel=may_recancel,
+            errors=errors,
+        )
+        log_no_recancel(watch, settings.timeout, log)
+        return cls(watch, settings.poll_interval, now if poll_at_once else now + settings.poll_interval)
+
+    @property
+    def poll_due_at(self) -> float:
+        """When every pending id is read next: the next poll, or the deadline if that comes first."""
+        return min(self.next_poll, self.watch.deadline)
+
+    def seconds_to_poll(self, now: float) -> float:
+        """Seconds from ``now`` until every pending id is read next (0 when it is due)."""
+        return max(0.0, self.poll_due_at - now)
+
+    def step(self, woken: Iterable[str], log: Logger) -> Generator[Call, Answer, None]:
+        """
+        One step, free of I/O: read at once the ids an event woke, then every pending id when the
+        poll interval is up. Every pending id is read once more at the deadline, so none ends as
+        ``timeout`` unread.
+
+        :param woken: the pending ids an event named since the last step.
+        :param log: the task's or trigger's logger.
+        """
+        cutoff = round_cutoff(self.watch, self.poll_interval)
+        woken = list(woken)
+        if woken:
+            yield from _round(self.watch, log, cutoff, woken)
+        if self.watch.done or time.time() < self.poll_due_at:
+            return
+        yield from _round(self.watch, log, cutoff, None)
+        self.next_poll = time.time() + self.poll_interval
+
+
 def _round(
-    watch: CancellationWatch, log: Logger, cutoff: float | None, ids: Iterable[str] | None
+    watch: CancellationWatch, log: Logger, cutoff: float, ids: Iterable[str] | None
 ) -> Generator[Call, Answer, None]:
-    # The rules of one round, free of I/O: the sync and the async loop differ only in how they send.
+    # One read of the given ids (every pending id for None), re-cancelling those due.
     for sr_id in list(watch.pending if ids is None else ids):
-        if cutoff is not None and time.time() >= cutoff:
+        if time.time() >= cutoff:
             break
         if sr_id not in watch.pending:  # an event woke an id the last round settled
             continue
@@ -305,46 +386,34 @@ def _round(
     watch.expire(time.time())
 
 
-def poll_once(
-    hook: DropboxSignHook,
-    watch: CancellationWatch,
-    log: Logger,
-    cutoff: float | None = None,
-    ids: Iterable[str] | None = None,
-) -> None:
+def run_step(hook: DropboxSignHook, wait: ConfirmationWait, woken: Iterable[str], log: Logger) -> None:
     """
-    One round over the pending ids with the sync hook: ``GET`` each, re-cancel those due.
+    Run one :meth:`ConfirmationWait.step`, sending its calls with the sync hook.
 
     :param hook: the hook to send with.
-    :param watch: the wait; updated in place.
+    :param wait: the wait; updated in place.
+    :param woken: the pending ids an event named since the last step.
     :param log: the task's logger.
-    :param cutoff: Unix time after which the round sends nothing more (``None``: no cutoff).
-    :param ids: only these ids (those an event named), skipping any already settled; ``None``
-        for every pending id.
     """
-    round_ = _round(watch, log, cutoff, ids)
-    call = _next(round_, None)
+    steps = wait.step(woken, log)
+    call = _next(steps, None)
     while call is not None:
         kind, sr_id, deadline = call
+        send = hook.get_signature_request if kind == "get" else hook.cancel_signature_request
         answer: Answer
         try:
-            send = hook.get_signature_request if kind == "get" else hook.cancel_signature_request
             answer = send(sr_id, deadline=deadline)
         except DropboxSignError as error:
             answer = error
-        call = _next(round_, answer)
+        call = _next(steps, answer)
 
 
-async def apoll_once(
-    hook: DropboxSignAsyncHook,
-    watch: CancellationWatch,
-    log: Logger,
-    cutoff: float | None = None,
-    ids: Iterable[str] | None = None,
+async def arun_step(
+    hook: DropboxSignAsyncHook, wait: ConfirmationWait, woken: Iterable[str], log: Logger
 ) -> None:
-    """Async :func:`poll_once`, for the trigger: the same round, sent with the async hook."""
-    round_ = _round(watch, log, cutoff, ids)
-    call = _next(round_, None)
+    """:func:`run_step` for the trigger: the same step, its calls sent with the async hook."""
+    steps = wait.step(woken, log)
+    call = _next(steps, None)
     while call is not None:
         kind, sr_id, deadline = call
         asend = hook.get_signature_request if kind == "get" else hook.cancel_signature_request
@@ -352,45 +421,13 @@ async def apoll_once(
             answer: Answer = await asend(sr_id, deadline=deadline)
         except DropboxSignError as error:
             answer = error
-        call = _next(round_, answer)
+        call = _next(steps, answer)
 
 
-def poll_due(
-    hook: DropboxSignHook,
-    watch: CancellationWatch,
-    log: Logger,
-    poll_interval: float,
-    next_poll: float,
-    wakeups: Wakeups | None = None,
-) -> float:
-    """
-    One step of a sync wait: read at once the ids an event woke, then poll every pending id when
-    the poll interval is up. The trigger takes the same steps, sent with the async hook.
-
-    :param hook: the hook to send with.
-    :param watch: the wait; updated in place.
-    :param log: the task's logger.
-    :param poll_interval: seconds between polls of every pending id.
-    :param next_poll: Unix time when every pending id is next polled (and at the deadline at the
-        latest).
-    :param wakeups: the board reader of an event-first wait; ``None`` to poll only.
-    :return: when every pending id is next polled.
-    """
-    cutoff = round_cutoff(watch, poll_interval)
-    woken = wakeups.check(watch.pending, log) if wakeups is not None else []
-    if woken:
-        poll_once(hook, watch, log, cutoff, woken)
-    if time.time() < min(next_poll, watch.deadline) or watch.done:
-        return next_poll
-    # Every pending id is read once more at the deadline, so none ends as timeout unread.
-    poll_once(hook, watch, log, cutoff)
-    return time.time() + poll_interval
-
-
-def _next(round_: Generator[Call, Answer, None], answer: Answer) -> Call | None:
-    # The round's next call, given the last one's answer; None once the round is over.
+def _next(steps: Generator[Call, Answer, None], answer: Answer) -> Call | None:
+    # The step's next call, given the last one's answer; None once the step is over.
     try:
-        return round_.send(answer)
+        return steps.send(answer)
     except StopIteration:
         return None
 

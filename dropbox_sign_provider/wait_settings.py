@@ -6,6 +6,7 @@ naming the value, when the DAG file is parsed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -57,6 +58,59 @@ def check_wait_settings(
     ):
         raise ValueError(f"max_cancel_attempts {max_cancel_attempts!r} must be an integer of 1 or more")
     return seconds
+
+
+@dataclass(frozen=True)
+class WaitSettings:
+    """
+    How a wait for confirmation runs, as the operator and the sensor take it: checked once, by
+    :meth:`checked`, in seconds.
+
+    :param poll_interval: seconds between reads of every pending id.
+    :param timeout: seconds from the start of the wait to its deadline.
+    :param recancel_after: seconds after a cancel without confirmation before cancelling again.
+    :param max_cancel_attempts: cancels per id at most, counting the first one.
+    :param on_completed: ``fail`` or ``ignore`` for requests signed or declined before the
+        cancellation took effect.
+    :param event_first: read an id at once when a Dropbox Sign event names it, polling only as the
+        fallback.
+    """
+
+    poll_interval: float
+    timeout: float
+    recancel_after: float
+    max_cancel_attempts: int
+    on_completed: str
+    event_first: bool
+
+    @classmethod
+    def checked(
+        cls,
+        poke_interval: Duration,
+        timeout: Duration,
+        recancel_after: Duration,
+        max_cancel_attempts: int,
+        on_completed: str,
+        event_first: bool,
+    ) -> WaitSettings:
+        """
+        The settings of a task's wait, refusing any that cannot work when the DAG file is parsed.
+
+        :raises ValueError: naming the value, as :func:`check_wait_settings` and
+            :func:`check_on_completed` do, or an ``event_first`` that is not a boolean.
+        """
+        seconds = check_wait_settings(poke_interval, timeout, recancel_after, max_cancel_attempts)
+        check_on_completed(on_completed)
+        if not isinstance(event_first, bool):
+            raise ValueError(f"event_first {event_first!r} must be True or False")
+        return cls(
+            seconds.poke_interval,
+            seconds.timeout,
+            seconds.recancel_after,
+            max_cancel_attempts,
+            on_completed,
+            event_first,
+        )
 
 
 def _seconds(name: str, value: Any) -> float:

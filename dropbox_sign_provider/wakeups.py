@@ -66,11 +66,13 @@ class Wakeups:
     Which waiting ids an event names and that were not read for it yet, for one wait.
 
     :param dropbox_sign_conn_id: the account whose board is read.
+    :param enabled: whether the wait is event-first; a wait that only polls reads no board, and
+        :meth:`check` wakes nothing.
     """
 
-    def __init__(self, dropbox_sign_conn_id: str) -> None:
+    def __init__(self, dropbox_sign_conn_id: str, enabled: bool = True) -> None:
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.available = True
+        self.available = enabled
         # id -> sequence number of the last board entry it was woken for: one read per event.
         self._seen: dict[str, int] = {}
 
@@ -100,6 +102,11 @@ class Wakeups:
                 self.dropbox_sign_conn_id,
                 reason,
             )
+
+    @property
+    def check_interval(self) -> float:
+        """Seconds until a sync wait should read the board again (infinite once it cannot)."""
+        return EVENT_CHECK_INTERVAL if self.available else float("inf")
 
     def check(self, pending: Iterable[str], log: Logger) -> list[str]:
         """Read the board once (sync: the operator's wait, the sensor's poke) and take what it wakes."""
@@ -149,10 +156,14 @@ class Subscription:
     :param dropbox_sign_conn_id: the account whose board is read.
     :param pending: the ids waiting for confirmation; the trigger's own set, read at each check.
     :param log: the trigger's logger.
+    :param enabled: whether the trigger is event-first; one that only polls subscribes to nothing,
+        and :meth:`wait` simply sleeps.
     """
 
-    def __init__(self, dropbox_sign_conn_id: str, pending: Iterable[str], log: Logger) -> None:
-        self.wakeups = Wakeups(dropbox_sign_conn_id)
+    def __init__(
+        self, dropbox_sign_conn_id: str, pending: Iterable[str], log: Logger, enabled: bool = True
+    ) -> None:
+        self.wakeups = Wakeups(dropbox_sign_conn_id, enabled)
         self.pending = pending
         self.log = log
         self._woken: list[str] = []
@@ -160,6 +171,8 @@ class Subscription:
         self._reader: _SharedReader | None = None
 
     async def __aenter__(self) -> Subscription:
+        if not self.available:
+            return self
         key = (id(asyncio.get_running_loop()), self.wakeups.dropbox_sign_conn_id)
         reader = _readers.get(key)
         if reader is None:

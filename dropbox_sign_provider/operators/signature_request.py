@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
 from dropbox_sign_provider.cancellation_policy import DISARM_VARIABLE, CancellationPolicy
-from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_due
+from dropbox_sign_provider.confirmation import CancellationWatch, ConfirmationWait, run_step
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.grants import SELECTION, GrantError, authorize, given_grant, grant_key, mint
 from dropbox_sign_provider.ids import normalize_signature_request_ids, resolved_at_run_time
@@ -27,7 +27,7 @@ from dropbox_sign_provider.outcomes import (
 from dropbox_sign_provider.preview import RequestPreview, request_preview, would_cancel
 from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
-from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
+from dropbox_sign_provider.wakeups import Wakeups
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -140,12 +140,9 @@ class CancelSignatureRequestOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        wait_settings.check_on_completed(on_completed)
-        seconds = wait_settings.check_wait_settings(
-            poke_interval, timeout, recancel_after, max_cancel_attempts
+        self.wait_settings = wait_settings.WaitSettings.checked(
+            poke_interval, timeout, recancel_after, max_cancel_attempts, on_completed, event_first
         )
-        if not isinstance(event_first, bool):
-            raise ValueError(f"event_first {event_first!r} must be True or False")
         if max_cancellations is not None and (
             isinstance(max_cancellations, bool)
             or not isinstance(max_cancellations, int)
@@ -173,13 +170,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
         self.dry_run_setting = dry_run
         self.max_cancellations = max_cancellations
-        # How the queued cancellations are waited for, when they are:
-        self.poke_interval, self.timeout, self.recancel_after = seconds
         self.wait_for_confirmation = wait_for_confirmation
         self.deferrable = deferrable
-        self.event_first = event_first
-        self.max_cancel_attempts = max_cancel_attempts
-        self.on_completed = on_completed
 
     @property
     def is_dry_run(self) -> bool:
@@ -227,7 +219,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             else:
                 self.log.debug("Signature request %s: %s", sr_id, outcomes[sr_id])
 
-        judged = report(outcomes, self.on_completed, errors)
+        judged = report(outcomes, self.wait_settings.on_completed, errors)
         failures = judged["failures"]
         queued = Outcome.CANCEL_REQUESTED in outcomes.values()
         if failures:
@@ -335,35 +327,24 @@ class CancelSignatureRequestOperator(BaseOperator):
     def _wait(
         self, hook: DropboxSignHook, outcomes: dict[str, str], errors: dict[str, str]
     ) -> dict[str, str]:
-        # The cancels were sent just now, by this task: every queued id may be cancelled again.
-        watch = CancellationWatch.start(
-            outcomes, time.time(), self.timeout, self.recancel_after, self.max_cancel_attempts, errors=errors
-        )
-        if watch.done:
-            return self._finish(watch)
-        log_no_recancel(watch, self.timeout, self.log)
-        if self.deferrable:
-            defer_until_confirmed(
-                self,
-                watch,
-                self.dropbox_sign_conn_id,
-                self.poke_interval,
-                self.on_completed,
-                event_first=self.event_first,
-            )
-        wakeups = Wakeups(self.dropbox_sign_conn_id) if self.event_first else None
-        next_poll = time.time() + self.poke_interval
-        while True:
-            step = EVENT_CHECK_INTERVAL if wakeups is not None and wakeups.available else self.poke_interval
-            time.sleep(max(0.0, min(step, next_poll - time.time(), watch.deadline - time.time())))
-            next_poll = poll_due(hook, watch, self.log, self.poke_interval, next_poll, wakeups)
-            if watch.done:
-                return self._finish(watch)
+        # The cancels were sent just now, by this task: every queued id may be cancelled again, and
+        # reading them before a poll interval has passed would tell nothing.
+        settings = self.wait_settings
+        wait = ConfirmationWait.start(settings, outcomes, self.log, poll_at_once=False, errors=errors)
+        if self.deferrable and not wait.watch.done:
+            defer_until_confirmed(self, wait.watch, self.dropbox_sign_conn_id, settings)
+        wakeups = Wakeups(self.dropbox_sign_conn_id, enabled=settings.event_first)
+        while not wait.watch.done:
+            time.sleep(min(wait.seconds_to_poll(time.time()), wakeups.check_interval))
+            run_step(hook, wait, wakeups.check(wait.watch.pending, self.log), self.log)
+        return self._finish(wait.watch)
 
     def _finish(self, watch: CancellationWatch) -> dict[str, str]:
         # Ids that got no verdict may get one on a task retry.
         return finish(
-            watch.event(self.on_completed), self.log, retryable=Outcome.ERROR in watch.outcomes.values()
+            watch.event(self.wait_settings.on_completed),
+            self.log,
+            retryable=Outcome.ERROR in watch.outcomes.values(),
         )
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,7 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
-from dropbox_sign_provider.confirmation import CancellationWatch, log_no_recancel, poll_due
+from dropbox_sign_provider.confirmation import ConfirmationWait, run_step
 from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes, resolved_at_run_time
 from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
@@ -106,21 +105,19 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        seconds = wait_settings.check_wait_settings(
-            poke_interval, timeout, recancel_after, max_cancel_attempts
+        settings = wait_settings.WaitSettings.checked(
+            poke_interval, timeout, recancel_after, max_cancel_attempts, on_completed, event_first
         )
-        wait_settings.check_on_completed(on_completed)
-        for name, flag in (("recancel_plain_ids", recancel_plain_ids), ("event_first", event_first)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} {flag!r} must be True or False")
+        if not isinstance(recancel_plain_ids, bool):
+            raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
         # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
         if not resolved_at_run_time(signature_request_ids):
             initial_outcomes(signature_request_ids)
         # Event-first in poke mode pokes often, to read the board; the API is polled every poll_interval.
-        poke_interval = seconds.poke_interval
+        poke_interval = settings.poll_interval
         if event_first and not deferrable:
             poke_interval = min(poke_interval, EVENT_CHECK_INTERVAL)
-        super().__init__(poke_interval=poke_interval, timeout=seconds.timeout, **kwargs)
+        super().__init__(poke_interval=poke_interval, timeout=settings.timeout, **kwargs)
         if self.mode == "reschedule":
             raise ValueError(
                 f"{self.task_id}: mode 'reschedule' would restart the 60-minute re-cancel clock at every "
@@ -128,69 +125,51 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
             )
         self.signature_request_ids = signature_request_ids
         self.dropbox_sign_conn_id = dropbox_sign_conn_id
-        self.recancel_after = seconds.recancel_after
-        self.max_cancel_attempts = max_cancel_attempts
-        self.on_completed = on_completed
+        self.wait_settings = settings
         self.recancel_plain_ids = recancel_plain_ids
         self.deferrable = deferrable
-        self.event_first = event_first
-        self.poll_interval = seconds.poke_interval
-        self._watch: CancellationWatch | None = None
-        self._next_poll = 0.0
-        self._wakeups: Wakeups | None = None
+        self._wait: ConfirmationWait | None = None
+        self._wakeups = Wakeups(dropbox_sign_conn_id, enabled=False)
         self._hook: DropboxSignHook | None = None
 
-    def _start_watch(self) -> CancellationWatch:
+    def _start_wait(self) -> ConfirmationWait:
         outcomes, may_recancel = initial_outcomes(self.signature_request_ids, self.recancel_plain_ids)
-        if self.event_first:
-            # Polled first a poll interval from now: an event, or that poll, confirms.
-            self._next_poll = time.time() + self.poll_interval
-            self._wakeups = Wakeups(self.dropbox_sign_conn_id)
         if not outcomes:
             self.log.info("No signature requests given: nothing to wait for")
-        watch = CancellationWatch.start(
+        self._wakeups = Wakeups(self.dropbox_sign_conn_id, enabled=self.wait_settings.event_first)
+        # Event-first, the first poll waits a poll interval: an event, or that poll, confirms.
+        return ConfirmationWait.start(
+            self.wait_settings,
             outcomes,
-            time.time(),
-            float(self.timeout),
-            self.recancel_after,
-            self.max_cancel_attempts,
+            self.log,
+            poll_at_once=not self.wait_settings.event_first,
             may_recancel=may_recancel,
         )
-        log_no_recancel(watch, float(self.timeout), self.log)
-        return watch
 
     def execute(self, context: Context) -> Any:
         """Check the ids, then wait on the triggerer (deferrable) or poke."""
-        self._watch = watch = self._start_watch()
+        self._wait = wait = self._start_wait()
         # With nothing left to wait for, the first poke (which sends nothing) gives the verdict, so
         # the base class still applies soft_fail and never_fail to it.
-        if self.deferrable and not watch.done:
-            defer_until_confirmed(
-                self,
-                watch,
-                self.dropbox_sign_conn_id,
-                self.poll_interval,
-                self.on_completed,
-                event_first=self.event_first,
-            )
+        if self.deferrable and not wait.watch.done:
+            defer_until_confirmed(self, wait.watch, self.dropbox_sign_conn_id, self.wait_settings)
         return super().execute(context)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """One poll of the pending ids (same rules as the trigger)."""
-        if self._watch is None:
-            self._watch = self._start_watch()
+        """One step of the wait (the same step as the operator's wait and the trigger's)."""
+        if self._wait is None:
+            self._wait = self._start_wait()
         if self._hook is None:  # one hook (and HTTP session) for every poke of this run
             # Imported here for the same reason as in the operator: DAG files import this module.
             from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 
             self._hook = DropboxSignHook(self.dropbox_sign_conn_id)
-        self._next_poll = poll_due(
-            self._hook, self._watch, self.log, self.poll_interval, self._next_poll, self._wakeups
-        )
-        if not self._watch.done:
+        watch = self._wait.watch
+        run_step(self._hook, self._wait, self._wakeups.check(watch.pending, self.log), self.log)
+        if not watch.done:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(
-            is_done=True, xcom_value=finish(self._watch.event(self.on_completed), self.log)
+            is_done=True, xcom_value=finish(watch.event(self.wait_settings.on_completed), self.log)
         )
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:

@@ -5,7 +5,6 @@ one way the operator and the sensor hand a wait over to it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,19 +13,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.confirmation import CancellationWatch, PendingCancel, apoll_once, round_cutoff
+from dropbox_sign_provider.confirmation import CancellationWatch, ConfirmationWait, PendingCancel, arun_step
 from dropbox_sign_provider.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
+    WaitSettings,
     check_on_completed,
 )
 from dropbox_sign_provider.wakeups import Subscription
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
-
-    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
 
 
 class SignatureRequestCanceledTrigger(BaseTrigger):
@@ -127,39 +125,27 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook
         from dropbox_sign_provider.hooks.policy import RetryPolicy
 
-        async with DropboxSignAsyncHook(
-            self.dropbox_sign_conn_id, retry_policy=RetryPolicy(max_rate_limit_wait=None)
-        ) as hook:
-            if self.event_first:
-                await self._wait_for_events(hook)
-            else:
-                while not watch.done:
-                    await apoll_once(hook, watch, self.log, round_cutoff(watch, self.poll_interval))
-                    if watch.done:
-                        break
-                    remaining = watch.deadline - time.time()
-                    await asyncio.sleep(max(0.0, min(self.poll_interval, remaining)))
-                    watch.expire(time.time())
+        # Polling only, every pending id is read at once (the trigger may be resuming after a
+        # restart). Event-first, the cancel was just sent: the first poll waits an interval, and an
+        # event, or that poll, says when it took effect.
+        now = time.time()
+        wait = ConfirmationWait(
+            watch, self.poll_interval, now + self.poll_interval if self.event_first else now
+        )
+        async with (
+            DropboxSignAsyncHook(
+                self.dropbox_sign_conn_id, retry_policy=RetryPolicy(max_rate_limit_wait=None)
+            ) as hook,
+            Subscription(
+                self.dropbox_sign_conn_id, watch.pending, self.log, enabled=self.event_first
+            ) as events,
+        ):
+            while not watch.done:
+                woken = await events.wait(wait.seconds_to_poll(time.time()))
+                await arun_step(hook, wait, woken, self.log)
         event = watch.event(self.on_completed)
         self.log.info("Dropbox Sign cancellations: %s", event["message"])
         yield TriggerEvent(dict(event))
-
-    async def _wait_for_events(self, hook: DropboxSignAsyncHook) -> None:
-        # The steps of confirmation.poll_due, awaited: an event wakes its id at once; every pending
-        # id is polled each poll interval and at the deadline. The cancel was just sent, so the
-        # first poll waits an interval: an event, or that poll, says when it took effect.
-        watch = self.watch
-        next_poll = time.time() + self.poll_interval
-        async with Subscription(self.dropbox_sign_conn_id, watch.pending, self.log) as events:
-            while not watch.done:
-                cutoff = round_cutoff(watch, self.poll_interval)
-                woken = await events.wait(min(next_poll, watch.deadline) - time.time())
-                if woken:
-                    await apoll_once(hook, watch, self.log, cutoff, woken)
-                if time.time() >= min(next_poll, watch.deadline) and not watch.done:
-                    await apoll_once(hook, watch, self.log, cutoff)
-                    next_poll = time.time() + self.poll_interval
-                watch.expire(time.time())
 
 
 def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelta:
@@ -168,12 +154,7 @@ def deferral_timeout(watch: CancellationWatch, poll_interval: float) -> timedelt
 
 
 def defer_until_confirmed(
-    task: BaseOperator,
-    watch: CancellationWatch,
-    conn_id: str,
-    poll_interval: float,
-    on_completed: str,
-    event_first: bool = False,
+    task: BaseOperator, watch: CancellationWatch, conn_id: str, settings: WaitSettings
 ) -> NoReturn:
     """
     Hand the wait over to the triggerer; the task resumes in its ``execute_complete``.
@@ -181,18 +162,16 @@ def defer_until_confirmed(
     :param task: the deferring operator or sensor.
     :param watch: the cancellations to wait for.
     :param conn_id: the ``dropbox_sign`` connection.
-    :param poll_interval: seconds between polls.
-    :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
-    :param event_first: wake on Dropbox Sign events, polling only as the fallback.
+    :param settings: the task's wait settings.
     """
     task.defer(
         trigger=SignatureRequestCanceledTrigger(
             dropbox_sign_conn_id=conn_id,
-            poll_interval=poll_interval,
-            on_completed=on_completed,
-            event_first=event_first,
+            poll_interval=settings.poll_interval,
+            on_completed=settings.on_completed,
+            event_first=settings.event_first,
             **watch.to_json(),
         ),
         method_name="execute_complete",
-        timeout=deferral_timeout(watch, poll_interval),
+        timeout=deferral_timeout(watch, settings.poll_interval),
     )

@@ -13,10 +13,10 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from dropbox_sign_provider.confirmation import (
     Action,
     CancellationWatch,
-    apoll_once,
+    ConfirmationWait,
+    arun_step,
     log_no_recancel,
-    poll_once,
-    round_cutoff,
+    run_step,
 )
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
@@ -337,7 +337,48 @@ def test_check_on_completed() -> None:
         check_on_completed("skip")
 
 
-def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+GONE = DropboxSignDeletedError(410, "deleted", "This resource has been deleted.")
+PENDING: dict[str, Any] = {"is_complete": False, "is_declined": False}
+
+
+def drive(wait: ConfirmationWait, woken: list[str], answers: dict[str, Any]) -> list[tuple[str, str]]:
+    """Run one step with no I/O: answer each call from ``answers``; return the calls it made."""
+    calls: list[tuple[str, str]] = []
+    steps = wait.step(woken, Recorder())
+    try:
+        call = next(steps)
+        while True:
+            calls.append((call[0], call[1]))
+            call = steps.send(answers[call[1]] if call[0] == "get" else None)
+    except StopIteration:
+        return calls
+
+
+def test_a_step_reads_the_woken_ids_at_once_and_the_others_when_the_poll_is_due() -> None:
+    now = time.time()
+    watch = CancellationWatch.start(dict.fromkeys((A, B, C), "cancel_requested"), now, timeout=100)
+    wait = ConfirmationWait(watch, poll_interval=50, next_poll=now + 50)
+    assert drive(wait, [B], {B: GONE}) == [("get", B)]
+    assert watch.outcomes[B] == Outcome.CANCELED
+    assert drive(wait, [], {}) == []  # nothing woken, poll not due: nothing is read
+    assert wait.seconds_to_poll(now) == 50
+    wait.next_poll = 0.0
+    assert drive(wait, [B], {A: PENDING, C: GONE}) == [("get", A), ("get", C)]  # B settled: skipped
+    assert list(watch.pending) == [A]
+    assert wait.next_poll > now + 49  # the next poll is an interval after this one
+
+
+def test_a_step_at_the_deadline_reads_every_pending_id_once_before_it_times_out() -> None:
+    now = time.time()
+    watch = CancellationWatch.start(dict.fromkeys((A, B), "cancel_requested"), now - 10, timeout=10)
+    wait = ConfirmationWait(watch, poll_interval=3600, next_poll=now + 3600)
+    assert wait.seconds_to_poll(now) == 0  # the deadline comes before the next poll
+    assert drive(wait, [], {A: GONE, B: PENDING}) == [("get", A), ("get", B)]
+    assert watch.done
+    assert watch.outcomes == {A: Outcome.CANCELED, B: Outcome.TIMEOUT}
+
+
+def test_one_step_against_the_emulator(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     hook = DropboxSignHook(dropbox_sign_conn, retry_policy=RetryPolicy(max_retries=0))
     queued, lost = make_requests(emulator, 2)
     signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
@@ -355,16 +396,16 @@ def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_s
     )
     log = Recorder()
     time.sleep(0.25)
-    poll_once(hook, watch, log)
+    read_every_pending_id(hook, watch, log)
     assert watch.outcomes == {queued: "canceled", lost: "cancel_requested", signed: "completed"}
     assert emulator.cancel_calls(lost) == 1
     time.sleep(0.1)
-    poll_once(hook, watch, log)  # lost is due: cancelled again, which now takes effect
+    read_every_pending_id(hook, watch, log)  # lost is due: cancelled again, which now takes effect
     assert emulator.cancel_calls(lost) == 2
     assert watch.pending[lost]["cancel_attempts"] == 2
     assert "cancelling again" in log.text("warning")
     time.sleep(0.25)
-    poll_once(hook, watch, log)
+    read_every_pending_id(hook, watch, log)
     assert watch.done
     assert watch.outcomes[lost] == "canceled"
 
@@ -372,17 +413,24 @@ def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_s
 CLIENTS = pytest.mark.parametrize("kind", ["sync", "async"])
 
 
-def poll(kind: str, watch: CancellationWatch, log: Recorder, cutoff: float | None = None) -> None:
-    """One round with the sync hook (poll_once) or the async one (apoll_once), as a trigger has it."""
+def read_every_pending_id(
+    hook: DropboxSignHook, watch: CancellationWatch, log: Recorder, poll_interval: float = 60.0
+) -> None:
+    """One step of a wait whose poll is due: every pending id is read, those due re-cancelled."""
+    run_step(hook, ConfirmationWait(watch, poll_interval, next_poll=0.0), [], log)
+
+
+def poll(kind: str, watch: CancellationWatch, log: Recorder, poll_interval: float = 60.0) -> None:
+    """One step with the sync hook (the operator, the sensor) or the async one, as a trigger has it."""
     if kind == "sync":
-        poll_once(DropboxSignHook(), watch, log, cutoff)
+        read_every_pending_id(DropboxSignHook(), watch, log, poll_interval)
         return
 
-    async def one_round() -> None:
+    async def one_step() -> None:
         async with DropboxSignAsyncHook(retry_policy=RetryPolicy(max_rate_limit_wait=None)) as hook:
-            await apoll_once(hook, watch, log, cutoff)
+            await arun_step(hook, ConfirmationWait(watch, poll_interval, next_poll=0.0), [], log)
 
-    asyncio.run(one_round())
+    asyncio.run(one_step())
 
 
 def bad_request_for(sr_id: str) -> OddAnswer:
@@ -445,7 +493,7 @@ def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
         {sr_id: "cancel_requested"}, now - 10, timeout=11.5, recancel_after=5.0, max_cancel_attempts=3
     )
     log = Recorder()
-    poll(kind, watch, log, round_cutoff(watch, 0.5))
+    poll(kind, watch, log, poll_interval=0.5)
     assert [r.method for r in emu.requests_log] == ["GET"]
     assert [r for r in emu.requests_log if r.method == "POST" and r.time > watch.deadline] == []
     assert time.time() < watch.deadline  # refused at once rather than after waiting for the budget

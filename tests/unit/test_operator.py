@@ -308,8 +308,9 @@ def test_durations_as_timedelta_are_seconds() -> None:
         timeout=timedelta(hours=2),
         recancel_after=timedelta(minutes=45),
     )
-    assert (task.poke_interval, task.timeout, task.recancel_after) == (30.0, 7200.0, 2700.0)
-    assert operator("ab" * 20, timeout=90).timeout == 90.0
+    settings = task.wait_settings
+    assert (settings.poll_interval, settings.timeout, settings.recancel_after) == (30.0, 7200.0, 2700.0)
+    assert operator("ab" * 20, timeout=90).wait_settings.timeout == 90.0
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
