@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from dropbox_sign_provider.outcomes import RequestState
+from dropbox_sign_provider.state import RequestState
 
 
 class DropboxSignError(Exception):

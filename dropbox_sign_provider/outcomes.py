@@ -31,33 +31,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypedDict
 
-
-class RequestState(str, enum.Enum):
-    """The state of a signature request, as far as cancelling it is concerned."""
-
-    #: the cancel call was accepted (200) or one is already being processed (409): queued
-    CANCEL_REQUESTED = "cancel_requested"
-    #: the request answers 410 ``deleted``: the cancellation has taken effect
-    CANCELED = "canceled"
-    #: every signer signed: it can no longer be cancelled
-    COMPLETED = "completed"
-    #: a signer declined: there is nothing left to cancel
-    DECLINED = "declined"
-    #: 404: no such request for this account
-    NOT_FOUND = "not_found"
-    #: 403: the credentials are not the sender's nor the app owner's
-    FORBIDDEN = "forbidden"
-    #: 401: the credentials were refused
-    UNAUTHORIZED = "unauthorized"
-    #: still out for signature
-    PENDING = "pending"
-    #: no verdict this time: rate limited, a server error or no answer; ask again later
-    TRANSIENT = "transient"
-
-    @property
-    def is_final(self) -> bool:
-        """Whether waiting longer can change this state."""
-        return self not in (RequestState.PENDING, RequestState.CANCEL_REQUESTED, RequestState.TRANSIENT)
+from dropbox_sign_provider.state import RequestState
 
 
 class Outcome(str, enum.Enum):

@@ -9,13 +9,42 @@ Decisions follow the HTTP status (each typed error says which state it tells, se
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dropbox_sign_provider.exceptions import DropboxSignError
-from dropbox_sign_provider.outcomes import RequestState
+if TYPE_CHECKING:
+    # Each error type declares the state it tells, so the errors import this module, not the
+    # reverse.
+    from dropbox_sign_provider.exceptions import DropboxSignError
 
-__all__ = ["RequestState", "request_state"]
+
+class RequestState(str, enum.Enum):
+    """The state of a signature request, as far as cancelling it is concerned."""
+
+    #: the cancel call was accepted (200) or one is already being processed (409): queued
+    CANCEL_REQUESTED = "cancel_requested"
+    #: the request answers 410 ``deleted``: the cancellation has taken effect
+    CANCELED = "canceled"
+    #: every signer signed: it can no longer be cancelled
+    COMPLETED = "completed"
+    #: a signer declined: there is nothing left to cancel
+    DECLINED = "declined"
+    #: 404: no such request for this account
+    NOT_FOUND = "not_found"
+    #: 403: the credentials are not the sender's nor the app owner's
+    FORBIDDEN = "forbidden"
+    #: 401: the credentials were refused
+    UNAUTHORIZED = "unauthorized"
+    #: still out for signature
+    PENDING = "pending"
+    #: no verdict this time: rate limited, a server error or no answer; ask again later
+    TRANSIENT = "transient"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether waiting longer can change this state."""
+        return self not in (RequestState.PENDING, RequestState.CANCEL_REQUESTED, RequestState.TRANSIENT)
 
 
 def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> RequestState:
@@ -31,7 +60,7 @@ def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> Reques
     """
     if answer is None:
         return RequestState.CANCEL_REQUESTED
-    if isinstance(answer, DropboxSignError):
+    if not isinstance(answer, Mapping):  # an error: its type tells the state, or none
         if answer.state is None:
             raise answer
         return answer.state
