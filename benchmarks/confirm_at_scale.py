@@ -359,7 +359,7 @@ async def _fire_time(trigger: Any, start_at: float) -> float:
 async def _measure(
     spec: dict[str, Any], make: Callable[[str, float], Any], start_at: float
 ) -> dict[str, Any]:
-    from dropbox_sign_provider import wakeups
+    from dropbox_sign_provider.events import wakeups
 
     ids: list[str] = spec["ids"]
     rss_start, cpu_start, reads_start = rss_kb(), cpu_seconds(), wakeups.board_reads

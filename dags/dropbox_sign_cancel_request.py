@@ -21,16 +21,16 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.approval import ANSWER_KEY, GRANT_KEY, decision
-from dropbox_sign_provider.cancellation_policy import CancellationPolicy
-from dropbox_sign_provider.grants import approver_of
-from dropbox_sign_provider.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.cancellation.approval import ANSWER_KEY, GRANT_KEY, decision
+from dropbox_sign_provider.cancellation.grants import approver_of
+from dropbox_sign_provider.cancellation.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.cancellation.outcomes import Outcome, outcome_table, report
+from dropbox_sign_provider.cancellation.policy import CancellationPolicy
+from dropbox_sign_provider.cancellation.preview import would_cancel
+from dropbox_sign_provider.cancellation.state import RequestState
 from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.outcomes import Outcome, outcome_table, report
-from dropbox_sign_provider.preview import would_cancel
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
-from dropbox_sign_provider.state import RequestState
 
 log = logging.getLogger(__name__)
 

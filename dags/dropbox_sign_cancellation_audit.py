@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, get_current_context, task
 
-from dropbox_sign_provider.events import MAX_TITLE_CHARS, signature_request_event_asset
+from dropbox_sign_provider.cancellation.ids import shown, validate_signature_request_id
+from dropbox_sign_provider.cancellation.state import RequestState, request_state
+from dropbox_sign_provider.events.assets import signature_request_event_asset
+from dropbox_sign_provider.events.callback import MAX_TITLE_CHARS
 from dropbox_sign_provider.exceptions import DropboxSignError
-from dropbox_sign_provider.ids import shown, validate_signature_request_id
-from dropbox_sign_provider.state import RequestState, request_state
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook

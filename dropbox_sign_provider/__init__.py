@@ -60,7 +60,9 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": ["dropbox_sign_provider.links.DropboxSignRequestLink"],
         # Checks each dropbox-sign:// asset URI as a DAG declares it (the plugin's events go there).
-        "asset-uris": [{"schemes": ["dropbox-sign"], "handler": "dropbox_sign_provider.events.sanitize_uri"}],
+        "asset-uris": [
+            {"schemes": ["dropbox-sign"], "handler": "dropbox_sign_provider.events.assets.sanitize_uri"}
+        ],
         "config": {
             "dropbox_sign": {
                 "description": "The deployment's policy for cancelling Dropbox Sign signature requests "

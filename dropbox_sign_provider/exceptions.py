@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from dropbox_sign_provider.state import RequestState
+from dropbox_sign_provider.cancellation.state import RequestState
 
 
 class DropboxSignError(Exception):
@@ -88,6 +88,17 @@ class DropboxSignError(Exception):
         status = f"HTTP {self.status_code} " if self.status_code is not None else ""
         param = f" [parameter: {self.error_path}]" if self.error_path else ""
         return f"Dropbox Sign {status}{self.error_name}: {self.error_msg}{param}{where}"
+
+    def told_state(self) -> RequestState:
+        """
+        The state of the signature request this answer tells.
+
+        :raises DropboxSignError: this error itself, when it tells none: a problem to report, not a
+            state to wait on.
+        """
+        if self.state is None:
+            raise self
+        return self.state
 
     def __repr__(self) -> str:
         return (

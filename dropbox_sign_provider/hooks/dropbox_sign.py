@@ -32,6 +32,8 @@ from dropbox_sign_provider import (
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     DEFAULT_TIMEOUT_SECONDS,
 )
+from dropbox_sign_provider.cancellation.ids import validate_signature_request_id
+from dropbox_sign_provider.cancellation.outcomes import Logger
 from dropbox_sign_provider.exceptions import (
     DropboxSignConnectionError,
     DropboxSignDeadlineError,
@@ -51,8 +53,6 @@ from dropbox_sign_provider.hooks.policy import (
     budget_for,
     budget_key,
 )
-from dropbox_sign_provider.ids import validate_signature_request_id
-from dropbox_sign_provider.outcomes import Logger
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection

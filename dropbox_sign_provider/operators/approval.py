@@ -24,10 +24,17 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.approval import ANSWER_KEY, APPROVE, GRANT_KEY
-from dropbox_sign_provider.cancellation_policy import CancellationPolicy
-from dropbox_sign_provider.grants import APPROVAL, SELECTION, given_grant, grant_key, mint, verify
-from dropbox_sign_provider.preview import preview_markdown
+from dropbox_sign_provider.cancellation.approval import ANSWER_KEY, APPROVE, GRANT_KEY
+from dropbox_sign_provider.cancellation.grants import (
+    APPROVAL,
+    SELECTION,
+    given_grant,
+    grant_key,
+    mint,
+    verify,
+)
+from dropbox_sign_provider.cancellation.policy import CancellationPolicy
+from dropbox_sign_provider.cancellation.preview import preview_markdown
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,7 +52,7 @@ class CancellationApprovalOperator(ApprovalOperator):
     Nothing to approve (an empty selection) asks nobody and grants nothing. **Reject**, or no answer
     within the time-out (which counts as Reject), grants nothing and skips the downstream tasks.
     The answer is also kept as XCom ``answer`` for a report (see
-    :func:`~dropbox_sign_provider.approval.decision`); it is never evidence of an approval.
+    :func:`~dropbox_sign_provider.cancellation.approval.decision`); it is never evidence of an approval.
 
     The deployment's ``[dropbox_sign]`` policy decides who may answer (``approvers``), whether the
     user who triggered the run may approve it (``four_eyes``), and the longest wait

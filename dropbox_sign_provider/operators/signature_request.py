@@ -9,14 +9,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import BaseOperator
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
-from dropbox_sign_provider.cancellation_policy import DISARM_VARIABLE, CancellationPolicy
-from dropbox_sign_provider.confirmation import CancellationWatch, ConfirmationWait, run_step
-from dropbox_sign_provider.exceptions import DropboxSignError
-from dropbox_sign_provider.grants import SELECTION, GrantError, authorize, given_grant, grant_key, mint
-from dropbox_sign_provider.ids import normalize_signature_request_ids, resolved_at_run_time
-from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
-from dropbox_sign_provider.outcomes import (
+from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider.cancellation import wait_settings
+from dropbox_sign_provider.cancellation.grants import (
+    SELECTION,
+    GrantError,
+    authorize,
+    given_grant,
+    grant_key,
+    mint,
+)
+from dropbox_sign_provider.cancellation.ids import normalize_signature_request_ids, resolved_at_run_time
+from dropbox_sign_provider.cancellation.outcomes import (
     CancellationEvent,
     Outcome,
     finish,
@@ -24,10 +28,14 @@ from dropbox_sign_provider.outcomes import (
     report,
     summarize,
 )
-from dropbox_sign_provider.preview import RequestPreview, request_preview, would_cancel
-from dropbox_sign_provider.state import RequestState, request_state
+from dropbox_sign_provider.cancellation.policy import DISARM_VARIABLE, CancellationPolicy
+from dropbox_sign_provider.cancellation.preview import RequestPreview, request_preview, would_cancel
+from dropbox_sign_provider.cancellation.state import RequestState, request_state
+from dropbox_sign_provider.cancellation.watch import CancellationWatch, ConfirmationWait, run_step
+from dropbox_sign_provider.events.wakeups import Wakeups
+from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
-from dropbox_sign_provider.wakeups import Wakeups
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,7 +48,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CANCELLATIONS = 1000
 
 #: The XCom key under which a dry run keeps what it read of each id
-#: (:class:`~dropbox_sign_provider.preview.RequestPreview`), for a person to approve.
+#: (:class:`~dropbox_sign_provider.cancellation.preview.RequestPreview`), for a person to approve.
 PREVIEW_XCOM_KEY = "preview"
 #: The XCom key under which a dry run keeps the same, signed (a selection grant): what an approval
 #: form shows, and the ids a person may approve (those that would be cancelled).
@@ -81,7 +89,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         boolean, or ``"true"``/``"false"`` in any case, as ``"{{ params.dry_run }}"`` renders.
         The dry run also pushes the XCom ``preview``: per id, its title, when it was sent, its
         signers and which of them signed, and the outcome (see
-        :func:`~dropbox_sign_provider.preview.preview_markdown` to show it in an approval form).
+        :func:`~dropbox_sign_provider.cancellation.preview.preview_markdown` to show it in an approval form).
     :param wait_for_confirmation: finish only once every cancellation is confirmed.
     :param deferrable: wait for confirmation on the triggerer.
     :param event_first: while waiting, read an id at once when a Dropbox Sign event names it,

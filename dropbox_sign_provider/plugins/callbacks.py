@@ -28,7 +28,7 @@ database failure while recording            503      nothing (Dropbox Sign deliv
 
 A verified event that is not recorded is still answered ``200 Hello API Event Received``: any other
 answer makes Dropbox Sign deliver it again for about three days. "Too old" is older than Dropbox
-Sign's retry horizon plus clock skew (:data:`~dropbox_sign_provider.events.MAX_EVENT_AGE_SECONDS`);
+Sign's retry horizon plus clock skew (:data:`~dropbox_sign_provider.events.callback.MAX_EVENT_AGE_SECONDS`);
 "from the future" is ahead of this machine's clock by more than the skew. Every refusal is one log
 line, never a traceback; :func:`refused_events` counts the acknowledged ones.
 
@@ -54,7 +54,14 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message, Receive
 
-from dropbox_sign_provider.events import (
+from dropbox_sign_provider.cancellation.ids import shown
+from dropbox_sign_provider.events.accounts import (
+    CALLBACK_CONN_IDS_OPTION,
+    CONFIG_SECTION,
+    callback_accounts,
+    verifying_accounts,
+)
+from dropbox_sign_provider.events.callback import (
     CALLBACK_ACKNOWLEDGEMENT,
     CALLBACK_TEST,
     MAX_CALLBACK_BYTES,
@@ -62,14 +69,7 @@ from dropbox_sign_provider.events import (
     freshness_problem,
     parse_callback,
 )
-from dropbox_sign_provider.ids import shown
-from dropbox_sign_provider.plugins.accounts import (
-    CALLBACK_CONN_IDS_OPTION,
-    CONFIG_SECTION,
-    callback_accounts,
-    verifying_accounts,
-)
-from dropbox_sign_provider.plugins.recording import Recorded, record_event
+from dropbox_sign_provider.events.recording import Recorded, record_event
 
 log = logging.getLogger(__name__)
 

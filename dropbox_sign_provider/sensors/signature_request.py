@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME, wait_settings
-from dropbox_sign_provider.confirmation import ConfirmationWait, run_step
-from dropbox_sign_provider.ids import normalize_signature_request_ids, reported_outcomes, resolved_at_run_time
-from dropbox_sign_provider.outcomes import CancellationEvent, Outcome, finish
+from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider.cancellation import wait_settings
+from dropbox_sign_provider.cancellation.ids import (
+    normalize_signature_request_ids,
+    reported_outcomes,
+    resolved_at_run_time,
+)
+from dropbox_sign_provider.cancellation.outcomes import CancellationEvent, Outcome, finish
+from dropbox_sign_provider.cancellation.watch import ConfirmationWait, run_step
+from dropbox_sign_provider.events.wakeups import EVENT_CHECK_INTERVAL, Wakeups
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
-from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL, Wakeups
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

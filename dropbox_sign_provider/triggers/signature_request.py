@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.confirmation import CancellationWatch, ConfirmationWait, PendingCancel, arun_step
-from dropbox_sign_provider.wait_settings import (
+from dropbox_sign_provider.cancellation.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECANCEL_AFTER,
     WaitSettings,
     check_on_completed,
 )
-from dropbox_sign_provider.wakeups import Subscription
+from dropbox_sign_provider.cancellation.watch import (
+    CancellationWatch,
+    ConfirmationWait,
+    PendingCancel,
+    arun_step,
+)
+from dropbox_sign_provider.events.wakeups import Subscription
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -49,7 +54,7 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
         cancellation took effect; decides the event's ``status``.
     :param errors: id -> what the API answered, for ids that already ended ``error``.
     :param event_first: read each id at once when a Dropbox Sign event names it (see
-        :mod:`dropbox_sign_provider.wakeups`), and poll every ``poll_interval`` only as the fallback.
+        :mod:`dropbox_sign_provider.events.wakeups`), and poll every ``poll_interval`` only as the fallback.
     """
 
     def __init__(

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dropbox_sign_provider.events import CallbackEvent, event_hash, recent_events_variable
-from dropbox_sign_provider.plugins.accounts import forget_callback_accounts
+from dropbox_sign_provider.events.accounts import forget_callback_accounts
+from dropbox_sign_provider.events.board import recent_events_variable
+from dropbox_sign_provider.events.callback import CallbackEvent, event_hash
 from dropbox_sign_provider.plugins.callbacks import app
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_2_PLUS
 from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, set_connection
@@ -263,6 +264,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 @pytest.fixture
 def event_of() -> Callable[[dict[str, Any]], CallbackEvent]:
     """The event a callback body parses to."""
-    from dropbox_sign_provider.events import parse_callback
+    from dropbox_sign_provider.events.callback import parse_callback
 
     return lambda body: parse_callback(json.dumps(body))

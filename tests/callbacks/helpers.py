@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_asset_uri
+from dropbox_sign_provider.events.assets import event_asset_uri
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT
 
 #: The asset of ``ds_cb_a``'s cancellations, on which the test DAG is scheduled.
 CANCELED_A = event_asset_uri("signature_request_canceled", "ds_cb_a")

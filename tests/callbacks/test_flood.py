@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from dropbox_sign_provider.events import (
+from dropbox_sign_provider.events.callback import (
     MAX_CALLBACK_BYTES,
     MAX_METADATA_BYTES,
     MAX_RECORDED_BYTES_PER_EVENT_TIME,

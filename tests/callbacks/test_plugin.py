@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT
 from dropbox_sign_provider.plugins.callbacks import DropboxSignCallbacksPlugin, app
 
 
@@ -91,7 +91,7 @@ def test_the_option_defaults_to_the_default_connection(monkeypatch: pytest.Monke
     from airflow.configuration import conf
     from airflow.providers_manager import ProvidersManager
 
-    from dropbox_sign_provider.plugins.accounts import callback_conn_ids
+    from dropbox_sign_provider.events.accounts import callback_conn_ids
 
     monkeypatch.delenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", raising=False)
     assert callback_conn_ids() == ["dropbox_sign_default"]

@@ -14,11 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dropbox_sign_provider.events import (
-    MAX_CALLBACK_BYTES,
-    event_asset_uri,
-    event_hash,
-)
+from dropbox_sign_provider.events.assets import event_asset_uri
+from dropbox_sign_provider.events.callback import MAX_CALLBACK_BYTES, event_hash
 from dropbox_sign_provider.plugins.callbacks import app
 from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
 from tests.helpers import SECRETS, set_connection
@@ -386,15 +383,15 @@ def test_a_token_only_or_missing_connection_is_skipped_with_one_warning(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from dropbox_sign_provider.plugins.accounts import forget_callback_accounts
+    from dropbox_sign_provider.events.accounts import forget_callback_accounts
 
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", "ds_cb_token,ds_cb_missing,ds_cb_a")
-    with caplog.at_level("WARNING", logger="dropbox_sign_provider.plugins.accounts"):
+    with caplog.at_level("WARNING", logger="dropbox_sign_provider.events.accounts"):
         assert_acknowledged(post(make_callback()))
         # The connections are read again (as after a minute), the problems are not told again.
-        monkeypatch.setattr("dropbox_sign_provider.plugins.accounts.ACCOUNTS_TTL_SECONDS", 0.0)
+        monkeypatch.setattr("dropbox_sign_provider.events.accounts.ACCOUNTS_TTL_SECONDS", 0.0)
         assert_acknowledged(post(make_callback()))
-    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("plugins.accounts")]
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("events.accounts")]
     assert len(warnings) == 2, warnings
     assert any("'ds_cb_token'" in w and "access_token" in w for w in warnings)
     assert any("'ds_cb_missing'" in w and "not defined" in w for w in warnings)
@@ -412,7 +409,7 @@ def test_a_rotated_key_is_used_once_the_connections_are_read_again(
     set_connection(monkeypatch, "ds_cb_a", password="sk-live-ROTATED")
     # Kept for a minute: the new key is not known yet, the event is refused and sent again later.
     assert post(make_callback(key="sk-live-ROTATED")).status_code == 403
-    monkeypatch.setattr("dropbox_sign_provider.plugins.accounts.ACCOUNTS_TTL_SECONDS", 0.0)
+    monkeypatch.setattr("dropbox_sign_provider.events.accounts.ACCOUNTS_TTL_SECONDS", 0.0)
     assert_acknowledged(post(make_callback(key="sk-live-ROTATED")))
     assert post(make_callback()).status_code == 403
     assert len(recorded.board_keys("ds_cb_a")) == 2

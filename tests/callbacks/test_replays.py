@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.events import (
+from dropbox_sign_provider.events.callback import (
     EVENT_CLOCK_SKEW_SECONDS,
     MAX_EVENT_AGE_SECONDS,
     MAX_METADATA_BYTES,
     MAX_RECORDED_BYTES_PER_EVENT_TIME,
     MAX_REQUESTS_PER_EVENT_TIME,
     MAX_TITLE_CHARS,
-    event_ledger_variable,
 )
+from dropbox_sign_provider.events.ledger import event_ledger_variable
 from dropbox_sign_provider.plugins.callbacks import refused_events
 from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
 from tests.helpers import set_connection
@@ -311,7 +311,7 @@ def test_an_event_is_recorded_for_every_configured_connection_sharing_the_key(
     accounts: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dropbox_sign_provider.plugins.accounts import forget_callback_accounts
+    from dropbox_sign_provider.events.accounts import forget_callback_accounts
 
     set_connection(monkeypatch, "ds_cb_a2", password=accounts["ds_cb_a"])
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__CALLBACK_CONN_IDS", "ds_cb_a,ds_cb_b,ds_cb_a2")

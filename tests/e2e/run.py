@@ -60,7 +60,7 @@ from stack import REPO, Stack, StackError, dump_json
 from ui import CHROMIUM, UI, ConnectionForm
 
 from dropbox_sign_provider import get_provider_info
-from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_hash
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT, event_hash
 
 DAG_ID = "dropbox_sign_cancel_request"
 CLEANUP_DAG_ID = "dropbox_sign_expiry_cleanup"

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import requests
 from stack import REPO, Stack, StackError, dump_json
 
-from dropbox_sign_provider.grants import APPROVAL, mint
+from dropbox_sign_provider.cancellation.grants import APPROVAL, mint
 
 DAG_ID = "dropbox_sign_cancel_request"
 APPROVER, MALLORY = "approver", "mallory"

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from dropbox_sign_provider.events import parse_callback
+from dropbox_sign_provider.events.callback import parse_callback
 from dropbox_sign_provider.testing import CallbackAttempt, DropboxSignEmulator, event_hash
 from dropbox_sign_provider.testing import emulator as emulator_package
 from dropbox_sign_provider.testing.emulator import TransitionRefused, main

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from dropbox_sign_provider.cancellation.state import RequestState, request_state
 from dropbox_sign_provider.exceptions import DropboxSignDeadlineError, DropboxSignServerError
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from tests.helpers import connection_uri_json
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider import wakeups
-from dropbox_sign_provider.events import add_recent_event, event_hash, parse_callback, recent_events_variable
+from dropbox_sign_provider.events import wakeups
+from dropbox_sign_provider.events.board import add_recent_event, recent_events_variable
+from dropbox_sign_provider.events.callback import event_hash, parse_callback
+from dropbox_sign_provider.events.wakeups import EVENT_CHECK_INTERVAL
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL
 from tests.helpers import API_KEY, make_requests
 from tests.unit.test_operator import operator
 from tests.unit.test_operator import run as run_operator

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from dropbox_sign_provider.cancellation.outcomes import MAX_LOGGED_TABLE_ROWS, log_outcomes, outcome_table
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.outcomes import MAX_LOGGED_TABLE_ROWS, log_outcomes, outcome_table
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import FakeTI, connection_uri_json, make_requests
 

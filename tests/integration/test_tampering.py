@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.grants import APPROVAL, mint
+from dropbox_sign_provider.cancellation.grants import APPROVAL, mint
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import requires_airflow_3_3
 from tests.helpers import ApprovalAnswer, load_dag_module, make_requests, task_states, xcom_of

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.approval import decision
+from dropbox_sign_provider.cancellation.approval import decision
 
 CAROL = {"id": "carol", "name": "Carol"}
 

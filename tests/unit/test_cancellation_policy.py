@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from dropbox_sign_provider.cancellation_policy import CancellationPolicy
+from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 
 ANN = {"id": "ann", "name": "Ann"}
 BOB = {"id": "bob", "name": "Bob"}

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from dropbox_sign_provider.confirmation import (
+from dropbox_sign_provider.cancellation.outcomes import (
+    CancellationEvent,
+    Outcome,
+    failure_reason,
+    finish,
+    outcome_table,
+    summarize,
+)
+from dropbox_sign_provider.cancellation.state import RequestState
+from dropbox_sign_provider.cancellation.wait_settings import check_on_completed, check_wait_settings
+from dropbox_sign_provider.cancellation.watch import (
     Action,
     CancellationWatch,
     ConfirmationWait,
@@ -28,18 +38,8 @@ from dropbox_sign_provider.exceptions import (
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.outcomes import (
-    CancellationEvent,
-    Outcome,
-    failure_reason,
-    finish,
-    outcome_table,
-    summarize,
-)
-from dropbox_sign_provider.state import RequestState
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
-from dropbox_sign_provider.wait_settings import check_on_completed, check_wait_settings
 from tests.helpers import connection_uri_json, make_requests
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40

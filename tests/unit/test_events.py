@@ -10,23 +10,22 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from dropbox_sign_provider import events
-from dropbox_sign_provider.events import (
-    MAX_EVENT_AGE_SECONDS,
+from dropbox_sign_provider.events import callback as events
+from dropbox_sign_provider.events.assets import event_asset_uri, sanitize_uri, signature_request_event_asset
+from dropbox_sign_provider.events.board import (
     MAX_RECENT_EVENTS,
-    CallbackEvent,
     add_recent_event,
     board_problem,
-    event_asset_uri,
-    event_hash,
-    event_ledger_variable,
-    expired_ledgers_range,
-    parse_callback,
     recent_event_requests,
     recent_events_variable,
-    sanitize_uri,
-    signature_request_event_asset,
 )
+from dropbox_sign_provider.events.callback import (
+    MAX_EVENT_AGE_SECONDS,
+    CallbackEvent,
+    event_hash,
+    parse_callback,
+)
+from dropbox_sign_provider.events.ledger import event_ledger_variable, expired_ledgers_range
 
 # The official test vector of API-NOTES ("Callbacks").
 VECTOR_KEY = "324e3b0840f065eb51f3fd63231d0d33daa35d4ed10d27718839e81737065782"

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.cancellation_policy import CancellationPolicy
-from dropbox_sign_provider.grants import (
+from dropbox_sign_provider.cancellation.grants import (
     APPROVAL,
     SELECTION,
     GrantError,
@@ -20,6 +19,7 @@ from dropbox_sign_provider.grants import (
     selection_digest,
     verify,
 )
+from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

@@ -9,6 +9,12 @@ import pickle
 
 import pytest
 
+from dropbox_sign_provider.cancellation.ids import (
+    SIGNATURE_REQUEST_ID_PATTERN,
+    normalize_signature_request_ids,
+    resolved_at_run_time,
+    validate_signature_request_id,
+)
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
     DropboxSignConflictError,
@@ -24,12 +30,6 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignUnauthorizedError,
     error_from_response,
     parse_json_body,
-)
-from dropbox_sign_provider.ids import (
-    SIGNATURE_REQUEST_ID_PATTERN,
-    normalize_signature_request_ids,
-    resolved_at_run_time,
-    validate_signature_request_id,
 )
 
 # Lengths of the ids in Dropbox Sign's own examples, and the ends of the accepted range.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropbox_sign_provider.preview import preview_markdown, request_preview, would_cancel
+from dropbox_sign_provider.cancellation.preview import preview_markdown, request_preview, would_cancel
 
 NDA = "d10338cad145e1cb68afc828"
 OFFER = "fa5c8a0b0f492d768749333ad6fcc214c111e967"

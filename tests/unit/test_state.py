@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dropbox_sign_provider.cancellation.state import RequestState, request_state
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
     DropboxSignConflictError,
@@ -18,7 +19,6 @@ from dropbox_sign_provider.exceptions import (
 )
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.state import RequestState, request_state
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from tests.helpers import connection_uri_json
 

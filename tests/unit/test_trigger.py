@@ -275,7 +275,7 @@ def test_a_bug_still_raises_instead_of_an_event(
     def broken_clock() -> float:
         # Broken for the watch only: Airflow's own connection lookup reads the clock too (3.1 turns
         # a failure there into "conn_id isn't defined"), and that is not what this test is about.
-        if sys._getframe(1).f_globals.get("__name__") == "dropbox_sign_provider.confirmation":
+        if sys._getframe(1).f_globals.get("__name__") == "dropbox_sign_provider.cancellation.watch":
             raise RuntimeError("clock is broken")
         return real_clock()
 

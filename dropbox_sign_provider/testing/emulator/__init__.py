@@ -156,7 +156,7 @@ from __future__ import annotations
 # The one clock every module of the emulator reads (through .clock): tests replace this name.
 import time as time
 
-from dropbox_sign_provider.events import event_hash
+from dropbox_sign_provider.events.callback import event_hash
 from dropbox_sign_provider.testing.emulator.callbacks import CallbackAttempt
 from dropbox_sign_provider.testing.emulator.cli import main
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator

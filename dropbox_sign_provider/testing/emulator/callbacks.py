@@ -13,7 +13,7 @@ exactly as ``GET /v3/signature_request/{id}`` answers it at the moment of the ev
 Retries, scaled down
 --------------------
 An attempt is acknowledged only by HTTP 200 with exactly the body ``Hello API Event Received``
-(:data:`~dropbox_sign_provider.events.CALLBACK_ACKNOWLEDGEMENT`). Anything else (another status,
+(:data:`~dropbox_sign_provider.events.callback.CALLBACK_ACKNOWLEDGEMENT`). Anything else (another status,
 another body, no answer within :data:`ATTEMPT_TIMEOUT`) is retried with exponential back-off:
 ``retry_delay`` seconds, doubling, capped at :data:`MAX_RETRY_DELAY`, for at most ``max_attempts``
 attempts. Dropbox Sign keeps retrying for about three days; the emulator's defaults (0.5 s and 8
@@ -57,7 +57,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, CALLBACK_TEST, event_hash
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT, CALLBACK_TEST, event_hash
 from dropbox_sign_provider.testing.emulator import clock
 from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults
 
@@ -219,7 +219,7 @@ def build_event(
     """
     The parsed ``json`` field of a callback, signed.
 
-    :param event_type: one of :data:`~dropbox_sign_provider.events.EVENT_TYPES`.
+    :param event_type: one of :data:`~dropbox_sign_provider.events.callback.EVENT_TYPES`.
     :param api_key: the account's API key, the HMAC key.
     :param account_id: the account the event is reported for.
     :param signature_request: the request as ``GET`` answers it, ``None`` for ``callback_test``.

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from dropbox_sign_provider.events import CALLBACK_TEST
+from dropbox_sign_provider.events.callback import CALLBACK_TEST
 from dropbox_sign_provider.testing.emulator.callbacks import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAY,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from dropbox_sign_provider.events import signature_request_event_asset
+from dropbox_sign_provider.events.assets import signature_request_event_asset
 
 with DAG(
     dag_id="t_callback_assets",

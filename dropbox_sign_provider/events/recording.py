@@ -30,17 +30,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from dropbox_sign_provider.events import (
-    MAX_EVENT_AGE_SECONDS,
-    MAX_RECENT_EVENTS,
-    CallbackEvent,
+from dropbox_sign_provider.events.assets import event_asset_uri
+from dropbox_sign_provider.events.board import MAX_RECENT_EVENTS, add_recent_event, recent_events_variable
+from dropbox_sign_provider.events.callback import MAX_EVENT_AGE_SECONDS, CallbackEvent
+from dropbox_sign_provider.events.ledger import (
     LedgerVerdict,
-    add_recent_event,
     add_to_ledger,
-    event_asset_uri,
     event_ledger_variable,
     expired_ledgers_range,
-    recent_events_variable,
 )
 from dropbox_sign_provider.version_compat import register_api_asset_event
 

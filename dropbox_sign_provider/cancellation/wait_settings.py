@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from dropbox_sign_provider.outcomes import ON_COMPLETED_CHOICES
+from dropbox_sign_provider.cancellation.outcomes import ON_COMPLETED_CHOICES
 
 #: Dropbox Sign: "if the event has not arrived within 60 minutes, retry the cancellation".
 DEFAULT_RECANCEL_AFTER = 3600.0
@@ -40,7 +40,7 @@ def check_wait_settings(
     Refuse wait settings that cannot work, naming the value; return the durations in seconds.
 
     A ``timeout`` shorter than ``recancel_after`` is accepted: the wait then simply ends before any
-    re-cancel could fall due (see :func:`~dropbox_sign_provider.confirmation.log_no_recancel`).
+    re-cancel could fall due (see :func:`~dropbox_sign_provider.cancellation.watch.log_no_recancel`).
 
     :raises ValueError: for a poll interval, timeout or re-cancel period that is neither a positive
         number of seconds (booleans included) nor a positive ``timedelta``, or attempts that are not

@@ -8,7 +8,8 @@ answer
     accepted cancel, or a typed :class:`~dropbox_sign_provider.exceptions.DropboxSignError`.
 state
     What an answer tells of a request, as far as cancelling it is concerned
-    (:class:`RequestState`); decided from an answer by :func:`dropbox_sign_provider.state.request_state`.
+    (:class:`RequestState`); decided from an answer by
+    :func:`dropbox_sign_provider.cancellation.state.request_state`.
 verdict
     An answer that tells a final state (``canceled``, ``completed``, ``not_found``, ...). An answer
     with *no verdict* (429, 5xx, no answer, a deadline that passed) says nothing of the request:
@@ -19,7 +20,7 @@ outcome
     ``timeout``, ``error``).
 watch
     The confirmation bookkeeping of a set of queued cancellations
-    (:class:`~dropbox_sign_provider.confirmation.CancellationWatch`), kept as plain JSON so a
+    (:class:`~dropbox_sign_provider.cancellation.watch.CancellationWatch`), kept as plain JSON so a
     trigger rebuilt after a restart resumes it.
 settle
     Give a watched id its final outcome; the watch is done when every id is settled.
@@ -31,7 +32,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypedDict
 
-from dropbox_sign_provider.state import RequestState
+from dropbox_sign_provider.cancellation.state import RequestState
 
 
 class Outcome(str, enum.Enum):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
-from dropbox_sign_provider.outcomes import Outcome
+from dropbox_sign_provider.cancellation.outcomes import Outcome
 
 
 class SignerPreview(TypedDict):

@@ -3,8 +3,8 @@ The words of an approval: its options, where it keeps its answer and its grant, 
 answer decided, in words for a run's report.
 
 The approval itself is :class:`~dropbox_sign_provider.operators.approval.CancellationApprovalOperator`;
-what a cancel step checks is its signed grant (:mod:`dropbox_sign_provider.grants`), never the answer
-kept here, which anyone who may edit a run's XComs can rewrite: it only words a report.
+what a cancel step checks is its signed grant (:mod:`dropbox_sign_provider.cancellation.grants`),
+never the answer kept here, which anyone who may edit a run's XComs can rewrite: it only words a report.
 """
 
 from __future__ import annotations

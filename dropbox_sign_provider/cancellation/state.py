@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    # Each error type declares the state it tells, so the errors import this module, not the
-    # reverse.
-    from dropbox_sign_provider.exceptions import DropboxSignError
+from typing import Any, Protocol
 
 
 class RequestState(str, enum.Enum):
@@ -47,7 +42,18 @@ class RequestState(str, enum.Enum):
         return self not in (RequestState.PENDING, RequestState.CANCEL_REQUESTED, RequestState.TRANSIENT)
 
 
-def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> RequestState:
+class Refusal(Protocol):
+    """
+    An answer that is an error: :class:`~dropbox_sign_provider.exceptions.DropboxSignError`. Each
+    error type declares the state it tells, so the errors import this module, not the reverse.
+    """
+
+    def told_state(self) -> RequestState:
+        """The state this error tells; raises the error itself when it tells none."""
+        ...
+
+
+def request_state(answer: Mapping[str, Any] | Refusal | None) -> RequestState:
     """
     Decide the state of a signature request from one answer of the API.
 
@@ -60,10 +66,8 @@ def request_state(answer: Mapping[str, Any] | DropboxSignError | None) -> Reques
     """
     if answer is None:
         return RequestState.CANCEL_REQUESTED
-    if not isinstance(answer, Mapping):  # an error: its type tells the state, or none
-        if answer.state is None:
-            raise answer
-        return answer.state
+    if not isinstance(answer, Mapping):
+        return answer.told_state()
     if answer.get("is_complete"):
         return RequestState.COMPLETED
     if answer.get("is_declined"):

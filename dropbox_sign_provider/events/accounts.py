@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.events import CallbackEvent, check_conn_id
+from dropbox_sign_provider.events.callback import CallbackEvent, check_conn_id
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ deferral are not known to the rebuilt trigger: an id may be cancelled again soon
 ``recancel_after``, which is harmless (a cancel is idempotent) and never happens past the deadline.
 
 The words *answer*, *outcome*, *verdict*, *watch* and *settle* are defined in
-:mod:`dropbox_sign_provider.outcomes`; this module holds the watch and the one step that every kind
-of waiting drives.
+:mod:`dropbox_sign_provider.cancellation.outcomes`; this module holds the watch and the one step
+that every kind of waiting drives.
 
 Only ids whose cancel this task sent, or was told was sent (the operator's ``cancel_requested``
 outcomes), may be re-cancelled; ids the watch was only asked to watch never are. No call goes out
@@ -26,16 +26,16 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from dropbox_sign_provider.exceptions import DropboxSignError
-from dropbox_sign_provider.ids import validate_signature_request_id
-from dropbox_sign_provider.outcomes import CancellationEvent, Logger, Outcome, report
-from dropbox_sign_provider.state import RequestState, request_state
-from dropbox_sign_provider.wait_settings import (
+from dropbox_sign_provider.cancellation.ids import validate_signature_request_id
+from dropbox_sign_provider.cancellation.outcomes import CancellationEvent, Logger, Outcome, report
+from dropbox_sign_provider.cancellation.state import RequestState, request_state
+from dropbox_sign_provider.cancellation.wait_settings import (
     DEFAULT_MAX_CANCEL_ATTEMPTS,
     DEFAULT_RECANCEL_AFTER,
     WaitSettings,
     check_wait_settings,
 )
+from dropbox_sign_provider.exceptions import DropboxSignError
 
 if TYPE_CHECKING:
     from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
@@ -134,7 +134,7 @@ class CancellationWatch:
         Take in what the API said of a pending id and say what to do next.
 
         :param signature_request_id: a pending id.
-        :param state: its state, from :func:`~dropbox_sign_provider.state.request_state`.
+        :param state: its state, from :func:`~dropbox_sign_provider.cancellation.state.request_state`.
         :param now: the current Unix time.
         """
         if state.is_final:

@@ -24,8 +24,8 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dropbox_sign_provider.events import board_problem, recent_event_requests, recent_events_variable
-from dropbox_sign_provider.outcomes import Logger
+from dropbox_sign_provider.cancellation.outcomes import Logger
+from dropbox_sign_provider.events.board import board_problem, recent_event_requests, recent_events_variable
 
 #: Seconds between two reads of the board by one waiting process.
 EVENT_CHECK_INTERVAL = 2.0
@@ -81,7 +81,7 @@ class Wakeups:
         The pending ids a board entry names that were not woken for that entry yet.
 
         :param named: signature request id -> its latest entry on the board, as
-            :func:`~dropbox_sign_provider.events.recent_event_requests` reads it (once per read,
+            :func:`~dropbox_sign_provider.events.board.recent_event_requests` reads it (once per read,
             however many waits share it).
         :param pending: the ids still waiting.
         """

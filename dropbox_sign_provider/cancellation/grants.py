@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from dropbox_sign_provider import DEFAULT_CONN_NAME
 
 if TYPE_CHECKING:
-    from dropbox_sign_provider.cancellation_policy import CancellationPolicy
+    from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 
 SELECTION = "selection"
 APPROVAL = "approval"
