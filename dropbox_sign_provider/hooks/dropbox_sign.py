@@ -2,8 +2,9 @@
 Hooks for the Dropbox Sign API: :class:`DropboxSignHook` for tasks and :class:`DropboxSignAsyncHook`
 for triggers.
 
-Both read the same connection, pace every call with the same account budget and retry with the
-same policy (:mod:`dropbox_sign_provider.hooks.policy`); they differ only in how they send and wait.
+Both read the same connection, pace every call with the same account budget
+(:mod:`dropbox_sign_provider.hooks.budget`) and retry with the same policy
+(:mod:`dropbox_sign_provider.hooks.policy`); they differ only in how they send and wait.
 """
 
 from __future__ import annotations
@@ -44,13 +45,8 @@ from dropbox_sign_provider.exceptions import (
     error_from_response,
     parse_json_body,
 )
-from dropbox_sign_provider.hooks.policy import (
-    AccountBudget,
-    RetryPolicy,
-    Slot,
-    budget_for,
-    budget_key,
-)
+from dropbox_sign_provider.hooks.budget import AccountBudget, Slot, budget_for, budget_key
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.ids import validate_signature_request_id
 from dropbox_sign_provider.outcomes import Logger
 
