@@ -3,11 +3,12 @@ When a request to Dropbox Sign may be sent: the :class:`AccountBudget` of each a
 on its own with an explicit ``now``.
 
 Dropbox Sign's rate limit belongs to the account, not to a client, so one budget is shared by
-every hook instance in a process that uses the same credentials (see :func:`budget_for`). It
-combines the client-side cap (``max_requests_per_minute``) with what the API said in its
-``X-RateLimit-*`` headers (:mod:`dropbox_sign_provider.hooks.rate_limit_headers`), and hands out
-send times window by window, so a thousand waiting triggers queue for the budget instead of each
-spending it on its own clock.
+every hook instance in a process that uses the same credentials (see :func:`budget_for` and
+:func:`account_budget`). It combines the client-side cap (``max_requests_per_minute``) with what
+the API said in its ``X-RateLimit-*`` headers
+(:mod:`dropbox_sign_provider.hooks.rate_limit_headers`), and hands out send times window by
+window, so a thousand waiting triggers queue for the budget instead of each spending it on its own
+clock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dropbox_sign_provider import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from dropbox_sign_provider.exceptions import DropboxSignRateLimitError
@@ -29,6 +31,9 @@ from dropbox_sign_provider.hooks.rate_limit_headers import (
     RateLimitHeaders,
     retry_after_seconds,
 )
+
+if TYPE_CHECKING:
+    from dropbox_sign_provider.hooks.connection import ApiSettings
 
 # While nothing is known of the account's remaining budget, one request goes first and the others
 # wait for its answer, whose headers tell how much may follow. They are woken by that answer; this
@@ -373,6 +378,15 @@ def budget_for(key: str, max_requests_per_minute: int) -> AccountBudget:
         elif 1 <= max_requests_per_minute < budget.max_requests_per_minute:
             budget.max_requests_per_minute = max_requests_per_minute
         return budget
+
+
+def account_budget(settings: ApiSettings) -> AccountBudget:
+    """
+    The process-wide budget of the account behind ``settings``, shared by every hook of this
+    process that uses the same credentials; the lowest ``max_requests_per_minute`` of their
+    connections holds for all of them.
+    """
+    return budget_for(budget_key(settings.base_url, settings.authorization), settings.max_requests_per_minute)
 
 
 def forget_budgets() -> None:

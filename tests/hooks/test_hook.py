@@ -25,11 +25,8 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignRateLimitError,
     DropboxSignServerError,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import (
-    DropboxSignAsyncHook,
-    DropboxSignHook,
-    account_budget,
-)
+from dropbox_sign_provider.hooks.budget import account_budget
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import (
