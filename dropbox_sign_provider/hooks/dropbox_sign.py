@@ -1,452 +1,44 @@
 """
 Hooks for the Dropbox Sign API: :class:`DropboxSignHook` for tasks and :class:`DropboxSignAsyncHook`
-for triggers.
+for triggers, and the API's endpoints they call.
 
-Both read the same connection (:mod:`dropbox_sign_provider.hooks.connection`), pace every call
-with the same account budget (:mod:`dropbox_sign_provider.hooks.budget`) and retry with the same
-policy (:mod:`dropbox_sign_provider.hooks.policy`); they differ only in how they send and wait.
+Both read the same connection (:mod:`dropbox_sign_provider.hooks.connection`) and run every call
+through the same core (:mod:`dropbox_sign_provider.hooks.call`), which paces it with the account's
+budget and retries it by the same policy (:mod:`dropbox_sign_provider.hooks.policy`); they differ
+only in how they send (:mod:`dropbox_sign_provider.hooks.transport`) and wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import requests
 from airflow.sdk import BaseHook
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
-from dropbox_sign_provider.exceptions import (
-    DropboxSignConnectionError,
-    DropboxSignDeadlineError,
-    DropboxSignError,
-    DropboxSignRateLimitError,
-    DropboxSignResponseError,
-    DropboxSignResponseTooLargeError,
-    DropboxSignTLSError,
-    DropboxSignTransportError,
-    error_from_response,
-    parse_json_body,
-)
-from dropbox_sign_provider.hooks.budget import Slot, account_budget
+from dropbox_sign_provider.exceptions import DropboxSignError, DropboxSignResponseError
+from dropbox_sign_provider.hooks.call import _Call
 from dropbox_sign_provider.hooks.connection import ApiSettings, _secrets_of, settings_from_connection
 from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.hooks.transport import _send_with_aiohttp, _send_with_requests
 from dropbox_sign_provider.ids import validate_signature_request_id
-from dropbox_sign_provider.outcomes import Logger
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 MAX_PAGE_SIZE = 100
-#: The largest answer body read: Dropbox Sign's answers here are a few kilobytes (a full list page
-#: of 100 requests stays well below 1 MiB); anything near this is not its API answering.
-MAX_RESPONSE_BYTES = 10 * 2**20
-# Bodies are read in pieces of this size, so an oversized one is never held whole.
-_CHUNK_BYTES = 64 * 2**10
-#: A wait for the rate limit longer than this many seconds is logged at INFO, with its cause and end.
-LOG_WAITS_LONGER_THAN = 1.0
-
 
 #: A decoded JSON answer; the query parameters of a call; the Unix time after which it is not sent.
 Json = dict[str, Any]
 Query = Mapping[str, Any] | None
 Deadline = float | None
-
-
-# --- one call: pacing, answer handling and retries, shared by both hooks -------------------------
-
-
-class _Call:
-    """
-    The attempts of one API call. The hooks' send loops ask it how long to wait before each send
-    and hand it each answer; it returns the parsed body, asks for a retry, or raises. It logs
-    every wait longer than :data:`LOG_WAITS_LONGER_THAN`, so the numbers in a task log add up.
-    """
-
-    def __init__(
-        self,
-        settings: ApiSettings,
-        policy: RetryPolicy,
-        rng: random.Random,
-        method: str,
-        path: str,
-        deadline: float | None,
-        log: Logger,
-    ):
-        self._log = log
-        # The end of the last wait already logged (a retry's line counts the budget's wait too).
-        self._logged_until = 0.0
-        # When the wait for the account's first answer began, and whether it was logged.
-        self._probe_wait_since: float | None = None
-        self.method = method
-        self.path = path
-        self.url = settings.base_url + path
-        self._budget = account_budget(settings)
-        self._policy = policy
-        self._rng = rng
-        self._retries = 0
-        # The last answer of the budget, and whether its booked send has gone out.
-        self._slot = Slot(0.0, claimed=False)
-        self._sending = False
-        self._rate_limited_since: float | None = None
-        #: Unix time after which nothing is sent (``None``: no deadline)
-        self.deadline = deadline
-        #: seconds to wait before the next attempt, set when an answer asks for a retry
-        self.retry_in = 0.0
-        #: why the last attempt is retried: status and ``error_name`` (never a header)
-        self.retry_reason = ""
-
-    def reserve(self) -> tuple[float, bool]:
-        """
-        Seconds to wait before sending, and whether the send is booked (else ask again).
-
-        :raises DropboxSignDeadlineError: when the send could not go out before the deadline.
-        :raises DropboxSignRateLimitError: when it would wait longer than the policy allows.
-        """
-        max_wait = self._policy.max_rate_limit_wait
-        left = self._time_left()
-        if left is not None:
-            max_wait = left if max_wait is None else min(max_wait, left)
-        try:
-            slot = self._budget.reserve(max_wait=max_wait)
-        except DropboxSignRateLimitError as refused:
-            if left is not None and max_wait == left:
-                raise self._past_deadline(
-                    f"the account's rate limit leaves no room for {left:.1f} s"
-                ) from None
-            raise DropboxSignRateLimitError(
-                refused.status_code,
-                refused.error_name,
-                refused.error_msg,
-                method=self.method,
-                path=self.path,
-                retry_after=refused.retry_after,
-            ) from None
-        self._slot, self._sending = slot, False
-        self._log_wait(slot)
-        return slot.wait, slot.claimed
-
-    def _log_wait(self, slot: Slot) -> None:
-        now = time.time()
-        if slot.awaits_probe:
-            # Asked again every second until the first answer comes: logged once, when it lasts.
-            if self._probe_wait_since is None:
-                self._probe_wait_since = now
-            elif now - self._probe_wait_since > LOG_WAITS_LONGER_THAN and self._logged_until < now:
-                self._logged_until = float("inf")
-                self._log.info(
-                    "Dropbox Sign %s %s: waiting for %s (%.1f s so far); it ends when that answer comes",
-                    self.method,
-                    self.path,
-                    slot.held_by,
-                    now - self._probe_wait_since,
-                )
-            return
-        self._probe_wait_since = None
-        until = now + slot.wait
-        if slot.wait > LOG_WAITS_LONGER_THAN and until > self._logged_until + LOG_WAITS_LONGER_THAN:
-            self._logged_until = until
-            self._log.info(
-                "Dropbox Sign %s %s: waiting %.1f s for %s, until %s",
-                self.method,
-                self.path,
-                slot.wait,
-                slot.held_by or "the account's rate limit",
-                _utc(until),
-            )
-
-    def idle(self) -> None:
-        """Wait, in a thread, until the budget may have room (after an unclaimed :meth:`reserve`)."""
-        if self._slot.awaits_probe:
-            self._budget.wait_for_probe(self._slot.wait)
-        else:
-            time.sleep(self._slot.wait)
-
-    async def aidle(self) -> None:
-        """Async :meth:`idle`, for the event loop."""
-        if self._slot.awaits_probe:
-            await self._budget.await_probe(self._slot.wait)
-        else:
-            await asyncio.sleep(self._slot.wait)
-
-    def check_deadline(self) -> None:
-        """
-        Called right before the request goes out: past the deadline, it is not sent.
-
-        :raises DropboxSignDeadlineError: when the deadline has passed (the send loop then gives
-            up the booked send, as for any call abandoned before its answer).
-        """
-        left = self._time_left()
-        if left is not None and left <= 0:
-            raise self._past_deadline("the deadline passed while it waited")
-        self._sending = True
-
-    def _time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.time()
-
-    def _past_deadline(self, why: str) -> DropboxSignDeadlineError:
-        return DropboxSignDeadlineError(
-            None,
-            "deadline_passed",
-            f"not sent: {why}, past its deadline",
-            method=self.method,
-            path=self.path,
-        )
-
-    def abandoned(self) -> None:
-        """
-        Handle a booked send given up before its answer (the task or trigger was cancelled or timed
-        out, or the deadline passed): a send that never went out is given back to the budget, and
-        when it was the budget's probe, the next request may probe instead of waiting forever.
-        """
-        if self._slot.claimed and not self._sending:
-            self._budget.release(self._slot.at)
-        else:
-            self._budget.observe(None, None)
-
-    def answered(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
-        """
-        Handle an answer: its JSON body, or ``None`` to retry after :attr:`retry_in`.
-
-        :param body: the body as read, which stops one piece past :data:`MAX_RESPONSE_BYTES`.
-        """
-        held_for = self._budget.observe(headers, status)
-        if len(body) > MAX_RESPONSE_BYTES:
-            self._retry_or_raise(
-                DropboxSignResponseTooLargeError(
-                    status,
-                    "response_too_large",
-                    f"the answer's body is larger than {MAX_RESPONSE_BYTES} bytes, so it is not an "
-                    "answer of Dropbox Sign's API; check the connection's host",
-                    method=self.method,
-                    path=self.path,
-                )
-            )
-            return None
-        if 200 <= status < 300:
-            try:
-                return parse_json_body(status, body, method=self.method, path=self.path)
-            except DropboxSignError as error:
-                self._retry_or_raise(error)
-                return None
-        if status == 429 and self._rate_limited_since is None:
-            self._rate_limited_since = time.time()
-        self._retry_or_raise(
-            error_from_response(
-                status,
-                body,
-                method=self.method,
-                path=self.path,
-                retry_after=held_for,
-                location=headers.get("Location"),
-            )
-        )
-        return None
-
-    def failed(self, failure: BaseException) -> None:
-        """
-        Handle a send that raised: a typed error (no answer, or never sent) is retried or raised;
-        anything else (the task or trigger was cancelled or timed out) gives the booked send up and
-        is raised again.
-        """
-        if not isinstance(failure, DropboxSignError):
-            self.abandoned()
-            raise failure
-        self.not_answered(failure)
-
-    def retry_wait(self) -> float:
-        """
-        Log why the call is retried and when it will be sent, and return the seconds to wait first.
-
-        The logged delay is the real one: the retry's own delay, then whatever the account's budget
-        will hold the send back for (after a 429, the retry waits a moment and the budget the rest).
-        """
-        now = time.time()
-        at, held_by = self._budget.earliest(now + self.retry_in)
-        held = at - (now + self.retry_in)
-        why = f"{self.method} {self.path} failed ({self.retry_reason})"
-        if held > _RETRY_LOG_PRECISION:
-            self._logged_until = at
-            self._log.warning(
-                "Dropbox Sign %s; retrying in %.1f s (%.1f s back-off, then %.1f s for %s), at %s",
-                why,
-                self.retry_in + held,
-                self.retry_in,
-                held,
-                held_by,
-                _utc(at),
-            )
-        else:
-            self._log.warning("Dropbox Sign %s; retrying in %.1f s", why, self.retry_in)
-        return self.retry_in
-
-    def not_answered(self, error: DropboxSignError) -> None:
-        """
-        Handle a call that got no answer: ``error`` is what the HTTP client's failure means (see
-        :meth:`no_answer`), the client's own exception its ``__cause__``; or the call was never
-        sent (:meth:`check_deadline`), and its booked send is given back.
-        """
-        self.abandoned()
-        self._retry_or_raise(error)
-
-    def no_answer(self, reason: BaseException, transient: bool) -> DropboxSignError:
-        """
-        The typed error for an HTTP client's failure to get an answer.
-
-        :param reason: the client's exception.
-        :param transient: whether the client's failure is of a kind another attempt may not meet
-            (connection refused or dropped, a timeout, a body cut short); TLS failures never are.
-        """
-        tls = _tls_failure(reason)
-        if tls is not None:
-            return DropboxSignTLSError(
-                None,
-                "tls_error",
-                f"TLS handshake with {urlsplit(self.url).netloc} failed ({tls}): is the host an "
-                "https:// server, and is the CA bundle (extra verify) right? A host without a scheme "
-                "means https://",
-                method=self.method,
-                path=self.path,
-            )
-        if transient:
-            return DropboxSignConnectionError(
-                None, "connection_error", _describe(reason), method=self.method, path=self.path
-            )
-        return DropboxSignTransportError(
-            None,
-            "transport_error",
-            f"{_describe(reason)}; not retried, as another attempt would fail the same way",
-            method=self.method,
-            path=self.path,
-        )
-
-    def _retry_or_raise(self, error: DropboxSignError) -> None:
-        limited_for = 0.0 if self._rate_limited_since is None else time.time() - self._rate_limited_since
-        delay = self._policy.retry_delay(self._retries, error, self._rng, limited_for)
-        left = self._time_left()
-        # A retry that would go out past the deadline is not made: the last failure is the news.
-        if delay is None or (left is not None and delay >= left):
-            raise error
-        self._retries += 1
-        self.retry_in = delay
-        self.retry_reason = f"{error.status_code or 'no answer'} {error.error_name}"
-
-
-# A budget's wait below this adds nothing a person reading the retry line needs to know.
-_RETRY_LOG_PRECISION = 0.05
-
-
-def _utc(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
-
-
-def _tls_failure(reason: BaseException) -> str | None:
-    # Clients wrap the ssl module's error (requests twice over): look along the chain for a TLS
-    # failure, and describe it by the innermost error, the one that says what went wrong.
-    tls, innermost = False, ""
-    seen: BaseException | None = reason
-    for _ in range(10):  # a chain is short; a loop in one must not hang the call
-        if seen is None:
-            break
-        if isinstance(
-            seen,
-            ssl.SSLError
-            | requests.exceptions.SSLError
-            | aiohttp.ClientSSLError
-            | aiohttp.ServerFingerprintMismatch,
-        ):
-            tls = True
-            innermost = str(seen) if isinstance(seen, ssl.SSLError) else innermost
-        seen = seen.__cause__ or seen.__context__
-    return (innermost or _describe(reason)) if tls else None
-
-
-def _read_up_to_cap(pieces: Iterable[bytes]) -> bytes:
-    # One piece past the cap at most: enough for _Call.answered to see that the body is too large.
-    body = bytearray()
-    for piece in pieces:
-        body += piece
-        if len(body) > MAX_RESPONSE_BYTES:
-            break
-    return bytes(body)
-
-
-# requests' failures that another attempt may not meet; any other is raised at once.
-_REQUESTS_TRANSIENT = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
-
-
-def _send_with_requests(
-    session: requests.Session, call: _Call, params: Mapping[str, Any] | None, timeout: float
-) -> tuple[int, Mapping[str, str], bytes]:
-    """
-    Send one attempt of ``call``: the answer's status, headers and body, or a typed error.
-
-    Redirects are not followed: the one answer is the one the API (or whatever stands in front of
-    it) gave to this very request.
-
-    :raises DropboxSignError: what the client's failure means (:meth:`_Call.no_answer`).
-    """
-    try:
-        with session.request(
-            call.method, call.url, params=params, timeout=timeout, allow_redirects=False, stream=True
-        ) as response:
-            return (
-                response.status_code,
-                response.headers,
-                _read_up_to_cap(response.iter_content(_CHUNK_BYTES)),
-            )
-    except requests.RequestException as exc:
-        raise call.no_answer(exc, transient=isinstance(exc, _REQUESTS_TRANSIENT)) from exc
-
-
-# aiohttp's failures that another attempt may not meet (a response it could not parse included, as
-# requests counts that a connection error); any other is raised at once.
-_AIOHTTP_TRANSIENT = (
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    aiohttp.ClientResponseError,
-    asyncio.TimeoutError,
-    OSError,
-)
-
-
-async def _send_with_aiohttp(
-    session: aiohttp.ClientSession, call: _Call, params: Mapping[str, Any] | None
-) -> tuple[int, Mapping[str, str], bytes]:
-    """Async :func:`_send_with_requests`, the timeout being the session's."""
-    try:
-        async with session.request(call.method, call.url, params=params, allow_redirects=False) as response:
-            body = bytearray()
-            while len(body) <= MAX_RESPONSE_BYTES:
-                piece = await response.content.read(_CHUNK_BYTES)
-                if not piece:
-                    break
-                body += piece
-            return response.status, response.headers, bytes(body)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        transient = isinstance(exc, _AIOHTTP_TRANSIENT) and not isinstance(exc, aiohttp.TooManyRedirects)
-        raise call.no_answer(exc, transient=transient) from exc
-
-
-def _describe(reason: BaseException) -> str:
-    # Exception texts of HTTP clients carry the URL, never headers; the type says what happened
-    # when the text is empty (a dropped connection often has none).
-    text = str(reason).strip()
-    return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
 
 
 def _member(answer: Mapping[str, Any], name: str, method: str, path: str) -> dict[str, Any]:
@@ -580,7 +172,7 @@ class DropboxSignHook(_DropboxSignBaseHook):
         while True:
             wait, claimed = call.reserve()
             if not claimed:
-                call.idle()
+                call.idle(time.sleep)
                 continue
             try:
                 if wait > 0:
@@ -761,7 +353,7 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
         while True:
             wait, claimed = call.reserve()
             if not claimed:
-                await call.aidle()
+                await call.aidle(asyncio.sleep)
                 continue
             try:
                 if wait > 0:
