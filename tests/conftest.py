@@ -47,7 +47,7 @@ os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 
 import pytest
 
-from dropbox_sign_provider.hooks.policy import forget_budgets
+from dropbox_sign_provider.hooks.budget import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import answer_hitl_requests_in_dag_test, keep_dag_test_execution_apis_alive
 from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection

@@ -23,7 +23,8 @@ import pytest
 import requests
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.connection import ApiSettings
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger

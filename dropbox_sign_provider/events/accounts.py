@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.events.callback import CallbackEvent, check_conn_id
+from dropbox_sign_provider.hooks.connection import api_key_from_connection
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _load_accounts() -> tuple[CallbackAccount, ...]:
                 "its password is not a Dropbox Sign API key",
             )
             continue
-        api_key = (conn.password or "").strip()
+        api_key = api_key_from_connection(conn)
         if not api_key:
             # event_hash is keyed with the account's API key; an access token is no substitute.
             _report(

@@ -33,7 +33,8 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignTLSError,
     DropboxSignUnauthorizedError,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import MAX_RESPONSE_BYTES, DropboxSignHook
+from dropbox_sign_provider.hooks.call import MAX_RESPONSE_BYTES
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.helpers import (

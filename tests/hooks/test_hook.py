@@ -25,11 +25,8 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignRateLimitError,
     DropboxSignServerError,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import (
-    DropboxSignAsyncHook,
-    DropboxSignHook,
-    account_budget,
-)
+from dropbox_sign_provider.hooks.budget import account_budget
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import (
@@ -427,7 +424,7 @@ def test_the_client_side_cap_holds_and_max_rate_limit_wait_gives_up(
 
 
 def test_a_429_waits_for_the_announced_reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dropbox_sign_provider.hooks.policy import forget_budgets
+    from dropbox_sign_provider.hooks.budget import forget_budgets
 
     with DropboxSignEmulator(api_keys=(SECRET_API_KEY,), rate_limit=2, window_seconds=1) as emulator:
         conn_id = set_connection(monkeypatch, "ds_reset", host=emulator.base_url, password=SECRET_API_KEY)

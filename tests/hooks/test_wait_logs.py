@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from dropbox_sign_provider.hooks.policy import HELD_BY_CAP, HELD_BY_NEXT_WINDOW, HELD_BY_WINDOW, AccountBudget
+from dropbox_sign_provider.hooks.budget import HELD_BY_CAP, HELD_BY_NEXT_WINDOW, HELD_BY_WINDOW, AccountBudget
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.helpers import API_KEY, HookClient, make_requests
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook, account_budget
-from dropbox_sign_provider.hooks.policy import AccountBudget, RetryPolicy
+from dropbox_sign_provider.hooks.budget import AccountBudget, account_budget
+from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
+from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.helpers import API_KEY, connection_uri_json
 

@@ -23,13 +23,9 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignServerError,
     error_from_response,
 )
-from dropbox_sign_provider.hooks.policy import (
-    AccountBudget,
-    RateLimitHeaders,
-    RetryPolicy,
-    budget_for,
-    budget_key,
-)
+from dropbox_sign_provider.hooks.budget import AccountBudget, budget_for, budget_key
+from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.hooks.rate_limit_headers import RateLimitHeaders
 
 T0 = 1_800_000_000.0
 
@@ -626,13 +622,13 @@ def test_close_clocks_keep_the_reset_as_announced() -> None:
     [("7", 7.0), ("0", 0.0), ("3600", None), ("-1", None), ("soon", None), ("", None)],
 )
 def test_retry_after_is_honoured_when_a_rate_limit_could_mean_it(value: str, expected: float | None) -> None:
-    from dropbox_sign_provider.hooks.policy import retry_after_seconds
+    from dropbox_sign_provider.hooks.rate_limit_headers import retry_after_seconds
 
     assert retry_after_seconds({"Retry-After": value}, now=T0) == expected
 
 
 def test_retry_after_as_an_http_date() -> None:
-    from dropbox_sign_provider.hooks.policy import retry_after_seconds
+    from dropbox_sign_provider.hooks.rate_limit_headers import retry_after_seconds
 
     seconds = retry_after_seconds({"Retry-After": http_date(T0 + 10)}, now=T0)
     assert seconds == pytest.approx(10, abs=1)
