@@ -585,16 +585,16 @@ class DropboxSignEmulator:
         :param seed: seeds the fault random generator, for reproducible runs.
         :raises ValueError: for an out-of-range value.
         """
-        faults = Faults.checked(
+        faults = Faults(
             latency=latency,
             error_rate=error_rate,
-            error_statuses=error_statuses,
+            error_statuses=tuple(error_statuses),
             drop_rate=drop_rate,
             malformed_rate=malformed_rate,
             rate_limit_storm=rate_limit_storm,
             never_complete=never_complete,
             seed=seed,
-        )
+        ).checked()
         with self._lock:
             self._faults = faults
             self._rng = random.Random(seed)
