@@ -114,6 +114,7 @@ One module per concern; only the names below are the public interface.
 - :mod:`.query`: the search ``query`` of the list call;
 - :mod:`.callbacks`: events, their delivery, retries and attempts;
 - :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.access`: the address bound, the credentials and the admin token;
 - :mod:`.cli`: the command line; :mod:`.clock`: the one clock; :mod:`.errors`: the error envelope.
 
 Choices where the documentation is silent
@@ -121,7 +122,7 @@ Choices where the documentation is silent
 Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
 pretending to know. Code under test should not depend on these answers. Each is marked
 ``Undocumented (<topic>)`` in the module that makes it (:mod:`.store`, :mod:`.query`,
-:mod:`.routes`):
+:mod:`.routes`, :mod:`.access`):
 
 - *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
   user name either way.

@@ -10,9 +10,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER
 from dropbox_sign_provider.testing.emulator.callbacks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAY
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator.routes import ADMIN_TOKEN_HEADER
 
 
 async def serve_forever(emulator: DropboxSignEmulator, port_file: str | None = None) -> None:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 import secrets
-import socket
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from dropbox_sign_provider.events import CALLBACK_TEST
+from dropbox_sign_provider.testing.emulator.access import check_bind, remote_credentials
 from dropbox_sign_provider.testing.emulator.callbacks import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAY,
@@ -32,20 +31,12 @@ from dropbox_sign_provider.testing.emulator.callbacks import (
 )
 from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer, OddAnswers
 from dropbox_sign_provider.testing.emulator.rate import RateWindow
-from dropbox_sign_provider.testing.emulator.routes import (
-    ADMIN_TOKEN_HEADER,
-    LoggedRequest,
-    build_app,
-)
+from dropbox_sign_provider.testing.emulator.routes import LoggedRequest, build_app
 from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_ID = "5008b25c7f67153e57d5a357b1687968068fb465"
-#: The credentials accepted unless others are given: documented, so anyone who can reach the
-#: emulator knows them, which is why ``allow_remote`` refuses them.
-DEFAULT_API_KEYS = ("test-key",)
-DEFAULT_ACCESS_TOKENS = ("test-token",)
 # How often due cancellations are completed and held events released, while serving.
 _SWEEP_INTERVAL = 0.05
 
@@ -57,71 +48,6 @@ class _Lifecycle:
     runner: web.AppRunner | None = None
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-def _is_loopback(host: str) -> bool:
-    """
-    Tell whether binding ``host`` listens on loopback addresses only.
-
-    :param host: an IP address or a host name, as given to ``TCPSite``.
-    :return: ``True`` only if every address the name resolves to is a loopback one, since the
-        server binds them all; ``""`` (every interface) and names that do not resolve are not.
-    """
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    if not host:
-        return False
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-
-
-def _check_bind(host: str, allow_remote: bool) -> None:
-    if allow_remote or _is_loopback(host):
-        return
-    raise ValueError(
-        f"host {host!r} is not a loopback address: binding it would open the emulator's unprotected "
-        "admin API (/_emulator/) to the network. Bind 127.0.0.1, or pass allow_remote=True "
-        f"(--allow-remote) to bind it anyway, the admin API then requiring the {ADMIN_TOKEN_HEADER} header."
-    )
-
-
-def _remote_credentials(
-    allow_remote: bool, api_keys: Iterable[str] | None, access_tokens: Iterable[str] | None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """
-    The API keys and access tokens to accept, defaults filled in.
-
-    Reachable beyond loopback, the emulator must not accept the documented defaults: it then needs
-    API keys of the operator's own, and accepts no access token unless given some.
-
-    :raises ValueError: with ``allow_remote``, for no API key, an empty one or a documented default.
-    """
-    if not allow_remote:
-        keys = DEFAULT_API_KEYS if api_keys is None else tuple(api_keys)
-        return keys, DEFAULT_ACCESS_TOKENS if access_tokens is None else tuple(access_tokens)
-    keys = tuple(api_keys or ())
-    tokens = tuple(access_tokens or ())
-    if not keys:
-        raise ValueError(
-            "allow_remote=True (--allow-remote) requires an explicit API key: without one the emulator "
-            f"would accept the documented default {DEFAULT_API_KEYS[0]!r} from anyone who can reach it. "
-            "Pass api_keys=(...) (--api-key KEY) with a key of your own"
-        )
-    known = [
-        repr(value) for value in (*keys, *tokens) if value in (*DEFAULT_API_KEYS, *DEFAULT_ACCESS_TOKENS)
-    ]
-    if known:
-        raise ValueError(
-            "allow_remote=True (--allow-remote) refuses the documented default credential "
-            f"{', '.join(known)}: anyone who can reach the emulator knows it. Pass a key (--api-key) or "
-            "token (--access-token) of your own"
-        )
-    if not all(value.strip() for value in (*keys, *tokens)):
-        raise ValueError("allow_remote=True (--allow-remote) refuses an empty API key or access token")
-    return keys, tokens
 
 
 class DropboxSignEmulator:
@@ -191,10 +117,10 @@ class DropboxSignEmulator:
             raise ValueError("rate_limit and cancel_delay must not be negative")
         if admin_token is not None and not admin_token.strip():
             raise ValueError("admin_token must not be empty: pass None to generate one")
-        _check_bind(host, allow_remote)
+        check_bind(host, allow_remote)
         self.api_keys: tuple[str, ...]
         self.access_tokens: tuple[str, ...]
-        self.api_keys, self.access_tokens = _remote_credentials(bool(allow_remote), api_keys, access_tokens)
+        self.api_keys, self.access_tokens = remote_credentials(bool(allow_remote), api_keys, access_tokens)
         self.rate_limit = int(rate_limit)
         self.window_seconds = float(window_seconds)
         self.cancel_delay = float(cancel_delay)
@@ -298,7 +224,7 @@ class DropboxSignEmulator:
 
     async def _astart(self) -> None:
         # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
-        _check_bind(self.host, self.allow_remote)
+        check_bind(self.host, self.allow_remote)
         # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()

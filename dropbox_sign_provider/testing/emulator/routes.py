@@ -6,9 +6,6 @@ faults, routing) and the ``/_emulator/`` admin API that scripts in other languag
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from aiohttp import web
 
 from dropbox_sign_provider.testing.emulator import clock
+from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER, authenticated, same_secret
 from dropbox_sign_provider.testing.emulator.errors import ERROR_NAMES, ApiError, envelope
 from dropbox_sign_provider.testing.emulator.faults import DELIVERY_FAULT_FIELDS, FAULT_FIELDS
 from dropbox_sign_provider.testing.emulator.rate import headers as rate_headers
@@ -25,8 +23,6 @@ from dropbox_sign_provider.testing.emulator.store import TransitionRefused, rend
 if TYPE_CHECKING:
     from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
 
-#: The header that carries the admin token, when the admin API requires one (a name, not a secret).
-ADMIN_TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105
 #: The fields of ``PUT /v3/account`` (AccountUpdateRequest).
 ACCOUNT_UPDATE_FIELDS = frozenset({"account_id", "callback_url", "locale"})
 
@@ -93,22 +89,6 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
         text=json.dumps(body),
         content_type="application/json",
         headers=dict(headers or {}),
-    )
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """
-    Compare a credential from a request with an expected one in constant time.
-
-    :param given: the credential as the request carried it (any text, attacker-chosen).
-    :param expected: the credential the emulator accepts.
-    :return: whether they are the same.
-    """
-    # hmac.compare_digest raises TypeError for str holding non-ASCII characters, which would turn
-    # a wrong credential into a 500; bytes compare fine. surrogatepass encodes any str, including
-    # the lone surrogates aiohttp decodes non-UTF-8 header bytes into.
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
     )
 
 
@@ -198,7 +178,9 @@ class Api:
         # Read before taking the lock: the body may be slow to come, and the lock is not an await.
         form = await _read_fields(request) if request.method == "PUT" else None
         with emulator._lock:
-            if not self._authenticated(request.headers.get("Authorization")):
+            if not authenticated(
+                request.headers.get("Authorization"), emulator.api_keys, emulator.access_tokens
+            ):
                 message = (
                     "Unauthorized user. No credentials supplied."
                     if "Authorization" not in request.headers
@@ -213,24 +195,6 @@ class Api:
             except ApiError as exc:
                 status, body = exc.status, envelope(exc.status, exc.message, path=exc.path)
             return json_response(status, body, headers)
-
-    def _authenticated(self, authorization: str | None) -> bool:
-        if not authorization:
-            return False
-        scheme, _, credentials = authorization.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() == "bearer":
-            return any(same_secret(credentials, token) for token in self.emulator.access_tokens)
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        # Undocumented (a password with the key): a non-empty password is accepted; the key is the
-        # user name either way.
-        user = decoded.partition(":")[0]
-        return any(same_secret(user, key) for key in self.emulator.api_keys)
 
     def _route(self, request: web.Request, form: Any) -> tuple[int, Any]:
         """Caller holds the lock."""
