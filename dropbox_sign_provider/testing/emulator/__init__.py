@@ -107,13 +107,14 @@ The parts
 ---------
 One module per concern; only the names below are the public interface.
 
-- :mod:`.core`: :class:`DropboxSignEmulator` (settings, lock, server thread, public methods);
+- :mod:`.core`: :class:`DropboxSignEmulator` (settings, server thread, public methods);
+- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
 - :mod:`.store`: the signature requests, their states and transitions;
 - :mod:`.rate`: the rate-limit windows;
 - :mod:`.faults`: API faults, :class:`OddAnswer` and delivery faults;
 - :mod:`.query`: the search ``query`` of the list call;
 - :mod:`.callbacks`: events, their delivery, retries and attempts;
-- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
 - :mod:`.access`: the address bound, the credentials and the admin token;
 - :mod:`.cli`: the command line; :mod:`.clock`: the one clock; :mod:`.errors`: the error envelope.
 
@@ -162,7 +163,7 @@ from dropbox_sign_provider.testing.emulator.callbacks import CallbackAttempt
 from dropbox_sign_provider.testing.emulator.cli import main
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator.faults import OddAnswer
-from dropbox_sign_provider.testing.emulator.routes import LoggedRequest
+from dropbox_sign_provider.testing.emulator.state import LoggedRequest
 from dropbox_sign_provider.testing.emulator.store import STATES, TransitionRefused
 
 __all__ = [

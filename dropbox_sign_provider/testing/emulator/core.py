@@ -1,7 +1,8 @@
 """
-The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings
-and the one lock, wires the parts together (the store, the rate window, the faults, the callback
-dispatcher, the routes) and runs the server in a thread of its own or in the caller's loop.
+The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings,
+checks them, and offers the methods a test calls; the state behind them is an
+:class:`~dropbox_sign_provider.testing.emulator.state.EmulatorState`, which it serves in a thread of
+its own or in the caller's loop.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
@@ -19,20 +19,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from dropbox_sign_provider.events import CALLBACK_TEST
 from dropbox_sign_provider.testing.emulator.access import check_bind, remote_credentials
 from dropbox_sign_provider.testing.emulator.callbacks import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAY,
     CallbackAttempt,
-    CallbackDispatcher,
-    build_event,
-    check_callback_url,
 )
-from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer, OddAnswers
-from dropbox_sign_provider.testing.emulator.rate import RateWindow
-from dropbox_sign_provider.testing.emulator.routes import LoggedRequest, build_app
-from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
+from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer
+from dropbox_sign_provider.testing.emulator.routes import build_app
+from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +128,13 @@ class DropboxSignEmulator:
         self.requests_log: list[LoggedRequest] = []
         """Every ``/v3`` call, in arrival order, faulted and refused ones included."""
 
-        self._lock = threading.RLock()
-        self._dispatcher = CallbackDispatcher(
-            self._lock, callback_retry_delay, callback_max_attempts, allow_remote=allow_remote_callbacks
+        self._state = EmulatorState(
+            self,
+            callback_retry_delay=callback_retry_delay,
+            callback_max_attempts=callback_max_attempts,
+            allow_remote_callbacks=allow_remote_callbacks,
         )
-        self.callback_events: list[dict[str, Any]] = self._dispatcher.acknowledged
+        self.callback_events: list[dict[str, Any]] = self._state.dispatcher.acknowledged
         """The callback events the receiver acknowledged (the ``json`` field, parsed), in that order."""
         self.callback_url = callback_url
 
@@ -147,11 +144,6 @@ class DropboxSignEmulator:
         self._port: int | None = None
         self._lifecycle_lock = threading.Lock()
         self._life = _Lifecycle()
-        self._store = SignatureRequestStore(on_event=self._emit)
-        self._rate = RateWindow()
-        self._faults = Faults()
-        self._rng = random.Random()
-        self._odd_answers = OddAnswers()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -226,7 +218,9 @@ class DropboxSignEmulator:
         # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
         check_bind(self.host, self.allow_remote)
         # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            build_app(self._state), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port)
         try:
@@ -237,7 +231,7 @@ class DropboxSignEmulator:
         self._life.runner = runner
         self._port = int(runner.addresses[0][1])
         # Always, not only with a callback URL: PUT /v3/account can set one at any time.
-        self._life.session = self._dispatcher.open_session()
+        self._life.session = self._state.dispatcher.open_session()
         self._spawn(self._sweep())
 
     async def _astop(self) -> None:
@@ -260,12 +254,9 @@ class DropboxSignEmulator:
         session = self._life.session
         assert session is not None
         while True:
-            with self._lock:
-                for record in self._store.records.values():
-                    self._store.state(record)
-                batch = self._dispatcher.take_due()
+            batch = self._state.complete_due()
             if batch:
-                self._spawn(self._dispatcher.deliver(session, batch, self._spawn))
+                self._spawn(self._state.dispatcher.deliver(session, batch, self._spawn))
             await asyncio.sleep(_SWEEP_INTERVAL)
 
     async def serve_forever(self, port_file: str | None = None) -> None:
@@ -311,7 +302,7 @@ class DropboxSignEmulator:
         Whether events may go to any callback URL, not only to loopback; fixed at construction,
         as the operator's choice, which no API call can change.
         """
-        return self._dispatcher.allow_remote
+        return self._state.dispatcher.allow_remote
 
     @property
     def admin_token(self) -> str | None:
@@ -340,8 +331,7 @@ class DropboxSignEmulator:
         :raises TypeError: for an unknown field.
         :raises ValueError: for inconsistent or duplicate values.
         """
-        with self._lock:
-            return self._store.create(fields, self.email)
+        return self._state.create(fields)
 
     def get_state(self, signature_request_id: str) -> str:
         """
@@ -352,8 +342,7 @@ class DropboxSignEmulator:
             ``declined``. A removed (``/remove``) request keeps its state: removal only ends access.
         :raises KeyError: for an unknown id.
         """
-        with self._lock:
-            return self._store.state(self._store.get(signature_request_id))
+        return self._state.state_of(signature_request_id)
 
     def cancel_calls(self, signature_request_id: str) -> int:
         """
@@ -365,8 +354,7 @@ class DropboxSignEmulator:
         :param signature_request_id: the id in the cancel URL.
         :return: the number of ``POST /v3/signature_request/cancel/{id}`` calls answered by the API.
         """
-        with self._lock:
-            return self._store.cancel_calls.get(signature_request_id, 0)
+        return self._state.cancel_calls(signature_request_id)
 
     def signature_requests(self) -> list[dict[str, Any]]:
         """
@@ -374,8 +362,7 @@ class DropboxSignEmulator:
 
         :return: the request objects, each with an extra ``state`` key (see :meth:`get_state`).
         """
-        with self._lock:
-            return [render(rec) | {"state": self._store.state(rec)} for rec in self._store.records.values()]
+        return self._state.snapshot()
 
     # -- what signers do, and the events they cause ----------------------------------------------
 
@@ -388,8 +375,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.sign(signature_request_id))
+        return self._state.sign(signature_request_id)
 
     def decline(self, signature_request_id: str, reason: str | None = None) -> dict[str, Any]:
         """
@@ -402,8 +388,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.decline(signature_request_id, reason))
+        return self._state.decline(signature_request_id, reason)
 
     def expire(self, signature_request_id: str) -> dict[str, Any]:
         """
@@ -414,8 +399,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.expire(signature_request_id))
+        return self._state.expire(signature_request_id)
 
     def send_callback_test(self) -> dict[str, Any]:
         """
@@ -424,58 +408,21 @@ class DropboxSignEmulator:
         :return: the event as sent (the ``json`` field, parsed).
         :raises RuntimeError: when no callback URL is set.
         """
-        with self._lock:
-            url = self.callback_url
-            if url is None:
-                raise RuntimeError(
-                    "no callback_url is set: pass callback_url=, assign emulator.callback_url or "
-                    "PUT /v3/account with a callback_url first"
-                )
-            payload = self._event(CALLBACK_TEST, None)
-            self._dispatcher.enqueue(payload, url)
-            return payload
+        return self._state.send_callback_test()
 
     @property
     def callback_url(self) -> str | None:
         """Where events are POSTed (``None``: nowhere); an event goes to the URL set when it happens."""
-        return self._callback_url
+        return self._state.callback_url
 
     @callback_url.setter
     def callback_url(self, url: str | None) -> None:
-        checked = check_callback_url(url, allow_remote=self._dispatcher.allow_remote)
-        with self._lock:
-            self._callback_url = checked
+        self._state.set_callback_url(url)
 
     @property
     def callback_attempts(self) -> list[CallbackAttempt]:
         """Every attempt to deliver an event, in the order made, acknowledged or not (a copy)."""
-        with self._lock:
-            return list(self._dispatcher.attempts)
-
-    def _emit(self, event_type: str, record: Record) -> None:
-        """Send the event a request's transition caused. Caller holds the lock."""
-        url = self.callback_url
-        # Another sender's request reports to that sender's callback URL, not to this account's.
-        if url is None or record.forbidden:
-            return
-        self._dispatcher.enqueue(self._event(event_type, record), url)
-
-    def _event(self, event_type: str, record: Record | None) -> dict[str, Any]:
-        body = None if record is None else render(record)
-        related = None
-        message = None
-        if body is not None and event_type == "signature_request_declined":
-            declined = next(s for s in body["signatures"] if s["status_code"] == "declined")
-            related, message = declined["signature_id"], declined["decline_reason"]
-        return build_event(
-            event_type,
-            self.api_keys[0] if self.api_keys else "",
-            self.account_id,
-            body,
-            related_signature_id=related,
-            event_message=message,
-            forged=self._dispatcher.faults.forged,
-        )
+        return self._state.attempts()
 
     # -- faults ------------------------------------------------------------------------------------
 
@@ -520,10 +467,8 @@ class DropboxSignEmulator:
             rate_limit_storm=rate_limit_storm,
             never_complete=never_complete,
             seed=seed,
-        ).checked()
-        with self._lock:
-            self._faults = faults
-            self._rng = random.Random(seed)
+        )
+        self._state.set_faults(faults.checked())
 
     def set_delivery_fault(
         self, *, duplicate: bool = False, out_of_order: bool = False, late: float = 0.0, forged: bool = False
@@ -538,18 +483,13 @@ class DropboxSignEmulator:
         :param forged: sign events with a key that is not the account's (``event_hash`` then fails).
         :raises ValueError: for an out-of-range value.
         """
-        faults = DeliveryFaults.checked(
-            duplicate=duplicate, out_of_order=out_of_order, late=late, forged=forged
+        self._state.set_delivery_faults(
+            DeliveryFaults.checked(duplicate=duplicate, out_of_order=out_of_order, late=late, forged=forged)
         )
-        with self._lock:
-            self._dispatcher.faults = faults
 
     def clear_faults(self) -> None:
         """Switch every injected fault off, odd answers and delivery faults included."""
-        with self._lock:
-            self._faults = Faults()
-            self._odd_answers.clear()
-            self._dispatcher.faults = DeliveryFaults()
+        self._state.clear_faults()
 
     def add_odd_answers(self, *answers: OddAnswer) -> None:
         """
@@ -561,22 +501,18 @@ class DropboxSignEmulator:
         :param answers: the answers; each is used ``times`` times, then dropped.
         :raises ValueError: for a ``times`` below 1 or a status outside 100 to 599.
         """
-        with self._lock:
-            self._odd_answers.add(answers)
+        self._state.add_odd_answers(answers)
 
     @property
     def faults(self) -> dict[str, Any]:
         """The faults in force, as keyword arguments of :meth:`set_fault`."""
-        with self._lock:
-            return self._faults.as_dict()
+        return self._state.fault_settings()
 
     @property
     def delivery_faults(self) -> dict[str, Any]:
         """The delivery faults in force, as keyword arguments of :meth:`set_delivery_fault`."""
-        with self._lock:
-            return self._dispatcher.faults.as_dict()
+        return self._state.delivery_fault_settings()
 
     def clear_log(self) -> None:
         """Forget every logged ``/v3`` call."""
-        with self._lock:
-            self.requests_log.clear()
+        self._state.clear_log()
