@@ -107,7 +107,9 @@ The parts
 ---------
 One module per concern; only the names below are the public interface.
 
-- :mod:`.core`: :class:`DropboxSignEmulator` (settings, server thread, public methods);
+- :mod:`.core`: :class:`DropboxSignEmulator` (its settings and the methods a test calls);
+- :mod:`.server`: serving, in a thread of its own or in the caller's loop, and the work done
+  while serving;
 - :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
 - :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
 - :mod:`.store`: the signature requests, their states and transitions;
@@ -117,6 +119,8 @@ One module per concern; only the names below are the public interface.
 - :mod:`.callbacks`: events, their delivery, retries and attempts;
 - :mod:`.access`: the address bound, the credentials and the admin token;
 - :mod:`.cli`: the command line; :mod:`.clock`: the one clock; :mod:`.errors`: the error envelope.
+
+Each depends only on those listed after it (:mod:`.cli` on :mod:`.core`), never the other way.
 
 Choices where the documentation is silent
 -----------------------------------------

@@ -1,23 +1,16 @@
 """
 The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings,
 checks them, and offers the methods a test calls; the state behind them is an
-:class:`~dropbox_sign_provider.testing.emulator.state.EmulatorState`, which it serves in a thread of
-its own or in the caller's loop.
+:class:`~dropbox_sign_provider.testing.emulator.state.EmulatorState`, served by a
+:class:`~dropbox_sign_provider.testing.emulator.server.Server` in a thread of its own or in the
+caller's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import secrets
-import threading
-from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-import aiohttp
-from aiohttp import web
 
 from dropbox_sign_provider.testing.emulator.access import check_bind, remote_credentials
 from dropbox_sign_provider.testing.emulator.callbacks import (
@@ -26,23 +19,10 @@ from dropbox_sign_provider.testing.emulator.callbacks import (
     CallbackAttempt,
 )
 from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer
-from dropbox_sign_provider.testing.emulator.routes import build_app
+from dropbox_sign_provider.testing.emulator.server import Server, root_url
 from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 
-log = logging.getLogger(__name__)
-
 DEFAULT_ACCOUNT_ID = "5008b25c7f67153e57d5a357b1687968068fb465"
-# How often due cancellations are completed and held events released, while serving.
-_SWEEP_INTERVAL = 0.05
-
-
-@dataclass
-class _Lifecycle:
-    loop: asyncio.AbstractEventLoop | None = None
-    thread: threading.Thread | None = None
-    runner: web.AppRunner | None = None
-    session: aiohttp.ClientSession | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class DropboxSignEmulator:
@@ -140,10 +120,7 @@ class DropboxSignEmulator:
 
         self._admin_token_generated = admin_token is None and self.allow_remote
         self._admin_token = secrets.token_urlsafe(32) if self._admin_token_generated else admin_token
-        self._requested_port = int(port)
-        self._port: int | None = None
-        self._lifecycle_lock = threading.Lock()
-        self._life = _Lifecycle()
+        self._server = Server(self._state, int(port))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -154,110 +131,18 @@ class DropboxSignEmulator:
         :return: the emulator itself, once it accepts connections.
         :raises OSError: when the address cannot be bound.
         """
-        with self._lifecycle_lock:
-            if self._life.thread is not None:
-                return self
-            ready = threading.Event()
-            failure: list[BaseException] = []
-            thread = threading.Thread(
-                target=self._thread_main, args=(ready, failure), name="dropbox-sign-emulator", daemon=True
-            )
-            self._life.thread = thread
-            thread.start()
-            ready.wait()
-            if failure:
-                thread.join()
-                self._life = _Lifecycle()
-                raise failure[0]
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port; calling it again does nothing."""
-        with self._lifecycle_lock:
-            loop, thread = self._life.loop, self._life.thread
-            if loop is None or thread is None:
-                return
-            try:
-                asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=15)
-            except Exception:
-                log.exception("the emulator did not shut down cleanly")
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15)
-            self._life = _Lifecycle()
+        self._server.stop()
 
     def __enter__(self) -> DropboxSignEmulator:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            loop.close()
-            return
-        self._life.loop = loop
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _astart(self) -> None:
-        # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
-        check_bind(self.host, self.allow_remote)
-        # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
-        runner = web.AppRunner(
-            build_app(self._state), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._life.runner = runner
-        self._port = int(runner.addresses[0][1])
-        # Always, not only with a callback URL: PUT /v3/account can set one at any time.
-        self._life.session = self._state.dispatcher.open_session()
-        self._spawn(self._sweep())
-
-    async def _astop(self) -> None:
-        tasks = list(self._life.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._life.session is not None:
-            await self._life.session.close()
-        if self._life.runner is not None:
-            await self._life.runner.cleanup()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._life.tasks.add(task)
-        task.add_done_callback(self._life.tasks.discard)
-
-    async def _sweep(self) -> None:
-        """Complete due cancellations (their events with them) and start the deliveries now due."""
-        session = self._life.session
-        assert session is not None
-        while True:
-            batch = self._state.complete_due()
-            if batch:
-                self._spawn(self._state.dispatcher.deliver(session, batch, self._spawn))
-            await asyncio.sleep(_SWEEP_INTERVAL)
 
     async def serve_forever(self, port_file: str | None = None) -> None:
         """
@@ -267,24 +152,21 @@ class DropboxSignEmulator:
             admin API requires a token, it is written first to the same path plus ``.admin-token``
             (readable by the owner only), so that the token is there once the port is.
         """
-        from dropbox_sign_provider.testing.emulator.cli import serve_forever
-
-        await serve_forever(self, port_file)
+        await self._server.serve_forever(port_file, token_generated=self._admin_token_generated)
 
     # -- addresses -----------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The bound port (only known once started)."""
-        if self._port is None:
+        if self._server.port is None:
             raise RuntimeError("the emulator has not been started")
-        return self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
         """The API root, e.g. ``http://127.0.0.1:8000``: what a connection's host should hold."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return root_url(self.host, self.port)
 
     @property
     def base_url(self) -> str:
