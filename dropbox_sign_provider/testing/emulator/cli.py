@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 from collections.abc import Sequence
 
 from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER
@@ -91,21 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        # Every option named after a parameter of the emulator goes to it as parsed. --api-key and
+        # --access-token are None when not given: the emulator picks the defaults, or refuses them
+        # with --allow-remote.
+        accepted = inspect.signature(DropboxSignEmulator).parameters
         emulator = DropboxSignEmulator(
-            # None when not given: the emulator picks the defaults, or refuses them with --allow-remote.
-            api_keys=args.api_keys,
-            access_tokens=args.access_tokens,
-            rate_limit=args.rate_limit,
-            window_seconds=args.window_seconds,
-            cancel_delay=args.cancel_delay,
-            callback_url=args.callback_url,
-            host=args.host,
-            port=args.port,
-            allow_remote=args.allow_remote,
-            admin_token=args.admin_token,
-            callback_retry_delay=args.callback_retry_delay,
-            callback_max_attempts=args.callback_max_attempts,
-            allow_remote_callbacks=args.allow_remote_callbacks,
+            **{name: value for name, value in vars(args).items() if name in accepted}
         )
         emulator.set_delivery_fault(
             duplicate=args.duplicate_events,
