@@ -107,21 +107,27 @@ The parts
 ---------
 One module per concern; only the names below are the public interface.
 
-- :mod:`.core`: :class:`DropboxSignEmulator` (settings, lock, server thread, public methods);
+- :mod:`.core`: :class:`DropboxSignEmulator` (its settings and the methods a test calls);
+- :mod:`.server`: serving, in a thread of its own or in the caller's loop, and the work done
+  while serving;
+- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
 - :mod:`.store`: the signature requests, their states and transitions;
 - :mod:`.rate`: the rate-limit windows;
 - :mod:`.faults`: API faults, :class:`OddAnswer` and delivery faults;
 - :mod:`.query`: the search ``query`` of the list call;
 - :mod:`.callbacks`: events, their delivery, retries and attempts;
-- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.access`: the address bound, the credentials and the admin token;
 - :mod:`.cli`: the command line; :mod:`.clock`: the one clock; :mod:`.errors`: the error envelope.
+
+Each depends only on those listed after it (:mod:`.cli` on :mod:`.core`), never the other way.
 
 Choices where the documentation is silent
 -----------------------------------------
 Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
 pretending to know. Code under test should not depend on these answers. Each is marked
 ``Undocumented (<topic>)`` in the module that makes it (:mod:`.store`, :mod:`.query`,
-:mod:`.routes`):
+:mod:`.routes`, :mod:`.access`):
 
 - *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
   user name either way.
@@ -161,7 +167,7 @@ from dropbox_sign_provider.testing.emulator.callbacks import CallbackAttempt
 from dropbox_sign_provider.testing.emulator.cli import main
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator.faults import OddAnswer
-from dropbox_sign_provider.testing.emulator.routes import LoggedRequest
+from dropbox_sign_provider.testing.emulator.state import LoggedRequest
 from dropbox_sign_provider.testing.emulator.store import STATES, TransitionRefused
 
 __all__ = [

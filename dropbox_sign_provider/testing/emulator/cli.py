@@ -1,70 +1,15 @@
-"""The command line, ``dropbox-sign-emulator``: serve in the foreground until SIGINT or SIGTERM."""
+"""The command line, ``dropbox-sign-emulator``: its options, and an emulator serving in the foreground."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import signal
-import sys
+import inspect
 from collections.abc import Sequence
 
+from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER
 from dropbox_sign_provider.testing.emulator.callbacks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAY
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator.routes import ADMIN_TOKEN_HEADER
-
-
-async def serve_forever(emulator: DropboxSignEmulator, port_file: str | None = None) -> None:
-    """
-    Serve in the running event loop until SIGINT or SIGTERM; see :meth:`DropboxSignEmulator.serve_forever`.
-
-    :param emulator: the emulator, not started.
-    :param port_file: where to write the bound port once serving, or ``None``.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await emulator._astart()
-    try:
-        if emulator.admin_token is not None:
-            _announce_admin_token(emulator, port_file)
-        if port_file:
-            _write_whole(port_file, f"{emulator.port}\n")
-        print(f"Dropbox Sign emulator serving {emulator.base_url}", flush=True)
-        await stop.wait()
-    finally:
-        await emulator._astop()
-
-
-def _announce_admin_token(emulator: DropboxSignEmulator, port_file: str | None) -> None:
-    """Tell where the admin token is, once, on stderr: stdout holds only the line scripts read."""
-    token = emulator.admin_token
-    assert token is not None
-    if port_file:
-        token_file = f"{port_file}.admin-token"
-        _write_whole(token_file, f"{token}\n", mode=0o600)
-        where = f"is in {token_file}"
-    elif emulator._admin_token_generated:
-        where = f"is {token}"
-    else:
-        where = "is the one given (admin_token, --admin-token)"
-    print(
-        f"Admin API token {where}: send it in the {ADMIN_TOKEN_HEADER} header.",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _write_whole(path: str, text: str, mode: int = 0o666) -> None:
-    """Write a file aside then rename it, so that a script polling it never reads half of it."""
-    partial = f"{path}.partial"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(partial)
-    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,21 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        # Every option named after a parameter of the emulator goes to it as parsed. --api-key and
+        # --access-token are None when not given: the emulator picks the defaults, or refuses them
+        # with --allow-remote.
+        accepted = inspect.signature(DropboxSignEmulator).parameters
         emulator = DropboxSignEmulator(
-            # None when not given: the emulator picks the defaults, or refuses them with --allow-remote.
-            api_keys=args.api_keys,
-            access_tokens=args.access_tokens,
-            rate_limit=args.rate_limit,
-            window_seconds=args.window_seconds,
-            cancel_delay=args.cancel_delay,
-            callback_url=args.callback_url,
-            host=args.host,
-            port=args.port,
-            allow_remote=args.allow_remote,
-            admin_token=args.admin_token,
-            callback_retry_delay=args.callback_retry_delay,
-            callback_max_attempts=args.callback_max_attempts,
-            allow_remote_callbacks=args.allow_remote_callbacks,
+            **{name: value for name, value in vars(args).items() if name in accepted}
         )
         emulator.set_delivery_fault(
             duplicate=args.duplicate_events,

@@ -1,127 +1,28 @@
 """
-The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings
-and the one lock, wires the parts together (the store, the rate window, the faults, the callback
-dispatcher, the routes) and runs the server in a thread of its own or in the caller's loop.
+The :class:`DropboxSignEmulator`: what a test constructs, starts and drives. It holds the settings,
+checks them, and offers the methods a test calls; the state behind them is an
+:class:`~dropbox_sign_provider.testing.emulator.state.EmulatorState`, served by a
+:class:`~dropbox_sign_provider.testing.emulator.server.Server` in a thread of its own or in the
+caller's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ipaddress
-import logging
-import random
 import secrets
-import socket
-import threading
-from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-
-from dropbox_sign_provider.events.callback import CALLBACK_TEST
+from dropbox_sign_provider.testing.emulator.access import check_bind, remote_credentials
 from dropbox_sign_provider.testing.emulator.callbacks import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAY,
     CallbackAttempt,
-    CallbackDispatcher,
-    build_event,
-    check_callback_url,
 )
-from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer, OddAnswers
-from dropbox_sign_provider.testing.emulator.rate import RateWindow
-from dropbox_sign_provider.testing.emulator.routes import (
-    ADMIN_TOKEN_HEADER,
-    LoggedRequest,
-    build_app,
-)
-from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
-
-log = logging.getLogger(__name__)
+from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer
+from dropbox_sign_provider.testing.emulator.server import Server, root_url
+from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 
 DEFAULT_ACCOUNT_ID = "5008b25c7f67153e57d5a357b1687968068fb465"
-#: The credentials accepted unless others are given: documented, so anyone who can reach the
-#: emulator knows them, which is why ``allow_remote`` refuses them.
-DEFAULT_API_KEYS = ("test-key",)
-DEFAULT_ACCESS_TOKENS = ("test-token",)
-# How often due cancellations are completed and held events released, while serving.
-_SWEEP_INTERVAL = 0.05
-
-
-@dataclass
-class _Lifecycle:
-    loop: asyncio.AbstractEventLoop | None = None
-    thread: threading.Thread | None = None
-    runner: web.AppRunner | None = None
-    session: aiohttp.ClientSession | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-def _is_loopback(host: str) -> bool:
-    """
-    Tell whether binding ``host`` listens on loopback addresses only.
-
-    :param host: an IP address or a host name, as given to ``TCPSite``.
-    :return: ``True`` only if every address the name resolves to is a loopback one, since the
-        server binds them all; ``""`` (every interface) and names that do not resolve are not.
-    """
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    if not host:
-        return False
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-
-
-def _check_bind(host: str, allow_remote: bool) -> None:
-    if allow_remote or _is_loopback(host):
-        return
-    raise ValueError(
-        f"host {host!r} is not a loopback address: binding it would open the emulator's unprotected "
-        "admin API (/_emulator/) to the network. Bind 127.0.0.1, or pass allow_remote=True "
-        f"(--allow-remote) to bind it anyway, the admin API then requiring the {ADMIN_TOKEN_HEADER} header."
-    )
-
-
-def _remote_credentials(
-    allow_remote: bool, api_keys: Iterable[str] | None, access_tokens: Iterable[str] | None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """
-    The API keys and access tokens to accept, defaults filled in.
-
-    Reachable beyond loopback, the emulator must not accept the documented defaults: it then needs
-    API keys of the operator's own, and accepts no access token unless given some.
-
-    :raises ValueError: with ``allow_remote``, for no API key, an empty one or a documented default.
-    """
-    if not allow_remote:
-        keys = DEFAULT_API_KEYS if api_keys is None else tuple(api_keys)
-        return keys, DEFAULT_ACCESS_TOKENS if access_tokens is None else tuple(access_tokens)
-    keys = tuple(api_keys or ())
-    tokens = tuple(access_tokens or ())
-    if not keys:
-        raise ValueError(
-            "allow_remote=True (--allow-remote) requires an explicit API key: without one the emulator "
-            f"would accept the documented default {DEFAULT_API_KEYS[0]!r} from anyone who can reach it. "
-            "Pass api_keys=(...) (--api-key KEY) with a key of your own"
-        )
-    known = [
-        repr(value) for value in (*keys, *tokens) if value in (*DEFAULT_API_KEYS, *DEFAULT_ACCESS_TOKENS)
-    ]
-    if known:
-        raise ValueError(
-            "allow_remote=True (--allow-remote) refuses the documented default credential "
-            f"{', '.join(known)}: anyone who can reach the emulator knows it. Pass a key (--api-key) or "
-            "token (--access-token) of your own"
-        )
-    if not all(value.strip() for value in (*keys, *tokens)):
-        raise ValueError("allow_remote=True (--allow-remote) refuses an empty API key or access token")
-    return keys, tokens
 
 
 class DropboxSignEmulator:
@@ -191,10 +92,10 @@ class DropboxSignEmulator:
             raise ValueError("rate_limit and cancel_delay must not be negative")
         if admin_token is not None and not admin_token.strip():
             raise ValueError("admin_token must not be empty: pass None to generate one")
-        _check_bind(host, allow_remote)
+        check_bind(host, allow_remote)
         self.api_keys: tuple[str, ...]
         self.access_tokens: tuple[str, ...]
-        self.api_keys, self.access_tokens = _remote_credentials(bool(allow_remote), api_keys, access_tokens)
+        self.api_keys, self.access_tokens = remote_credentials(bool(allow_remote), api_keys, access_tokens)
         self.rate_limit = int(rate_limit)
         self.window_seconds = float(window_seconds)
         self.cancel_delay = float(cancel_delay)
@@ -207,25 +108,19 @@ class DropboxSignEmulator:
         self.requests_log: list[LoggedRequest] = []
         """Every ``/v3`` call, in arrival order, faulted and refused ones included."""
 
-        self._lock = threading.RLock()
-        self._dispatcher = CallbackDispatcher(
-            self._lock, callback_retry_delay, callback_max_attempts, allow_remote=allow_remote_callbacks
+        self._state = EmulatorState(
+            self,
+            callback_retry_delay=callback_retry_delay,
+            callback_max_attempts=callback_max_attempts,
+            allow_remote_callbacks=allow_remote_callbacks,
         )
-        self.callback_events: list[dict[str, Any]] = self._dispatcher.acknowledged
+        self.callback_events: list[dict[str, Any]] = self._state.dispatcher.acknowledged
         """The callback events the receiver acknowledged (the ``json`` field, parsed), in that order."""
         self.callback_url = callback_url
 
         self._admin_token_generated = admin_token is None and self.allow_remote
         self._admin_token = secrets.token_urlsafe(32) if self._admin_token_generated else admin_token
-        self._requested_port = int(port)
-        self._port: int | None = None
-        self._lifecycle_lock = threading.Lock()
-        self._life = _Lifecycle()
-        self._store = SignatureRequestStore(on_event=self._emit)
-        self._rate = RateWindow()
-        self._faults = Faults()
-        self._rng = random.Random()
-        self._odd_answers = OddAnswers()
+        self._server = Server(self._state, int(port))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -236,111 +131,18 @@ class DropboxSignEmulator:
         :return: the emulator itself, once it accepts connections.
         :raises OSError: when the address cannot be bound.
         """
-        with self._lifecycle_lock:
-            if self._life.thread is not None:
-                return self
-            ready = threading.Event()
-            failure: list[BaseException] = []
-            thread = threading.Thread(
-                target=self._thread_main, args=(ready, failure), name="dropbox-sign-emulator", daemon=True
-            )
-            self._life.thread = thread
-            thread.start()
-            ready.wait()
-            if failure:
-                thread.join()
-                self._life = _Lifecycle()
-                raise failure[0]
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port; calling it again does nothing."""
-        with self._lifecycle_lock:
-            loop, thread = self._life.loop, self._life.thread
-            if loop is None or thread is None:
-                return
-            try:
-                asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=15)
-            except Exception:
-                log.exception("the emulator did not shut down cleanly")
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15)
-            self._life = _Lifecycle()
+        self._server.stop()
 
     def __enter__(self) -> DropboxSignEmulator:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            loop.close()
-            return
-        self._life.loop = loop
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _astart(self) -> None:
-        # Checked again here, not only in __init__: ``host`` is a plain attribute and may have changed.
-        _check_bind(self.host, self.allow_remote)
-        # A short shutdown timeout: a request sleeping in the latency fault must not hold stop() for 60 s.
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._life.runner = runner
-        self._port = int(runner.addresses[0][1])
-        # Always, not only with a callback URL: PUT /v3/account can set one at any time.
-        self._life.session = self._dispatcher.open_session()
-        self._spawn(self._sweep())
-
-    async def _astop(self) -> None:
-        tasks = list(self._life.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._life.session is not None:
-            await self._life.session.close()
-        if self._life.runner is not None:
-            await self._life.runner.cleanup()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._life.tasks.add(task)
-        task.add_done_callback(self._life.tasks.discard)
-
-    async def _sweep(self) -> None:
-        """Complete due cancellations (their events with them) and start the deliveries now due."""
-        session = self._life.session
-        assert session is not None
-        while True:
-            with self._lock:
-                for record in self._store.records.values():
-                    self._store.state(record)
-                batch = self._dispatcher.take_due()
-            if batch:
-                self._spawn(self._dispatcher.deliver(session, batch, self._spawn))
-            await asyncio.sleep(_SWEEP_INTERVAL)
 
     async def serve_forever(self, port_file: str | None = None) -> None:
         """
@@ -350,24 +152,21 @@ class DropboxSignEmulator:
             admin API requires a token, it is written first to the same path plus ``.admin-token``
             (readable by the owner only), so that the token is there once the port is.
         """
-        from dropbox_sign_provider.testing.emulator.cli import serve_forever
-
-        await serve_forever(self, port_file)
+        await self._server.serve_forever(port_file, token_generated=self._admin_token_generated)
 
     # -- addresses -----------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The bound port (only known once started)."""
-        if self._port is None:
+        if self._server.port is None:
             raise RuntimeError("the emulator has not been started")
-        return self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
         """The API root, e.g. ``http://127.0.0.1:8000``: what a connection's host should hold."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return root_url(self.host, self.port)
 
     @property
     def base_url(self) -> str:
@@ -385,7 +184,7 @@ class DropboxSignEmulator:
         Whether events may go to any callback URL, not only to loopback; fixed at construction,
         as the operator's choice, which no API call can change.
         """
-        return self._dispatcher.allow_remote
+        return self._state.dispatcher.allow_remote
 
     @property
     def admin_token(self) -> str | None:
@@ -414,8 +213,7 @@ class DropboxSignEmulator:
         :raises TypeError: for an unknown field.
         :raises ValueError: for inconsistent or duplicate values.
         """
-        with self._lock:
-            return self._store.create(fields, self.email)
+        return self._state.create(fields)
 
     def get_state(self, signature_request_id: str) -> str:
         """
@@ -426,8 +224,7 @@ class DropboxSignEmulator:
             ``declined``. A removed (``/remove``) request keeps its state: removal only ends access.
         :raises KeyError: for an unknown id.
         """
-        with self._lock:
-            return self._store.state(self._store.get(signature_request_id))
+        return self._state.state_of(signature_request_id)
 
     def cancel_calls(self, signature_request_id: str) -> int:
         """
@@ -439,8 +236,7 @@ class DropboxSignEmulator:
         :param signature_request_id: the id in the cancel URL.
         :return: the number of ``POST /v3/signature_request/cancel/{id}`` calls answered by the API.
         """
-        with self._lock:
-            return self._store.cancel_calls.get(signature_request_id, 0)
+        return self._state.cancel_calls(signature_request_id)
 
     def signature_requests(self) -> list[dict[str, Any]]:
         """
@@ -448,8 +244,7 @@ class DropboxSignEmulator:
 
         :return: the request objects, each with an extra ``state`` key (see :meth:`get_state`).
         """
-        with self._lock:
-            return [render(rec) | {"state": self._store.state(rec)} for rec in self._store.records.values()]
+        return self._state.snapshot()
 
     # -- what signers do, and the events they cause ----------------------------------------------
 
@@ -462,8 +257,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.sign(signature_request_id))
+        return self._state.sign(signature_request_id)
 
     def decline(self, signature_request_id: str, reason: str | None = None) -> dict[str, Any]:
         """
@@ -476,8 +270,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.decline(signature_request_id, reason))
+        return self._state.decline(signature_request_id, reason)
 
     def expire(self, signature_request_id: str) -> dict[str, Any]:
         """
@@ -488,8 +281,7 @@ class DropboxSignEmulator:
         :raises KeyError: for an unknown id.
         :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
         """
-        with self._lock:
-            return render(self._store.expire(signature_request_id))
+        return self._state.expire(signature_request_id)
 
     def send_callback_test(self) -> dict[str, Any]:
         """
@@ -498,58 +290,21 @@ class DropboxSignEmulator:
         :return: the event as sent (the ``json`` field, parsed).
         :raises RuntimeError: when no callback URL is set.
         """
-        with self._lock:
-            url = self.callback_url
-            if url is None:
-                raise RuntimeError(
-                    "no callback_url is set: pass callback_url=, assign emulator.callback_url or "
-                    "PUT /v3/account with a callback_url first"
-                )
-            payload = self._event(CALLBACK_TEST, None)
-            self._dispatcher.enqueue(payload, url)
-            return payload
+        return self._state.send_callback_test()
 
     @property
     def callback_url(self) -> str | None:
         """Where events are POSTed (``None``: nowhere); an event goes to the URL set when it happens."""
-        return self._callback_url
+        return self._state.callback_url
 
     @callback_url.setter
     def callback_url(self, url: str | None) -> None:
-        checked = check_callback_url(url, allow_remote=self._dispatcher.allow_remote)
-        with self._lock:
-            self._callback_url = checked
+        self._state.set_callback_url(url)
 
     @property
     def callback_attempts(self) -> list[CallbackAttempt]:
         """Every attempt to deliver an event, in the order made, acknowledged or not (a copy)."""
-        with self._lock:
-            return list(self._dispatcher.attempts)
-
-    def _emit(self, event_type: str, record: Record) -> None:
-        """Send the event a request's transition caused. Caller holds the lock."""
-        url = self.callback_url
-        # Another sender's request reports to that sender's callback URL, not to this account's.
-        if url is None or record.forbidden:
-            return
-        self._dispatcher.enqueue(self._event(event_type, record), url)
-
-    def _event(self, event_type: str, record: Record | None) -> dict[str, Any]:
-        body = None if record is None else render(record)
-        related = None
-        message = None
-        if body is not None and event_type == "signature_request_declined":
-            declined = next(s for s in body["signatures"] if s["status_code"] == "declined")
-            related, message = declined["signature_id"], declined["decline_reason"]
-        return build_event(
-            event_type,
-            self.api_keys[0] if self.api_keys else "",
-            self.account_id,
-            body,
-            related_signature_id=related,
-            event_message=message,
-            forged=self._dispatcher.faults.forged,
-        )
+        return self._state.attempts()
 
     # -- faults ------------------------------------------------------------------------------------
 
@@ -585,19 +340,17 @@ class DropboxSignEmulator:
         :param seed: seeds the fault random generator, for reproducible runs.
         :raises ValueError: for an out-of-range value.
         """
-        faults = Faults.checked(
+        faults = Faults(
             latency=latency,
             error_rate=error_rate,
-            error_statuses=error_statuses,
+            error_statuses=tuple(error_statuses),
             drop_rate=drop_rate,
             malformed_rate=malformed_rate,
             rate_limit_storm=rate_limit_storm,
             never_complete=never_complete,
             seed=seed,
         )
-        with self._lock:
-            self._faults = faults
-            self._rng = random.Random(seed)
+        self._state.set_faults(faults.checked())
 
     def set_delivery_fault(
         self, *, duplicate: bool = False, out_of_order: bool = False, late: float = 0.0, forged: bool = False
@@ -612,18 +365,13 @@ class DropboxSignEmulator:
         :param forged: sign events with a key that is not the account's (``event_hash`` then fails).
         :raises ValueError: for an out-of-range value.
         """
-        faults = DeliveryFaults.checked(
-            duplicate=duplicate, out_of_order=out_of_order, late=late, forged=forged
+        self._state.set_delivery_faults(
+            DeliveryFaults.checked(duplicate=duplicate, out_of_order=out_of_order, late=late, forged=forged)
         )
-        with self._lock:
-            self._dispatcher.faults = faults
 
     def clear_faults(self) -> None:
         """Switch every injected fault off, odd answers and delivery faults included."""
-        with self._lock:
-            self._faults = Faults()
-            self._odd_answers.clear()
-            self._dispatcher.faults = DeliveryFaults()
+        self._state.clear_faults()
 
     def add_odd_answers(self, *answers: OddAnswer) -> None:
         """
@@ -635,22 +383,18 @@ class DropboxSignEmulator:
         :param answers: the answers; each is used ``times`` times, then dropped.
         :raises ValueError: for a ``times`` below 1 or a status outside 100 to 599.
         """
-        with self._lock:
-            self._odd_answers.add(answers)
+        self._state.add_odd_answers(answers)
 
     @property
     def faults(self) -> dict[str, Any]:
         """The faults in force, as keyword arguments of :meth:`set_fault`."""
-        with self._lock:
-            return self._faults.as_dict()
+        return self._state.fault_settings()
 
     @property
     def delivery_faults(self) -> dict[str, Any]:
         """The delivery faults in force, as keyword arguments of :meth:`set_delivery_fault`."""
-        with self._lock:
-            return self._dispatcher.faults.as_dict()
+        return self._state.delivery_fault_settings()
 
     def clear_log(self) -> None:
         """Forget every logged ``/v3`` call."""
-        with self._lock:
-            self.requests_log.clear()
+        self._state.clear_log()

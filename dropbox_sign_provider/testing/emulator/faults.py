@@ -143,44 +143,34 @@ class Faults:
     never_complete: bool | int = False
     seed: int | None = None
 
-    @classmethod
-    def checked(
-        cls,
-        *,
-        latency: float = 0.0,
-        error_rate: float = 0.0,
-        error_statuses: Sequence[int] = (500, 502, 503),
-        drop_rate: float = 0.0,
-        malformed_rate: float = 0.0,
-        rate_limit_storm: float = 0.0,
-        never_complete: bool | int = False,
-        seed: int | None = None,
-    ) -> Faults:
+    def checked(self) -> Faults:
         """
-        The faults, each value checked.
+        The faults, each value checked and normalised: built from the values as given (by
+        :meth:`DropboxSignEmulator.set_fault` or the admin API), this is what goes into force.
 
         :raises ValueError: naming an out-of-range value.
         """
-        statuses = tuple(int(status) for status in error_statuses)
-        if error_rate and not statuses:
+        statuses = tuple(int(status) for status in self.error_statuses)
+        if self.error_rate and not statuses:
             raise ValueError("error_statuses must not be empty when error_rate is set")
         if any(not 400 <= status <= 599 for status in statuses):
             raise ValueError(f"error_statuses must be 4xx or 5xx statuses, got {list(statuses)}")
-        if latency < 0:
+        if self.latency < 0:
             raise ValueError("latency must not be negative")
+        never_complete = self.never_complete
         if not isinstance(never_complete, bool) and (
             not isinstance(never_complete, int) or never_complete < 0
         ):
             raise ValueError("never_complete must be a bool or a non-negative int")
-        return cls(
-            latency=float(latency),
-            error_rate=_check_rate("error_rate", error_rate),
+        return Faults(
+            latency=float(self.latency),
+            error_rate=_check_rate("error_rate", self.error_rate),
             error_statuses=statuses,
-            drop_rate=_check_rate("drop_rate", drop_rate),
-            malformed_rate=_check_rate("malformed_rate", malformed_rate),
-            rate_limit_storm=_check_rate("rate_limit_storm", rate_limit_storm),
+            drop_rate=_check_rate("drop_rate", self.drop_rate),
+            malformed_rate=_check_rate("malformed_rate", self.malformed_rate),
+            rate_limit_storm=_check_rate("rate_limit_storm", self.rate_limit_storm),
             never_complete=never_complete,
-            seed=seed,
+            seed=self.seed,
         )
 
     def as_dict(self) -> dict[str, Any]:

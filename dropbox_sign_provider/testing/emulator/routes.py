@@ -1,32 +1,34 @@
 """
 The HTTP side: the aiohttp application, the ``/v3`` API (authentication, rate limit, injected
 faults, routing) and the ``/_emulator/`` admin API that scripts in other languages drive.
+
+Both read and change the emulator only through its
+:class:`~dropbox_sign_provider.testing.emulator.state.EmulatorState` and the settings it reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 from aiohttp import web
 
 from dropbox_sign_provider.testing.emulator import clock
+from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER, authenticated, same_secret
 from dropbox_sign_provider.testing.emulator.errors import ERROR_NAMES, ApiError, envelope
-from dropbox_sign_provider.testing.emulator.faults import DELIVERY_FAULT_FIELDS, FAULT_FIELDS
+from dropbox_sign_provider.testing.emulator.faults import (
+    DELIVERY_FAULT_FIELDS,
+    FAULT_FIELDS,
+    DeliveryFaults,
+    Faults,
+)
 from dropbox_sign_provider.testing.emulator.rate import headers as rate_headers
+from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 from dropbox_sign_provider.testing.emulator.store import TransitionRefused, render
 
-if TYPE_CHECKING:
-    from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
-
-#: The header that carries the admin token, when the admin API requires one (a name, not a secret).
-ADMIN_TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105
 #: The fields of ``PUT /v3/account`` (AccountUpdateRequest).
 ACCOUNT_UPDATE_FIELDS = frozenset({"account_id", "callback_url", "locale"})
 
@@ -34,30 +36,10 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _GATEWAY_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
-class LoggedRequest(NamedTuple):
-    """
-    One ``/v3`` call as the emulator saw it.
-
-    :ivar method: HTTP method, e.g. ``"POST"``.
-    :ivar path: full URL path without the query string, e.g. ``"/v3/signature_request/cancel/<id>"``.
-    :ivar status: HTTP status answered, ``0`` when the connection was dropped on purpose.
-    :ivar time: epoch seconds at which the call arrived.
-    :ivar user_agent: the caller's ``User-Agent`` header, ``""`` when it sent none. It tells the
-        hook's two clients apart (``python-requests`` on workers, ``aiohttp`` on the triggerer)
-        when calls of both overlap in time.
-    """
-
-    method: str
-    path: str
-    status: int
-    time: float
-    user_agent: str = ""
-
-
-def build_app(emulator: DropboxSignEmulator) -> web.Application:
-    """The application serving ``/v3`` and ``/_emulator/`` for one emulator."""
-    v3 = Api(emulator)
-    admin = Admin(emulator)
+def build_app(state: EmulatorState) -> web.Application:
+    """The application serving ``/v3`` and ``/_emulator/`` for one emulator's state and settings."""
+    v3 = Api(state)
+    admin = Admin(state)
     app = web.Application()
     app.router.add_route("*", "/v3", v3.handle)
     app.router.add_route("*", "/v3/{tail:.*}", v3.handle)
@@ -96,22 +78,6 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
     )
 
 
-def same_secret(given: str, expected: str) -> bool:
-    """
-    Compare a credential from a request with an expected one in constant time.
-
-    :param given: the credential as the request carried it (any text, attacker-chosen).
-    :param expected: the credential the emulator accepts.
-    :return: whether they are the same.
-    """
-    # hmac.compare_digest raises TypeError for str holding non-ASCII characters, which would turn
-    # a wrong credential into a 500; bytes compare fine. surrogatepass encodes any str, including
-    # the lone surrogates aiohttp decodes non-UTF-8 header bytes into.
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
-
-
 def _apply_headers(response: web.StreamResponse, headers: Mapping[str, str | None]) -> None:
     for name, value in headers.items():
         response.headers.popall(name, None)
@@ -122,15 +88,15 @@ def _apply_headers(response: web.StreamResponse, headers: Mapping[str, str | Non
 class Api:
     """The ``/v3`` API of one emulator."""
 
-    def __init__(self, emulator: DropboxSignEmulator) -> None:
-        self.emulator = emulator
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.settings = state.settings
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one ``/v3`` call: faults first (in front of the API), then the API, then the log."""
-        emulator = self.emulator
+        state = self.state
         arrived = clock.now()
-        with emulator._lock:
-            plan = emulator._faults.plan(emulator._rng)
+        plan = state.plan()
         if plan.latency:
             await asyncio.sleep(plan.latency)
         if plan.drop:
@@ -139,8 +105,7 @@ class Api:
                 request.transport.close()
             # Nothing reaches the client: its transport is already closed.
             return web.Response(status=500)
-        with emulator._lock:
-            odd = emulator._odd_answers.take(request.method, request.path)
+        odd = state.take_odd_answer(request.method, request.path)
         if odd is not None and odd.status is not None:
             body = odd.body.encode() if isinstance(odd.body, str) else odd.body
             response = web.Response(status=odd.status, body=body or None)
@@ -148,7 +113,8 @@ class Api:
             self._log(request, response.status, arrived)
             return response
         if plan.storm:
-            headers = rate_headers(emulator.rate_limit, emulator.rate_limit, math.ceil(clock.now() + 1))
+            limit = self.settings.rate_limit
+            headers = rate_headers(limit, limit, math.ceil(clock.now() + 1))
             response = json_response(429, envelope(429, "Too many requests."), headers)
         elif plan.error_status is not None:
             response = self._error_fault(plan.error_status)
@@ -157,7 +123,7 @@ class Api:
                 status=200,
                 text='{"signature_request": {"signature_request_id": "',
                 content_type="application/json",
-                headers=self._peek_rate_headers(),
+                headers=state.peek_rate_headers(),
             )
         else:
             response = await self._api(request)
@@ -165,11 +131,6 @@ class Api:
             _apply_headers(response, odd.headers)
         self._log(request, response.status, arrived)
         return response
-
-    def _peek_rate_headers(self) -> dict[str, str]:
-        emulator = self.emulator
-        with emulator._lock:
-            return emulator._rate.peek(emulator.rate_limit, emulator.window_seconds)
 
     def _error_fault(self, status: int) -> web.Response:
         if status in _GATEWAY_REASONS:
@@ -183,59 +144,42 @@ class Api:
         body = envelope(status, "An internal error occurred. Please try again later.", name=name)
         if status < 500:
             body = envelope(status, f"Injected {status} fault.", name=name)
-        return json_response(status, body, self._peek_rate_headers())
+        return json_response(status, body, self.state.peek_rate_headers())
 
     def _log(self, request: web.Request, status: int, arrived: float) -> None:
-        with self.emulator._lock:
-            self.emulator.requests_log.append(
-                LoggedRequest(
-                    request.method, request.path, status, arrived, request.headers.get("User-Agent", "")
-                )
+        self.state.log(
+            LoggedRequest(
+                request.method, request.path, status, arrived, request.headers.get("User-Agent", "")
             )
+        )
 
     async def _api(self, request: web.Request) -> web.Response:
-        emulator = self.emulator
+        state, settings = self.state, self.settings
         # Read before taking the lock: the body may be slow to come, and the lock is not an await.
         form = await _read_fields(request) if request.method == "PUT" else None
-        with emulator._lock:
-            if not self._authenticated(request.headers.get("Authorization")):
+        with state.lock:
+            if not authenticated(
+                request.headers.get("Authorization"), settings.api_keys, settings.access_tokens
+            ):
                 message = (
                     "Unauthorized user. No credentials supplied."
                     if "Authorization" not in request.headers
                     else "Unauthorized user. Invalid credentials supplied."
                 )
-                return json_response(401, envelope(401, message), self._peek_rate_headers())
-            headers = emulator._rate.consume(emulator.rate_limit, emulator.window_seconds)
+                return json_response(401, envelope(401, message), state.peek_rate_headers())
+            headers = state.rate.consume(settings.rate_limit, settings.window_seconds)
             if headers is None:
-                return json_response(429, envelope(429, "Too many requests."), self._peek_rate_headers())
+                return json_response(429, envelope(429, "Too many requests."), state.peek_rate_headers())
             try:
                 status, body = self._route(request, form)
             except ApiError as exc:
                 status, body = exc.status, envelope(exc.status, exc.message, path=exc.path)
             return json_response(status, body, headers)
 
-    def _authenticated(self, authorization: str | None) -> bool:
-        if not authorization:
-            return False
-        scheme, _, credentials = authorization.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() == "bearer":
-            return any(same_secret(credentials, token) for token in self.emulator.access_tokens)
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        # Undocumented (a password with the key): a non-empty password is accepted; the key is the
-        # user name either way.
-        user = decoded.partition(":")[0]
-        return any(same_secret(user, key) for key in self.emulator.api_keys)
-
     def _route(self, request: web.Request, form: Any) -> tuple[int, Any]:
         """Caller holds the lock."""
-        emulator = self.emulator
-        store = emulator._store
+        settings = self.settings
+        store = self.state.store
         parts = [part for part in request.path.split("/") if part][1:]
         method = request.method
         if parts == ["account"] and method == "GET":
@@ -244,11 +188,11 @@ class Api:
             self._update_account(form)
             return 200, self._account()
         if method == "GET" and parts == ["signature_request", "list"]:
-            return 200, store.list(request.query, emulator.account_id)
+            return 200, store.list(request.query, settings.account_id)
         if len(parts) == 2 and parts[0] == "signature_request" and method == "GET":
             return 200, {"signature_request": render(store.accessible(parts[1]))}
         if len(parts) == 3 and parts[:2] == ["signature_request", "cancel"] and method == "POST":
-            store.cancel(parts[2], emulator.cancel_delay, emulator._faults)
+            store.cancel(parts[2], settings.cancel_delay, self.state.faults)
             return 200, {}
         if len(parts) == 3 and parts[:2] == ["signature_request", "remove"] and method == "POST":
             store.remove(parts[2])
@@ -257,11 +201,11 @@ class Api:
         raise ApiError(404, "Not found.")
 
     def _account(self) -> dict[str, Any]:
-        emulator = self.emulator
+        settings = self.settings
         return {
             "account": {
-                "account_id": emulator.account_id,
-                "email_address": emulator.email,
+                "account_id": settings.account_id,
+                "email_address": settings.email,
                 "is_locked": False,
                 "is_paid_hs": True,
                 "is_paid_hf": False,
@@ -271,15 +215,15 @@ class Api:
                     "templates_left": None,
                     "sms_signatures_left": 1,
                 },
-                "callback_url": emulator.callback_url,
+                "callback_url": self.state.callback_url,
                 "role_code": None,
-                "locale": emulator.locale,
+                "locale": settings.locale,
             }
         }
 
     def _update_account(self, form: Any) -> None:
         """``PUT /account`` (AccountUpdateRequest): the callback URL and the locale. Caller holds the lock."""
-        emulator = self.emulator
+        settings = self.settings
         if not isinstance(form, dict):
             raise ApiError(400, "The request body must be a JSON object (AccountUpdateRequest).")
         # Undocumented (unknown account fields): refused with 400 naming them, rather than ignored,
@@ -290,7 +234,7 @@ class Api:
         account_id = form.get("account_id")
         # Undocumented (another account_id): an update naming another account is refused, as this
         # account has no team to update members of.
-        if account_id not in (None, "", emulator.account_id):
+        if account_id not in (None, "", settings.account_id):
             raise ApiError(400, f"account_id {account_id!r} is not your account.", path="account_id")
         locale = form.get("locale")
         if locale is not None and (not isinstance(locale, str) or not locale.strip()):
@@ -300,11 +244,11 @@ class Api:
             # Undocumented (an empty callback_url): it removes the URL, so no event is sent any more.
             # The emulator checks it (an http(s) URL, on loopback unless allow_remote_callbacks).
             try:
-                emulator.callback_url = url or None
+                self.state.set_callback_url(url or None)
             except ValueError as exc:
                 raise ApiError(400, f"{exc}.", path="callback_url") from None
         if locale is not None:
-            emulator.locale = locale
+            settings.locale = locale
 
 
 async def _read_fields(request: web.Request) -> Any:
@@ -323,14 +267,14 @@ async def _read_fields(request: web.Request) -> Any:
 class Admin:
     """The ``/_emulator/`` admin API of one emulator: what a script does through the Python methods."""
 
-    def __init__(self, emulator: DropboxSignEmulator) -> None:
-        self.emulator = emulator
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
 
     def guarded(self, handler: _Handler) -> _Handler:
         """Wrap an admin handler so that it answers 401 unless the request carries the admin token."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            token = self.emulator.admin_token
+            token = self.state.settings.admin_token
             if token is not None:
                 given = request.headers.get(ADMIN_TOKEN_HEADER)
                 if given is None or not same_secret(given, token):
@@ -347,7 +291,7 @@ class Admin:
         return web.json_response({"status": "ok"})
 
     async def list(self, request: web.Request) -> web.Response:
-        return web.json_response(self.emulator.signature_requests())
+        return web.json_response(self.state.snapshot())
 
     async def create(self, request: web.Request) -> web.Response:
         try:
@@ -363,24 +307,24 @@ class Admin:
     def _create_one(self, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise TypeError("each signature request must be a JSON object")
-        return self.emulator.create_signature_request(**item)
+        return self.state.create(dict(item))
 
     async def transition(self, request: web.Request) -> web.Response:
         request_id, transition = request.match_info["id"], request.match_info["transition"]
-        emulator = self.emulator
+        state = self.state
         try:
             options = await _json_object(request)
             if transition == "decline":
                 unknown = sorted(set(options) - {"reason"})
                 if unknown:
                     raise TypeError(f"unknown decline option(s): {', '.join(unknown)}")
-                done = emulator.decline(request_id, reason=options.get("reason"))
+                done = state.decline(request_id, options.get("reason"))
             elif options:
                 raise TypeError(f"{transition} takes no options, got {', '.join(sorted(options))}")
             elif transition == "sign":
-                done = emulator.sign(request_id)
+                done = state.sign(request_id)
             else:
-                done = emulator.expire(request_id)
+                done = state.expire(request_id)
         except KeyError as exc:
             return web.json_response(envelope(404, str(exc.args[0])), status=404)
         except TransitionRefused as exc:
@@ -390,54 +334,51 @@ class Admin:
         return web.json_response(done)
 
     async def get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.emulator.faults)
+        return web.json_response(self.state.fault_settings())
 
     async def set_faults(self, request: web.Request) -> web.Response:
         try:
             payload = await _json_object(request, "faults", FAULT_FIELDS)
-            self.emulator.set_fault(**payload)
+            self.state.set_faults(Faults(**payload).checked())
         except (ValueError, TypeError) as exc:
             return web.json_response(envelope(400, str(exc)), status=400)
-        return web.json_response(self.emulator.faults)
+        return web.json_response(self.state.fault_settings())
 
     async def clear_faults(self, request: web.Request) -> web.Response:
-        self.emulator.clear_faults()
-        return web.json_response(self.emulator.faults)
+        self.state.clear_faults()
+        return web.json_response(self.state.fault_settings())
 
     async def get_delivery_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.emulator.delivery_faults)
+        return web.json_response(self.state.delivery_fault_settings())
 
     async def set_delivery_faults(self, request: web.Request) -> web.Response:
         try:
             payload = await _json_object(request, "delivery faults", DELIVERY_FAULT_FIELDS)
-            self.emulator.set_delivery_fault(**payload)
+            self.state.set_delivery_faults(DeliveryFaults.checked(**payload))
         except (ValueError, TypeError) as exc:
             return web.json_response(envelope(400, str(exc)), status=400)
-        return web.json_response(self.emulator.delivery_faults)
+        return web.json_response(self.state.delivery_fault_settings())
 
     async def clear_delivery_faults(self, request: web.Request) -> web.Response:
-        self.emulator.set_delivery_fault()
-        return web.json_response(self.emulator.delivery_faults)
+        self.state.set_delivery_faults(DeliveryFaults())
+        return web.json_response(self.state.delivery_fault_settings())
 
     async def get_log(self, request: web.Request) -> web.Response:
-        with self.emulator._lock:
-            entries = [entry._asdict() for entry in self.emulator.requests_log]
-        return web.json_response(entries)
+        return web.json_response([entry._asdict() for entry in self.state.log_entries()])
 
     async def clear_log(self, request: web.Request) -> web.Response:
-        self.emulator.clear_log()
+        self.state.clear_log()
         return web.json_response([])
 
     async def callback_events(self, request: web.Request) -> web.Response:
-        with self.emulator._lock:
-            return web.json_response(list(self.emulator.callback_events))
+        return web.json_response(self.state.acknowledged())
 
     async def callback_attempts(self, request: web.Request) -> web.Response:
-        return web.json_response([attempt._asdict() for attempt in self.emulator.callback_attempts])
+        return web.json_response([attempt._asdict() for attempt in self.state.attempts()])
 
     async def callback_test(self, request: web.Request) -> web.Response:
         try:
-            payload = self.emulator.send_callback_test()
+            payload = self.state.send_callback_test()
         except RuntimeError as exc:
             return web.json_response(envelope(409, str(exc)), status=409)
         return web.json_response(payload)
