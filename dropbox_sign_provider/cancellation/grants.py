@@ -79,10 +79,14 @@ def grant_key(conn_id: str = DEFAULT_CONN_NAME) -> bytes:
 
     :param conn_id: the ``dropbox_sign`` connection.
     """
-    # Imported here: the hook brings the HTTP clients, needed only where a grant is made or checked.
-    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+    # Imported here: DAG files import this module, and the connection is read only where a grant is
+    # made or checked. The connection is checked as the hooks check it, so a bad one is refused
+    # with the same words before any grant is made.
+    from airflow.sdk import BaseHook
 
-    credential = DropboxSignHook(conn_id).settings.authorization
+    from dropbox_sign_provider.hooks.connection import settings_from_connection
+
+    credential = settings_from_connection(BaseHook.get_connection(conn_id)).authorization
     return hmac.new(
         credential.encode(), f"dropbox-sign-provider/grant/v{_VERSION}/{conn_id}".encode(), "sha256"
     ).digest()
