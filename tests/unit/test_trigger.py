@@ -485,3 +485,38 @@ def test_a_recancel_that_would_wait_past_the_deadline_is_never_sent(monkeypatch:
         assert time.time() - deadline < 0.2 + 1.0  # ended at its deadline, not a minute later
         assert time.monotonic() - started < 5
         assert emu.get_state(sr_id) == "awaiting_signature"
+
+
+def test_a_trigger_row_of_the_previous_release_resumes(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    # The class path and kwargs exactly as the previous release stored them in the trigger table
+    # (after the serde round trip): an upgrade must not strand a deferred task.
+    stored_classpath = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
+    confirmed, lost = make_requests(emulator, 2)
+    at = cancel_now(dropbox_sign_conn, confirmed)
+    stored = json.loads(
+        json.dumps(
+            {
+                "dropbox_sign_conn_id": dropbox_sign_conn,
+                "pending": {
+                    confirmed: {"last_cancel_at": at, "cancel_attempts": 1, "may_recancel": True},
+                    lost: {"last_cancel_at": at - 10, "cancel_attempts": 1, "may_recancel": True},
+                },
+                "deadline": at + 5,
+                "outcomes": {confirmed: "cancel_requested", lost: "cancel_requested"},
+                "poll_interval": 0.1,
+                "recancel_after": 1.0,
+                "max_cancel_attempts": 3,
+                "on_completed": "fail",
+                "errors": {},
+                "event_first": False,
+            }
+        )
+    )
+    from airflow.sdk.module_loading import import_string
+
+    payload = run_trigger(import_string(stored_classpath)(**serde.deserialize(serde.serialize(stored))))
+    # The lost cancel (never sent here) was due at once: re-cancelled under the 60-minute rule.
+    assert payload["outcomes"] == {confirmed: "canceled", lost: "canceled"}
+    assert len(cancel_times(emulator, lost)) == 1
