@@ -79,8 +79,8 @@ chaos: venv
 	export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
 
 e2e: venv /usr/bin/chromium
-	$(BIN)/python tests/e2e/run.py
-	$(BIN)/python tests/e2e/tampering.py
+	$(BIN)/python -m tests.e2e.single.run
+	$(BIN)/python -m tests.e2e.single.tampering
 
 # The distributed run's Python dependencies (Celery, Redis, psycopg2) are the lock file's
 # "distributed" group; PostgreSQL and Redis themselves come from Debian (the script installs them).
