@@ -86,7 +86,7 @@ e2e: venv /usr/bin/chromium
 # "distributed" group; PostgreSQL and Redis themselves come from Debian (the script installs them).
 e2e-distributed: venv
 	$(UV) sync --frozen --python $(PYTHON) --group distributed
-	$(BIN)/python tests/e2e_distributed/run.py
+	$(BIN)/python -m tests.e2e.distributed.run
 
 clean:
 	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache
