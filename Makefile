@@ -79,14 +79,14 @@ chaos: venv
 	export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
 
 e2e: venv /usr/bin/chromium
-	$(BIN)/python tests/e2e/run.py
-	$(BIN)/python tests/e2e/tampering.py
+	$(BIN)/python -m tests.e2e.single.run
+	$(BIN)/python -m tests.e2e.single.tampering
 
 # The distributed run's Python dependencies (Celery, Redis, psycopg2) are the lock file's
 # "distributed" group; PostgreSQL and Redis themselves come from Debian (the script installs them).
 e2e-distributed: venv
 	$(UV) sync --frozen --python $(PYTHON) --group distributed
-	$(BIN)/python tests/e2e_distributed/run.py
+	$(BIN)/python -m tests.e2e.distributed.run
 
 clean:
 	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ What the manual DAG cancels is what a person approved, whatever a run's XComs, s
 Each test runs ``dropbox_sign_cancel_request`` under ``dag.test()`` and changes the run the way the
 public REST API lets anyone who may edit runs change it (the same database writes its handlers
 make), then judges by the emulator: which requests received a cancel. ``make e2e`` runs the same
-cases on a real api-server with two users (``tests/e2e/tampering.py``).
+cases on a real api-server with two users (``tests/e2e/single/tampering.py``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ one task instance and one triggerer are each one process, so this is the "proces
 rate-limit report.
 
 Usage: ``python meter.py --upstream URL --ports-file FILE --log FILE NAME [NAME ...]``; writes
-``{name: port}`` to the ports file once listening.
+``{name: port}`` to the ports file once listening. :func:`read_log` reads its log back.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ HOP_BY_HOP = {
     "upgrade",
     "proxy-connection",
 }
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The meter's log so far: one entry per request."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def is_cancel(entry: dict[str, Any]) -> bool:
+    return entry["method"] == "POST" and "/signature_request/cancel/" in entry["path"]
+
+
+def is_get(entry: dict[str, Any]) -> bool:
+    """A read of one signature request (a confirmation), not of the list."""
+    return (
+        entry["method"] == "GET"
+        and entry["path"].startswith("/v3/signature_request/")
+        and (not entry["path"].endswith("/list"))
+    )
 
 
 def socket_owner(client_port: int, server_port: int) -> int | None:

@@ -1,0 +1,1 @@
+"""What ``make e2e`` runs: the UI run in Chromium, then the tampering run."""
