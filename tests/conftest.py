@@ -36,7 +36,7 @@ os.environ.setdefault(
                 "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                 "kwargs": {"path": str(Path(__file__).parent.parent / folder), "refresh_interval": 0},
             }
-            for name, folder in (("dags-folder", "dags"), ("test-dags", "tests/dags"))
+            for name, folder in (("dags-folder", "dags"), ("test-dags", "tests/system/dags"))
         ]
     ),
 )

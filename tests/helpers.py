@@ -37,6 +37,8 @@ ACCESS_TOKEN = "test-token"
 REPO = Path(__file__).parent.parent
 #: The example DAGs, as shipped.
 DAGS = REPO / "dags"
+#: The DAGs the system tests run under ``dag.test()`` (the ``test-dags`` bundle).
+TEST_DAGS = REPO / "tests" / "system" / "dags"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 DAY = 86400.0
 
@@ -155,8 +157,8 @@ def xcom_of(dag_run: Any, task_id: str) -> Any:
 
 
 def load_test_dag(name: str) -> Any:
-    """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
-    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
+    """The DAG of ``tests/system/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
+    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", TEST_DAGS / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
