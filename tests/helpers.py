@@ -23,6 +23,7 @@ import pytest
 import requests
 from airflow.providers.common.compat.sdk import TaskDeferred
 
+from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_asset_uri
 from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
@@ -53,6 +54,8 @@ SECRETS = (
     "SECRETTOKEN",
     base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode(),
 )
+#: The asset of ``ds_cb_a``'s cancellations, on which the callback receiver's test DAG is scheduled.
+CANCELED_A = event_asset_uri("signature_request_canceled", "ds_cb_a")
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
 #: Ids a hook must refuse before sending anything.
 BAD_IDS = [
@@ -92,6 +95,13 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any)
     conn = {"conn_type": "dropbox_sign", **fields}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
     return conn_id
+
+
+def assert_acknowledged(response: Any) -> None:
+    """The answer Dropbox Sign takes as delivered: 200, ``Hello API Event Received``, plain text."""
+    assert response.status_code == 200, response.text
+    assert response.text == CALLBACK_ACKNOWLEDGEMENT
+    assert response.headers["content-type"].startswith("text/plain")
 
 
 def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> list[str]:

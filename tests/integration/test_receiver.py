@@ -20,8 +20,7 @@ from dropbox_sign_provider.events import (
     event_hash,
 )
 from dropbox_sign_provider.plugins.callbacks import app
-from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
-from tests.helpers import SECRETS, set_connection
+from tests.helpers import CANCELED_A, SECRETS, assert_acknowledged, set_connection
 
 # The official test vector of Dropbox Sign's documentation.
 VECTOR_KEY = "324e3b0840f065eb51f3fd63231d0d33daa35d4ed10d27718839e81737065782"
