@@ -1,7 +1,10 @@
 """
-Fixtures of the callback receiver's tests: the plugin's app over FastAPI's TestClient, Airflow's
-SQLite metadata database with a DAG scheduled on event assets (parsed and written as the DAG
-processor does), two accounts with API keys, and readers of what a callback left in the database.
+Fixtures of the integration tests besides the root ones (the emulator, connections):
+
+- the callback receiver's: the plugin's app over FastAPI's TestClient, Airflow's SQLite metadata
+  database with a DAG scheduled on event assets (parsed and written as the DAG processor does), two
+  accounts with API keys, and readers of what a callback left in the database;
+- the emulator's events': receivers of what the emulator posts (``tests.helpers.Receiver``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from dropbox_sign_provider.events import CallbackEvent, event_hash, recent_event
 from dropbox_sign_provider.plugins.accounts import forget_callback_accounts
 from dropbox_sign_provider.plugins.callbacks import app
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_2_PLUS
-from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, set_connection
+from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, Receiver, set_connection
 
 DAGS = Path(__file__).parent / "dags"
 BUNDLE = "callback-test-dags"
@@ -175,7 +179,7 @@ def accounts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def receiver(accounts: dict[str, str], recorded: Recorded) -> Iterator[TestClient]:
+def receiver_app(accounts: dict[str, str], recorded: Recorded) -> Iterator[TestClient]:
     """The plugin's app, as the API server mounts it, over FastAPI's TestClient."""
     with TestClient(app) as client:
         yield client
@@ -221,18 +225,18 @@ def make_callback() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def post(receiver: TestClient) -> Callable[..., Any]:
+def post(receiver_app: TestClient) -> Callable[..., Any]:
     """Posts a callback: ``post(body, form="multipart" | "urlencoded" | "file")``; ``body`` a dict
     (sent as JSON text) or the ``json`` field's text itself."""
 
     def send(body: dict[str, Any] | str, *, form: str = "multipart") -> Any:
         text = body if isinstance(body, str) else json.dumps(body)
         if form == "multipart":
-            return receiver.post("/callback", files={"json": (None, text)})
+            return receiver_app.post("/callback", files={"json": (None, text)})
         if form == "file":
-            return receiver.post("/callback", files={"json": ("event.json", text, "application/json")})
+            return receiver_app.post("/callback", files={"json": ("event.json", text, "application/json")})
         assert form == "urlencoded"
-        return receiver.post("/callback", data={"json": text})
+        return receiver_app.post("/callback", data={"json": text})
 
     return send
 
@@ -266,3 +270,19 @@ def event_of() -> Callable[[dict[str, Any]], CallbackEvent]:
     from dropbox_sign_provider.events import parse_callback
 
     return lambda body: parse_callback(json.dumps(body))
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Callable[..., Receiver]]:
+    """
+    Starts callback receivers, each stopped after the test: ``make_receiver(replies, host=...)``, on
+    loopback unless ``host`` says otherwise.
+    """
+    with ExitStack() as stack:
+        yield lambda replies=None, host="127.0.0.1": stack.enter_context(Receiver(replies, host))
+
+
+@pytest.fixture
+def receiver(make_receiver: Callable[..., Receiver]) -> Receiver:
+    """A callback receiver that acknowledges every event."""
+    return make_receiver()
