@@ -28,10 +28,14 @@ import pytest
 import requests
 from aiohttp import web
 from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.triggers.base import TriggerEvent
 
 from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_asset_uri
 from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
+from dropbox_sign_provider.links import DropboxSignRequestLink
+from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
@@ -146,6 +150,99 @@ def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
         return events[0].payload
 
     return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
+
+
+# --- the operator, the sensor and the trigger, run as Airflow runs them ---------------------------
+
+#: The XCom key of the operator's link to the request's page.
+LINK_KEY = DropboxSignRequestLink().xcom_key
+#: An id the emulator does not know.
+MISSING = "0f" * 20
+
+
+def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
+    """The operator with short polls and waits (unless ``kw`` says otherwise)."""
+    kw.setdefault("poke_interval", 0.1)
+    kw.setdefault("timeout", 10)
+    kw.setdefault("recancel_after", 5)
+    return CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids, **kw)
+
+
+def sensor(ids: Any, deferrable: bool, **kw: Any) -> SignatureRequestCanceledSensor:
+    """The sensor with short pokes and waits (unless ``kw`` says otherwise)."""
+    kw.setdefault("poke_interval", 0.1)
+    kw.setdefault("timeout", 10)
+    kw.setdefault("recancel_after", 5)
+    return SignatureRequestCanceledSensor(
+        task_id="confirm", signature_request_ids=ids, deferrable=deferrable, **kw
+    )
+
+
+def run(task: Any, ti: FakeTI | None = None) -> Any:
+    """Run as Airflow would: execute(); when it defers, the trigger, then resume_execution().
+    The result must be plain JSON, as XCom keeps it."""
+    ti = ti or FakeTI()
+    context: Any = {"ti": ti, "task_instance": ti}
+    try:
+        result = task.execute(context)
+    except TaskDeferred as deferred:
+        result = resume(task, deferred, context)
+    json.dumps(result)
+    return result
+
+
+def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
+    """(method, id, status) of every call, in order."""
+    return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
+
+
+def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
+    """When each cancel of ``sr_id`` reached the emulator."""
+    return [
+        r.time
+        for r in emulator.requests_log
+        if r.method == "POST" and r.path == f"/v3/signature_request/cancel/{sr_id}"
+    ]
+
+
+def cancel_now(conn_id: str, *ids: str) -> float:
+    """Send the first cancel of each id, as the operator does before deferring; return when."""
+    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
+    at = time.time()
+    for sr_id in ids:
+        hook.cancel_signature_request(sr_id)
+    return at
+
+
+def make_trigger(
+    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, may_recancel: bool = True, **kw: Any
+) -> SignatureRequestCanceledTrigger:
+    """A trigger as the operator defers it: its ids cancelled at ``cancelled_at``, by the task."""
+    kw.setdefault("poll_interval", 0.1)
+    kw.setdefault("recancel_after", 5.0)
+    return SignatureRequestCanceledTrigger(
+        pending={
+            sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1, "may_recancel": may_recancel}
+            for sr_id in ids
+        },
+        outcomes=dict.fromkeys(ids, "cancel_requested"),
+        deadline=cancelled_at + timeout,
+        **kw,
+    )
+
+
+async def collect(trigger: SignatureRequestCanceledTrigger) -> list[TriggerEvent]:
+    """Every event of the trigger's run."""
+    return [event async for event in trigger.run()]
+
+
+def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
+    """Run to the end; exactly one event must come out. Returns its payload."""
+    events = asyncio.run(collect(trigger))
+    assert len(events) == 1, events
+    payload = events[0].payload
+    json.dumps(payload)
+    return dict(payload)
 
 
 def load_dag_module(name: str) -> ModuleType:

@@ -22,12 +22,7 @@ from dropbox_sign_provider import wakeups
 from dropbox_sign_provider.events import add_recent_event, event_hash, parse_callback, recent_events_variable
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.wakeups import EVENT_CHECK_INTERVAL
-from tests.helpers import API_KEY, make_requests
-from tests.unit.test_operator import operator
-from tests.unit.test_operator import run as run_operator
-from tests.unit.test_sensor import run as run_sensor
-from tests.unit.test_sensor import sensor
-from tests.unit.test_trigger import cancel_now, make_trigger, run_trigger
+from tests.helpers import API_KEY, cancel_now, make_requests, make_trigger, operator, run, run_trigger, sensor
 
 CONN = "dropbox_sign_default"
 
@@ -198,7 +193,7 @@ def test_the_operator_waits_for_events_in_the_task(
     ids = make_requests(emulator, 2)
     board.record_when_canceled(emulator, ids)
     task = operator(ids, wait_for_confirmation=True, event_first=True, poke_interval=300, timeout=60)
-    assert run_operator(task) == dict.fromkeys(ids, "canceled")
+    assert run(task) == dict.fromkeys(ids, "canceled")
     assert [gets(emulator, sr_id) for sr_id in ids] == [1, 1]
 
 
@@ -212,7 +207,7 @@ def test_the_sensor_waits_for_events(
     task = sensor(
         {i: "cancel_requested" for i in ids}, deferrable, event_first=True, poke_interval=300, timeout=60
     )
-    assert run_sensor(task) == dict.fromkeys(ids, "canceled")
+    assert run(task) == dict.fromkeys(ids, "canceled")
     assert [gets(emulator, sr_id) for sr_id in ids] == [1, 1]
 
 

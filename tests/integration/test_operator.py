@@ -2,57 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
+from dropbox_sign_provider.links import details_url
 from dropbox_sign_provider.operators.signature_request import (
     DEFAULT_MAX_CANCELLATIONS,
     CancelSignatureRequestOperator,
 )
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
+    LINK_KEY,
+    MISSING,
     FakeTI,
+    calls,
     connection_uri_json,
     load_test_dag,
     make_requests,
-    resume,
+    operator,
+    run,
     task_instances,
     xcom,
 )
-
-LINK_KEY = DropboxSignRequestLink().xcom_key
-MISSING = "0f" * 20
-
-
-def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
-    kw.setdefault("poke_interval", 0.1)
-    kw.setdefault("timeout", 10)
-    kw.setdefault("recancel_after", 5)
-    return CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids, **kw)
-
-
-def run(task: CancelSignatureRequestOperator, ti: FakeTI | None = None) -> Any:
-    """Run as Airflow would: execute(); when it defers, the trigger, then resume_execution()."""
-    ti = ti or FakeTI()
-    context: Any = {"ti": ti, "task_instance": ti}
-    try:
-        result = task.execute(context)
-    except TaskDeferred as deferred:
-        result = resume(task, deferred, context)
-    json.dumps(result)
-    return result
-
-
-def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
-    """(method, id, status) of every call, in order."""
-    return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanc
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
-from tests.helpers import FakeTI, connection_uri_json, make_requests
+from tests.helpers import FakeTI, cancel_times, connection_uri_json, make_requests
 
 RECANCEL_AFTER = 2.0
 POLL = 0.1
@@ -48,12 +48,6 @@ def stored_kwargs(trigger: SignatureRequestCanceledTrigger) -> tuple[str, dict[s
     """What the metadata database keeps of a deferred trigger: its serialized kwargs after serde."""
     classpath, kwargs = trigger.serialize()
     return classpath, serde.deserialize(serde.serialize(kwargs))
-
-
-def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
-    return [
-        e.time for e in emulator.requests_log if e.method == "POST" and e.path.endswith(f"/cancel/{sr_id}")
-    ]
 
 
 async def run_until_event(trigger: SignatureRequestCanceledTrigger) -> Any:

@@ -12,63 +12,23 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
-from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
 from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
-from tests.helpers import API_KEY, connection_uri_json, make_requests
+from tests.helpers import (
+    API_KEY,
+    cancel_now,
+    cancel_times,
+    collect,
+    connection_uri_json,
+    make_requests,
+    make_trigger,
+    run_trigger,
+)
 
 CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 _real_sleep = asyncio.sleep
-
-
-def cancel_now(conn_id: str, *ids: str) -> float:
-    """Send the first cancel of each id, as the operator does before deferring; return when."""
-    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
-    at = time.time()
-    for sr_id in ids:
-        hook.cancel_signature_request(sr_id)
-    return at
-
-
-def make_trigger(
-    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, may_recancel: bool = True, **kw: Any
-) -> SignatureRequestCanceledTrigger:
-    """A trigger as the operator defers it: its ids cancelled at ``cancelled_at``, by the task."""
-    kw.setdefault("poll_interval", 0.1)
-    kw.setdefault("recancel_after", 5.0)
-    return SignatureRequestCanceledTrigger(
-        pending={
-            sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1, "may_recancel": may_recancel}
-            for sr_id in ids
-        },
-        outcomes=dict.fromkeys(ids, "cancel_requested"),
-        deadline=cancelled_at + timeout,
-        **kw,
-    )
-
-
-async def collect(trigger: SignatureRequestCanceledTrigger) -> list[TriggerEvent]:
-    return [event async for event in trigger.run()]
-
-
-def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
-    """Run to the end; exactly one event must come out. Returns its payload."""
-    events = asyncio.run(collect(trigger))
-    assert len(events) == 1, events
-    payload = events[0].payload
-    json.dumps(payload)
-    return dict(payload)
-
-
-def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
-    return [
-        r.time
-        for r in emulator.requests_log
-        if r.method == "POST" and r.path == f"/v3/signature_request/cancel/{sr_id}"
-    ]
 
 
 @pytest.fixture
