@@ -17,12 +17,9 @@ from tests.helpers import (
     API_KEY,
     cancel_now,
     connection_uri_json,
-    load_test_dag,
     make_requests,
     run,
     sensor,
-    task_instances,
-    xcom,
 )
 
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
@@ -182,32 +179,6 @@ def test_nothing_to_wait_for_sends_nothing(
     assert emulator.requests_log == []
 
 
-def test_reschedule_mode_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"mode 'reschedule'.*use deferrable=True"):
-        SignatureRequestCanceledSensor(
-            task_id="confirm", signature_request_ids=["ab" * 20], mode="reschedule"
-        )
-
-
-@pytest.mark.parametrize(
-    ("kw", "named"),
-    [
-        ({"poke_interval": -1}, "poke_interval -1"),
-        ({"timeout": 0}, "timeout 0"),
-        ({"timeout": -120}, "timeout -120"),
-        ({"timeout": "120"}, "timeout '120'"),
-        ({"timeout": True}, "timeout True"),
-        ({"recancel_after": -1}, "recancel_after -1"),
-        ({"recancel_plain_ids": "yes"}, "recancel_plain_ids 'yes'"),
-        ({"on_completed": "skip"}, "on_completed 'skip'"),
-        ({"max_cancel_attempts": 0}, "max_cancel_attempts 0"),
-    ],
-)
-def test_bad_parameters_are_named(kw: dict[str, Any], named: str) -> None:
-    with pytest.raises(ValueError, match=named):
-        SignatureRequestCanceledSensor(task_id="confirm", signature_request_ids=["ab" * 20], **kw)
-
-
 @MODES
 def test_bad_ids_fail_before_any_request(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
@@ -215,47 +186,6 @@ def test_bad_ids_fail_before_any_request(
     with pytest.raises(ValueError, match=r"'\.\./etc' is not a Dropbox Sign id"):
         run(sensor(["ab" * 20, "../etc"], deferrable))
     assert emulator.requests_log == []
-
-
-# --- under dag.test() ---------------------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("airflow_db", "approval_not_required")
-def test_dag_cancel_then_confirm(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
-    plain, gone = make_requests(emulator, 2)
-    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
-    cancel_now(dropbox_sign_conn, gone)
-    while emulator.get_state(gone) != "canceled":
-        time.sleep(0.05)
-    emulator.clear_log()
-    dag_run = load_test_dag("t_cancel_pipeline").test(run_conf={"ids": [plain, signed, gone]})
-    tis = task_instances(dag_run)
-    assert {task_id: str(ti.state) for (task_id, _), ti in tis.items()} == {
-        "cancel": "success",
-        "confirm": "success",
-        "confirm_poke": "success",
-    }
-    assert xcom(tis["cancel", -1]) == {
-        plain: "cancel_requested",
-        signed: "completed",
-        gone: "already_canceled",
-    }
-    final = {plain: "canceled", signed: "completed", gone: "already_canceled"}
-    assert xcom(tis["confirm", -1]) == final
-    assert list(xcom(tis["confirm", -1])) == [plain, signed, gone]
-    assert xcom(tis["confirm_poke", -1]) == final  # poking agrees with the triggerer
-    assert emulator.get_state(plain) == "canceled"
-    assert [emulator.cancel_calls(i) for i in (plain, signed, gone)] == [1, 1, 2]
-    log = [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
-    assert log[:5] == [
-        ("POST", plain, 200),
-        ("POST", signed, 400),
-        ("GET", signed, 200),
-        ("POST", gone, 410),
-        ("GET", gone, 410),
-    ]
-    # The sensors asked only about the one id that was waiting.
-    assert {sr_id for _, sr_id, _ in log[5:]} == {plain}
 
 
 @MODES
