@@ -31,6 +31,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.triggers.base import TriggerEvent
 
 from dropbox_sign_provider.events import CALLBACK_ACKNOWLEDGEMENT, event_asset_uri
+from dropbox_sign_provider.exceptions import DropboxSignError, error_from_response
 from dropbox_sign_provider.hooks.dropbox_sign import ApiSettings, DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.links import DropboxSignRequestLink
@@ -90,6 +91,17 @@ FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_
 NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
 
 
+def answer_error(status: int, retry_after: float | None = None) -> DropboxSignError:
+    """The typed error of an answer with this status (and this ``Retry-After``, in seconds)."""
+    return error_from_response(
+        status,
+        b'{"error": {"error_name": "x", "error_msg": "y"}}',
+        method="GET",
+        path="/p",
+        retry_after=retry_after,
+    )
+
+
 def connection_uri_json(base_url: str, *, api_key: str | None = API_KEY, **extra: object) -> str:
     """An ``AIRFLOW_CONN_*`` value (JSON form) for a dropbox_sign connection."""
     conn: dict[str, object] = {"conn_type": "dropbox_sign", "host": base_url}
@@ -134,6 +146,25 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         json.dumps(value)  # XCom values must be plain data
         self.xcoms[key] = value
+
+
+class Recorder:
+    """Collects log calls, as the task and trigger loggers would receive them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def debug(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("debug", event % args if args else str(event)))
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("info", event % args if args else str(event)))
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("warning", event % args if args else str(event)))
+
+    def text(self, level: str) -> str:
+        return "\n".join(line for lvl, line in self.lines if lvl == level)
 
 
 def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
