@@ -40,6 +40,7 @@ from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanc
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
+from tests.compat import DagBag
 
 T = TypeVar("T")
 
@@ -51,7 +52,10 @@ REPO = Path(__file__).parent.parent
 DAGS = REPO / "dags"
 #: The DAGs the system tests run under ``dag.test()`` (the ``test-dags`` bundle).
 TEST_DAGS = REPO / "tests" / "system" / "dags"
+CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+AUDIT_DAG = "dropbox_sign_cancellation_audit"
+EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
 DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).
@@ -274,6 +278,18 @@ def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
     payload = events[0].payload
     json.dumps(payload)
     return dict(payload)
+
+
+def parse_dags_folder() -> DagBag:
+    """Parse ``dags/`` as the DAG processor would (Airflow 3's DagBag never adds Airflow's examples)."""
+    return DagBag(dag_folder=DAGS)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def load_dag_module(name: str) -> ModuleType:

@@ -13,7 +13,6 @@ import base64
 import importlib.util
 import json
 import pickle
-import socket
 import ssl
 import time
 import traceback
@@ -34,7 +33,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import serde
-from tests.helpers import REPO, ApprovalAnswer, make_requests
+from tests.helpers import REPO, ApprovalAnswer, closed_port, make_requests
 
 KEY = "sk-live-RECOGNISABLEKEY0001"
 TOKEN = "oauth-RECOGNISABLETOKEN0002"
@@ -233,12 +232,6 @@ def test_failed_run_leaks_no_secret(
 
 
 # --- exceptions and trigger kwargs, taken apart ------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exception_texts(error: BaseException) -> dict[str, str | bytes]:

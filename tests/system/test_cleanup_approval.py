@@ -242,30 +242,3 @@ def test_a_run_that_cancels_nothing_asks_nobody_over_the_cap(
         f"5 found, more than max_cancellations={CAP}: nobody was asked, as this run cancels "
         "nothing; an armed run that is not a dry run would ask for approval"
     )
-
-
-def test_the_form_shows_the_ten_oldest_and_reads_titles_as_text() -> None:
-    module = load_dag_module(CLEANUP_DAG)
-    candidates = [
-        {
-            "signature_request_id": f"{n:040x}",
-            "title": f"[Deal](http://x) #{n}" if n == 0 else f"Request {n}",
-            "created_at": 1_700_000_000 + n * DAY,
-            "expires_at": None,
-            "reason": "expired" if n == 1 else "stale",
-        }
-        for n in range(12)
-    ]
-    params = {"max_cancellations": 5, "max_age_days": 30, "query": "title:NDA"}
-
-    body = module.approval_markdown(module.approval_shown(candidates, params, cap=5))
-
-    assert "**Approve cancels all 12 signature requests found, more than max\\_cancellations (5)" in body
-    assert "- Search: complete:false AND title:NDA" in body
-    assert "The 10 oldest of 12:" in body
-    assert f"- **\\[Deal\\]\\(http://x\\) \\#0**: stale, created 2023-11-14 (`{0:040x}`)" in body
-    assert f"- **Request 1**: expired, created 2023-11-15 (`{1:040x}`)" in body
-    assert "Request 9" in body
-    assert "Request 10" not in body
-    assert "...and 2 more" in body
-    assert body.endswith("Without an answer within 1 day nothing is cancelled and the run fails.")

@@ -18,9 +18,7 @@ import pytest
 from dropbox_sign_provider.grants import APPROVAL, mint
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import requires_airflow_3_3
-from tests.helpers import ApprovalAnswer, load_dag_module, make_requests, task_states, xcom_of
-
-CANCEL_DAG = "dropbox_sign_cancel_request"
+from tests.helpers import CANCEL_DAG, ApprovalAnswer, load_dag_module, make_requests, task_states, xcom_of
 
 
 @pytest.fixture
