@@ -50,7 +50,15 @@ import pytest
 from dropbox_sign_provider.hooks.policy import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import answer_hitl_requests_in_dag_test, keep_dag_test_execution_apis_alive
-from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
+from tests.helpers import (
+    ACCESS_TOKEN,
+    API_KEY,
+    RECOGNISABLE_KEY,
+    RECOGNISABLE_TOKEN,
+    HookClient,
+    connection_uri_json,
+    set_connection,
+)
 
 keep_dag_test_execution_apis_alive()
 answer_hitl_requests_in_dag_test()
@@ -111,6 +119,16 @@ def emulator(
     """
     marker = request.node.get_closest_marker("emulator")
     return make_emulator(**(marker.kwargs if marker is not None else {}))
+
+
+@pytest.fixture(scope="module")
+def recognisable_account() -> Iterator[DropboxSignEmulator]:
+    """An emulator, for the whole module, that accepts the recognisable credentials of tests.helpers."""
+    # cancel_delay=0: the confirming trigger sees each cancellation done on its first poll.
+    with DropboxSignEmulator(
+        api_keys=(RECOGNISABLE_KEY,), access_tokens=(RECOGNISABLE_TOKEN,), rate_limit=10_000, cancel_delay=0
+    ) as emu:
+        yield emu
 
 
 @pytest.fixture

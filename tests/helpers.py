@@ -542,6 +542,66 @@ class ApprovalAnswer(threading.Thread):
         scheduler.check_awaiting_input_timeouts()
 
 
+# --- recognisable credentials, and where they could leak ------------------------------------------
+
+
+#: Credentials that cannot be mistaken for anything else (the ``recognisable_account`` fixture takes
+#: the first two; the API refuses the revoked key).
+RECOGNISABLE_KEY = "sk-live-RECOGNISABLEKEY0001"
+RECOGNISABLE_TOKEN = "oauth-RECOGNISABLETOKEN0002"
+RECOGNISABLE_REVOKED_KEY = "sk-live-RECOGNISABLEREVOKED0003"
+
+
+def b64(text: str) -> str:
+    """``text`` in base64, as HTTP Basic sends it."""
+    return base64.b64encode(text.encode()).decode()
+
+
+#: Every form a credential could leak in: as typed, and as sent (HTTP Basic encodes "key:").
+RECOGNISABLE_FORMS = [
+    RECOGNISABLE_KEY,
+    RECOGNISABLE_TOKEN,
+    RECOGNISABLE_REVOKED_KEY,
+    b64(f"{RECOGNISABLE_KEY}:"),
+    b64(RECOGNISABLE_KEY),
+    b64(f"{RECOGNISABLE_REVOKED_KEY}:"),
+    b64(RECOGNISABLE_TOKEN),
+    # The distinctive middles, in case a secret is cut, quoted or re-encoded around its edges.
+    "RECOGNISABLEKEY0001",
+    "RECOGNISABLETOKEN0002",
+    "RECOGNISABLEREVOKED0003",
+]
+
+
+def leaks(sources: dict[str, str | bytes]) -> dict[str, list[str]]:
+    """Which secret forms occur in which source."""
+    found: dict[str, list[str]] = {}
+    for name, text in sources.items():
+        hits = [
+            form
+            for form in RECOGNISABLE_FORMS
+            if (form.encode() if isinstance(text, bytes) else form) in text
+        ]
+        if hits:
+            found[name] = hits
+    return found
+
+
+def recognisable_connection(emulator: DropboxSignEmulator, credential: str, **extra: Any) -> str:
+    """An ``AIRFLOW_CONN_*`` value to ``emulator`` with the ``credential`` named: ``"api key"``,
+    ``"revoked api key"`` or ``"access token"``."""
+    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": emulator.base_url}
+    if credential == "api key":
+        conn["password"] = RECOGNISABLE_KEY
+    elif credential == "revoked api key":
+        conn["password"] = RECOGNISABLE_REVOKED_KEY
+    else:
+        extra["access_token"] = RECOGNISABLE_TOKEN
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
 # --- a callback receiver for the emulator's events: a real aiohttp server on loopback -------------
 
 
