@@ -37,7 +37,7 @@ from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.links import DropboxSignRequestLink
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
 from tests.compat import DagBag
@@ -130,6 +130,26 @@ def assert_acknowledged(response: Any) -> None:
     assert response.headers["content-type"].startswith("text/plain")
 
 
+#: Dropbox Sign's error name and message for each refusal the tests serve to the calls of one id.
+REFUSALS = {
+    400: ("bad_request", "Signature request is in an invalid state."),
+    402: ("payment_required", "Payment required for this account."),
+    403: ("forbidden", "You do not have access to this resource."),
+}
+
+
+def refusal(status: int, sr_id: str, *, cancel: bool = False, times: int = 100) -> OddAnswer:
+    """The emulator's answer ``status`` (one of :data:`REFUSALS`) to the next ``times`` GETs of
+    ``sr_id``, or to its cancels; no other call meets it."""
+    name, message = REFUSALS[status]
+    method, path = (
+        ("POST", f"/v3/signature_request/cancel/{sr_id}")
+        if cancel
+        else ("GET", f"/v3/signature_request/{sr_id}")
+    )
+    return OddAnswer.error(status, name, message, method=method, path_prefix=path, times=times)
+
+
 def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> list[str]:
     """Create ``n`` signature requests and return their ids."""
     return [emulator.create_signature_request(**fields)["signature_request_id"] for _ in range(n)]
@@ -195,21 +215,23 @@ LINK_KEY = DropboxSignRequestLink().xcom_key
 MISSING = "0f" * 20
 
 
+#: The waits of the operator and the sensor the tests build, unless a test says otherwise: polls every
+#: 0.1 s, a cancel sent again after 5 s, a timeout of 10 s.
+SHORT_WAITS: dict[str, Any] = {"poke_interval": 0.1, "timeout": 10, "recancel_after": 5}
+
+
 def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
-    """The operator with short polls and waits (unless ``kw`` says otherwise)."""
-    kw.setdefault("poke_interval", 0.1)
-    kw.setdefault("timeout", 10)
-    kw.setdefault("recancel_after", 5)
-    return CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids, **kw)
+    """The operator with :data:`SHORT_WAITS` (unless ``kw`` says otherwise)."""
+    return CancelSignatureRequestOperator(
+        task_id="cancel", signature_request_ids=ids, **{**SHORT_WAITS, **kw}
+    )
 
 
 def sensor(ids: Any, deferrable: bool, **kw: Any) -> SignatureRequestCanceledSensor:
-    """The sensor with short pokes and waits (unless ``kw`` says otherwise)."""
-    kw.setdefault("poke_interval", 0.1)
-    kw.setdefault("timeout", 10)
-    kw.setdefault("recancel_after", 5)
+    """The sensor with :data:`SHORT_WAITS` (unless ``kw`` says otherwise)."""
+    settings = {**SHORT_WAITS, **kw}
     return SignatureRequestCanceledSensor(
-        task_id="confirm", signature_request_ids=ids, deferrable=deferrable, **kw
+        task_id="confirm", signature_request_ids=ids, deferrable=deferrable, **settings
     )
 
 

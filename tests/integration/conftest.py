@@ -22,8 +22,9 @@ from fastapi.testclient import TestClient
 from dropbox_sign_provider.events import CallbackEvent, event_hash, recent_events_variable
 from dropbox_sign_provider.plugins.accounts import forget_callback_accounts
 from dropbox_sign_provider.plugins.callbacks import app
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_2_PLUS
-from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, Receiver, set_connection
+from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, Receiver, connection_uri_json, set_connection
 
 DAGS = Path(__file__).parent / "dags"
 BUNDLE = "callback-test-dags"
@@ -286,3 +287,14 @@ def make_receiver() -> Iterator[Callable[..., Receiver]]:
 def receiver(make_receiver: Callable[..., Receiver]) -> Receiver:
     """A callback receiver that acknowledges every event."""
     return make_receiver()
+
+
+@pytest.fixture
+def one_call_a_minute(emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> DropboxSignEmulator:
+    """The emulator, with ``dropbox_sign_default`` allowed one call a minute by the client-side cap
+    (not by the API's window, which may happen to reset a second later): after one call, the next
+    one would wait for about a minute."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emulator.url, max_requests_per_minute=1)
+    )
+    return emulator

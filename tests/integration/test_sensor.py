@@ -12,12 +12,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator import OddAnswer
 from tests.helpers import (
     API_KEY,
     cancel_now,
     connection_uri_json,
     make_requests,
+    refusal,
     run,
     sensor,
 )
@@ -300,16 +300,7 @@ def test_one_bad_answer_fails_only_its_id(
 ) -> None:
     bad, good = make_requests(emulator, 2)
     cancel_now(dropbox_sign_conn, bad, good)
-    emulator.add_odd_answers(
-        OddAnswer.error(
-            402,
-            "payment_required",
-            "Payment required for this account.",
-            method="GET",
-            path_prefix=f"/v3/signature_request/{bad}",
-            times=100,
-        )
-    )
+    emulator.add_odd_answers(refusal(402, bad))
     with pytest.raises(AirflowFailException) as failed:
         run(sensor({bad: "cancel_requested", good: "cancel_requested"}, deferrable))
     message = str(failed.value)

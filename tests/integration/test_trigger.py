@@ -13,7 +13,6 @@ import pytest
 from airflow.triggers.base import TriggerEvent
 
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
 from tests.helpers import (
@@ -24,6 +23,7 @@ from tests.helpers import (
     connection_uri_json,
     make_requests,
     make_trigger,
+    refusal,
     run_trigger,
 )
 
@@ -186,16 +186,7 @@ def test_no_verdict_keeps_waiting_and_is_logged(
 def test_one_bad_answer_ends_only_its_id(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     bad, good = make_requests(emulator, 2)
     trigger = make_trigger([bad, good], cancel_now(dropbox_sign_conn, bad, good))
-    emulator.add_odd_answers(
-        OddAnswer.error(
-            400,
-            "bad_request",
-            "Signature request is in an invalid state.",
-            method="GET",
-            path_prefix=f"/v3/signature_request/{bad}",
-            times=100,
-        )
-    )
+    emulator.add_odd_answers(refusal(400, bad))
     payload = run_trigger(trigger)
     assert payload["status"] == "failure"
     assert payload["outcomes"] == {bad: "error", good: "canceled"}

@@ -12,8 +12,7 @@ from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, Dropb
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.outcomes import Outcome
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator import OddAnswer
-from tests.helpers import Recorder, connection_uri_json, make_requests
+from tests.helpers import Recorder, make_requests, refusal
 
 
 def test_poll_once_against_the_emulator(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
@@ -64,18 +63,6 @@ def poll(kind: str, watch: CancellationWatch, log: Recorder, cutoff: float | Non
     asyncio.run(one_round())
 
 
-def bad_request_for(sr_id: str) -> OddAnswer:
-    """A 400 to every GET of ``sr_id`` (and of no other id)."""
-    return OddAnswer.error(
-        400,
-        "bad_request",
-        "Signature request is in an invalid state.",
-        method="GET",
-        path_prefix=f"/v3/signature_request/{sr_id}",
-        times=100,
-    )
-
-
 @CLIENTS
 def test_one_bad_answer_ends_only_its_id(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, kind: str
@@ -85,7 +72,7 @@ def test_one_bad_answer_ends_only_its_id(
     for sr_id in (bad, good, other):
         hook.cancel_signature_request(sr_id)
     time.sleep(0.3)
-    emulator.add_odd_answers(bad_request_for(bad))
+    emulator.add_odd_answers(refusal(400, bad))
     # The bad id comes first: an error that escaped would drop the outcome of every other id.
     watch = CancellationWatch.start(
         {bad: "cancel_requested", good: "cancel_requested", other: "cancel_requested"},
@@ -110,13 +97,9 @@ def test_one_bad_answer_ends_only_its_id(
 #: An account allowed one call a minute: after one GET, a re-cancel would wait for a minute.
 @CLIENTS
 def test_a_recancel_that_would_go_out_after_the_deadline_is_not_sent(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, kind: str
+    one_call_a_minute: DropboxSignEmulator, kind: str
 ) -> None:
-    # One call a minute by the client-side cap, not the API's window, which may reset any second.
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emulator.url, max_requests_per_minute=1)
-    )
-    emu = emulator
+    emu = one_call_a_minute
     sr_id = emu.create_signature_request()["signature_request_id"]
     now = time.time()
     # Cancelled 10 s ago, never confirmed, due for a re-cancel; 1.5 s left before the deadline.
