@@ -408,6 +408,13 @@ class HookClient:
         return self._run(header)
 
 
+def run_answered(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
+    """Run ``dag`` under dag.test() while ``answer`` answers its approval; the run and the form it saw."""
+    answer.start()
+    dag_run = dag.test(run_conf=conf)
+    return dag_run, answer.result()
+
+
 class ApprovalAnswer(threading.Thread):
     """
     A person answering a DAG's human-in-the-loop task while ``dag.test()`` runs in the main thread.

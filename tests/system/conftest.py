@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CLEANUP_DAG, load_dag_module
+from tests.helpers import CANCEL_DAG, CLEANUP_DAG, load_dag_module
 
 
 @pytest.fixture
@@ -23,5 +23,17 @@ def fast_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def approval_times_out(airflow_db: Path, fast_confirmations: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[dropbox_sign] approval_timeout`` of 3 s, so that an approval nobody answers times out while
+    the test runs. The DAG must be loaded after it."""
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
+
+
+@pytest.fixture
 def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CLEANUP_DAG).dag
+
+
+@pytest.fixture
+def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
+    return load_dag_module(CANCEL_DAG).dag

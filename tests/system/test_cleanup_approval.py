@@ -21,6 +21,7 @@ from tests.helpers import (
     ApprovalAnswer,
     load_dag_module,
     make_requests,
+    run_answered,
     task_states,
     xcom_of,
 )
@@ -103,13 +104,6 @@ def untouched(stale: Stale) -> dict[str, str]:
     return dict.fromkeys(stale.ids + stale.fresh, "awaiting_signature")
 
 
-def run_answered(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
-    """Run the clean-up while ``answer`` answers its approval; the run and the form it saw."""
-    answer.start()
-    dag_run = dag.test(run_conf=conf)
-    return dag_run, answer.result()
-
-
 def test_approved_cancels_every_request_found(stale: Stale, armed: None, cleanup_dag: Any) -> None:
     dag_run, form = run_answered(cleanup_dag, ASK, ApprovalAnswer(CLEANUP_DAG, "approve", "Approve"))
 
@@ -162,14 +156,8 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
-    stale: Stale,
-    armed: None,
-    airflow_db: Path,
-    fast_confirmations: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    stale: Stale, armed: None, approval_times_out: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CLEANUP_DAG).dag
 
     dag_run, _ = run_answered(dag, ASK, ApprovalAnswer(CLEANUP_DAG, "approve", None))

@@ -7,12 +7,11 @@ person who approves it first). How they parse and what their forms accept: tests
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import requires_airflow_3_3
 from tests.helpers import (
     API_KEY,
@@ -22,6 +21,8 @@ from tests.helpers import (
     connection_uri_json,
     load_dag_module,
     make_requests,
+    refusal,
+    run_answered,
     task_states,
     xcom_of,
 )
@@ -233,23 +234,11 @@ def confirmed_by_get(emulator: DropboxSignEmulator, sr_id: str) -> bool:
     )
 
 
-def forbidden_cancel_of(sr_id: str) -> OddAnswer:
-    """A 403 to the cancel of ``sr_id``: the request belongs to someone else."""
-    return OddAnswer.error(
-        403,
-        "forbidden",
-        "You do not have access to this resource.",
-        method="POST",
-        path_prefix=f"/v3/signature_request/cancel/{sr_id}",
-        times=10,
-    )
-
-
 def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
     account: Account, armed: None, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     refused, *others = account.to_cancel
-    account.emulator.add_odd_answers(forbidden_cancel_of(refused))
+    account.emulator.add_odd_answers(refusal(403, refused, cancel=True, times=10))
 
     dag_run = cleanup_dag.test(run_conf={})
 
@@ -264,11 +253,6 @@ def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
 
 
 # --- the manual DAG under dag.test() ----------------------------------------------------------------
-
-
-@pytest.fixture
-def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
-    return load_dag_module(CANCEL_DAG).dag
 
 
 #: The manual DAG's form with approval off: with a deployment that allows it
@@ -407,17 +391,10 @@ def seeded(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Seeded:
     return Seeded(emulator)
 
 
-def asked(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
-    """Run the manual DAG while ``answer`` answers its approval; the run and the form it saw."""
-    answer.start()
-    dag_run = dag.test(run_conf=conf)
-    return dag_run, answer.result()
-
-
 def test_approved_cancels_what_the_form_showed(seeded: Seeded, cancel_dag: Any) -> None:
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
-    dag_run, form = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
+    dag_run, form = run_answered(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
 
     assert dag_run.state == "success", task_states(dag_run)
     # The form named both requests that would go, who signed, and the one that would not.
@@ -450,7 +427,7 @@ def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_say
         CANCEL_DAG, "approve", "Approve", before_answer=lambda: seeded.emulator.sign(seeded.half)
     )
 
-    dag_run, _ = asked(cancel_dag, conf, signed_meanwhile)
+    dag_run, _ = run_answered(cancel_dag, conf, signed_meanwhile)
 
     assert dag_run.state == "success", task_states(dag_run)
     assert xcom_of(dag_run, "summary") == {seeded.half: "completed", seeded.plain: "canceled"}
@@ -465,7 +442,7 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
     # on_completed is left at fail: a request signed before anything was tried fails no rejection.
     conf = {"signature_request_ids": seeded.ids}
 
-    dag_run, _ = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
+    dag_run, _ = run_answered(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
 
     assert dag_run.state == "success", task_states(dag_run)
     states = task_states(dag_run)
@@ -509,7 +486,7 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
 ) -> None:
     conf = {"signature_request_ids": [seeded.plain]}
 
-    dag_run, _ = asked(cancel_dag, conf, MarkedSuccess(CANCEL_DAG, "approve", None))
+    dag_run, _ = run_answered(cancel_dag, conf, MarkedSuccess(CANCEL_DAG, "approve", None))
 
     assert dag_run.state == "failed", task_states(dag_run)
     assert task_states(dag_run)["cancel"] == ["failed"]
@@ -521,17 +498,12 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
-    seeded: Seeded,
-    airflow_db: Path,
-    fast_confirmations: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    seeded: Seeded, approval_times_out: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CANCEL_DAG).dag
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
-    dag_run, _ = asked(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
+    dag_run, _ = run_answered(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)

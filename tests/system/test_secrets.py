@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +86,22 @@ def run_cleanup_dag(dag: Any, emulator: DropboxSignEmulator) -> tuple[Any, list[
 RUNS = {"cancel": run_cancel_dag, "cleanup": run_cleanup_dag}
 
 
-def scanned(
-    airflow_home: Path, dag_run: Any, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
-) -> tuple[str, dict[str, str | bytes]]:
-    """What the run printed and logged, and every source of the run a secret could have reached."""
-    out, err = capfd.readouterr()
-    captured = out + err + caplog.text
-    return captured, {
-        **log_sources(airflow_home, captured),
-        **database_sources(airflow_home, {dag_run.run_id}),
-    }
+Scan = Callable[[Any], tuple[str, dict[str, str | bytes]]]
+
+
+@pytest.fixture
+def scanned(airflow_db: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Scan:
+    """Scans a run: what it printed and logged, and every source of it a secret could have reached."""
+
+    def scan(dag_run: Any) -> tuple[str, dict[str, str | bytes]]:
+        out, err = capfd.readouterr()
+        captured = out + err + caplog.text
+        return captured, {
+            **log_sources(airflow_db, captured),
+            **database_sources(airflow_db, {dag_run.run_id}),
+        }
+
+    return scan
 
 
 @pytest.mark.parametrize("credential", ["api key", "access token"])
@@ -102,10 +109,8 @@ def scanned(
 def test_example_dag_run_leaks_no_secret(
     dags: dict[str, Any],
     recognisable_account: DropboxSignEmulator,
-    airflow_db: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    scanned: Scan,
     dag_name: str,
     credential: str,
 ) -> None:
@@ -120,7 +125,7 @@ def test_example_dag_run_leaks_no_secret(
 
     assert dag_run.state == "success"
     assert {recognisable_account.get_state(sr_id) for sr_id in ids} == {"canceled"}
-    captured, sources = scanned(airflow_db, dag_run, capfd, caplog)
+    captured, sources = scanned(dag_run)
     # The scan below looks at real material: the run's logs, XComs, rendered fields and trigger.
     assert "Dropbox Sign cancellations" in captured
     assert all(sr_id in captured for sr_id in ids)
@@ -135,10 +140,8 @@ def test_example_dag_run_leaks_no_secret(
 def test_failed_run_leaks_no_secret(
     dags: dict[str, Any],
     recognisable_account: DropboxSignEmulator,
-    airflow_db: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    scanned: Scan,
 ) -> None:
     # A revoked key: the API refuses it, the task fails and logs why.
     monkeypatch.setenv(
@@ -149,7 +152,7 @@ def test_failed_run_leaks_no_secret(
 
     assert dag_run.state == "failed"
     assert {recognisable_account.get_state(sr_id) for sr_id in ids} == {"awaiting_signature"}
-    captured, sources = scanned(airflow_db, dag_run, capfd, caplog)
+    captured, sources = scanned(dag_run)
     assert "unauthorized" in captured
     assert all(sr_id in captured for sr_id in ids)
 
