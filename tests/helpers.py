@@ -314,14 +314,19 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def load_dag_module(name: str) -> ModuleType:
-    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import the Python file ``path`` afresh, as ``module_name`` (not added to ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_dag_module(name: str) -> ModuleType:
+    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
+    return import_file(DAGS / f"{name}.py", f"example_{name}")
 
 
 def task_states(dag_run: Any) -> dict[str, list[str]]:
@@ -340,12 +345,7 @@ def xcom_of(dag_run: Any, task_id: str) -> Any:
 
 def load_test_dag(name: str) -> Any:
     """The DAG of ``tests/system/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
-    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", TEST_DAGS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return import_file(TEST_DAGS / f"{name}.py", f"test_dags_{name}").dag
 
 
 def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:

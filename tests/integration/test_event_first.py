@@ -80,12 +80,19 @@ def gets(emulator: DropboxSignEmulator, sr_id: str) -> int:
     return sum(1 for r in emulator.requests_log if r.method == "GET" and r.path.endswith(sr_id))
 
 
+def cancelled_with_events(emulator: DropboxSignEmulator, board: Board, n: int) -> tuple[list[str], float]:
+    """``n`` new requests, cancelled now through ``dropbox_sign_default``; each one's canceled event goes
+    on the board once the emulator has cancelled it. Returns the ids and when they were cancelled."""
+    ids = make_requests(emulator, n)
+    at = cancel_now(CONN, *ids)
+    board.record_when_canceled(emulator, ids)
+    return ids, at
+
+
 def test_an_event_confirms_with_one_read_and_no_poll(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, board: Board
 ) -> None:
-    ids = make_requests(emulator, 3)
-    at = cancel_now(dropbox_sign_conn, *ids)
-    board.record_when_canceled(emulator, ids)
+    ids, at = cancelled_with_events(emulator, board, 3)
     trigger = make_trigger(ids, at, timeout=120, poll_interval=300, event_first=True)
     payload = run_trigger(trigger)
     assert payload["outcomes"] == dict.fromkeys(ids, "canceled")
@@ -134,9 +141,7 @@ def test_events_for_other_requests_wake_nothing(
 def test_the_triggers_of_one_process_share_one_board_reader(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, board: Board
 ) -> None:
-    ids = make_requests(emulator, 30)
-    at = cancel_now(dropbox_sign_conn, *ids)
-    board.record_when_canceled(emulator, ids)
+    ids, at = cancelled_with_events(emulator, board, 30)
     triggers = [make_trigger([sr_id], at, timeout=60, poll_interval=300, event_first=True) for sr_id in ids]
 
     async def run_all() -> list[Any]:

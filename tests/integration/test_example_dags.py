@@ -6,7 +6,6 @@ read of each request said, one bad event never spoiling the others.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.helpers import (
     EXAMPLE_DAG_IDS,
     closed_port,
     connection_uri_json,
+    import_file,
     make_requests,
     parse_dags_folder,
 )
@@ -59,12 +59,7 @@ def test_parsing_works_with_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture(scope="module")
 def audit_dag() -> ModuleType:
     """The DAG file, imported as the DAG processor would."""
-    spec = importlib.util.spec_from_file_location("dropbox_sign_cancellation_audit", AUDIT_DAG_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(AUDIT_DAG_FILE, "dropbox_sign_cancellation_audit")
 
 
 def extra(sr_id: Any, title: str = "Forged title", event_time: int = 1_796_000_000) -> dict[str, Any]:
