@@ -1,6 +1,16 @@
 """
 Shared fixtures: an isolated Airflow home with a migrated SQLite database, the bundled emulator on
 loopback, and connections pointing at it. Plain functions and constants live in ``tests.helpers``.
+
+The tests come in three tiers, each named after the concept its files test:
+
+- ``tests/unit``: logic on its own, with no socket, no emulator and no ``dag.test()``;
+- ``tests/integration``: the hooks, tasks, trigger, callback receiver and the emulator itself,
+  against the bundled emulator over loopback (or Airflow's database), without ``dag.test()``;
+- ``tests/system``: DAGs run under ``dag.test()`` (the example DAGs and ``tests/system/dags``).
+
+``tests/e2e`` and ``tests/e2e_distributed`` hold the runs on a real deployment (``make e2e``,
+``make e2e-distributed``), outside these tiers.
 """
 
 from __future__ import annotations

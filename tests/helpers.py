@@ -1,6 +1,7 @@
 """
-What several test files share besides fixtures: constants, connection values, a few small tools.
-Fixtures live in ``tests/conftest.py``; test modules import from here and never from each other.
+What several test files share besides fixtures: constants, connection values, the runners of the
+tasks and the trigger, a callback receiver, a few small tools. Fixtures live in the ``conftest.py``
+files (``tests/`` and each tier's); test modules import from here and never from each other.
 """
 
 from __future__ import annotations
