@@ -1,6 +1,16 @@
 """
 Shared fixtures: an isolated Airflow home with a migrated SQLite database, the bundled emulator on
 loopback, and connections pointing at it. Plain functions and constants live in ``tests.helpers``.
+
+The tests come in three tiers, each named after the concept its files test:
+
+- ``tests/unit``: logic on its own, with no socket, no emulator and no ``dag.test()``;
+- ``tests/integration``: the hooks, tasks, trigger, callback receiver and the emulator itself,
+  against the bundled emulator over loopback (or Airflow's database), without ``dag.test()``;
+- ``tests/system``: DAGs run under ``dag.test()`` (the example DAGs and ``tests/system/dags``).
+
+``tests/e2e`` and ``tests/e2e_distributed`` hold the runs on a real deployment (``make e2e``,
+``make e2e-distributed``), outside these tiers.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ os.environ.setdefault(
                 "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                 "kwargs": {"path": str(Path(__file__).parent.parent / folder), "refresh_interval": 0},
             }
-            for name, folder in (("dags-folder", "dags"), ("test-dags", "tests/dags"))
+            for name, folder in (("dags-folder", "dags"), ("test-dags", "tests/system/dags"))
         ]
     ),
 )
@@ -50,7 +60,15 @@ import pytest
 from dropbox_sign_provider.hooks.budget import forget_budgets
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import answer_hitl_requests_in_dag_test, keep_dag_test_execution_apis_alive
-from tests.helpers import ACCESS_TOKEN, API_KEY, HookClient, connection_uri_json, set_connection
+from tests.helpers import (
+    ACCESS_TOKEN,
+    API_KEY,
+    RECOGNISABLE_KEY,
+    RECOGNISABLE_TOKEN,
+    HookClient,
+    connection_uri_json,
+    set_connection,
+)
 
 keep_dag_test_execution_apis_alive()
 answer_hitl_requests_in_dag_test()
@@ -111,6 +129,16 @@ def emulator(
     """
     marker = request.node.get_closest_marker("emulator")
     return make_emulator(**(marker.kwargs if marker is not None else {}))
+
+
+@pytest.fixture(scope="module")
+def recognisable_account() -> Iterator[DropboxSignEmulator]:
+    """An emulator, for the whole module, that accepts the recognisable credentials of tests.helpers."""
+    # cancel_delay=0: the confirming trigger sees each cancellation done on its first poll.
+    with DropboxSignEmulator(
+        api_keys=(RECOGNISABLE_KEY,), access_tokens=(RECOGNISABLE_TOKEN,), rate_limit=10_000, cancel_delay=0
+    ) as emu:
+        yield emu
 
 
 @pytest.fixture

@@ -1,18 +1,24 @@
 """
-What several test files share besides fixtures: constants, connection values, a few small tools.
-Fixtures live in ``tests/conftest.py``; test modules import from here and never from each other.
+What several test files share besides fixtures: constants, connection values, the runners of the
+tasks and the trigger, a callback receiver, a few small tools. Fixtures live in the ``conftest.py``
+files (``tests/`` and each tier's); test modules import from here and never from each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import email.parser
+import email.policy
 import importlib.util
+import ipaddress
 import json
+import socket
 import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -21,14 +27,23 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 import requests
+from aiohttp import web
 from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.triggers.base import TriggerEvent
 
+from dropbox_sign_provider.events.assets import event_asset_uri
+from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT
+from dropbox_sign_provider.exceptions import DropboxSignError, error_from_response
 from dropbox_sign_provider.hooks.connection import ApiSettings
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.links import DropboxSignRequestLink
+from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_3_PLUS
+from tests.compat import DagBag
 
 T = TypeVar("T")
 
@@ -38,7 +53,12 @@ ACCESS_TOKEN = "test-token"
 REPO = Path(__file__).parent.parent
 #: The example DAGs, as shipped.
 DAGS = REPO / "dags"
+#: The DAGs the system tests run under ``dag.test()`` (the ``test-dags`` bundle).
+TEST_DAGS = REPO / "tests" / "system" / "dags"
+CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
+AUDIT_DAG = "dropbox_sign_cancellation_audit"
+EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
 DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).
@@ -52,6 +72,8 @@ SECRETS = (
     "SECRETTOKEN",
     base64.b64encode(f"{SECRET_API_KEY}:".encode()).decode(),
 )
+#: The asset of ``ds_cb_a``'s cancellations, on which the callback receiver's test DAG is scheduled.
+CANCELED_A = event_asset_uri("signature_request_canceled", "ds_cb_a")
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef01234567"
 #: Ids a hook must refuse before sending anything.
 BAD_IDS = [
@@ -76,6 +98,17 @@ FAST = RetryPolicy(max_retries=6, backoff_base=0.01, backoff_max=0.05, max_rate_
 NO_RETRY = RetryPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, max_rate_limit_wait=10.0)
 
 
+def answer_error(status: int, retry_after: float | None = None) -> DropboxSignError:
+    """The typed error of an answer with this status (and this ``Retry-After``, in seconds)."""
+    return error_from_response(
+        status,
+        b'{"error": {"error_name": "x", "error_msg": "y"}}',
+        method="GET",
+        path="/p",
+        retry_after=retry_after,
+    )
+
+
 def connection_uri_json(base_url: str, *, api_key: str | None = API_KEY, **extra: object) -> str:
     """An ``AIRFLOW_CONN_*`` value (JSON form) for a dropbox_sign connection."""
     conn: dict[str, object] = {"conn_type": "dropbox_sign", "host": base_url}
@@ -91,6 +124,33 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any)
     conn = {"conn_type": "dropbox_sign", **fields}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
     return conn_id
+
+
+def assert_acknowledged(response: Any) -> None:
+    """The answer Dropbox Sign takes as delivered: 200, ``Hello API Event Received``, plain text."""
+    assert response.status_code == 200, response.text
+    assert response.text == CALLBACK_ACKNOWLEDGEMENT
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+#: Dropbox Sign's error name and message for each refusal the tests serve to the calls of one id.
+REFUSALS = {
+    400: ("bad_request", "Signature request is in an invalid state."),
+    402: ("payment_required", "Payment required for this account."),
+    403: ("forbidden", "You do not have access to this resource."),
+}
+
+
+def refusal(status: int, sr_id: str, *, cancel: bool = False, times: int = 100) -> OddAnswer:
+    """The emulator's answer ``status`` (one of :data:`REFUSALS`) to the next ``times`` GETs of
+    ``sr_id``, or to its cancels; no other call meets it."""
+    name, message = REFUSALS[status]
+    method, path = (
+        ("POST", f"/v3/signature_request/cancel/{sr_id}")
+        if cancel
+        else ("GET", f"/v3/signature_request/{sr_id}")
+    )
+    return OddAnswer.error(status, name, message, method=method, path_prefix=path, times=times)
 
 
 def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> list[str]:
@@ -115,6 +175,25 @@ class FakeTI:
         self.xcoms[key] = value
 
 
+class Recorder:
+    """Collects log calls, as the task and trigger loggers would receive them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def debug(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("debug", event % args if args else str(event)))
+
+    def info(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("info", event % args if args else str(event)))
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> None:
+        self.lines.append(("warning", event % args if args else str(event)))
+
+    def text(self, level: str) -> str:
+        return "\n".join(line for lvl, line in self.lines if lvl == level)
+
+
 def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
     """What Airflow does with a deferral: run the trigger to its one event, then resume the task."""
     assert task.deferrable
@@ -131,14 +210,126 @@ def resume(task: Any, deferred: TaskDeferred, context: Any) -> Any:
     return task.resume_execution(deferred.method_name, {"event": asyncio.run(one_event())}, context)
 
 
-def load_dag_module(name: str) -> ModuleType:
-    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", DAGS / f"{name}.py")
+# --- the operator, the sensor and the trigger, run as Airflow runs them ---------------------------
+
+#: The XCom key of the operator's link to the request's page.
+LINK_KEY = DropboxSignRequestLink().xcom_key
+#: An id the emulator does not know.
+MISSING = "0f" * 20
+
+
+#: The waits of the operator and the sensor the tests build, unless a test says otherwise: polls every
+#: 0.1 s, a cancel sent again after 5 s, a timeout of 10 s.
+SHORT_WAITS: dict[str, Any] = {"poke_interval": 0.1, "timeout": 10, "recancel_after": 5}
+
+
+def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
+    """The operator with :data:`SHORT_WAITS` (unless ``kw`` says otherwise)."""
+    return CancelSignatureRequestOperator(
+        task_id="cancel", signature_request_ids=ids, **{**SHORT_WAITS, **kw}
+    )
+
+
+def sensor(ids: Any, deferrable: bool, **kw: Any) -> SignatureRequestCanceledSensor:
+    """The sensor with :data:`SHORT_WAITS` (unless ``kw`` says otherwise)."""
+    settings = {**SHORT_WAITS, **kw}
+    return SignatureRequestCanceledSensor(
+        task_id="confirm", signature_request_ids=ids, deferrable=deferrable, **settings
+    )
+
+
+def run(task: Any, ti: FakeTI | None = None) -> Any:
+    """Run as Airflow would: execute(); when it defers, the trigger, then resume_execution().
+    The result must be plain JSON, as XCom keeps it."""
+    ti = ti or FakeTI()
+    context: Any = {"ti": ti, "task_instance": ti}
+    try:
+        result = task.execute(context)
+    except TaskDeferred as deferred:
+        result = resume(task, deferred, context)
+    json.dumps(result)
+    return result
+
+
+def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
+    """(method, id, status) of every call, in order."""
+    return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
+
+
+def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
+    """When each cancel of ``sr_id`` reached the emulator."""
+    return [
+        r.time
+        for r in emulator.requests_log
+        if r.method == "POST" and r.path == f"/v3/signature_request/cancel/{sr_id}"
+    ]
+
+
+def cancel_now(conn_id: str, *ids: str) -> float:
+    """Send the first cancel of each id, as the operator does before deferring; return when."""
+    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
+    at = time.time()
+    for sr_id in ids:
+        hook.cancel_signature_request(sr_id)
+    return at
+
+
+def make_trigger(
+    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, may_recancel: bool = True, **kw: Any
+) -> SignatureRequestCanceledTrigger:
+    """A trigger as the operator defers it: its ids cancelled at ``cancelled_at``, by the task."""
+    kw.setdefault("poll_interval", 0.1)
+    kw.setdefault("recancel_after", 5.0)
+    return SignatureRequestCanceledTrigger(
+        pending={
+            sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1, "may_recancel": may_recancel}
+            for sr_id in ids
+        },
+        outcomes=dict.fromkeys(ids, "cancel_requested"),
+        deadline=cancelled_at + timeout,
+        **kw,
+    )
+
+
+async def collect(trigger: SignatureRequestCanceledTrigger) -> list[TriggerEvent]:
+    """Every event of the trigger's run."""
+    return [event async for event in trigger.run()]
+
+
+def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
+    """Run to the end; exactly one event must come out. Returns its payload."""
+    events = asyncio.run(collect(trigger))
+    assert len(events) == 1, events
+    payload = events[0].payload
+    json.dumps(payload)
+    return dict(payload)
+
+
+def parse_dags_folder() -> DagBag:
+    """Parse ``dags/`` as the DAG processor would (Airflow 3's DagBag never adds Airflow's examples)."""
+    return DagBag(dag_folder=DAGS)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import the Python file ``path`` afresh, as ``module_name`` (not added to ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_dag_module(name: str) -> ModuleType:
+    """Import ``dags/<name>.py`` afresh (dag.test() needs the DAG object from its bundle file)."""
+    return import_file(DAGS / f"{name}.py", f"example_{name}")
 
 
 def task_states(dag_run: Any) -> dict[str, list[str]]:
@@ -156,13 +347,8 @@ def xcom_of(dag_run: Any, task_id: str) -> Any:
 
 
 def load_test_dag(name: str) -> Any:
-    """The DAG of ``tests/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
-    spec = importlib.util.spec_from_file_location(f"test_dags_{name}", REPO / "tests" / "dags" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    """The DAG of ``tests/system/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
+    return import_file(TEST_DAGS / f"{name}.py", f"test_dags_{name}").dag
 
 
 def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
@@ -223,6 +409,13 @@ class HookClient:
             return str((await hook.get_session()).headers["Authorization"])
 
         return self._run(header)
+
+
+def run_answered(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
+    """Run ``dag`` under dag.test() while ``answer`` answers its approval; the run and the form it saw."""
+    answer.start()
+    dag_run = dag.test(run_conf=conf)
+    return dag_run, answer.result()
 
 
 class ApprovalAnswer(threading.Thread):
@@ -379,3 +572,181 @@ class ApprovalAnswer(threading.Thread):
         time.sleep(0.5)
         scheduler = SchedulerJobRunner.__new__(SchedulerJobRunner)
         scheduler.check_awaiting_input_timeouts()
+
+
+# --- recognisable credentials, and where they could leak ------------------------------------------
+
+
+#: Credentials that cannot be mistaken for anything else (the ``recognisable_account`` fixture takes
+#: the first two; the API refuses the revoked key).
+RECOGNISABLE_KEY = "sk-live-RECOGNISABLEKEY0001"
+RECOGNISABLE_TOKEN = "oauth-RECOGNISABLETOKEN0002"
+RECOGNISABLE_REVOKED_KEY = "sk-live-RECOGNISABLEREVOKED0003"
+
+
+def b64(text: str) -> str:
+    """``text`` in base64, as HTTP Basic sends it."""
+    return base64.b64encode(text.encode()).decode()
+
+
+#: Every form a credential could leak in: as typed, and as sent (HTTP Basic encodes "key:").
+RECOGNISABLE_FORMS = [
+    RECOGNISABLE_KEY,
+    RECOGNISABLE_TOKEN,
+    RECOGNISABLE_REVOKED_KEY,
+    b64(f"{RECOGNISABLE_KEY}:"),
+    b64(RECOGNISABLE_KEY),
+    b64(f"{RECOGNISABLE_REVOKED_KEY}:"),
+    b64(RECOGNISABLE_TOKEN),
+    # The distinctive middles, in case a secret is cut, quoted or re-encoded around its edges.
+    "RECOGNISABLEKEY0001",
+    "RECOGNISABLETOKEN0002",
+    "RECOGNISABLEREVOKED0003",
+]
+
+
+def leaks(sources: dict[str, str | bytes]) -> dict[str, list[str]]:
+    """Which secret forms occur in which source."""
+    found: dict[str, list[str]] = {}
+    for name, text in sources.items():
+        hits = [
+            form
+            for form in RECOGNISABLE_FORMS
+            if (form.encode() if isinstance(text, bytes) else form) in text
+        ]
+        if hits:
+            found[name] = hits
+    return found
+
+
+def recognisable_connection(emulator: DropboxSignEmulator, credential: str, **extra: Any) -> str:
+    """An ``AIRFLOW_CONN_*`` value to ``emulator`` with the ``credential`` named: ``"api key"``,
+    ``"revoked api key"`` or ``"access token"``."""
+    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": emulator.base_url}
+    if credential == "api key":
+        conn["password"] = RECOGNISABLE_KEY
+    elif credential == "revoked api key":
+        conn["password"] = RECOGNISABLE_REVOKED_KEY
+    else:
+        extra["access_token"] = RECOGNISABLE_TOKEN
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+# --- a callback receiver for the emulator's events: a real aiohttp server on loopback -------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One POST as the receiver got it."""
+
+    content_type: str
+    body: bytes
+    at: float  # time.monotonic() on arrival
+
+    def parts(self) -> dict[str, str]:
+        """The form fields, parsed by the standard library (not by aiohttp, which wrote them)."""
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {self.content_type}\r\n\r\n".encode() + self.body
+        )
+        assert message.get_content_type() == "multipart/form-data", self.content_type
+        fields = {}
+        for part in message.iter_parts():
+            assert part.get_content_disposition() == "form-data"
+            fields[part.get_param("name", header="content-disposition")] = part.get_content()
+        return fields
+
+    def payload(self) -> dict[str, Any]:
+        """The ``json`` field, parsed; asserts it is the one field."""
+        fields = self.parts()
+        assert list(fields) == ["json"], list(fields)
+        return dict(json.loads(fields["json"]))
+
+
+def non_loopback_address() -> str | None:
+    """
+    An address of this machine that is not a loopback one, or ``None`` when it has none.
+
+    Found by routing a UDP socket towards a documentation address: ``connect`` on UDP sends nothing.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+class Receiver:
+    """
+    Records every POST; answers the queued replies in turn, then the acknowledgement.
+
+    :param replies: ``(status, body)`` or ``(status, body, headers)`` answers to give first, e.g.
+        ``[(500, "oops")]``.
+    :param host: the address to listen on; loopback unless a test needs a receiver the emulator
+        must not reach.
+    """
+
+    def __init__(self, replies: list[tuple[Any, ...]] | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.replies = list(replies or [])
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        with self._lock:
+            self.received.append(Received(request.headers.get("Content-Type", ""), body, time.monotonic()))
+            reply = self.replies.pop(0) if self.replies else (200, CALLBACK_ACKNOWLEDGEMENT)
+        status, text, headers = (*reply, {})[:3]
+        return web.Response(status=status, text=text, headers=headers)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/callback", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.url = f"http://{self.host}:{self.port}/callback"
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        assert self._runner is not None
+        return int(self._runner.addresses[0][1])
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def payloads(self) -> list[dict[str, Any]]:
+        """The ``json`` field of every POST, in arrival order."""
+        with self._lock:
+            received = list(self.received)
+        return [item.payload() for item in received]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Wait until ``count`` POSTs have arrived; return them all."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} callbacks expected, {len(self.received)} received")
+            time.sleep(0.02)

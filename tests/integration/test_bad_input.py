@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib.util
 import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
-from tests.helpers import ACCESS_TOKEN, API_KEY, REPO, FakeTI, connection_uri_json
+from tests.helpers import ACCESS_TOKEN, API_KEY, REPO, FakeTI, connection_uri_json, import_file
 
 GOOD = "d10338cad145e1cb68afc828"
 OTHER_GOOD = "fa5c8a0b0f492d768749333ad6fcc214c111e967"
@@ -522,12 +520,7 @@ def test_the_connection_test_reports_a_bad_connection_without_a_request(
 def cancel_dag_params() -> Any:
     if not CANCEL_DAG_FILE.exists():
         pytest.skip(f"{CANCEL_DAG_FILE.relative_to(REPO)} is missing: no trigger form to check")
-    spec = importlib.util.spec_from_file_location("f_bad_input_cancel_dag", CANCEL_DAG_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag.params
+    return import_file(CANCEL_DAG_FILE, "f_bad_input_cancel_dag").dag.params
 
 
 FORM_VALUES = [

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.helpers import FakeTI, connection_uri_json, make_requests
+from tests.helpers import FakeTI, connection_uri_json, make_requests, operator
 
 PROCESSES = 4
 IDS_PER_PROCESS = 100
@@ -30,16 +29,9 @@ WINDOW_SECONDS = 2.0
 def worker(ids: list[str], go: Any, results: Any) -> None:
     """One worker process: wait for the start signal, then cancel and confirm its ids."""
     go.wait(60)
-    operator = CancelSignatureRequestOperator(
-        task_id="cancel",
-        signature_request_ids=ids,
-        wait_for_confirmation=True,
-        poke_interval=0.5,
-        timeout=300.0,
-        recancel_after=120.0,
-    )
+    task = operator(ids, wait_for_confirmation=True, poke_interval=0.5, timeout=300.0, recancel_after=120.0)
     try:
-        outcomes = operator.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+        outcomes = task.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     except Exception as exc:
         results.put({"ids": ids, "outcomes": None, "error": f"{type(exc).__name__}: {exc}"})
     else:

@@ -12,7 +12,6 @@ from dropbox_sign_provider.exceptions import DropboxSignDeadlineError, DropboxSi
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.helpers import connection_uri_json
 
 
 def _cancels(emu: DropboxSignEmulator) -> int:
@@ -21,13 +20,9 @@ def _cancels(emu: DropboxSignEmulator) -> int:
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_cancel_that_would_wait_past_its_deadline_for_the_rate_limit_is_not_sent(
-    emulator: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, kind: str
+    one_call_a_minute: DropboxSignEmulator, kind: str
 ) -> None:
-    # The client-side cap, not the API's window: a window may happen to reset a second later.
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(emulator.url, max_requests_per_minute=1)
-    )
-    emu = emulator
+    emu = one_call_a_minute
     first, second = (emu.create_signature_request()["signature_request_id"] for _ in range(2))
     started = time.monotonic()
     if kind == "sync":

@@ -23,12 +23,7 @@ from dropbox_sign_provider.events.board import add_recent_event, recent_events_v
 from dropbox_sign_provider.events.callback import event_hash, parse_callback
 from dropbox_sign_provider.events.wakeups import EVENT_CHECK_INTERVAL
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.helpers import API_KEY, make_requests
-from tests.unit.test_operator import operator
-from tests.unit.test_operator import run as run_operator
-from tests.unit.test_sensor import run as run_sensor
-from tests.unit.test_sensor import sensor
-from tests.unit.test_trigger import cancel_now, make_trigger, run_trigger
+from tests.helpers import API_KEY, cancel_now, make_requests, make_trigger, operator, run, run_trigger, sensor
 
 CONN = "dropbox_sign_default"
 
@@ -86,12 +81,19 @@ def gets(emulator: DropboxSignEmulator, sr_id: str) -> int:
     return sum(1 for r in emulator.requests_log if r.method == "GET" and r.path.endswith(sr_id))
 
 
+def cancelled_with_events(emulator: DropboxSignEmulator, board: Board, n: int) -> tuple[list[str], float]:
+    """``n`` new requests, cancelled now through ``dropbox_sign_default``; each one's canceled event goes
+    on the board once the emulator has cancelled it. Returns the ids and when they were cancelled."""
+    ids = make_requests(emulator, n)
+    at = cancel_now(CONN, *ids)
+    board.record_when_canceled(emulator, ids)
+    return ids, at
+
+
 def test_an_event_confirms_with_one_read_and_no_poll(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, board: Board
 ) -> None:
-    ids = make_requests(emulator, 3)
-    at = cancel_now(dropbox_sign_conn, *ids)
-    board.record_when_canceled(emulator, ids)
+    ids, at = cancelled_with_events(emulator, board, 3)
     trigger = make_trigger(ids, at, timeout=120, poll_interval=300, event_first=True)
     payload = run_trigger(trigger)
     assert payload["outcomes"] == dict.fromkeys(ids, "canceled")
@@ -140,9 +142,7 @@ def test_events_for_other_requests_wake_nothing(
 def test_the_triggers_of_one_process_share_one_board_reader(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, board: Board
 ) -> None:
-    ids = make_requests(emulator, 30)
-    at = cancel_now(dropbox_sign_conn, *ids)
-    board.record_when_canceled(emulator, ids)
+    ids, at = cancelled_with_events(emulator, board, 30)
     triggers = [make_trigger([sr_id], at, timeout=60, poll_interval=300, event_first=True) for sr_id in ids]
 
     async def run_all() -> list[Any]:
@@ -199,7 +199,7 @@ def test_the_operator_waits_for_events_in_the_task(
     ids = make_requests(emulator, 2)
     board.record_when_canceled(emulator, ids)
     task = operator(ids, wait_for_confirmation=True, event_first=True, poke_interval=300, timeout=60)
-    assert run_operator(task) == dict.fromkeys(ids, "canceled")
+    assert run(task) == dict.fromkeys(ids, "canceled")
     assert [gets(emulator, sr_id) for sr_id in ids] == [1, 1]
 
 
@@ -213,7 +213,7 @@ def test_the_sensor_waits_for_events(
     task = sensor(
         {i: "cancel_requested" for i in ids}, deferrable, event_first=True, poke_interval=300, timeout=60
     )
-    assert run_sensor(task) == dict.fromkeys(ids, "canceled")
+    assert run(task) == dict.fromkeys(ids, "canceled")
     assert [gets(emulator, sr_id) for sr_id in ids] == [1, 1]
 
 

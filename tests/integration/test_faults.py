@@ -68,17 +68,10 @@ class _ScaledTime:
         self._real.sleep(seconds * self._factor)
 
 
-class _ScaledAsyncio:
+class _ScaledAsyncio(_ScaledTime):
     """The ``asyncio`` module with shorter sleeps, for the async hook."""
 
-    def __init__(self, real: ModuleType, factor: float) -> None:
-        self._real = real
-        self._factor = factor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:  # type: ignore[override]
         await self._real.sleep(seconds * self._factor)
 
 

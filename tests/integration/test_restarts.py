@@ -22,11 +22,10 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.module_loading import import_string
 
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
-from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
-from tests.helpers import FakeTI, connection_uri_json, make_requests
+from tests.helpers import FakeTI, cancel_times, connection_uri_json, make_requests, operator, run, sensor
 
 RECANCEL_AFTER = 2.0
 POLL = 0.1
@@ -50,12 +49,6 @@ def stored_kwargs(trigger: SignatureRequestCanceledTrigger) -> tuple[str, dict[s
     return classpath, serde.deserialize(serde.serialize(kwargs))
 
 
-def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
-    return [
-        e.time for e in emulator.requests_log if e.method == "POST" and e.path.endswith(f"/cancel/{sr_id}")
-    ]
-
-
 async def run_until_event(trigger: SignatureRequestCanceledTrigger) -> Any:
     async for event in trigger.run():
         return event
@@ -73,17 +66,10 @@ async def run_then_stop(trigger: SignatureRequestCanceledTrigger, seconds: float
 
 
 def defer(ids: list[str], **settings: Any) -> tuple[CancelSignatureRequestOperator, TaskDeferred]:
-    operator = CancelSignatureRequestOperator(
-        task_id="cancel",
-        signature_request_ids=ids,
-        wait_for_confirmation=True,
-        deferrable=True,
-        poke_interval=POLL,
-        **settings,
-    )
+    task = operator(ids, wait_for_confirmation=True, deferrable=True, poke_interval=POLL, **settings)
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": FakeTI()})  # type: ignore[arg-type]
-    return operator, deferred.value
+        task.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    return task, deferred.value
 
 
 # --- the triggerer stops while a trigger waits ----------------------------------------------------
@@ -94,7 +80,7 @@ def test_trigger_resumes_after_a_triggerer_restart_with_the_same_clocks(account:
     bystanders = make_requests(account, 3)
     # Every first cancel is lost: only the re-cancel, due RECANCEL_AFTER after it, confirms.
     account.set_fault(never_complete=1)
-    operator, deferred = defer(ids, timeout=60.0, recancel_after=RECANCEL_AFTER)
+    task, deferred = defer(ids, timeout=60.0, recancel_after=RECANCEL_AFTER)
     classpath, kwargs = stored_kwargs(deferred.trigger)
     first_cancel = {sr_id: cancel_times(account, sr_id)[0] for sr_id in ids}
     gets_before = sum(1 for e in account.requests_log if e.method == "GET")
@@ -115,7 +101,7 @@ def test_trigger_resumes_after_a_triggerer_restart_with_the_same_clocks(account:
 
     assert event.payload["status"] == "success", event.payload
     assert event.payload["outcomes"] == dict.fromkeys(ids, "canceled")
-    assert operator.execute_complete({"ti": FakeTI()}, event=event.payload) == dict.fromkeys(  # type: ignore[arg-type]
+    assert task.execute_complete({"ti": FakeTI()}, event=event.payload) == dict.fromkeys(  # type: ignore[arg-type]
         ids, "canceled"
     )
     delays = [cancel_times(account, i)[1] - cancel_times(account, i)[0] for i in ids]
@@ -178,8 +164,8 @@ class BlockingTI(FakeTI):
 def worker(ids: list[str], pushing: Any) -> None:
     """A worker process running the task as the task runner does: execute, then push the result."""
     ti = BlockingTI(pushing)
-    operator = CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids)
-    ti.xcom_push("return_value", operator.execute({"ti": ti}))  # type: ignore[arg-type]
+    task = CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids)
+    ti.xcom_push("return_value", task.execute({"ti": ti}))  # type: ignore[arg-type]
 
 
 def start_worker(ids: list[str]) -> tuple[Any, Any]:
@@ -256,13 +242,7 @@ def test_task_retry_after_a_killed_worker_recognises_what_was_done(
     # Each id was cancelled by exactly one of the two workers; the retry only asked.
     for sr_id in ids:
         assert account.cancel_calls(sr_id) == (2 if before_retry[sr_id] == "canceled" else 1)
-    confirmed = SignatureRequestCanceledSensor(
-        task_id="confirm",
-        signature_request_ids=outcomes,
-        poke_interval=POLL,
-        timeout=30.0,
-        recancel_after=10.0,
-    ).execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    confirmed = run(sensor(outcomes, False, poke_interval=POLL, timeout=30.0, recancel_after=10.0))
     assert confirmed == {
         i: "already_canceled" if o == "already_canceled" else "canceled" for i, o in outcomes.items()
     }

@@ -1,25 +1,19 @@
 """
-The API key and the access token never leave the connection: both example DAGs run end to end
-with recognisable credentials, then every place a secret could end up is searched for them: task
-logs, XComs, rendered template fields, trigger kwargs, the rest of the metadata database,
-exception texts and what the API itself logged. TLS certificates are verified unless the
-connection says otherwise.
+The API key and the access token never leave the connection: with recognisable credentials, the
+texts, reprs, tracebacks and pickles of the errors the hooks raise, and the trigger kwargs the
+operator and the sensor defer with, are searched for them; what the hooks send is masked. TLS
+certificates are verified unless the connection says otherwise. The example DAGs' runs, searched
+the same way: tests/system/test_secrets.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import importlib.util
 import json
 import pickle
-import socket
 import ssl
 import time
 import traceback
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import certifi
@@ -34,211 +28,20 @@ from dropbox_sign_provider.operators.signature_request import CancelSignatureReq
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import serde
-from tests.helpers import REPO, ApprovalAnswer, make_requests
-
-KEY = "sk-live-RECOGNISABLEKEY0001"
-TOKEN = "oauth-RECOGNISABLETOKEN0002"
-REVOKED_KEY = "sk-live-RECOGNISABLEREVOKED0003"
-DAY = 86400.0
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-#: Every form a credential could leak in: as typed, and as sent (HTTP Basic encodes "key:").
-SECRET_FORMS = [
-    KEY,
-    TOKEN,
-    REVOKED_KEY,
-    b64(f"{KEY}:"),
-    b64(KEY),
-    b64(f"{REVOKED_KEY}:"),
-    b64(TOKEN),
-    # The distinctive middles, in case a secret is cut, quoted or re-encoded around its edges.
-    "RECOGNISABLEKEY0001",
-    "RECOGNISABLETOKEN0002",
-    "RECOGNISABLEREVOKED0003",
-]
-
-
-def leaks(sources: dict[str, str | bytes]) -> dict[str, list[str]]:
-    """Which secret forms occur in which source."""
-    found: dict[str, list[str]] = {}
-    for name, text in sources.items():
-        hits = [form for form in SECRET_FORMS if (form.encode() if isinstance(text, bytes) else form) in text]
-        if hits:
-            found[name] = hits
-    return found
-
-
-# --- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def account() -> Iterator[DropboxSignEmulator]:
-    # cancel_delay=0: the confirming trigger sees each cancellation done on its first poll.
-    with DropboxSignEmulator(
-        api_keys=(KEY,), access_tokens=(TOKEN,), rate_limit=10_000, cancel_delay=0
-    ) as emu:
-        yield emu
-
-
-def connection(emulator: DropboxSignEmulator, credential: str, **extra: Any) -> str:
-    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": emulator.base_url}
-    if credential == "api key":
-        conn["password"] = KEY
-    elif credential == "revoked api key":
-        conn["password"] = REVOKED_KEY
-    else:
-        extra["access_token"] = TOKEN
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
-
-
-def load_dag(name: str) -> Any:
-    path = REPO / "dags" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"f_secrets_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-@pytest.fixture(scope="module")
-def dags(airflow_db: Path) -> dict[str, Any]:
-    return {
-        "cancel": load_dag("dropbox_sign_cancel_request"),
-        "cleanup": load_dag("dropbox_sign_expiry_cleanup"),
-    }
-
-
-def database_sources(airflow_home: Path, run_ids: set[str]) -> dict[str, str | bytes]:
-    """The metadata database: its files byte for byte, and the rows a secret would most likely reach."""
-    from airflow.models.renderedtifields import RenderedTaskInstanceFields
-    from airflow.models.trigger import Trigger
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    sources: dict[str, str | bytes] = {}
-    with create_session() as session:
-        xcoms = session.scalars(select(XComModel).where(XComModel.run_id.in_(run_ids))).all()
-        rendered = session.scalars(
-            select(RenderedTaskInstanceFields).where(RenderedTaskInstanceFields.run_id.in_(run_ids))
-        ).all()
-        triggers = session.scalars(select(Trigger)).all()
-        sources["xcom"] = json.dumps([[x.task_id, x.key, x.value] for x in xcoms], default=str)
-        sources["rendered template fields"] = json.dumps(
-            [[r.task_id, r.rendered_fields] for r in rendered], default=str
-        )
-        sources["trigger kwargs (database)"] = json.dumps(
-            [[t.classpath, t.kwargs] for t in triggers], default=str
-        )
-    for path in sorted(airflow_home.glob("airflow.db*")):
-        sources[f"database file {path.name}"] = path.read_bytes()
-    return sources
-
-
-def log_sources(airflow_home: Path, captured: str) -> dict[str, str | bytes]:
-    sources: dict[str, str | bytes] = {"task output (stdout, stderr, logging)": captured}
-    for path in sorted((airflow_home / "logs").rglob("*")) if (airflow_home / "logs").exists() else []:
-        if path.is_file():
-            sources[f"log file {path.relative_to(airflow_home)}"] = path.read_bytes()
-    return sources
-
+from tests.helpers import (
+    RECOGNISABLE_KEY,
+    RECOGNISABLE_TOKEN,
+    b64,
+    closed_port,
+    leaks,
+    make_requests,
+    recognisable_connection,
+)
 
 # --- both example DAGs, end to end -------------------------------------------------------------------
 
 
-def run_cancel_dag(dag: Any, emulator: DropboxSignEmulator, approve: bool = True) -> tuple[Any, list[str]]:
-    ids = make_requests(emulator, 3)
-    if approve:
-        # Approved through the form, so that the signed grants are among what is scanned.
-        ApprovalAnswer(dag.dag_id, "approve", "Approve").start()
-    return dag.test(run_conf={"signature_request_ids": ids}), ids
-
-
-def run_cleanup_dag(dag: Any, emulator: DropboxSignEmulator) -> tuple[Any, list[str]]:
-    # Only this run's stale requests are old enough (older than any other test's) to be picked.
-    ids = make_requests(emulator, 3, created_at=time.time() - 400 * DAY, title="Leaktest")
-    return dag.test(run_conf={"max_age_days": 365, "query": "title:Leaktest"}), ids
-
-
-RUNS = {"cancel": run_cancel_dag, "cleanup": run_cleanup_dag}
-
-
-@pytest.mark.parametrize("credential", ["api key", "access token"])
-@pytest.mark.parametrize("dag_name", ["cancel", "cleanup"])
-def test_example_dag_run_leaks_no_secret(
-    dags: dict[str, Any],
-    account: DropboxSignEmulator,
-    airflow_db: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-    dag_name: str,
-    credential: str,
-) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, credential))
-    # Armed, so that the clean-up cancels and waits: the run's calls and trigger carry the credential.
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
-    account.clear_log()
-
-    dag_run, ids = RUNS[dag_name](dags[dag_name], account)
-
-    assert dag_run.state == "success"
-    assert {account.get_state(sr_id) for sr_id in ids} == {"canceled"}
-    out, err = capfd.readouterr()
-    captured = out + err + caplog.text
-    # The scan below looks at real material: the run's logs, XComs, rendered fields and trigger.
-    assert "Dropbox Sign cancellations" in captured
-    assert all(sr_id in captured for sr_id in ids)
-    sources = {
-        **log_sources(airflow_db, captured),
-        **database_sources(airflow_db, {dag_run.run_id}),
-        "emulator request log": repr(account.requests_log),
-    }
-    assert all(sr_id in str(sources["xcom"]) for sr_id in ids)
-    assert all(sr_id in str(sources["rendered template fields"]) for sr_id in ids)
-    assert any(sr_id in str(sources["trigger kwargs (database)"]) for sr_id in ids)
-
-    assert leaks(sources) == {}
-
-
-def test_failed_run_leaks_no_secret(
-    dags: dict[str, Any],
-    account: DropboxSignEmulator,
-    airflow_db: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # A revoked key: the API refuses it, the task fails and logs why.
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "revoked api key"))
-
-    dag_run, ids = run_cancel_dag(dags["cancel"], account, approve=False)
-
-    assert dag_run.state == "failed"
-    assert {account.get_state(sr_id) for sr_id in ids} == {"awaiting_signature"}
-    out, err = capfd.readouterr()
-    captured = out + err + caplog.text
-    assert "unauthorized" in captured
-    assert all(sr_id in captured for sr_id in ids)
-    sources = {**log_sources(airflow_db, captured), **database_sources(airflow_db, {dag_run.run_id})}
-
-    assert leaks(sources) == {}
-
-
 # --- exceptions and trigger kwargs, taken apart ------------------------------------------------------
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exception_texts(error: BaseException) -> dict[str, str | bytes]:
@@ -251,11 +54,15 @@ def exception_texts(error: BaseException) -> dict[str, str | bytes]:
     }
 
 
-def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_leak_no_secret(
+    recognisable_account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sources: dict[str, str | bytes] = {}
-    (sr_id,) = make_requests(account, 1)
+    (sr_id,) = make_requests(recognisable_account, 1)
 
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "revoked api key"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", recognisable_connection(recognisable_account, "revoked api key")
+    )
     with pytest.raises(DropboxSignError) as refused:
         DropboxSignHook(retry_policy=RetryPolicy(max_retries=0)).cancel_signature_request(sr_id)
     assert refused.value.status_code == 401
@@ -273,7 +80,11 @@ def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest
     monkeypatch.setenv(
         "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
         json.dumps(
-            {"conn_type": "dropbox_sign", "host": f"http://127.0.0.1:{closed_port()}", "password": KEY}
+            {
+                "conn_type": "dropbox_sign",
+                "host": f"http://127.0.0.1:{closed_port()}",
+                "password": RECOGNISABLE_KEY,
+            }
         ),
     )
     with pytest.raises(DropboxSignError) as unreachable:
@@ -282,13 +93,16 @@ def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest
     sources |= {f"unreachable {k}": v for k, v in exception_texts(unreachable.value).items()}
 
     monkeypatch.setenv(
-        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "api key", access_token=TOKEN)
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+        recognisable_connection(recognisable_account, "api key", access_token=RECOGNISABLE_TOKEN),
     )
     with pytest.raises(ValueError, match="both an API key") as both:
         DropboxSignHook().get_account()
     sources |= {f"both {k}": v for k, v in exception_texts(both.value).items()}
 
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, "api key"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", recognisable_connection(recognisable_account, "api key")
+    )
     hook = DropboxSignHook()
     sources["hook settings repr"] = repr(hook.settings)
     sources["hook repr"] = repr(hook)
@@ -301,10 +115,12 @@ def test_errors_leak_no_secret(account: DropboxSignEmulator, monkeypatch: pytest
 
 @pytest.mark.parametrize("credential", ["api key", "access token"])
 def test_trigger_kwargs_hold_no_secret(
-    account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str
+    recognisable_account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection(account, credential))
-    ids = make_requests(account, 2)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", recognisable_connection(recognisable_account, credential)
+    )
+    ids = make_requests(recognisable_account, 2)
     sources: dict[str, str | bytes] = {}
 
     class TI:
@@ -338,11 +154,11 @@ def test_trigger_kwargs_hold_no_secret(
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("credential", ["api key", "access token"])
 def test_what_is_sent_is_masked_even_when_stored_with_white_space(
-    account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str, kind: str
+    recognisable_account: DropboxSignEmulator, monkeypatch: pytest.MonkeyPatch, credential: str, kind: str
 ) -> None:
     # A credential of its own: Airflow's masker is process-wide, and remembers every other test's.
     secret = f"sk-live-PADDED{kind}{credential.replace(' ', '')}{time.time_ns()}"
-    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": account.base_url}
+    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": recognisable_account.base_url}
     if credential == "api key":
         conn["password"] = f"  {secret}\n"
     else:
@@ -364,7 +180,11 @@ def test_what_is_sent_is_masked_even_when_stored_with_white_space(
 
 
 def tls_connection(monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
-    conn: dict[str, Any] = {"conn_type": "dropbox_sign", "host": "https://api.hellosign.com", "password": KEY}
+    conn: dict[str, Any] = {
+        "conn_type": "dropbox_sign",
+        "host": "https://api.hellosign.com",
+        "password": RECOGNISABLE_KEY,
+    }
     if extra:
         conn["extra"] = extra
     monkeypatch.setenv("AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", json.dumps(conn))

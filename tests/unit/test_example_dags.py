@@ -1,18 +1,35 @@
 """
-``dropbox-sign-example-dags DEST``: it puts the example DAGs into a DAGs folder, and never replaces
-someone's edited copy without ``--force``.
+The example DAGs on their own, without the API: the command that copies them into a DAGs folder
+(``dropbox-sign-example-dags DEST``, which never replaces someone's edited copy without
+``--force``), their parsing, their trigger forms, the clean-up's mode and pools and the text of its
+approval form. Their runs are in tests/system, their code against the emulator in tests/integration.
 """
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import ParamValidationError
 
 from dropbox_sign_provider.example_dags import EXAMPLE_DAGS, example_dags_folder, main
-from tests.helpers import REPO
+from tests.helpers import (
+    CANCEL_DAG,
+    CLEANUP_DAG,
+    DAGS,
+    DAY,
+    EXAMPLE_DAG_IDS,
+    REPO,
+    load_dag_module,
+    parse_dags_folder,
+)
+
+# --- dropbox-sign-example-dags: copying them into a DAGs folder -----------------------------------
 
 
 def test_a_checkout_serves_the_repository_dags() -> None:
@@ -83,3 +100,156 @@ def test_python_dash_m_does_the_same(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(EXAMPLE_DAGS)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def test_every_dag_file_parses() -> None:
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
+    files = {Path(dag.fileloc).name for dag in bag.dags.values()}
+    assert files == {path.name for path in DAGS.glob("*.py")}
+
+
+# --- the trigger forms ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cancel_module() -> ModuleType:
+    return load_dag_module(CANCEL_DAG)
+
+
+@pytest.fixture(scope="module")
+def cleanup_module() -> ModuleType:
+    return load_dag_module(CLEANUP_DAG)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pytest.param([], id="empty"),
+        pytest.param(["abc"], id="too-short"),
+        pytest.param(["D10338CAD145E1CB68AFC828"], id="upper-case"),
+        pytest.param(["d10338cad145e1cb68afc828/../x"], id="path"),
+        pytest.param(["d10338cad145e1cb68afc828", "d10338cad145e1cb68afc828"], id="duplicate"),
+        pytest.param("d10338cad145e1cb68afc828", id="not-a-list"),
+    ],
+)
+def test_the_form_refuses_bad_ids(cancel_module: ModuleType, ids: Any) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match="signature_request_ids"):
+        params["signature_request_ids"] = ids
+
+
+def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+    with pytest.raises(ParamValidationError, match="signature_request_ids"):
+        params.validate()
+
+    ids = ["d10338cad145e1cb68afc828", "fa5c8a0b0f492d768749333ad6fcc214c111e967"]
+    params["signature_request_ids"] = ids
+    assert params.validate() == {
+        "signature_request_ids": ids,
+        "require_approval": True,
+        "wait_for_confirmation": True,
+        "on_completed": "fail",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("on_completed", "sometimes"), ("wait_for_confirmation", "yes")],
+)
+def test_the_form_refuses_bad_options(cancel_module: ModuleType, name: str, value: Any) -> None:
+    params = copy.deepcopy(cancel_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_age_days", 0), ("max_age_days", "30"), ("max_cancellations", 0), ("dry_run", "no")],
+)
+def test_cleanup_params_refuse_bad_values(cleanup_module: ModuleType, name: str, value: Any) -> None:
+    params = copy.deepcopy(cleanup_module.dag.params)
+
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+
+
+# --- the clean-up's mode, pools and approval form -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "variable", "armed", "is_dry_run"),
+    [
+        (False, None, False, True),
+        (False, "false", False, True),
+        (False, " TRUE ", True, False),
+        (True, "true", True, True),
+        (True, None, False, True),
+    ],
+)
+def test_cleanup_mode(
+    cleanup_module: ModuleType, dry_run: bool, variable: str | None, armed: bool, is_dry_run: bool
+) -> None:
+    mode = cleanup_module.cleanup_mode(dry_run, variable)
+
+    assert (mode["armed"], mode["dry_run"]) == (armed, is_dry_run)
+
+
+def test_cleanup_needs_no_pool(cleanup_module: ModuleType) -> None:
+    # A task in a pool that does not exist is never scheduled, and Airflow says so only in the
+    # scheduler's log: the clean-up must run on a deployment that created no pool.
+    assert {task.pool for task in cleanup_module.dag.tasks} == {"default_pool"}
+    assert (
+        cleanup_module.dag.get_task("cancel").max_active_tis_per_dagrun == cleanup_module.MAX_PARALLEL_BATCHES
+    )
+
+
+def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPBOX_SIGN_POOL", "dropbox_sign_api")
+
+    dag = load_dag_module(CLEANUP_DAG).dag
+
+    assert {task.task_id: task.pool for task in dag.tasks} == {
+        "check_armed": "default_pool",
+        "find": "dropbox_sign_api",
+        "guard": "default_pool",
+        "ask": "default_pool",
+        "approve": "default_pool",
+        "cancel": "dropbox_sign_api",
+        "report": "default_pool",
+    }
+
+
+def test_the_form_shows_the_ten_oldest_and_reads_titles_as_text() -> None:
+    module = load_dag_module(CLEANUP_DAG)
+    candidates = [
+        {
+            "signature_request_id": f"{n:040x}",
+            "title": f"[Deal](http://x) #{n}" if n == 0 else f"Request {n}",
+            "created_at": 1_700_000_000 + n * DAY,
+            "expires_at": None,
+            "reason": "expired" if n == 1 else "stale",
+        }
+        for n in range(12)
+    ]
+    params = {"max_cancellations": 5, "max_age_days": 30, "query": "title:NDA"}
+
+    body = module.approval_markdown(module.approval_shown(candidates, params, cap=5))
+
+    assert "**Approve cancels all 12 signature requests found, more than max\\_cancellations (5)" in body
+    assert "- Search: complete:false AND title:NDA" in body
+    assert "The 10 oldest of 12:" in body
+    assert f"- **\\[Deal\\]\\(http://x\\) \\#0**: stale, created 2023-11-14 (`{0:040x}`)" in body
+    assert f"- **Request 1**: expired, created 2023-11-15 (`{1:040x}`)" in body
+    assert "Request 9" in body
+    assert "Request 10" not in body
+    assert "...and 2 more" in body
+    assert body.endswith("Without an answer within 1 day nothing is cancelled and the run fails.")

@@ -52,6 +52,21 @@ class Client:
     def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
         return self.processes.wait_for(what, probe, timeout, interval)
 
+    def wait_until_parked(self, dag_id: str, run_id: str, task_id: str, timeout: float = 120) -> None:
+        """
+        Wait until the scheduler has handled the executor's report of the workload that parked
+        ``task_id`` to wait for a person. Airflow 3.3.2's scheduler fails a task answered before that
+        ("task state changed externally"), which takes it up to several seconds on a busy machine;
+        no person answers that fast, so a test that answers must wait for it too.
+        """
+        log = self.processes.log_dir / "scheduler.log"
+        reported = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
+
+        def probe() -> bool | None:
+            return (reported in log.read_text(errors="replace")) or None
+
+        self.wait_for(f"the scheduler to see {task_id} of {run_id} wait for a person", probe, timeout)
+
     def response(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """
         Call ``/api/v2/<path>`` and return the response, whatever its status.

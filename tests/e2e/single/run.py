@@ -266,8 +266,11 @@ def watch_run(
         time.sleep(0.25)
 
 
-def answer_in_form(ui: UI, run_id: str, expected: list[str], option: str, shot: str) -> dict[str, Any]:
+def answer_in_form(
+    airflow: Airflow, ui: UI, run_id: str, expected: list[str], option: str, shot: str
+) -> dict[str, Any]:
     """Press ``option`` in the run's approval form once it shows ``expected``; what Airflow kept."""
+    airflow.wait_until_parked(DAG_ID, run_id, APPROVAL_TASK_ID)
     detail = ui.answer_approval(DAG_ID, run_id, APPROVAL_TASK_ID, expected, option, shot)
     check(
         detail.get("chosen_options") == [option],
@@ -286,7 +289,7 @@ def approve_in_form(
         run_id,
         out,
         summary,
-        lambda: answer_in_form(ui, run_id, APPROVAL_FORM_SHOWS, "Approve", "approval-form"),
+        lambda: answer_in_form(airflow, ui, run_id, APPROVAL_FORM_SHOWS, "Approve", "approval-form"),
     )
     ui.open_run(DAG_ID, run_id)
     if state != "success":
@@ -313,7 +316,12 @@ def reject_in_form(airflow: Airflow, ui: UI, dag: dict[str, Any], rejected: str,
 
     airflow.wait_for(f"run {run_id} to ask for approval", waiting, RUN_TIMEOUT_S, 0.5)
     answer = answer_in_form(
-        ui, run_id, ["E2E agreement 3", "Approve cancels 1 signature request"], "Reject", "approval-rejected"
+        airflow,
+        ui,
+        run_id,
+        ["E2E agreement 3", "Approve cancels 1 signature request"],
+        "Reject",
+        "approval-rejected",
     )
     wait_for_success(airflow, DAG_ID, run_id)
     tis = airflow.task_states(DAG_ID, run_id)

@@ -34,7 +34,6 @@ import argparse
 import json
 import secrets
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,15 +67,13 @@ def sign_in(airflow: Airflow, name: str, password: str) -> Client:
 def asked(emulator: Emulator, user: Client, n: int = 1, **conf: Any) -> tuple[list[str], str]:
     """
     ``n`` new requests, and a run that ``user`` triggered for them: its ids and run id once its
-    approval waits for a person, and a moment more, as a person takes: Airflow 3.3.2's scheduler
-    fails a task answered before it has processed the executor's report of the workload that
-    parked it ("task state changed externally").
+    approval waits for a person and the scheduler knows it (see ``Client.wait_until_parked``).
     """
     ids = emulator.seed([{"title": f"Tampering {n}.{i}", "expires_at": None} for i in range(n)])
     run_id = user.trigger(DAG_ID, {"signature_request_ids": ids, **conf})
     print(f"  {user.name} triggered {run_id} for {ids}", flush=True)
     user.wait_for_task(DAG_ID, run_id, "approve", ("awaiting_input", "deferred"), 240)
-    time.sleep(3)
+    user.wait_until_parked(DAG_ID, run_id, "approve")
     return ids, run_id
 
 

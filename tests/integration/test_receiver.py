@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from dropbox_sign_provider.events.assets import event_asset_uri
 from dropbox_sign_provider.events.callback import MAX_CALLBACK_BYTES, event_hash
 from dropbox_sign_provider.plugins.callbacks import app
-from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
-from tests.helpers import SECRETS, set_connection
+from tests.helpers import CANCELED_A, SECRETS, assert_acknowledged, set_connection
 
 # The official test vector of Dropbox Sign's documentation.
 VECTOR_KEY = "324e3b0840f065eb51f3fd63231d0d33daa35d4ed10d27718839e81737065782"
@@ -297,37 +296,37 @@ def test_a_malformed_event_is_refused_and_recorded_nowhere(
     ],
 )
 def test_a_body_that_is_not_a_callback_form_is_refused_and_recorded_nowhere(
-    request_kwargs: dict[str, Any], status: int, says: str, receiver: TestClient, recorded: Any
+    request_kwargs: dict[str, Any], status: int, says: str, receiver_app: TestClient, recorded: Any
 ) -> None:
-    response = receiver.post("/callback", **request_kwargs)
+    response = receiver_app.post("/callback", **request_kwargs)
     assert response.status_code == status, response.text
     assert says in response.json()["detail"]
     assert recorded.nothing()
 
 
 def test_two_json_fields_are_refused(
-    receiver: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
+    receiver_app: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
 ) -> None:
     text = json.dumps(make_callback())
-    response = receiver.post("/callback", files=[("json", (None, text)), ("json", (None, text))])
+    response = receiver_app.post("/callback", files=[("json", (None, text)), ("json", (None, text))])
     assert response.status_code == 400
     assert "more than one json field" in response.json()["detail"]
     assert recorded.nothing()
 
 
 def test_an_oversized_body_is_refused_by_its_length(
-    receiver: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
+    receiver_app: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
 ) -> None:
     body = make_callback()
     body["signature_request"]["metadata"] = {"padding": "x" * MAX_CALLBACK_BYTES}
-    response = receiver.post("/callback", files={"json": (None, json.dumps(body))})
+    response = receiver_app.post("/callback", files={"json": (None, json.dumps(body))})
     assert response.status_code == 413
     assert str(MAX_CALLBACK_BYTES) in response.json()["detail"]
     assert recorded.nothing()
 
 
 def test_an_oversized_body_of_no_declared_length_is_refused_as_it_arrives(
-    receiver: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
+    receiver_app: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
 ) -> None:
     text = json.dumps(make_callback())
     sent = []
@@ -339,7 +338,7 @@ def test_an_oversized_body_of_no_declared_length_is_refused_as_it_arrives(
             yield b" " * 64 * 1024
         yield b"\r\n--x--\r\n"
 
-    response = receiver.post(
+    response = receiver_app.post(
         "/callback", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
     )
     assert "content-length" not in {k.lower() for k in response.request.headers}
@@ -347,8 +346,8 @@ def test_an_oversized_body_of_no_declared_length_is_refused_as_it_arrives(
     assert recorded.nothing()
 
 
-def test_a_bad_content_length_is_refused(receiver: TestClient, recorded: Any) -> None:
-    response = receiver.post(
+def test_a_bad_content_length_is_refused(receiver_app: TestClient, recorded: Any) -> None:
+    response = receiver_app.post(
         "/callback",
         content=b"json=1",
         headers={"content-type": "application/x-www-form-urlencoded", "content-length": "-1"},

@@ -1,12 +1,13 @@
 """
-The cancellation audit DAG's trail, against the emulator over loopback: what it states comes from
-its own read of each request, and one bad event never spoils the others.
+The example DAGs' code against the emulator over loopback, without ``dag.test()``: parsing them sends
+no request and needs no reachable API, and the cancellation audit DAG's trail states what its own
+read of each request said, one bad event never spoiling the others.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,20 +16,50 @@ import pytest
 
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.helpers import make_requests
+from tests.helpers import (
+    DAY,
+    EXAMPLE_DAG_IDS,
+    closed_port,
+    connection_uri_json,
+    import_file,
+    make_requests,
+    parse_dags_folder,
+)
 
 AUDIT_DAG_FILE = Path(__file__).parent.parent.parent / "dags" / "dropbox_sign_cancellation_audit.py"
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def test_parsing_sends_no_request(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
+    make_requests(emulator, 3, created_at=time.time() - 90 * DAY)
+
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert len(bag.dags) == len(EXAMPLE_DAG_IDS)
+    assert emulator.requests_log == []
+
+
+def test_parsing_works_with_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(f"http://127.0.0.1:{closed_port()}")
+    )
+
+    bag = parse_dags_folder()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
+
+
+# --- the audit DAG's trail ------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def audit_dag() -> ModuleType:
     """The DAG file, imported as the DAG processor would."""
-    spec = importlib.util.spec_from_file_location("dropbox_sign_cancellation_audit", AUDIT_DAG_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(AUDIT_DAG_FILE, "dropbox_sign_cancellation_audit")
 
 
 def extra(sr_id: Any, title: str = "Forged title", event_time: int = 1_796_000_000) -> dict[str, Any]:

@@ -199,24 +199,6 @@ def test_documented_fields_decide(emulator: DropboxSignEmulator, hook: DropboxSi
     assert request_state(body) is S.PENDING
 
 
-@pytest.mark.parametrize(
-    ("state", "final"),
-    [
-        (S.CANCEL_REQUESTED, False),
-        (S.PENDING, False),
-        (S.TRANSIENT, False),
-        (S.CANCELED, True),
-        (S.COMPLETED, True),
-        (S.DECLINED, True),
-        (S.NOT_FOUND, True),
-        (S.FORBIDDEN, True),
-        (S.UNAUTHORIZED, True),
-    ],
-)
-def test_which_states_are_final(state: RequestState, final: bool) -> None:
-    assert state.is_final is final
-
-
 def emulator_wait_for_state(
     emulator: DropboxSignEmulator, sr_id: str, state: str, timeout: float = 5.0
 ) -> None:

@@ -22,8 +22,7 @@ from dropbox_sign_provider.events.callback import (
 )
 from dropbox_sign_provider.events.ledger import event_ledger_variable
 from dropbox_sign_provider.plugins.callbacks import refused_events
-from tests.callbacks.helpers import CANCELED_A, assert_acknowledged
-from tests.helpers import set_connection
+from tests.helpers import CANCELED_A, assert_acknowledged, set_connection
 
 SR_ID = "fa5c8a0b0f492d768749333ad6fcc214c111e967"
 

@@ -21,7 +21,7 @@ from dropbox_sign_provider.events.callback import (
     MAX_RECORDED_BYTES_PER_EVENT_TIME,
     MAX_REQUESTS_PER_EVENT_TIME,
 )
-from tests.callbacks.helpers import CANCELED_A
+from tests.helpers import CANCELED_A
 
 REPLAYS = 1000
 

@@ -10,7 +10,6 @@ cases on a real api-server with two users (``tests/e2e/single/tampering.py``).
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +17,17 @@ import pytest
 from dropbox_sign_provider.cancellation.grants import APPROVAL, mint
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import requires_airflow_3_3
-from tests.helpers import ApprovalAnswer, load_dag_module, make_requests, task_states, xcom_of
+from tests.helpers import (
+    CANCEL_DAG,
+    ApprovalAnswer,
+    make_requests,
+    run_answered,
+    task_states,
+    xcom_of,
+)
 
-CANCEL_DAG = "dropbox_sign_cancel_request"
-
-
-@pytest.fixture
-def cancel_dag(airflow_db: Path, fast_confirmations: None, dropbox_sign_conn: str) -> Any:
-    return load_dag_module(CANCEL_DAG).dag
+#: The runs change what they cancel on the emulator the ``emulator`` fixture starts.
+pytestmark = pytest.mark.usefixtures("dropbox_sign_conn")
 
 
 def posts(emulator: DropboxSignEmulator) -> list[str]:
@@ -86,12 +88,11 @@ def test_ids_added_to_the_list_after_the_form_was_shown_are_not_cancelled(
     widened = ApprovalAnswer(
         CANCEL_DAG, "approve", "Approve", before_answer=lambda: set_xcom("ask", "to_cancel", [shown, added])
     )
-    widened.start()
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [shown]})
+    dag_run, form = run_answered(cancel_dag, {"signature_request_ids": [shown]}, widened)
 
-    assert widened.result()["body"].count("`") >= 2
-    assert added not in widened.result()["body"]
+    assert form["body"].count("`") >= 2
+    assert added not in form["body"]
     assert task_states(dag_run)["cancel"] == ["failed"]
     assert posts(emulator) == []
     assert f"not covered by the approval: {added}" in capfd.readouterr().out
@@ -130,17 +131,24 @@ def test_a_forged_answer_and_grant_with_the_approval_marked_successful_cancel_no
     assert "Nothing was cancelled: the approval grant's signature does not match" in capfd.readouterr().out
 
 
+def run_with_the_forms_approval(
+    cancel_dag: Any, emulator: DropboxSignEmulator, require_approval: bool, option: str
+) -> tuple[str, Any, dict[str, Any]]:
+    """A run for one new request, its form's ``require_approval`` as given, answered ``option``:
+    the request's id, the run and the form it showed."""
+    (target,) = make_requests(emulator, 1)
+    conf = {"signature_request_ids": [target], "require_approval": require_approval}
+    dag_run, form = run_answered(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", option))
+    return target, dag_run, form
+
+
 @pytest.mark.usefixtures("approval_not_required")
 def test_the_form_may_add_an_approval_the_deployment_does_not_require(
     emulator: DropboxSignEmulator, cancel_dag: Any
 ) -> None:
-    (target,) = make_requests(emulator, 1)
-    answer = ApprovalAnswer(CANCEL_DAG, "approve", "Reject")
-    answer.start()
+    _, dag_run, form = run_with_the_forms_approval(cancel_dag, emulator, True, "Reject")
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], "require_approval": True})
-
-    assert answer.result()["options"] == ["Approve", "Reject"]
+    assert form["options"] == ["Approve", "Reject"]
     assert task_states(dag_run)["cancel"] == ["skipped"]
     assert posts(emulator) == []
 
@@ -148,13 +156,9 @@ def test_the_form_may_add_an_approval_the_deployment_does_not_require(
 def test_the_form_cannot_remove_an_approval_the_deployment_requires(
     emulator: DropboxSignEmulator, cancel_dag: Any
 ) -> None:
-    (target,) = make_requests(emulator, 1)
-    answer = ApprovalAnswer(CANCEL_DAG, "approve", "Approve")
-    answer.start()
+    target, dag_run, form = run_with_the_forms_approval(cancel_dag, emulator, False, "Approve")
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target], "require_approval": False})
-
-    assert answer.result()["options"] == ["Approve", "Reject"]
+    assert form["options"] == ["Approve", "Reject"]
     assert dag_run.state == "success", task_states(dag_run)
     assert posts(emulator) == [target]
     assert xcom_of(dag_run, "summary") == {target: "canceled"}
@@ -177,11 +181,9 @@ def test_with_four_eyes_only_another_user_than_the_one_who_triggered_may_approve
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__FOUR_EYES", "True")
     (target,) = make_requests(emulator, 1)
     answer = ApprovalAnswer(CANCEL_DAG, "approve", "Approve", user=approver)
-    answer.start()
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+    dag_run, _ = run_answered(cancel_dag, {"signature_request_ids": [target]}, answer)
 
-    answer.result()
     states = task_states(dag_run)
     if cancelled:
         assert dag_run.state == "success", states
@@ -203,11 +205,9 @@ def test_the_deployments_approvers_are_the_forms_assigned_users(
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVERS", "legal, carol")
     (target,) = make_requests(emulator, 1)
     answer = ApprovalAnswer(CANCEL_DAG, "approve", "Approve", user="carol")
-    answer.start()
 
-    dag_run = cancel_dag.test(run_conf={"signature_request_ids": [target]})
+    dag_run, _ = run_answered(cancel_dag, {"signature_request_ids": [target]}, answer)
 
-    answer.result()
     assert dag_run.state == "success", task_states(dag_run)
     assert posts(emulator) == [target]
     from airflow.models.hitl import HITLDetail

@@ -21,6 +21,7 @@ from tests.helpers import (
     ApprovalAnswer,
     load_dag_module,
     make_requests,
+    run_answered,
     task_states,
     xcom_of,
 )
@@ -103,13 +104,6 @@ def untouched(stale: Stale) -> dict[str, str]:
     return dict.fromkeys(stale.ids + stale.fresh, "awaiting_signature")
 
 
-def run_answered(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
-    """Run the clean-up while ``answer`` answers its approval; the run and the form it saw."""
-    answer.start()
-    dag_run = dag.test(run_conf=conf)
-    return dag_run, answer.result()
-
-
 def test_approved_cancels_every_request_found(stale: Stale, armed: None, cleanup_dag: Any) -> None:
     dag_run, form = run_answered(cleanup_dag, ASK, ApprovalAnswer(CLEANUP_DAG, "approve", "Approve"))
 
@@ -162,14 +156,8 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
-    stale: Stale,
-    armed: None,
-    airflow_db: Path,
-    fast_confirmations: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    stale: Stale, armed: None, approval_times_out: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CLEANUP_DAG).dag
 
     dag_run, _ = run_answered(dag, ASK, ApprovalAnswer(CLEANUP_DAG, "approve", None))
@@ -242,30 +230,3 @@ def test_a_run_that_cancels_nothing_asks_nobody_over_the_cap(
         f"5 found, more than max_cancellations={CAP}: nobody was asked, as this run cancels "
         "nothing; an armed run that is not a dry run would ask for approval"
     )
-
-
-def test_the_form_shows_the_ten_oldest_and_reads_titles_as_text() -> None:
-    module = load_dag_module(CLEANUP_DAG)
-    candidates = [
-        {
-            "signature_request_id": f"{n:040x}",
-            "title": f"[Deal](http://x) #{n}" if n == 0 else f"Request {n}",
-            "created_at": 1_700_000_000 + n * DAY,
-            "expires_at": None,
-            "reason": "expired" if n == 1 else "stale",
-        }
-        for n in range(12)
-    ]
-    params = {"max_cancellations": 5, "max_age_days": 30, "query": "title:NDA"}
-
-    body = module.approval_markdown(module.approval_shown(candidates, params, cap=5))
-
-    assert "**Approve cancels all 12 signature requests found, more than max\\_cancellations (5)" in body
-    assert "- Search: complete:false AND title:NDA" in body
-    assert "The 10 oldest of 12:" in body
-    assert f"- **\\[Deal\\]\\(http://x\\) \\#0**: stale, created 2023-11-14 (`{0:040x}`)" in body
-    assert f"- **Request 1**: expired, created 2023-11-15 (`{1:040x}`)" in body
-    assert "Request 9" in body
-    assert "Request 10" not in body
-    assert "...and 2 more" in body
-    assert body.endswith("Without an answer within 1 day nothing is cancelled and the run fails.")

@@ -1,58 +1,30 @@
-"""The operator: its execute() called directly against the emulator, then a few full runs under dag.test()."""
+"""The operator: its execute() called directly against the emulator."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import requests
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
+from dropbox_sign_provider.links import details_url
 from dropbox_sign_provider.operators.signature_request import (
     DEFAULT_MAX_CANCELLATIONS,
     CancelSignatureRequestOperator,
 )
 from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
+    LINK_KEY,
+    MISSING,
     FakeTI,
+    calls,
     connection_uri_json,
-    load_test_dag,
     make_requests,
-    resume,
-    task_instances,
-    xcom,
+    operator,
+    run,
 )
-
-LINK_KEY = DropboxSignRequestLink().xcom_key
-MISSING = "0f" * 20
-
-
-def operator(ids: Any, **kw: Any) -> CancelSignatureRequestOperator:
-    kw.setdefault("poke_interval", 0.1)
-    kw.setdefault("timeout", 10)
-    kw.setdefault("recancel_after", 5)
-    return CancelSignatureRequestOperator(task_id="cancel", signature_request_ids=ids, **kw)
-
-
-def run(task: CancelSignatureRequestOperator, ti: FakeTI | None = None) -> Any:
-    """Run as Airflow would: execute(); when it defers, the trigger, then resume_execution()."""
-    ti = ti or FakeTI()
-    context: Any = {"ti": ti, "task_instance": ti}
-    try:
-        result = task.execute(context)
-    except TaskDeferred as deferred:
-        result = resume(task, deferred, context)
-    json.dumps(result)
-    return result
-
-
-def calls(emulator: DropboxSignEmulator) -> list[tuple[str, str, int]]:
-    """(method, id, status) of every call, in order."""
-    return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in emulator.requests_log]
 
 
 @pytest.fixture
@@ -243,7 +215,7 @@ def test_outage_after_retries_is_retryable_and_spares_the_others(
     assert [sr_id for _, sr_id, _ in calls(emulator)] == [a] * 6 + [b] * 6
 
 
-# --- guards: the cap, bad ids, bad parameters ---------------------------------------------------
+# --- guards: the cap and bad ids -----------------------------------------------------------------
 
 
 def test_max_cancellations_fails_before_anything(
@@ -255,11 +227,6 @@ def test_max_cancellations_fails_before_anything(
     assert emulator.requests_log == []
     # Duplicates do not count twice.
     assert list(run(operator([*ids[:2], ids[0]], max_cancellations=2))) == ids[:2]
-
-
-def test_invalid_literal_ids_fail_at_parse_time() -> None:
-    with pytest.raises(ValueError, match="'not-an-id' is not a Dropbox Sign id"):
-        operator(["ab" * 20, "not-an-id"])
 
 
 @pytest.mark.parametrize(
@@ -275,42 +242,6 @@ def test_invalid_rendered_ids_fail_before_any_request(
     with pytest.raises(ValueError, match="signature_request_id"):
         run(task)
     assert emulator.requests_log == []
-
-
-@pytest.mark.parametrize(
-    ("kw", "named"),
-    [
-        ({"on_completed": "skip"}, "on_completed 'skip'"),
-        ({"max_cancellations": -1}, "max_cancellations -1"),
-        ({"poke_interval": 0}, "poke_interval 0"),
-        ({"timeout": 0}, "timeout 0"),
-        ({"timeout": -5}, "timeout -5"),
-        ({"timeout": "5"}, "timeout '5'"),
-        ({"timeout": False}, "timeout False"),
-        ({"timeout": timedelta(0)}, "timeout datetime.timedelta\\(0\\)"),
-        ({"recancel_after": timedelta(minutes=-5)}, "recancel_after datetime.timedelta\\(days=-1"),
-        ({"poke_interval": "1 minute"}, "poke_interval '1 minute'"),
-        ({"dry_run": "yes"}, "dry_run 'yes'"),
-        ({"dry_run": 1}, "dry_run 1 "),
-        ({"dry_run": None}, "dry_run None"),
-        ({"dry_run": ""}, "dry_run ''"),
-    ],
-)
-def test_bad_parameters_are_named(kw: dict[str, Any], named: str) -> None:
-    with pytest.raises(ValueError, match=named):
-        operator("ab" * 20, **kw)
-
-
-def test_durations_as_timedelta_are_seconds() -> None:
-    task = operator(
-        "ab" * 20,
-        poke_interval=timedelta(seconds=30),
-        timeout=timedelta(hours=2),
-        recancel_after=timedelta(minutes=45),
-    )
-    settings = task.wait_settings
-    assert (settings.poll_interval, settings.timeout, settings.recancel_after) == (30.0, 7200.0, 2700.0)
-    assert operator("ab" * 20, timeout=90).wait_settings.timeout == 90.0
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["poll", "deferrable"])
@@ -478,17 +409,6 @@ def test_a_dry_run_rendered_to_anything_else_fails_before_any_request(
     assert emulator.requests_log == []
 
 
-@pytest.mark.usefixtures("airflow_db", "approval_not_required")
-@pytest.mark.parametrize("dry", [False, True], ids=["cancel", "dry"])
-def test_dag_dry_run_from_a_param(emulator: DropboxSignEmulator, dropbox_sign_conn: str, dry: bool) -> None:
-    sr_id = make_requests(emulator, 1)[0]
-    dag_run = load_test_dag("t_cancel_dry_run_param").test(run_conf={"ids": [sr_id], "dry": dry})
-    ti = task_instances(dag_run)["cancel", -1]
-    assert str(ti.state) == "success"
-    assert xcom(ti) == {sr_id: "would_cancel" if dry else "cancel_requested"}
-    assert emulator.cancel_calls(sr_id) == (0 if dry else 1)
-
-
 # --- waiting for confirmation -------------------------------------------------------------------
 
 
@@ -561,137 +481,6 @@ def test_rerun_after_partial_progress(
     assert emulator.cancel_calls(done) == 2
     time.sleep(0.25)
     assert {emulator.get_state(i) for i in (done, not_yet, later)} == {"canceled"}
-
-
-# --- under dag.test() ---------------------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("airflow_db", "approval_not_required")
-def test_dag_ids_from_xcom_template_and_mapping(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str
-) -> None:
-    from_xcom = make_requests(emulator, 2)
-    from_template = make_requests(emulator, 2)
-    mapped = [
-        *make_requests(emulator, 2),
-        emulator.create_signature_request(is_complete=True)["signature_request_id"],
-    ]
-    dag_run = load_test_dag("t_cancel_sources").test(
-        run_conf={"from_xcom": [*from_xcom, from_xcom[0]], "from_template": from_template, "mapped": mapped}
-    )
-    tis = task_instances(dag_run)
-    assert {key: str(ti.state) for key, ti in tis.items()} == {
-        ("find_from_xcom", -1): "success",
-        ("cancel_from_xcom", -1): "success",
-        ("find_from_template", -1): "success",
-        ("cancel_from_template", -1): "success",
-        ("find_mapped", -1): "success",
-        ("cancel_mapped", 0): "success",
-        ("cancel_mapped", 1): "success",
-        ("cancel_mapped", 2): "success",
-    }
-    # From an upstream XCom, duplicates dropped, confirmed on the triggerer.
-    assert xcom(tis["cancel_from_xcom", -1]) == dict.fromkeys(from_xcom, "canceled")
-    # From a template, which renders the list to its text.
-    assert xcom(tis["cancel_from_template", -1]) == dict.fromkeys(from_template, "cancel_requested")
-    # One mapped task per id, each with its own link.
-    for index, sr_id in enumerate(mapped):
-        ti = tis["cancel_mapped", index]
-        assert xcom(ti) == {sr_id: "completed" if index == 2 else "cancel_requested"}
-        assert xcom(ti, LINK_KEY) == details_url(sr_id)
-    assert [emulator.cancel_calls(i) for i in [*from_xcom, *from_template, *mapped]] == [1] * 7
-
-
-@pytest.mark.usefixtures("airflow_db")
-def test_dag_ids_named_at_run_time_are_not_cancelled_unapproved_under_the_default_policy(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str
-) -> None:
-    # [dropbox_sign] require_approval defaults to True: ids from a param, a template or an XCom
-    # are what a person triggering the run chose, and nobody approved them.
-    ids = make_requests(emulator, 3)
-    dag_run = load_test_dag("t_cancel_sources").test(
-        run_conf={"from_xcom": ids[:1], "from_template": ids[1:2], "mapped": ids[2:]}
-    )
-    states = {key: str(ti.state) for key, ti in task_instances(dag_run).items()}
-    assert {key: state for key, state in states.items() if key[0].startswith("cancel")} == {
-        ("cancel_from_xcom", -1): "failed",
-        ("cancel_from_template", -1): "failed",
-        ("cancel_mapped", 0): "failed",
-    }
-    assert [emulator.cancel_calls(i) for i in ids] == [0, 0, 0]
-
-
-@pytest.mark.usefixtures("airflow_db", "approval_not_required")
-def test_dag_many_ids_mixed_outcomes_fail_once_without_retry(
-    emulator: DropboxSignEmulator, dropbox_sign_conn: str, capfd: pytest.CaptureFixture[str]
-) -> None:
-    plain = make_requests(emulator, 6)
-    signed = emulator.create_signature_request(is_complete=True)["signature_request_id"]
-    foreign = emulator.create_signature_request(forbidden=True)["signature_request_id"]
-    ids = [*plain[:3], MISSING, signed, foreign, *plain[3:]]
-    dag_run = load_test_dag("t_cancel_mixed").test(run_conf={"ids": ids})
-    ti = task_instances(dag_run)["cancel", -1]
-    assert str(ti.state) == "failed"
-    assert ti.try_number == 1  # verdicts are not retried, although retries=1
-    assert xcom(ti, "outcomes") == {
-        **dict.fromkeys(plain, "cancel_requested"),
-        MISSING: "not_found",
-        signed: "completed",
-        foreign: "forbidden",
-    }
-    assert [r.path.rsplit("/", 1)[1] for r in emulator.requests_log if r.method == "POST"] == ids
-    assert {emulator.get_state(i) for i in plain} <= {"cancel_requested", "canceled"}
-    failures = [
-        line for line in capfd.readouterr().out.splitlines() if "Dropbox Sign cancellation failed:" in line
-    ]
-    assert failures
-    assert "3 failed: " in failures[0]
-    for sr_id, why in (
-        (MISSING, "not found (404)"),
-        (signed, "completed before"),
-        (foreign, "forbidden (403)"),
-    ):
-        assert f"{sr_id}: {why}" in failures[0]
-
-
-def fault_seed(pattern: list[bool], **faults: Any) -> int:
-    """
-    A seed for which the emulator's seeded faults hit exactly the calls ``pattern`` says, found by
-    asking a spare emulator (how faults draw from their seed is the emulator's business).
-    """
-    with DropboxSignEmulator() as probe:
-        url = f"{probe.base_url}/signature_request/{MISSING}"
-        for seed in range(200):
-            probe.set_fault(seed=seed, **faults)
-            hits = [requests.get(url, auth=("test-key", ""), timeout=10).status_code != 404 for _ in pattern]
-            if hits == pattern:
-                return seed
-    raise AssertionError(f"no seed gives {pattern}")
-
-
-@pytest.mark.usefixtures("airflow_db", "approval_not_required")
-def test_dag_retry_after_partial_progress(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
-    first, second = make_requests(emulator, 2)
-    # First try: the first cancel goes through; the second is refused with 402 and GET says the
-    # request is still out for signature, so the task fails without a verdict for it. The retry
-    # callback ends the trouble.
-    faults: dict[str, Any] = {"error_rate": 0.5, "error_statuses": (402,)}
-    emulator.set_fault(seed=fault_seed([False, True, False], **faults), **faults)
-    dag_run = load_test_dag("t_cancel_retry").test(
-        run_conf={"ids": [first, second], "emulator_admin_url": emulator.admin_url}
-    )
-    ti = task_instances(dag_run)["cancel", -1]
-    assert calls(emulator)[:3] == [("POST", first, 200), ("POST", second, 402), ("GET", second, 200)]
-    assert str(ti.state) == "success"
-    assert ti.try_number == 2
-    # The id cancelled on the first try is no failure on the second.
-    assert xcom(ti) == {first: "already_canceled", second: "cancel_requested"}
-    assert calls(emulator)[3:] == [
-        ("POST", first, 410),
-        ("GET", first, 410),
-        ("POST", second, 200),
-    ]
-    assert emulator.cancel_calls(first) == 2
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-task", "deferrable"])

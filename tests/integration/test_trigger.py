@@ -12,63 +12,23 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
-from dropbox_sign_provider.hooks.policy import RetryPolicy
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from dropbox_sign_provider.testing.emulator import OddAnswer
 from dropbox_sign_provider.triggers.signature_request import SignatureRequestCanceledTrigger
 from tests.compat import serde
-from tests.helpers import API_KEY, connection_uri_json, make_requests
+from tests.helpers import (
+    API_KEY,
+    cancel_now,
+    cancel_times,
+    collect,
+    connection_uri_json,
+    make_requests,
+    make_trigger,
+    refusal,
+    run_trigger,
+)
 
 CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 _real_sleep = asyncio.sleep
-
-
-def cancel_now(conn_id: str, *ids: str) -> float:
-    """Send the first cancel of each id, as the operator does before deferring; return when."""
-    hook = DropboxSignHook(conn_id, retry_policy=RetryPolicy(max_retries=0))
-    at = time.time()
-    for sr_id in ids:
-        hook.cancel_signature_request(sr_id)
-    return at
-
-
-def make_trigger(
-    ids: list[str], cancelled_at: float, *, timeout: float = 10.0, may_recancel: bool = True, **kw: Any
-) -> SignatureRequestCanceledTrigger:
-    """A trigger as the operator defers it: its ids cancelled at ``cancelled_at``, by the task."""
-    kw.setdefault("poll_interval", 0.1)
-    kw.setdefault("recancel_after", 5.0)
-    return SignatureRequestCanceledTrigger(
-        pending={
-            sr_id: {"last_cancel_at": cancelled_at, "cancel_attempts": 1, "may_recancel": may_recancel}
-            for sr_id in ids
-        },
-        outcomes=dict.fromkeys(ids, "cancel_requested"),
-        deadline=cancelled_at + timeout,
-        **kw,
-    )
-
-
-async def collect(trigger: SignatureRequestCanceledTrigger) -> list[TriggerEvent]:
-    return [event async for event in trigger.run()]
-
-
-def run_trigger(trigger: SignatureRequestCanceledTrigger) -> dict[str, Any]:
-    """Run to the end; exactly one event must come out. Returns its payload."""
-    events = asyncio.run(collect(trigger))
-    assert len(events) == 1, events
-    payload = events[0].payload
-    json.dumps(payload)
-    return dict(payload)
-
-
-def cancel_times(emulator: DropboxSignEmulator, sr_id: str) -> list[float]:
-    return [
-        r.time
-        for r in emulator.requests_log
-        if r.method == "POST" and r.path == f"/v3/signature_request/cancel/{sr_id}"
-    ]
 
 
 @pytest.fixture
@@ -110,23 +70,6 @@ def test_serialize_is_plain_json_without_secrets(
     }
     rebuilt = SignatureRequestCanceledTrigger(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)
-
-
-def test_serde_round_trip() -> None:
-    trigger = make_trigger(["ab" * 20], 1_700_000_000.5, timeout=60, on_completed="ignore")
-    classpath, kwargs = trigger.serialize()
-    # What the triggerer stores and reads back since Airflow 3.2.
-    restored = serde.deserialize(json.loads(json.dumps(serde.serialize(kwargs))))
-    assert restored == kwargs
-    from airflow.sdk.module_loading import import_string
-
-    rebuilt = import_string(classpath)(**restored)
-    assert rebuilt.serialize() == (classpath, kwargs)
-
-
-def test_bad_on_completed_is_refused() -> None:
-    with pytest.raises(ValueError, match="on_completed 'maybe'"):
-        make_trigger(["ab" * 20], time.time(), on_completed="maybe")
 
 
 # --- verdicts ------------------------------------------------------------------------------------
@@ -243,16 +186,7 @@ def test_no_verdict_keeps_waiting_and_is_logged(
 def test_one_bad_answer_ends_only_its_id(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
     bad, good = make_requests(emulator, 2)
     trigger = make_trigger([bad, good], cancel_now(dropbox_sign_conn, bad, good))
-    emulator.add_odd_answers(
-        OddAnswer.error(
-            400,
-            "bad_request",
-            "Signature request is in an invalid state.",
-            method="GET",
-            path_prefix=f"/v3/signature_request/{bad}",
-            times=100,
-        )
-    )
+    emulator.add_odd_answers(refusal(400, bad))
     payload = run_trigger(trigger)
     assert payload["status"] == "failure"
     assert payload["outcomes"] == {bad: "error", good: "canceled"}
@@ -413,15 +347,6 @@ def test_a_trigger_with_a_bad_id_is_refused_before_any_request(
         with pytest.raises(ValueError, match="is not a Dropbox Sign id"):
             SignatureRequestCanceledTrigger(**kwargs)
     assert emulator.requests_log == []
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [("poll_interval", 0), ("poll_interval", -1.0), ("recancel_after", 0), ("max_cancel_attempts", 0)],
-)
-def test_a_trigger_with_a_bad_setting_is_refused(name: str, value: float) -> None:
-    with pytest.raises(ValueError, match=name):
-        make_trigger(["a" * 40], time.time(), **{name: value})
 
 
 def test_no_cancel_goes_out_after_the_deadline_even_when_a_round_is_slow(

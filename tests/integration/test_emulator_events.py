@@ -21,7 +21,7 @@ from dropbox_sign_provider.events.callback import parse_callback
 from dropbox_sign_provider.testing import CallbackAttempt, DropboxSignEmulator, event_hash
 from dropbox_sign_provider.testing import emulator as emulator_package
 from dropbox_sign_provider.testing.emulator import TransitionRefused, main
-from tests.emulator.receiver import Receiver, non_loopback_address
+from tests.helpers import Receiver, non_loopback_address
 
 KEY = "cb-key"
 FAST = {"api_keys": (KEY, "other"), "cancel_delay": 0.05, "callback_retry_delay": 0.05}

@@ -1,151 +1,31 @@
 """
-The example DAGs: they parse without touching the API, their trigger form refuses bad input, and
-they run end to end with ``dag.test()`` against the emulator.
+The example DAGs run end to end with ``dag.test()`` against the emulator: the clean-up (its batches,
+query, arming, dry run, cap and failures) and the manual DAG (its cancel, wait and summary, and the
+person who approves it first). How they parse and what their forms accept: tests/unit.
 """
 
 from __future__ import annotations
 
-import copy
-import socket
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import ParamValidationError
 
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
-from tests.compat import DagBag, requires_airflow_3_3
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.compat import requires_airflow_3_3
 from tests.helpers import (
     API_KEY,
-    CLEANUP_DAG,
-    DAGS,
+    CANCEL_DAG,
     DAY,
     ApprovalAnswer,
     connection_uri_json,
     load_dag_module,
     make_requests,
+    refusal,
+    run_answered,
     task_states,
     xcom_of,
 )
-
-CANCEL_DAG = "dropbox_sign_cancel_request"
-AUDIT_DAG = "dropbox_sign_cancellation_audit"
-EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
-
-
-def parse_dags_folder() -> DagBag:
-    """Parse ``dags/`` as the DAG processor would (Airflow 3's DagBag never adds Airflow's examples)."""
-    return DagBag(dag_folder=DAGS)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# --- parsing ----------------------------------------------------------------------------------------
-
-
-def test_every_dag_file_parses() -> None:
-    bag = parse_dags_folder()
-
-    assert bag.import_errors == {}
-    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
-    files = {Path(dag.fileloc).name for dag in bag.dags.values()}
-    assert files == {path.name for path in DAGS.glob("*.py")}
-
-
-def test_parsing_sends_no_request(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
-    make_requests(emulator, 3, created_at=time.time() - 90 * DAY)
-
-    bag = parse_dags_folder()
-
-    assert bag.import_errors == {}
-    assert len(bag.dags) == len(EXAMPLE_DAG_IDS)
-    assert emulator.requests_log == []
-
-
-def test_parsing_works_with_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", connection_uri_json(f"http://127.0.0.1:{closed_port()}")
-    )
-
-    bag = parse_dags_folder()
-
-    assert bag.import_errors == {}
-    assert set(bag.dag_ids) == EXAMPLE_DAG_IDS
-
-
-# --- the trigger form -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cancel_module() -> ModuleType:
-    return load_dag_module(CANCEL_DAG)
-
-
-@pytest.fixture(scope="module")
-def cleanup_module() -> ModuleType:
-    return load_dag_module(CLEANUP_DAG)
-
-
-@pytest.mark.parametrize(
-    "ids",
-    [
-        pytest.param([], id="empty"),
-        pytest.param(["abc"], id="too-short"),
-        pytest.param(["D10338CAD145E1CB68AFC828"], id="upper-case"),
-        pytest.param(["d10338cad145e1cb68afc828/../x"], id="path"),
-        pytest.param(["d10338cad145e1cb68afc828", "d10338cad145e1cb68afc828"], id="duplicate"),
-        pytest.param("d10338cad145e1cb68afc828", id="not-a-list"),
-    ],
-)
-def test_the_form_refuses_bad_ids(cancel_module: ModuleType, ids: Any) -> None:
-    params = copy.deepcopy(cancel_module.dag.params)
-
-    with pytest.raises(ParamValidationError, match="signature_request_ids"):
-        params["signature_request_ids"] = ids
-
-
-def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> None:
-    params = copy.deepcopy(cancel_module.dag.params)
-    with pytest.raises(ParamValidationError, match="signature_request_ids"):
-        params.validate()
-
-    ids = ["d10338cad145e1cb68afc828", "fa5c8a0b0f492d768749333ad6fcc214c111e967"]
-    params["signature_request_ids"] = ids
-    assert params.validate() == {
-        "signature_request_ids": ids,
-        "require_approval": True,
-        "wait_for_confirmation": True,
-        "on_completed": "fail",
-    }
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [("on_completed", "sometimes"), ("wait_for_confirmation", "yes")],
-)
-def test_the_form_refuses_bad_options(cancel_module: ModuleType, name: str, value: Any) -> None:
-    params = copy.deepcopy(cancel_module.dag.params)
-
-    with pytest.raises(ParamValidationError, match=name):
-        params[name] = value
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [("max_age_days", 0), ("max_age_days", "30"), ("max_cancellations", 0), ("dry_run", "no")],
-)
-def test_cleanup_params_refuse_bad_values(cleanup_module: ModuleType, name: str, value: Any) -> None:
-    params = copy.deepcopy(cleanup_module.dag.params)
-
-    with pytest.raises(ParamValidationError, match=name):
-        params[name] = value
-
 
 # --- the clean-up DAG under dag.test() --------------------------------------------------------------
 
@@ -313,49 +193,6 @@ def test_cleanup_arming_takes_effect_at_the_next_run_without_a_reparse(
     assert account.states(account.to_cancel) == dict.fromkeys(account.to_cancel, "canceled")
 
 
-@pytest.mark.parametrize(
-    ("dry_run", "variable", "armed", "is_dry_run"),
-    [
-        (False, None, False, True),
-        (False, "false", False, True),
-        (False, " TRUE ", True, False),
-        (True, "true", True, True),
-        (True, None, False, True),
-    ],
-)
-def test_cleanup_mode(
-    cleanup_module: ModuleType, dry_run: bool, variable: str | None, armed: bool, is_dry_run: bool
-) -> None:
-    mode = cleanup_module.cleanup_mode(dry_run, variable)
-
-    assert (mode["armed"], mode["dry_run"]) == (armed, is_dry_run)
-
-
-def test_cleanup_needs_no_pool(cleanup_module: ModuleType) -> None:
-    # A task in a pool that does not exist is never scheduled, and Airflow says so only in the
-    # scheduler's log: the clean-up must run on a deployment that created no pool.
-    assert {task.pool for task in cleanup_module.dag.tasks} == {"default_pool"}
-    assert (
-        cleanup_module.dag.get_task("cancel").max_active_tis_per_dagrun == cleanup_module.MAX_PARALLEL_BATCHES
-    )
-
-
-def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DROPBOX_SIGN_POOL", "dropbox_sign_api")
-
-    dag = load_dag_module(CLEANUP_DAG).dag
-
-    assert {task.task_id: task.pool for task in dag.tasks} == {
-        "check_armed": "default_pool",
-        "find": "dropbox_sign_api",
-        "guard": "default_pool",
-        "ask": "default_pool",
-        "approve": "default_pool",
-        "cancel": "dropbox_sign_api",
-        "report": "default_pool",
-    }
-
-
 def test_cleanup_with_nothing_to_cancel_succeeds(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, armed: None, cleanup_dag: Any
 ) -> None:
@@ -397,23 +234,11 @@ def confirmed_by_get(emulator: DropboxSignEmulator, sr_id: str) -> bool:
     )
 
 
-def forbidden_cancel_of(sr_id: str) -> OddAnswer:
-    """A 403 to the cancel of ``sr_id``: the request belongs to someone else."""
-    return OddAnswer.error(
-        403,
-        "forbidden",
-        "You do not have access to this resource.",
-        method="POST",
-        path_prefix=f"/v3/signature_request/cancel/{sr_id}",
-        times=10,
-    )
-
-
 def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
     account: Account, armed: None, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     refused, *others = account.to_cancel
-    account.emulator.add_odd_answers(forbidden_cancel_of(refused))
+    account.emulator.add_odd_answers(refusal(403, refused, cancel=True, times=10))
 
     dag_run = cleanup_dag.test(run_conf={})
 
@@ -428,11 +253,6 @@ def test_cleanup_confirms_a_batch_even_when_one_of_its_ids_fails(
 
 
 # --- the manual DAG under dag.test() ----------------------------------------------------------------
-
-
-@pytest.fixture
-def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
-    return load_dag_module(CANCEL_DAG).dag
 
 
 #: The manual DAG's form with approval off: with a deployment that allows it
@@ -571,17 +391,10 @@ def seeded(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Seeded:
     return Seeded(emulator)
 
 
-def asked(dag: Any, conf: dict[str, Any], answer: ApprovalAnswer) -> tuple[Any, dict[str, Any]]:
-    """Run the manual DAG while ``answer`` answers its approval; the run and the form it saw."""
-    answer.start()
-    dag_run = dag.test(run_conf=conf)
-    return dag_run, answer.result()
-
-
 def test_approved_cancels_what_the_form_showed(seeded: Seeded, cancel_dag: Any) -> None:
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
-    dag_run, form = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
+    dag_run, form = run_answered(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Approve"))
 
     assert dag_run.state == "success", task_states(dag_run)
     # The form named both requests that would go, who signed, and the one that would not.
@@ -614,7 +427,7 @@ def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_say
         CANCEL_DAG, "approve", "Approve", before_answer=lambda: seeded.emulator.sign(seeded.half)
     )
 
-    dag_run, _ = asked(cancel_dag, conf, signed_meanwhile)
+    dag_run, _ = run_answered(cancel_dag, conf, signed_meanwhile)
 
     assert dag_run.state == "success", task_states(dag_run)
     assert xcom_of(dag_run, "summary") == {seeded.half: "completed", seeded.plain: "canceled"}
@@ -629,7 +442,7 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
     # on_completed is left at fail: a request signed before anything was tried fails no rejection.
     conf = {"signature_request_ids": seeded.ids}
 
-    dag_run, _ = asked(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
+    dag_run, _ = run_answered(cancel_dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", "Reject", user="carol"))
 
     assert dag_run.state == "success", task_states(dag_run)
     states = task_states(dag_run)
@@ -673,7 +486,7 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
 ) -> None:
     conf = {"signature_request_ids": [seeded.plain]}
 
-    dag_run, _ = asked(cancel_dag, conf, MarkedSuccess(CANCEL_DAG, "approve", None))
+    dag_run, _ = run_answered(cancel_dag, conf, MarkedSuccess(CANCEL_DAG, "approve", None))
 
     assert dag_run.state == "failed", task_states(dag_run)
     assert task_states(dag_run)["cancel"] == ["failed"]
@@ -685,17 +498,12 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
-    seeded: Seeded,
-    airflow_db: Path,
-    fast_confirmations: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    seeded: Seeded, approval_times_out: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "3")
     dag = load_dag_module(CANCEL_DAG).dag
     conf = {"signature_request_ids": seeded.ids, "on_completed": "ignore"}
 
-    dag_run, _ = asked(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
+    dag_run, _ = run_answered(dag, conf, ApprovalAnswer(CANCEL_DAG, "approve", None))
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)

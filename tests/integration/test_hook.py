@@ -71,17 +71,22 @@ def test_the_host_becomes_the_base_url(
     assert DropboxSignHook(conn_id).settings.base_url == expected
 
 
-@pytest.mark.parametrize("flag", [True, "true", "True", "1", "yes"])
-def test_plain_http_is_allowed_when_the_connection_says_so(
-    monkeypatch: pytest.MonkeyPatch, flag: object
-) -> None:
-    conn_id = set_connection(
+def plain_http_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, flag: object) -> str:
+    """A connection to a remote host over plain http://, its ``allow_insecure_http`` set to ``flag``."""
+    return set_connection(
         monkeypatch,
-        "ds_insecure_ok",
+        conn_id,
         host="http://api.example.com",
         password=SECRET_API_KEY,
         extra={"allow_insecure_http": flag},
     )
+
+
+@pytest.mark.parametrize("flag", [True, "true", "True", "1", "yes"])
+def test_plain_http_is_allowed_when_the_connection_says_so(
+    monkeypatch: pytest.MonkeyPatch, flag: object
+) -> None:
+    conn_id = plain_http_connection(monkeypatch, "ds_insecure_ok", flag)
     assert DropboxSignHook(conn_id).settings.base_url == "http://api.example.com/v3"
 
 
@@ -89,13 +94,7 @@ def test_plain_http_is_allowed_when_the_connection_says_so(
 def test_plain_http_stays_refused_when_the_flag_is_false(
     monkeypatch: pytest.MonkeyPatch, flag: object
 ) -> None:
-    conn_id = set_connection(
-        monkeypatch,
-        "ds_insecure_no",
-        host="http://api.example.com",
-        password=SECRET_API_KEY,
-        extra={"allow_insecure_http": flag},
-    )
+    conn_id = plain_http_connection(monkeypatch, "ds_insecure_no", flag)
     with pytest.raises(ValueError, match="plain http://"):
         DropboxSignHook(conn_id).settings  # noqa: B018
 

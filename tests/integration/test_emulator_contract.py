@@ -17,7 +17,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from openapi_schema_validator import OAS30Validator
 
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.emulator.receiver import Receiver
+from tests.helpers import Receiver
 
 DATA = Path(__file__).parent.parent / "data" / "dropbox-sign"
 OFFICIAL_ORIGIN = ("https", "api.hellosign.com")
