@@ -9,7 +9,7 @@ The tests come in three tiers, each named after the concept its files test:
   against the bundled emulator over loopback (or Airflow's database), without ``dag.test()``;
 - ``tests/system``: DAGs run under ``dag.test()`` (the example DAGs and ``tests/system/dags``).
 
-``tests/e2e`` and ``tests/e2e_distributed`` hold the runs on a real deployment (``make e2e``,
+``tests/e2e`` holds the runs on a real deployment (``make e2e``,
 ``make e2e-distributed``), outside these tiers.
 """
 
