@@ -286,7 +286,7 @@ Call = tuple[Literal["get", "cancel"], str, float | None]
 Answer = dict[str, Any] | DropboxSignError | None
 
 
-@dataclass
+@dataclass(slots=True)
 class ConfirmationWait:
     """
     One wait for confirmation, as each kind of waiting drives it: the operator's loop, the sensor's

@@ -156,14 +156,10 @@ class Subscription:
     :param dropbox_sign_conn_id: the account whose board is read.
     :param pending: the ids waiting for confirmation; the trigger's own set, read at each check.
     :param log: the trigger's logger.
-    :param enabled: whether the trigger is event-first; one that only polls subscribes to nothing,
-        and :meth:`wait` simply sleeps.
     """
 
-    def __init__(
-        self, dropbox_sign_conn_id: str, pending: Iterable[str], log: Logger, enabled: bool = True
-    ) -> None:
-        self.wakeups = Wakeups(dropbox_sign_conn_id, enabled)
+    def __init__(self, dropbox_sign_conn_id: str, pending: Iterable[str], log: Logger) -> None:
+        self.wakeups = Wakeups(dropbox_sign_conn_id)
         self.pending = pending
         self.log = log
         self._woken: list[str] = []
@@ -171,8 +167,6 @@ class Subscription:
         self._reader: _SharedReader | None = None
 
     async def __aenter__(self) -> Subscription:
-        if not self.available:
-            return self
         key = (id(asyncio.get_running_loop()), self.wakeups.dropbox_sign_conn_id)
         reader = _readers.get(key)
         if reader is None:
@@ -226,3 +220,34 @@ class Subscription:
         self._changed.clear()
         woken, self._woken = self._woken, []
         return woken
+
+
+class _Polling:
+    # The events of a trigger that only polls: none, and no object per trigger.
+    async def __aenter__(self) -> _Polling:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def wait(self, timeout: float) -> list[str]:
+        await asyncio.sleep(max(0.0, timeout))
+        return []
+
+
+_POLLING = _Polling()
+
+
+def subscribe(
+    dropbox_sign_conn_id: str, pending: Iterable[str], log: Logger, *, event_first: bool
+) -> Subscription | _Polling:
+    """
+    What a trigger waits on between two steps: a :class:`Subscription` when it is event-first,
+    otherwise plain sleeps (its :meth:`~Subscription.wait` returns no ids).
+
+    :param dropbox_sign_conn_id: the account whose board is read.
+    :param pending: the ids waiting for confirmation.
+    :param log: the trigger's logger.
+    :param event_first: whether the trigger wakes on events.
+    """
+    return Subscription(dropbox_sign_conn_id, pending, log) if event_first else _POLLING

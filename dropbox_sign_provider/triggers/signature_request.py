@@ -26,7 +26,7 @@ from dropbox_sign_provider.cancellation.watch import (
     PendingCancel,
     arun_step,
 )
-from dropbox_sign_provider.events.wakeups import Subscription
+from dropbox_sign_provider.events.wakeups import subscribe
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -141,8 +141,8 @@ class SignatureRequestCanceledTrigger(BaseTrigger):
             DropboxSignAsyncHook(
                 self.dropbox_sign_conn_id, retry_policy=RetryPolicy(max_rate_limit_wait=None)
             ) as hook,
-            Subscription(
-                self.dropbox_sign_conn_id, watch.pending, self.log, enabled=self.event_first
+            subscribe(
+                self.dropbox_sign_conn_id, watch.pending, self.log, event_first=self.event_first
             ) as events,
         ):
             while not watch.done:
