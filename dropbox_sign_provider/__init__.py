@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 DEFAULT_HOST = "https://api.hellosign.com"
 DEFAULT_CONN_NAME = "dropbox_sign_default"
+#: The connection type of a Dropbox Sign account, and the provider's section of Airflow's configuration.
+CONN_TYPE = CONFIG_SECTION = "dropbox_sign"
 #: Dropbox Sign's limit for standard endpoints, per account: the connection's default share.
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 # A whole number: the connection form shows the default as written (30, not 30.0).

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from dropbox_sign_provider import CONFIG_SECTION
+
 if TYPE_CHECKING:
     from airflow.sdk.execution_time.hitl import HITLUser
 
-SECTION = "dropbox_sign"
 
 #: The Airflow Variable that arms the expiry clean-up; ``false`` (or unset) stops a selection already
 #: made, at once, before its batches cancel.
@@ -54,25 +55,25 @@ class CancellationPolicy:
         from airflow.providers.common.compat.sdk import conf
 
         def flag(option: str, default: bool) -> bool:
-            raw = str(conf.get(SECTION, option, fallback=str(default))).strip().lower()
+            raw = str(conf.get(CONFIG_SECTION, option, fallback=str(default))).strip().lower()
             if raw in ("true", "1", "yes", "on"):
                 return True
             if raw in ("false", "0", "no", "off"):
                 return False
-            raise ValueError(f"[{SECTION}] {option} must be True or False, not {raw!r}")
+            raise ValueError(f"[{CONFIG_SECTION}] {option} must be True or False, not {raw!r}")
 
         def number(option: str, default: float, *, whole: bool) -> float:
-            raw = str(conf.get(SECTION, option, fallback=str(default))).strip()
+            raw = str(conf.get(CONFIG_SECTION, option, fallback=str(default))).strip()
             try:
                 value = float(raw)
             except ValueError:
                 value = math.nan
             if not (math.isfinite(value) and value > 0 and (not whole or value.is_integer())):
                 kind = "a whole number above 0" if whole else "a number of seconds above 0"
-                raise ValueError(f"[{SECTION}] {option} must be {kind}, not {raw!r}")
+                raise ValueError(f"[{CONFIG_SECTION}] {option} must be {kind}, not {raw!r}")
             return value
 
-        approvers = str(conf.get(SECTION, "approvers", fallback="") or "")
+        approvers = str(conf.get(CONFIG_SECTION, "approvers", fallback="") or "")
         return cls(
             require_approval=flag("require_approval", cls.require_approval),
             approvers=tuple(dict.fromkeys(name.strip() for name in approvers.split(",") if name.strip())),
@@ -108,7 +109,9 @@ class CancellationPolicy:
             return "nobody answered"
         who = {str(responded_by.get("id") or ""), str(responded_by.get("name") or "")} - {""}
         if self.approvers and not who & set(self.approvers):
-            return f"{responded_by.get('name')!r} is not one of [{SECTION}] approvers"
+            return f"{responded_by.get('name')!r} is not one of [{CONFIG_SECTION}] approvers"
         if self.four_eyes and triggered_by and triggered_by in who:
-            return f"{triggered_by!r} triggered this run, and [{SECTION}] four_eyes needs another person"
+            return (
+                f"{triggered_by!r} triggered this run, and [{CONFIG_SECTION}] four_eyes needs another person"
+            )
         return None

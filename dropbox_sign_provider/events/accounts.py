@@ -19,19 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider import CONFIG_SECTION, CONN_TYPE, DEFAULT_CONN_NAME
 from dropbox_sign_provider.events.callback import CallbackEvent, check_conn_id
 from dropbox_sign_provider.hooks.connection import api_key_from_connection
 
 log = logging.getLogger(__name__)
 
-#: The Airflow configuration section of the provider.
-CONFIG_SECTION = "dropbox_sign"
 #: Comma-separated ``dropbox_sign`` connection ids whose accounts may post events.
 CALLBACK_CONN_IDS_OPTION = "callback_conn_ids"
 #: How long the connections' keys are kept before they are read again.
 ACCOUNTS_TTL_SECONDS = 60.0
-_CONN_TYPE = "dropbox_sign"
 
 
 @dataclass(frozen=True)
@@ -116,10 +113,10 @@ def _load_accounts() -> tuple[CallbackAccount, ...]:
         except AirflowNotFoundException:
             _report(conn_id, f"connection {conn_id!r} is not defined")
             continue
-        if conn.conn_type != _CONN_TYPE:
+        if conn.conn_type != CONN_TYPE:
             _report(
                 conn_id,
-                f"connection {conn_id!r} is of type {conn.conn_type!r}, not {_CONN_TYPE!r}: "
+                f"connection {conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}: "
                 "its password is not a Dropbox Sign API key",
             )
             continue

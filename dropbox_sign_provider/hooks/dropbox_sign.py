@@ -22,7 +22,7 @@ import aiohttp
 import requests
 from airflow.sdk import BaseHook
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME
+from dropbox_sign_provider import CONN_TYPE, DEFAULT_CONN_NAME
 from dropbox_sign_provider.cancellation.ids import validate_signature_request_id
 from dropbox_sign_provider.exceptions import DropboxSignError, DropboxSignResponseError
 from dropbox_sign_provider.hooks.call import _Call
@@ -91,7 +91,7 @@ class _DropboxSignBaseHook(BaseHook):
 
     conn_name_attr = "dropbox_sign_conn_id"
     default_conn_name = DEFAULT_CONN_NAME
-    conn_type = "dropbox_sign"
+    conn_type = CONN_TYPE
     hook_name = "Dropbox Sign"
 
     def __init__(

@@ -54,10 +54,10 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message, Receive
 
+from dropbox_sign_provider import CONFIG_SECTION
 from dropbox_sign_provider.cancellation.ids import shown
 from dropbox_sign_provider.events.accounts import (
     CALLBACK_CONN_IDS_OPTION,
-    CONFIG_SECTION,
     callback_accounts,
     verifying_accounts,
 )
