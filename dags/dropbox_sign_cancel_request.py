@@ -28,6 +28,7 @@ from dropbox_sign_provider.cancellation.outcomes import Outcome, outcome_table, 
 from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 from dropbox_sign_provider.cancellation.preview import would_cancel
 from dropbox_sign_provider.cancellation.state import RequestState
+from dropbox_sign_provider.hooks.connection import grant_key
 from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
@@ -312,7 +313,10 @@ with DAG(
             # Who approved, by the grant cancel checked: the kept answer only words a report.
             context = get_current_context()
             approver = approver_of(
-                grant, conn_id=DEFAULT_CONN_NAME, dag_id=context["dag"].dag_id, run_id=context["run_id"]
+                grant,
+                key=lambda: grant_key(DEFAULT_CONN_NAME),
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
             )
             decided = f"approved by {approver}" if approver else "approve kept no valid approval grant"
         elif not params["require_approval"]:

@@ -23,10 +23,11 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Param, TriggerRule, Variable, get_current_context, task
 
 from dropbox_sign_provider.cancellation.approval import ANSWER_KEY, GRANT_KEY, decision
-from dropbox_sign_provider.cancellation.grants import SELECTION, grant_key, mint, selection_digest
+from dropbox_sign_provider.cancellation.grants import SELECTION, mint, selection_digest
 from dropbox_sign_provider.cancellation.outcomes import Outcome, count_outcomes, outcome_table, summarize
 from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 from dropbox_sign_provider.cancellation.state import RequestState, request_state
+from dropbox_sign_provider.hooks.connection import grant_key
 from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 

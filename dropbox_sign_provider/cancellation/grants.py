@@ -35,8 +35,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dropbox_sign_provider import DEFAULT_CONN_NAME
-
 if TYPE_CHECKING:
     from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 
@@ -71,22 +69,16 @@ def selection_digest(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
 
 
-def grant_key(conn_id: str = DEFAULT_CONN_NAME) -> bytes:
+def derive_key(credential: str, conn_id: str) -> bytes:
     """
-    The signing key of grants for ``conn_id``: derived from the connection's credential (API key
-    or access token), so only a process that may act on the account can sign or verify, and a
-    grant for one account never verifies for another.
+    The signing key of grants for one connection, derived from its credential (API key or access
+    token): only a process that may act on the account can sign or verify, and a grant for one
+    account never verifies for another. Tasks get it from
+    :func:`~dropbox_sign_provider.hooks.connection.grant_key`, which reads the connection.
 
+    :param credential: the connection's API key or access token.
     :param conn_id: the ``dropbox_sign`` connection.
     """
-    # Imported here: DAG files import this module, and the connection is read only where a grant is
-    # made or checked. The connection is checked as the hooks check it, so a bad one is refused
-    # with the same words before any grant is made.
-    from airflow.sdk import BaseHook
-
-    from dropbox_sign_provider.hooks.connection import settings_from_connection
-
-    credential = settings_from_connection(BaseHook.get_connection(conn_id)).authorization
     return hmac.new(
         credential.encode(), f"dropbox-sign-provider/grant/v{_VERSION}/{conn_id}".encode(), "sha256"
     ).digest()
@@ -113,7 +105,7 @@ def mint(
     """
     A signed grant (plain JSON).
 
-    :param key: from :func:`grant_key`.
+    :param key: from :func:`~dropbox_sign_provider.hooks.connection.grant_key`.
     :param kind: ``selection`` or ``approval``.
     :param dag_id: the DAG whose run may use it.
     :param run_id: the run that may use it.
@@ -168,7 +160,7 @@ def verify(value: Any, key: bytes, *, dag_id: str, run_id: str, kind: str) -> Gr
     Check a grant handed to this run.
 
     :param value: the grant, as a dict or its JSON text.
-    :param key: from :func:`grant_key`.
+    :param key: from :func:`~dropbox_sign_provider.hooks.connection.grant_key`.
     :param dag_id: this run's DAG.
     :param run_id: this run.
     :param kind: the kind expected.
@@ -237,7 +229,8 @@ def authorize(
     - An approval must verify and cover every id (by id, or by the selection it was shown).
 
     :param ids: what the step is about to cancel.
-    :param key: gives the grant key (:func:`grant_key`); called only when a grant is checked.
+    :param key: gives the grant key (:func:`~dropbox_sign_provider.hooks.connection.grant_key`);
+        called only when a grant is checked.
     :param dag_id: this run's DAG.
     :param run_id: this run.
     :param policy: the deployment's policy.
@@ -280,13 +273,14 @@ def authorize(
     return f"approved by {approval.approver}"
 
 
-def approver_of(value: Any, *, conn_id: str, dag_id: str, run_id: str) -> str | None:
+def approver_of(value: Any, *, key: Callable[[], bytes], dag_id: str, run_id: str) -> str | None:
     """
     Who approved, by an approval grant that verifies for this run: what a report says, rather than
     an answer kept in an XCom, which anyone who may edit the run can rewrite.
 
     :param value: the approval grant, as handed on.
-    :param conn_id: the connection whose credential signed it.
+    :param key: gives the grant key of the connection that signed it; called only when there is a
+        grant.
     :param dag_id: this run's DAG.
     :param run_id: this run.
     :return: the approver's name; ``None`` when there is no grant or it does not verify.
@@ -294,7 +288,7 @@ def approver_of(value: Any, *, conn_id: str, dag_id: str, run_id: str) -> str | 
     if given_grant(value) is None:
         return None
     try:
-        return verify(value, grant_key(conn_id), dag_id=dag_id, run_id=run_id, kind=APPROVAL).approver
+        return verify(value, key(), dag_id=dag_id, run_id=run_id, kind=APPROVAL).approver
     except GrantError:
         return None
 

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from dropbox_sign_provider import (
+    DEFAULT_CONN_NAME,
     DEFAULT_HOST,
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     DEFAULT_TIMEOUT_SECONDS,
 )
+from dropbox_sign_provider.cancellation.grants import derive_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -237,3 +239,18 @@ def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
         api_key = base64.b64decode(credential).decode().removesuffix(":")
         return settings.authorization, credential, api_key
     return settings.authorization, credential
+
+
+def grant_key(conn_id: str = DEFAULT_CONN_NAME) -> bytes:
+    """
+    The signing key of the grants a task hands on for ``conn_id``
+    (:mod:`dropbox_sign_provider.cancellation.grants`), derived from the connection's credential,
+    which is read and checked as the hooks check it: a bad connection is refused with the same
+    words before any grant is made.
+
+    :param conn_id: the ``dropbox_sign`` connection.
+    """
+    # Imported here: DAG files import the modules that import this one.
+    from airflow.sdk import BaseHook
+
+    return derive_key(settings_from_connection(BaseHook.get_connection(conn_id)).authorization, conn_id)

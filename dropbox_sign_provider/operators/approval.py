@@ -29,12 +29,12 @@ from dropbox_sign_provider.cancellation.grants import (
     APPROVAL,
     SELECTION,
     given_grant,
-    grant_key,
     mint,
     verify,
 )
 from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 from dropbox_sign_provider.cancellation.preview import preview_markdown
+from dropbox_sign_provider.hooks.connection import grant_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

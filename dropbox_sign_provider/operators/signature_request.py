@@ -16,7 +16,6 @@ from dropbox_sign_provider.cancellation.grants import (
     GrantError,
     authorize,
     given_grant,
-    grant_key,
     mint,
 )
 from dropbox_sign_provider.cancellation.ids import normalize_signature_request_ids, resolved_at_run_time
@@ -34,6 +33,7 @@ from dropbox_sign_provider.cancellation.state import RequestState, request_state
 from dropbox_sign_provider.cancellation.watch import CancellationWatch, ConfirmationWait, run_step
 from dropbox_sign_provider.events.wakeups import Wakeups
 from dropbox_sign_provider.exceptions import DropboxSignError
+from dropbox_sign_provider.hooks.connection import grant_key
 from dropbox_sign_provider.links import DropboxSignRequestLink, details_url
 from dropbox_sign_provider.triggers.signature_request import defer_until_confirmed
 
