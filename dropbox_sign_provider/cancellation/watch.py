@@ -24,7 +24,7 @@ import enum
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from dropbox_sign_provider.cancellation.ids import validate_signature_request_id
 from dropbox_sign_provider.cancellation.outcomes import CancellationEvent, Logger, Outcome, report
@@ -36,9 +36,6 @@ from dropbox_sign_provider.cancellation.wait_settings import (
     check_wait_settings,
 )
 from dropbox_sign_provider.exceptions import DropboxSignError
-
-if TYPE_CHECKING:
-    from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 
 
 class Action(str, enum.Enum):
@@ -386,7 +383,39 @@ def _round(
     watch.expire(time.time())
 
 
-def run_step(hook: DropboxSignHook, wait: ConfirmationWait, woken: Iterable[str], log: Logger) -> None:
+class Sender(Protocol):
+    """What a sync wait sends with: :class:`~dropbox_sign_provider.hooks.dropbox_sign.DropboxSignHook`."""
+
+    def get_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """``GET`` one request."""
+        ...
+
+    def cancel_signature_request(self, signature_request_id: str, *, deadline: float | None = None) -> None:
+        """Cancel one request."""
+        ...
+
+
+class AsyncSender(Protocol):
+    """
+    What the trigger sends with: :class:`~dropbox_sign_provider.hooks.dropbox_sign.DropboxSignAsyncHook`.
+    """
+
+    async def get_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """``GET`` one request."""
+        ...
+
+    async def cancel_signature_request(
+        self, signature_request_id: str, *, deadline: float | None = None
+    ) -> None:
+        """Cancel one request."""
+        ...
+
+
+def run_step(hook: Sender, wait: ConfirmationWait, woken: Iterable[str], log: Logger) -> None:
     """
     Run one :meth:`ConfirmationWait.step`, sending its calls with the sync hook.
 
@@ -408,9 +437,7 @@ def run_step(hook: DropboxSignHook, wait: ConfirmationWait, woken: Iterable[str]
         call = _next(steps, answer)
 
 
-async def arun_step(
-    hook: DropboxSignAsyncHook, wait: ConfirmationWait, woken: Iterable[str], log: Logger
-) -> None:
+async def arun_step(hook: AsyncSender, wait: ConfirmationWait, woken: Iterable[str], log: Logger) -> None:
     """:func:`run_step` for the trigger: the same step, its calls sent with the async hook."""
     steps = wait.step(woken, log)
     call = _next(steps, None)
