@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_bulk_cancel_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "bulk_cancel", "--out", str(out)],
+        # Its own work folder: the suites of several Airflow versions may run side by side.
+        [
+            *(sys.executable, "-m", "benchmarks.run", "--quick", "--only", "bulk_cancel"),
+            *("--out", str(out), "--workdir", str(tmp_path / "work")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

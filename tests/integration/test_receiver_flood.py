@@ -102,5 +102,8 @@ def test_replaying_one_event_1000_times_costs_bounded_storage_and_memory(
     # Every recorded byte of payload is within the event time's budget; the rest of the growth is
     # the rows themselves (asset event, queue entry, board entry), a few hundred bytes each.
     assert growth < MAX_RECORDED_BYTES_PER_EVENT_TIME * 2 + MAX_REQUESTS_PER_EVENT_TIME * 4096
-    # Python's own allocations, request bodies included: a few bodies at a time, never the flood.
-    assert traced_peak < 64 * 2**20
+    # Python's own allocations, request bodies included: a few bodies at a time, never the flood
+    # (about 1 GiB went through). The test client's copies count too; alone, this test peaks near
+    # 47 MiB on Python 3.11 and 61 MiB on 3.13, so the bound leaves room for the interpreter, not
+    # for buffering: a flood kept in memory would be over 900 MiB.
+    assert traced_peak < 96 * 2**20
