@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,11 +62,31 @@ def signature_request_path(action: str | None, signature_request_id: Any) -> str
     return f"/signature_request/{action}/{checked}" if action else f"/signature_request/{checked}"
 
 
-def list_params(query: str | None, account_id: str | None, page_size: int, page: int) -> dict[str, Any]:
-    """Query parameters of one page of ``/signature_request/list``."""
+def page_params(page_size: int, page: int) -> dict[str, Any]:
+    """Query parameters of one page of a list call; ``page_size`` checked (1 to 100)."""
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size {page_size!r} must be an integer from 1 to {MAX_PAGE_SIZE}")
-    params: dict[str, Any] = {"page": page, "page_size": page_size}
+    return {"page": page, "page_size": page_size}
+
+
+def page_items(answer: Mapping[str, Any], name: str, method: str, path: str) -> tuple[list[Any], int]:
+    """
+    The items of one page of a list call, and how many pages its ``list_info`` says there are.
+
+    :raises DropboxSignResponseError: when the answer has no ``name`` list: a page without its
+        list must not read as an empty one (so, as nothing left to cancel).
+    """
+    items = answer.get(name)
+    if not isinstance(items, list):
+        raise DropboxSignResponseError(
+            200, "invalid_response", f"the answer has no {name!r} list", method=method, path=path
+        )
+    return items, int((answer.get("list_info") or {}).get("num_pages") or 0)
+
+
+def list_params(query: str | None, account_id: str | None, page_size: int, page: int) -> dict[str, Any]:
+    """Query parameters of one page of ``/signature_request/list``."""
+    params = page_params(page_size, page)
     if query:
         params["query"] = query
     if account_id:
@@ -241,16 +261,20 @@ class DropboxSignHook(_DropboxSignBaseHook):
         :param page_size: requests per page, 1 to 100.
         """
         list_params(query, account_id, page_size, 1)  # fail on a bad page_size before the first call
-        return self._pages(query, account_id, page_size)
+        return self._pages(
+            "/signature_request/list",
+            "signature_requests",
+            lambda page: list_params(query, account_id, page_size, page),
+        )
 
-    def _pages(self, query: str | None, account_id: str | None, page_size: int) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, path: str, name: str, params_of: Callable[[int], dict[str, Any]]
+    ) -> Iterator[dict[str, Any]]:
         page, num_pages = 1, 1
         while page <= num_pages:
-            answer = self._request(
-                "GET", "/signature_request/list", list_params(query, account_id, page_size, page)
-            )
-            yield from answer.get("signature_requests") or []
-            num_pages = int((answer.get("list_info") or {}).get("num_pages") or 0)
+            answer = self._request("GET", path, params_of(page))
+            items, num_pages = page_items(answer, name, "GET", path)
+            yield from items
             page += 1
 
     def test_connection(self) -> tuple[bool, str]:
