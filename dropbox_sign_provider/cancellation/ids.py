@@ -65,7 +65,8 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
 
     Accepted: one id; a string of ids separated by commas or white space (as typed in a form); a
     string holding a list or dict literal (what a Jinja template renders them to); a list or tuple
-    of ids; a mapping whose keys are ids (the result of
+    of ids, or of summaries naming one each (``{"signature_request_id": ..., ...}``, as a list step
+    returns them); a mapping whose keys are ids (the result of
     :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`).
 
     Empty input is no error, whatever its form (``[]``, ``()``, ``{}``, ``""``, ``"  "``, ``"[]"``):
@@ -85,6 +86,11 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
             f"signature_request_ids {value!r} must be an id, a list of ids or a mapping keyed by id, "
             f"got {type(value).__name__}"
         )
+    # A list step's summaries name their request; anything else in a list must be an id itself.
+    items = [
+        item["signature_request_id"] if isinstance(item, Mapping) and "signature_request_id" in item else item
+        for item in items
+    ]
     return list(dict.fromkeys(validate_signature_request_id(item) for item in items))
 
 
