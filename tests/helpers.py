@@ -158,6 +158,14 @@ def make_requests(emulator: DropboxSignEmulator, n: int, **fields: object) -> li
     return [emulator.create_signature_request(**fields)["signature_request_id"] for _ in range(n)]
 
 
+def make_bulk_send_job(emulator: DropboxSignEmulator, n: int, **fields: object) -> tuple[str, list[str]]:
+    """Create a bulk send job of ``n`` pending signature requests; return its id and theirs, in order."""
+    job = emulator.create_bulk_send_job(n, **fields)
+    return job["bulk_send_job"]["bulk_send_job_id"], [
+        sr["signature_request_id"] for sr in job["signature_requests"]
+    ]
+
+
 def statuses(emulator: DropboxSignEmulator) -> list[int]:
     """The HTTP status of every call the emulator answered, in order."""
     return [entry.status for entry in emulator.requests_log]

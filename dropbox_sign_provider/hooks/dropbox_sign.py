@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,11 @@ import requests
 from airflow.sdk import BaseHook
 
 from dropbox_sign_provider import CONN_TYPE, DEFAULT_CONN_NAME
-from dropbox_sign_provider.cancellation.ids import validate_signature_request_id
+from dropbox_sign_provider.cancellation.ids import (
+    SIGNATURE_REQUEST_ID_PATTERN,
+    shown,
+    validate_signature_request_id,
+)
 from dropbox_sign_provider.exceptions import DropboxSignError, DropboxSignResponseError
 from dropbox_sign_provider.hooks.call import _Call
 from dropbox_sign_provider.hooks.connection import ApiSettings, _secrets_of, settings_from_connection
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 MAX_PAGE_SIZE = 100
+# Bulk send job ids look like signature request ids in Dropbox Sign's examples (40 lowercase hex
+# characters, 6e683bc0369ba3d5b6f43c2c22a8031dbf6bd174), so the same rule holds for both.
+_BULK_SEND_JOB_ID_RE = re.compile(SIGNATURE_REQUEST_ID_PATTERN, re.ASCII)
 
 #: A decoded JSON answer; the query parameters of a call; the Unix time after which it is not sent.
 Json = dict[str, Any]
@@ -62,11 +70,53 @@ def signature_request_path(action: str | None, signature_request_id: Any) -> str
     return f"/signature_request/{action}/{checked}" if action else f"/signature_request/{checked}"
 
 
-def list_params(query: str | None, account_id: str | None, page_size: int, page: int) -> dict[str, Any]:
-    """Query parameters of one page of ``/signature_request/list``."""
+def validate_bulk_send_job_id(value: Any) -> str:
+    """
+    Return ``value`` as a bulk send job id, surrounding whitespace stripped.
+
+    :param value: the candidate id.
+    :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
+    """
+    candidate = value.strip() if isinstance(value, str) else None
+    if candidate is None or not _BULK_SEND_JOB_ID_RE.fullmatch(candidate):
+        got = "" if isinstance(value, str) else f", got {type(value).__name__}"
+        raise ValueError(
+            f"bulk_send_job_id {shown(value)} is not a Dropbox Sign bulk send job id: expected 16 to 64 "
+            f"lowercase hex characters{got}"
+        )
+    return candidate
+
+
+def bulk_send_job_path(bulk_send_job_id: Any) -> str:
+    """The API path of a bulk send job, its id validated first."""
+    return f"/bulk_send_job/{validate_bulk_send_job_id(bulk_send_job_id)}"
+
+
+def page_params(page_size: int, page: int) -> dict[str, Any]:
+    """Query parameters of one page of a list call; ``page_size`` checked (1 to 100)."""
     if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size {page_size!r} must be an integer from 1 to {MAX_PAGE_SIZE}")
-    params: dict[str, Any] = {"page": page, "page_size": page_size}
+    return {"page": page, "page_size": page_size}
+
+
+def page_items(answer: Mapping[str, Any], name: str, method: str, path: str) -> tuple[list[Any], int]:
+    """
+    The items of one page of a list call, and how many pages its ``list_info`` says there are.
+
+    :raises DropboxSignResponseError: when the answer has no ``name`` list: a page without its
+        list must not read as an empty one (so, as nothing left to cancel).
+    """
+    items = answer.get(name)
+    if not isinstance(items, list):
+        raise DropboxSignResponseError(
+            200, "invalid_response", f"the answer has no {name!r} list", method=method, path=path
+        )
+    return items, int((answer.get("list_info") or {}).get("num_pages") or 0)
+
+
+def list_params(query: str | None, account_id: str | None, page_size: int, page: int) -> dict[str, Any]:
+    """Query parameters of one page of ``/signature_request/list``."""
+    params = page_params(page_size, page)
     if query:
         params["query"] = query
     if account_id:
@@ -241,16 +291,52 @@ class DropboxSignHook(_DropboxSignBaseHook):
         :param page_size: requests per page, 1 to 100.
         """
         list_params(query, account_id, page_size, 1)  # fail on a bad page_size before the first call
-        return self._pages(query, account_id, page_size)
+        return self._pages(
+            "/signature_request/list",
+            "signature_requests",
+            lambda page: list_params(query, account_id, page_size, page),
+        )
 
-    def _pages(self, query: str | None, account_id: str | None, page_size: int) -> Iterator[dict[str, Any]]:
+    def list_bulk_send_job_signature_requests(
+        self, bulk_send_job_id: str, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
+        """
+        The signature requests a bulk send job sent (``GET /bulk_send_job/{bulk_send_job_id}``),
+        fetched page by page as the iterator is consumed.
+
+        Dropbox Sign has no bulk cancel: cancel the requests one by one with
+        :meth:`cancel_signature_request`. Collect their ids first: whether a cancelled request
+        stays in the job's pages is not documented, so cancelling while paging may shift the pages
+        still to come.
+
+        :param bulk_send_job_id: the job's id; checked before anything is sent.
+        :param page_size: requests per page, 1 to 100.
+        :raises ValueError: naming a bad ``bulk_send_job_id`` or ``page_size``, before any call.
+        :raises DropboxSignNotFoundError: for a job this account does not have.
+        """
+        path = bulk_send_job_path(bulk_send_job_id)
+        page_params(page_size, 1)
+        return self._pages(path, "signature_requests", lambda page: page_params(page_size, page))
+
+    def list_bulk_send_jobs(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """
+        The account's bulk send jobs (``GET /bulk_send_job/list``), fetched page by page as the
+        iterator is consumed; each has ``bulk_send_job_id``, ``total``, ``is_creator`` and ``created_at``.
+
+        :param page_size: jobs per page, 1 to 100.
+        :raises ValueError: naming a bad ``page_size``, before any call.
+        """
+        page_params(page_size, 1)
+        return self._pages("/bulk_send_job/list", "bulk_send_jobs", lambda page: page_params(page_size, page))
+
+    def _pages(
+        self, path: str, name: str, params_of: Callable[[int], dict[str, Any]]
+    ) -> Iterator[dict[str, Any]]:
         page, num_pages = 1, 1
         while page <= num_pages:
-            answer = self._request(
-                "GET", "/signature_request/list", list_params(query, account_id, page_size, page)
-            )
-            yield from answer.get("signature_requests") or []
-            num_pages = int((answer.get("list_info") or {}).get("num_pages") or 0)
+            answer = self._request("GET", path, params_of(page))
+            items, num_pages = page_items(answer, name, "GET", path)
+            yield from items
             page += 1
 
     def test_connection(self) -> tuple[bool, str]:

@@ -909,6 +909,7 @@ def test_admin_api_is_not_rate_limited_nor_logged() -> None:
 ADMIN_CALLS = [
     ("GET", "signature_requests", None),
     ("POST", "signature_requests", {"title": "Planted"}),
+    ("POST", "bulk_send_jobs", {"count": 2, "title": "Planted by a job"}),
     ("GET", "faults", None),
     ("POST", "faults", {"error_rate": 1}),
     ("DELETE", "faults", None),
@@ -990,7 +991,9 @@ def test_admin_api_requires_the_token_when_one_is_set(options: dict[str, Any]) -
         for method, path, payload in ADMIN_CALLS:
             answer = requests.request(method, f"{admin}/{path}", json=payload, headers=good, timeout=5)
             assert answer.status_code == 200, (method, path, answer.text)
-        assert [item["title"] for item in emulator.signature_requests()] == ["Planted"]
+        assert [item["title"] for item in emulator.signature_requests()] == ["Planted"] + [
+            "Planted by a job"
+        ] * 2
         # The API itself still wants an API key, not the admin token.
         assert call(emulator, "GET", "/account", auth=(emulator.api_keys[0], "")).status_code == 200
         assert (

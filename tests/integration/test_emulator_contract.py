@@ -45,6 +45,13 @@ def lenient(spec: dict[str, Any]) -> OpenAPI:
     return OpenAPI.from_dict(spec)
 
 
+@pytest.fixture(scope="module")
+def strict_components(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's components, each object schema refusing properties it does not declare."""
+    components: dict[str, Any] = _forbid_extra(spec["components"])
+    return components
+
+
 @pytest.fixture
 def emu() -> Iterator[DropboxSignEmulator]:
     with DropboxSignEmulator(cancel_delay=CANCEL_DELAY) as emulator:
@@ -91,6 +98,21 @@ def _list(emulator: DropboxSignEmulator, params: dict[str, Any]) -> requests.Res
     return response
 
 
+def job_id(emulator: DropboxSignEmulator, count: int = 3) -> str:
+    return str(
+        emulator.create_bulk_send_job(count, metadata={"batch": 7})["bulk_send_job"]["bulk_send_job_id"]
+    )
+
+
+def _list_with_jobs(emulator: DropboxSignEmulator, path: str, params: dict[str, Any]) -> requests.Response:
+    job_id(emulator)
+    job_id(emulator, 1)
+    response = call(emulator, "GET", path, params=params)
+    member = "bulk_send_jobs" if path.startswith("/bulk_send_job") else "signature_requests"
+    assert response.json()[member], response.text
+    return response
+
+
 def _storm(emulator: DropboxSignEmulator) -> requests.Response:
     emulator.set_fault(rate_limit_storm=1.0)
     return call(emulator, "POST", f"/signature_request/cancel/{created_id(emulator)}")
@@ -127,7 +149,26 @@ SCENARIOS: dict[str, tuple[int, Scenario]] = {
         ),
     ),
     "list-empty": (200, lambda e: call(e, "GET", "/signature_request/list", params={"page": 3})),
+    "list-with-a-job": (200, lambda e: _list_with_jobs(e, "/signature_request/list", {})),
     "cancel": (200, lambda e: call(e, "POST", f"/signature_request/cancel/{created_id(e)}")),
+    # GET /bulk_send_job/{id} with requests is checked by test_bulk_send_job_matches_the_spec.
+    "bulk-send-job-empty-page": (
+        200,
+        lambda e: call(e, "GET", f"/bulk_send_job/{job_id(e)}", params={"page": 2, "page_size": 3}),
+    ),
+    "bulk-send-job-list": (200, lambda e: _list_with_jobs(e, "/bulk_send_job/list", {"page_size": 1})),
+    "bulk-send-job-list-empty": (200, lambda e: call(e, "GET", "/bulk_send_job/list")),
+    "400-bulk-send-job-page-size": (
+        400,
+        lambda e: call(e, "GET", f"/bulk_send_job/{job_id(e)}", params={"page_size": 101}),
+    ),
+    "400-bulk-send-job-list-page-size": (
+        400,
+        lambda e: call(e, "GET", "/bulk_send_job/list", params={"page_size": 0}),
+    ),
+    "401-bulk-send-job": (401, lambda e: call(e, "GET", f"/bulk_send_job/{job_id(e)}", auth=None)),
+    "401-bulk-send-job-list": (401, lambda e: call(e, "GET", "/bulk_send_job/list", auth=("nope", ""))),
+    "404-bulk-send-job": (404, lambda e: call(e, "GET", "/bulk_send_job/0123456789abcdef")),
     "remove": (
         200,
         lambda e: call(e, "POST", f"/signature_request/remove/{created_id(e, is_complete=True)}"),
@@ -197,6 +238,47 @@ def test_account_matches_the_spec(
     assert set(account["quotas"]) - {"sms_signatures_left"} <= set(
         schemas["AccountResponseQuotas"]["properties"]
     )
+
+
+@pytest.mark.parametrize("params", [{}, {"page_size": 2}, {"page": 2, "page_size": 2}])
+def test_bulk_send_job_matches_the_spec(
+    emu: DropboxSignEmulator, lenient: OpenAPI, strict_components: dict[str, Any], params: dict[str, Any]
+) -> None:
+    # The job's requests are an allOf (SignatureRequestResponse and two of its own fields), which a
+    # validator that forbids undeclared properties refuses whatever the answer: each branch declares
+    # the other's fields undeclared. So the whole answer is checked as the spec is written, and its
+    # parts strictly: the job and list_info, and each request as a SignatureRequestResponse (which
+    # declares bulk_send_job_id and metadata too).
+    response = call(emu, "GET", f"/bulk_send_job/{job_id(emu)}", params=params)
+    assert response.status_code == 200, response.text
+    validate(lenient, response)
+    body = response.json()
+    assert body["signature_requests"]
+    _strict_schema(strict_components, "BulkSendJobGetResponse").validate({**body, "signature_requests": []})
+    for signature_request in body["signature_requests"]:
+        _strict_schema(strict_components, "SignatureRequestResponse").validate(signature_request)
+        assert signature_request["bulk_send_job_id"] == body["bulk_send_job"]["bulk_send_job_id"]
+
+
+def test_the_strict_parts_catch_an_undeclared_field_in_a_jobs_request(
+    emu: DropboxSignEmulator, strict_components: dict[str, Any]
+) -> None:
+    body = call(emu, "GET", f"/bulk_send_job/{job_id(emu, 1)}").json()
+    signature_request = body["signature_requests"][0]
+    _strict_schema(strict_components, "SignatureRequestResponse").validate(signature_request)
+    with pytest.raises(Exception, match="invented_field"):
+        _strict_schema(strict_components, "SignatureRequestResponse").validate(
+            signature_request | {"invented_field": 1}
+        )
+    with pytest.raises(Exception, match="invented_field"):
+        _strict_schema(strict_components, "BulkSendJobGetResponse").validate(
+            {**body, "signature_requests": [], "bulk_send_job": body["bulk_send_job"] | {"invented_field": 1}}
+        )
+
+
+def _strict_schema(components: dict[str, Any], name: str) -> OAS30Validator:
+    """A validator of one component schema, over components that refuse undeclared properties."""
+    return OAS30Validator({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
 def test_429_from_the_budget_matches_the_spec(strict: OpenAPI) -> None:

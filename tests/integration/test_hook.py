@@ -1,7 +1,7 @@
 """
 DropboxSignHook against the bundled emulator over loopback: what only the sync hook does (the
-connection's finer checks, test_connection, remove, pagination, its budget and retries,
-interrupted calls). What both hooks share is in test_both_hooks.py.
+connection's finer checks, test_connection, remove, pagination, bulk send jobs, its budget and
+retries, interrupted calls). What both hooks share is in test_both_hooks.py.
 """
 
 from __future__ import annotations
@@ -22,20 +22,24 @@ from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 from dropbox_sign_provider.exceptions import (
     DropboxSignBadRequestError,
     DropboxSignDeletedError,
+    DropboxSignNotFoundError,
     DropboxSignRateLimitError,
+    DropboxSignResponseError,
     DropboxSignServerError,
 )
 from dropbox_sign_provider.hooks.budget import account_budget
 from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignAsyncHook, DropboxSignHook
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
     BAD_IDS,
     FAST,
     SECRET_ACCESS_TOKEN,
     SECRET_API_KEY,
     SECRETS,
+    UNKNOWN_ID,
     connection_uri_json,
+    make_bulk_send_job,
     make_requests,
     set_connection,
     statuses,
@@ -357,6 +361,120 @@ def test_a_bad_page_size_fails_before_any_call(
     with pytest.raises(ValueError, match=f"page_size {page_size!r}"):
         DropboxSignHook(key_conn).list_signature_requests(page_size=page_size)
     assert emulator.requests_log == []
+
+
+# --- bulk send jobs --------------------------------------------------------------------------------
+
+
+def test_a_jobs_requests_come_page_by_page_each_once(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    job_id, ids = make_bulk_send_job(emulator, 250)
+    make_requests(emulator, 3)  # not the job's
+    make_bulk_send_job(emulator, 2)  # another job's
+    pages = DropboxSignHook(key_conn).list_bulk_send_job_signature_requests(job_id, page_size=100)
+    assert emulator.requests_log == []  # nothing is fetched before it is asked for
+
+    first = [next(pages) for _ in range(100)]
+    assert len(emulator.requests_log) == 1
+    listed = [sr["signature_request_id"] for sr in first + list(pages)]
+
+    assert listed == ids
+    assert {sr["bulk_send_job_id"] for sr in first} == {job_id}
+    assert [(e.method, e.path, e.status) for e in emulator.requests_log] == [
+        ("GET", f"/v3/bulk_send_job/{job_id}", 200)
+    ] * 3
+
+
+def test_a_job_is_listed_100_at_a_time_unless_told(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    job_id, ids = make_bulk_send_job(emulator, 200)
+    hook = DropboxSignHook(key_conn)
+    assert [sr["signature_request_id"] for sr in hook.list_bulk_send_job_signature_requests(job_id)] == ids
+    assert len(emulator.requests_log) == 2  # an exactly full last page asks for no empty one
+    emulator.clear_log()
+    listed = hook.list_bulk_send_job_signature_requests(f"  {job_id}\n", page_size=7)
+    assert [sr["signature_request_id"] for sr in listed] == ids
+    assert len(emulator.requests_log) == 29
+
+
+def test_an_unknown_job_is_not_found(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    make_bulk_send_job(emulator, 1)
+    with pytest.raises(DropboxSignNotFoundError) as raised:
+        list(DropboxSignHook(key_conn).list_bulk_send_job_signature_requests(UNKNOWN_ID))
+    error = raised.value
+    assert (error.status_code, error.error_name, error.method, error.path) == (
+        404,
+        "not_found",
+        "GET",
+        f"/bulk_send_job/{UNKNOWN_ID}",
+    )
+    assert statuses(emulator) == [404]
+
+
+@pytest.mark.parametrize("value", BAD_IDS, ids=[repr(value)[:30] for value in BAD_IDS])
+def test_a_bad_job_id_fails_before_any_call(emulator: DropboxSignEmulator, key_conn: str, value: Any) -> None:
+    make_bulk_send_job(emulator, 1)
+    with pytest.raises(ValueError, match="is not a Dropbox Sign bulk send job id") as raised:
+        DropboxSignHook(key_conn).list_bulk_send_job_signature_requests(value)
+    assert str(raised.value).startswith(f"bulk_send_job_id {value!r}")
+    assert emulator.requests_log == []
+
+
+@pytest.mark.parametrize("page_size", [0, 101, 2.5, None, True])
+def test_a_bad_page_size_of_a_job_list_fails_before_any_call(
+    emulator: DropboxSignEmulator, key_conn: str, page_size: Any
+) -> None:
+    job_id, _ = make_bulk_send_job(emulator, 1)
+    hook = DropboxSignHook(key_conn)
+    with pytest.raises(ValueError, match=f"page_size {page_size!r}"):
+        hook.list_bulk_send_job_signature_requests(job_id, page_size=page_size)
+    with pytest.raises(ValueError, match=f"page_size {page_size!r}"):
+        hook.list_bulk_send_jobs(page_size=page_size)
+    assert emulator.requests_log == []
+
+
+def test_a_job_page_without_its_requests_is_an_invalid_answer(
+    emulator: DropboxSignEmulator, key_conn: str
+) -> None:
+    job_id, _ = make_bulk_send_job(emulator, 3)
+    emulator.add_odd_answers(
+        OddAnswer(
+            200,
+            {"Content-Type": "application/json"},
+            '{"list_info": {"num_pages": 1}}',
+            path_prefix=f"/v3/bulk_send_job/{job_id}",
+        )
+    )
+    with pytest.raises(DropboxSignResponseError, match="signature_requests") as raised:
+        list(DropboxSignHook(key_conn).list_bulk_send_job_signature_requests(job_id))
+    assert raised.value.error_name == "invalid_response"
+
+
+def test_every_job_of_the_account_is_listed(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    assert list(DropboxSignHook(key_conn).list_bulk_send_jobs()) == []
+    jobs = [
+        emulator.create_bulk_send_job(n, created_at=1_600_000_000 + n)["bulk_send_job"] for n in (1, 2, 3)
+    ]
+    emulator.clear_log()
+    listed = list(DropboxSignHook(key_conn).list_bulk_send_jobs(page_size=2))
+    assert listed == jobs[::-1]
+    assert [(e.path, e.status) for e in emulator.requests_log] == [("/v3/bulk_send_job/list", 200)] * 2
+
+
+def test_a_jobs_requests_are_cancelled_one_by_one(emulator: DropboxSignEmulator, key_conn: str) -> None:
+    job_id, ids = make_bulk_send_job(emulator, 12)
+    hook = DropboxSignHook(key_conn, retry_policy=FAST)
+    listed = [
+        sr["signature_request_id"] for sr in hook.list_bulk_send_job_signature_requests(job_id, page_size=5)
+    ]
+    for sr_id in listed:
+        hook.cancel_signature_request(sr_id)
+    time.sleep(0.3)  # past the emulator's cancel_delay
+    for sr_id in ids:
+        with pytest.raises(DropboxSignDeletedError):
+            hook.get_signature_request(sr_id)
+        assert emulator.cancel_calls(sr_id) == 1
+        assert emulator.get_state(sr_id) == "canceled"
+    assert list(hook.list_bulk_send_job_signature_requests(job_id)) == []
+    assert [job["total"] for job in hook.list_bulk_send_jobs()] == [12]
 
 
 # --- invalid ids ---------------------------------------------------------------------------------

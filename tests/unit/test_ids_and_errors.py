@@ -1,5 +1,6 @@
 """
-Id validation and the typed errors, on their own (the hooks' use of them is in test_hook*.py).
+Id validation (signature requests and bulk send jobs) and the typed errors, on their own (the
+hooks' use of them is in test_hook*.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dropbox_sign_provider.exceptions import (
     error_from_response,
     parse_json_body,
 )
+from dropbox_sign_provider.hooks.dropbox_sign import bulk_send_job_path, validate_bulk_send_job_id
 
 # Lengths of the ids in Dropbox Sign's own examples, and the ends of the accepted range.
 ID_16 = "0123456789abcdef"
@@ -101,6 +103,28 @@ def test_the_published_pattern_agrees_with_the_validator() -> None:
         assert pattern.match(good)
     for bad in ("0123456789abcde", "f" * 65, ID_40.upper(), "../account"):
         assert not pattern.match(bad)
+
+
+# --- bulk send job ids ------------------------------------------------------------------------------
+
+#: The bulk_send_job_id of Dropbox Sign's examples (openapi.yaml, BulkSendJobGetResponse).
+JOB_ID_40 = "6e683bc0369ba3d5b6f43c2c22a8031dbf6bd174"
+
+
+@pytest.mark.parametrize("value", [ID_16, ID_24, JOB_ID_40, ID_64])
+def test_bulk_send_job_ids_follow_the_rule_of_signature_request_ids(value: str) -> None:
+    assert validate_bulk_send_job_id(f" {value}\n") == value
+    assert bulk_send_job_path(value) == f"/bulk_send_job/{value}"
+
+
+@pytest.mark.parametrize("value", BAD_IDS)
+def test_a_bad_bulk_send_job_id_is_refused_with_the_value_named(value: object) -> None:
+    for check in (validate_bulk_send_job_id, bulk_send_job_path):
+        with pytest.raises(ValueError, match="is not a Dropbox Sign bulk send job id") as raised:
+            check(value)
+        message = str(raised.value)
+        assert message.startswith(f"bulk_send_job_id {value!r} ")
+        assert message.endswith("characters" if isinstance(value, str) else f", got {type(value).__name__}")
 
 
 # --- many ids --------------------------------------------------------------------------------------

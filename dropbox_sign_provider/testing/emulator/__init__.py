@@ -12,6 +12,8 @@ really happened). It answers only the calls this provider needs::
     GET  /v3/signature_request/list?page=&page_size=&query=&account_id=
     POST /v3/signature_request/cancel/{id}
     POST /v3/signature_request/remove/{id}
+    GET  /v3/bulk_send_job/{bulk_send_job_id}?page=&page_size=
+    GET  /v3/bulk_send_job/list?page=&page_size=
 
 and can inject the failures a production client must survive (latency, 5xx, dropped
 connections, malformed bodies, rate-limit storms, cancellations that never complete).
@@ -73,6 +75,7 @@ port.txt`` and drive it through the admin API under ``/_emulator/``::
     GET  /_emulator/health
     GET  /_emulator/signature_requests            every request, with its state
     POST /_emulator/signature_requests            create one (a JSON object) or several (a list)
+    POST /_emulator/bulk_send_jobs                create a bulk send job: {"count": N, ...fields}
     POST /_emulator/signature_requests/{id}/sign|decline|expire   ({"reason": ...} for decline)
     GET|POST|DELETE /_emulator/faults             see set_fault
     GET|POST|DELETE /_emulator/delivery_faults    see set_delivery_fault
@@ -112,6 +115,7 @@ One module per concern; only the names below are the public interface.
   while serving;
 - :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
 - :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
+- :mod:`.bulk_send`: the bulk send jobs, the requests each sent, and the calls that list them;
 - :mod:`.store`: the signature requests, their states and transitions;
 - :mod:`.rate`: the rate-limit windows;
 - :mod:`.faults`: API faults, :class:`OddAnswer` and delivery faults;
@@ -127,7 +131,7 @@ Choices where the documentation is silent
 Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
 pretending to know. Code under test should not depend on these answers. Each is marked
 ``Undocumented (<topic>)`` in the module that makes it (:mod:`.store`, :mod:`.query`,
-:mod:`.routes`, :mod:`.access`):
+:mod:`.routes`, :mod:`.bulk_send`, :mod:`.access`):
 
 - *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
   user name either way.
@@ -148,6 +152,9 @@ pretending to know. Code under test should not depend on these answers. Each is 
 - *cancelled requests in lists*: cancelled, removed and forbidden requests are left out of list
   results; queued cancellations are still listed.
 - *num_pages of an empty list*: 0, what ``ceil(0 / page_size)`` gives.
+- *bulk send job lists*: a job's requests come in the order the job sent them, its cancelled,
+  removed and forbidden ones left out as in signature request lists (its ``total`` still counts
+  every request it sent); jobs are listed newest first.
 - *how title: and metadata: match*: a case-insensitive substring of the title or of any metadata
   value.
 - *parentheses in a query*: refused with 400 ``bad_request``, as the docs never mention grouping.

@@ -215,6 +215,28 @@ class DropboxSignEmulator:
         """
         return self._state.create(fields)
 
+    def create_bulk_send_job(
+        self, count: int, *, bulk_send_job_id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """
+        Store a bulk send job that sent ``count`` signature requests, as if this account had sent it.
+
+        Each request is an ordinary one (``GET``, cancel, remove, lists and events treat it as any
+        other) that carries the job's ``bulk_send_job_id``; ``GET /bulk_send_job/{bulk_send_job_id}``
+        lists them in the order the job sent them.
+
+        :param count: how many requests the job sent, 1 to 250 (Dropbox Sign's most).
+        :param bulk_send_job_id: the job's id (default: 40 random lowercase hex characters).
+        :param fields: fields of every request, as :meth:`create_signature_request` takes them
+            (``created_at`` is the job's too), except ``signature_request_id`` and ``forbidden``:
+            each request gets an id of its own, and a job's requests are this account's.
+        :return: ``{"bulk_send_job": ..., "signature_requests": [...]}``: the job as
+            ``GET /bulk_send_job/list`` answers it and its requests as ``GET`` answers them.
+        :raises TypeError: for an unknown field, or one the job sets itself.
+        :raises ValueError: for a ``count`` out of range, inconsistent values or a duplicate id.
+        """
+        return self._state.create_bulk_send_job(count, fields, bulk_send_job_id)
+
     def get_state(self, signature_request_id: str) -> str:
         """
         Tell where a stored request is in its life.

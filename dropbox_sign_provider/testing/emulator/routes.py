@@ -49,6 +49,7 @@ def build_app(state: EmulatorState) -> web.Application:
     add = app.router.add_route
     add("GET", "/_emulator/signature_requests", guarded(admin.list))
     add("POST", "/_emulator/signature_requests", guarded(admin.create))
+    add("POST", "/_emulator/bulk_send_jobs", guarded(admin.create_bulk_send_job))
     add(
         "POST",
         "/_emulator/signature_requests/{id}/{transition:sign|decline|expire}",
@@ -191,6 +192,10 @@ class Api:
             return 200, store.list(request.query, settings.account_id)
         if len(parts) == 2 and parts[0] == "signature_request" and method == "GET":
             return 200, {"signature_request": render(store.accessible(parts[1]))}
+        if method == "GET" and parts == ["bulk_send_job", "list"]:
+            return 200, self.state.bulk_send_jobs.list(request.query)
+        if len(parts) == 2 and parts[0] == "bulk_send_job" and method == "GET":
+            return 200, self.state.bulk_send_jobs.get(parts[1], request.query)
         if len(parts) == 3 and parts[:2] == ["signature_request", "cancel"] and method == "POST":
             store.cancel(parts[2], settings.cancel_delay, self.state.faults)
             return 200, {}
@@ -308,6 +313,18 @@ class Admin:
         if not isinstance(item, dict):
             raise TypeError("each signature request must be a JSON object")
         return self.state.create(dict(item))
+
+    async def create_bulk_send_job(self, request: web.Request) -> web.Response:
+        try:
+            options = await _json_object(request)
+            if "count" not in options:
+                raise TypeError("a bulk send job needs its count of signature requests")
+            count = options.pop("count")
+            job_id = options.pop("bulk_send_job_id", None)
+            created = self.state.create_bulk_send_job(count, options, job_id)
+        except (ValueError, TypeError) as exc:
+            return web.json_response(envelope(400, str(exc)), status=400)
+        return web.json_response(created)
 
     async def transition(self, request: web.Request) -> web.Response:
         request_id, transition = request.match_info["id"], request.match_info["transition"]

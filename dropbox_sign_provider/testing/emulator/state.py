@@ -1,7 +1,8 @@
 """
-The emulator's state behind its one lock: the signature requests, the rate window, the faults in
-force, the odd answers waiting, the callback URL and the callback dispatcher; and the operations on
-them that the emulator's Python methods, its HTTP routes and its server share, each taking the lock.
+The emulator's state behind its one lock: the signature requests, the bulk send jobs, the rate
+window, the faults in force, the odd answers waiting, the callback URL and the callback dispatcher;
+and the operations on them that the emulator's Python methods, its HTTP routes and its server
+share, each taking the lock.
 
 The settings are not kept here: they are the emulator's plain attributes, which a test may change
 while it serves, so they are read (through :class:`Settings`) at each use.
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from dropbox_sign_provider.events.callback import CALLBACK_TEST
+from dropbox_sign_provider.testing.emulator.bulk_send import BulkSendJobs
 from dropbox_sign_provider.testing.emulator.callbacks import (
     CallbackAttempt,
     CallbackDispatcher,
@@ -100,6 +102,7 @@ class EmulatorState:
         #: Where events are POSTed, ``None`` for nowhere; set through :meth:`set_callback_url`.
         self.callback_url: str | None = None
         self.store = SignatureRequestStore(on_event=self._emit)
+        self.bulk_send_jobs = BulkSendJobs(self.store)
         self.rate = RateWindow()
         self.faults = Faults()
         self.rng = random.Random()
@@ -111,6 +114,13 @@ class EmulatorState:
         """Store a request from its fields; see :meth:`DropboxSignEmulator.create_signature_request`."""
         with self.lock:
             return self.store.create(fields, self.settings.email)
+
+    def create_bulk_send_job(
+        self, count: int, fields: dict[str, Any], bulk_send_job_id: str | None
+    ) -> dict[str, Any]:
+        """Store a bulk send job and its requests; see :meth:`DropboxSignEmulator.create_bulk_send_job`."""
+        with self.lock:
+            return self.bulk_send_jobs.create(count, fields, self.settings.email, bulk_send_job_id)
 
     def state_of(self, request_id: str) -> str:
         """Where a stored request is in its life; see :meth:`DropboxSignEmulator.get_state`."""

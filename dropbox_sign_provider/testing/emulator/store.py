@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,14 +83,27 @@ class SignatureRequestStore:
         :raises TypeError: for an unknown field.
         :raises ValueError: for inconsistent or duplicate values.
         """
+        record = self.build(fields, requester_email)
+        self.add(record)
+        return render(record)
+
+    def build(self, fields: dict[str, Any], requester_email: str) -> Record:
+        """
+        A request from its fields, not stored yet: what :meth:`create` stores, once checked.
+
+        :raises TypeError: for an unknown field.
+        :raises ValueError: for inconsistent values or an id already stored.
+        """
         fields = dict(fields)
         forbidden = bool(fields.pop("forbidden", False))
-        body = _build_body(fields, requester_email)
-        if body["signature_request_id"] in self.records:
-            raise ValueError(f"signature request {body['signature_request_id']!r} already exists")
-        record = Record(body=body, forbidden=forbidden)
+        record = Record(body=_build_body(fields, requester_email), forbidden=forbidden)
+        if record.request_id in self.records:
+            raise ValueError(f"signature request {record.request_id!r} already exists")
+        return record
+
+    def add(self, record: Record) -> None:
+        """Store a request built by :meth:`build`."""
         self.records[record.request_id] = record
-        return render(record)
 
     def get(self, request_id: str) -> Record:
         """
@@ -184,12 +197,7 @@ class SignatureRequestStore:
         :param account_id: this account's id.
         :raises ApiError: 400 naming a bad parameter.
         """
-        page = _int_param(query, "page", 1)
-        page_size = _int_param(query, "page_size", 20)
-        if page < 1:
-            raise ApiError(400, f"page must be 1 or more, got {page}.", path="page")
-        if not 1 <= page_size <= 100:
-            raise ApiError(400, f"page_size must be between 1 and 100, got {page_size}.", path="page_size")
+        page, page_size = paging(query)
         asked = query.get("account_id")
         # Undocumented (another account_id): the answer for an account that is not a team member;
         # this account has no team.
@@ -202,23 +210,14 @@ class SignatureRequestStore:
         matches = [
             render(record)
             for record in self.records.values()
-            if not record.forbidden
-            and not record.removed
-            and self.state(record) != "canceled"
-            and matches_query(record.body)
+            if self.listed(record) and matches_query(record.body)
         ]
         matches.sort(key=lambda body: (-int(body["created_at"]), body["signature_request_id"]))
-        start = (page - 1) * page_size
-        return {
-            "signature_requests": matches[start : start + page_size],
-            "list_info": {
-                "page": page,
-                # Undocumented (num_pages of an empty list): 0 is what ceil(0 / page_size) gives.
-                "num_pages": math.ceil(len(matches) / page_size),
-                "num_results": len(matches),
-                "page_size": page_size,
-            },
-        }
+        return page_of("signature_requests", matches, page, page_size)
+
+    def listed(self, record: Record) -> bool:
+        """Whether lists show the request: not another sender's, not removed, not cancelled."""
+        return not record.forbidden and not record.removed and self.state(record) != "canceled"
 
     # -- what the signers do (driven by tests) ----------------------------------------------------
 
@@ -295,6 +294,36 @@ def render(record: Record) -> dict[str, Any]:
             if signature["status_code"] == "awaiting_signature":
                 signature["status_code"] = "expired"
     return body
+
+
+def paging(query: Mapping[str, str]) -> tuple[int, int]:
+    """
+    The ``page`` and ``page_size`` of a list call, defaults filled in (1 and 20, as the spec says).
+
+    :raises ApiError: 400 naming a parameter that is not an integer or is out of range.
+    """
+    page = _int_param(query, "page", 1)
+    page_size = _int_param(query, "page_size", 20)
+    if page < 1:
+        raise ApiError(400, f"page must be 1 or more, got {page}.", path="page")
+    if not 1 <= page_size <= 100:
+        raise ApiError(400, f"page_size must be between 1 and 100, got {page_size}.", path="page_size")
+    return page, page_size
+
+
+def page_of(member: str, items: Sequence[Any], page: int, page_size: int) -> dict[str, Any]:
+    """One page of ``items`` under ``member``, with its ``list_info`` (ListInfoResponse)."""
+    start = (page - 1) * page_size
+    return {
+        member: list(items[start : start + page_size]),
+        "list_info": {
+            "page": page,
+            # Undocumented (num_pages of an empty list): 0 is what ceil(0 / page_size) gives.
+            "num_pages": math.ceil(len(items) / page_size),
+            "num_results": len(items),
+            "page_size": page_size,
+        },
+    }
 
 
 def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
