@@ -112,6 +112,9 @@ class CancellationApprovalOperator(ApprovalOperator):
         selected = given_grant(self.selection)
         if selected is None:
             raise AirflowFailException("Nothing to approve was handed to this task: no selection grant")
+        if selected == []:
+            self.log.info("The list step selected nothing: asking nobody")
+            return None
         batches = selection_batches(selected)
         if batches is not None and (why := unsigned_reason(batches)) is not None:
             self.log.info("Asking nobody: this run cancels nothing (%s)", why)
@@ -200,7 +203,6 @@ class CancellationApprovalOperator(ApprovalOperator):
             ti.xcom_push(key=ANSWER_KEY, value=answer)
         if refused:
             raise AirflowFailException(f"The Approve does not count: {refused}. Nothing will be cancelled.")
-        super().execute_complete(context, event)
         if "error" not in event and not event.get("responded_by_user"):
             raise AirflowFailException(
                 "Nobody answered the approval in time: nothing will be cancelled (a rejection by default)"
@@ -210,6 +212,9 @@ class CancellationApprovalOperator(ApprovalOperator):
                 "Rejected by %s: nothing will be cancelled",
                 (event.get("responded_by_user") or {}).get("name"),
             )
+        # On Reject this skips the cancel steps and ends the task (Airflow raises to skip them).
+        super().execute_complete(context, event)
+        if event.get("chosen_options") != [APPROVE]:
             return None
         if selection is None:
             # dag.test() of Airflow 3.1 and 3.2 runs the trigger in line and resumes with the
