@@ -58,7 +58,8 @@ TEST_DAGS = REPO / "tests" / "system" / "dags"
 CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 AUDIT_DAG = "dropbox_sign_cancellation_audit"
-EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
+BULK_SEND_JOB_DAG = "dropbox_sign_cancel_bulk_send_job"
+EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG, BULK_SEND_JOB_DAG}
 DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).

@@ -70,6 +70,8 @@ def report_cancellations(
         decided = f"{verdict}: nothing was cancelled"
     elif verdict is not None:
         decided = str(verdict)
+    elif why is not None:
+        decided = "nobody was asked, as this run cancels nothing"
     else:
         decided = "no approval needed"
     details = {

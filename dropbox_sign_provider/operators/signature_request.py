@@ -197,7 +197,10 @@ class CancelSignatureRequestOperator(BaseOperator):
             )
         # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
         # (A mapped task is built again with its own value: one batch of a list step's selection.)
-        if not resolved_at_run_time(signature_request_ids) and selection_batches(signature_request_ids) is None:
+        if (
+            not resolved_at_run_time(signature_request_ids)
+            and selection_batches(signature_request_ids) is None
+        ):
             normalize_signature_request_ids(signature_request_ids)
         if not resolved_at_run_time(dry_run):
             dry_run_flag(dry_run)
