@@ -59,6 +59,25 @@ def validate_signature_request_id(value: Any) -> str:
     return candidate
 
 
+def validate_bulk_send_job_id(value: Any) -> str:
+    """
+    Return ``value`` as a bulk send job id, surrounding whitespace stripped. Dropbox Sign's examples
+    write them like signature request ids (40 lowercase hex characters,
+    ``6e683bc0369ba3d5b6f43c2c22a8031dbf6bd174``), so the same rule holds for both.
+
+    :param value: the candidate id.
+    :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
+    """
+    candidate = value.strip() if isinstance(value, str) else None
+    if candidate is None or not _ID_RE.fullmatch(candidate):
+        got = "" if isinstance(value, str) else f", got {type(value).__name__}"
+        raise ValueError(
+            f"bulk_send_job_id {shown(value)} is not a Dropbox Sign bulk send job id: expected 16 to 64 "
+            f"lowercase hex characters{got}"
+        )
+    return candidate
+
+
 def normalize_signature_request_ids(value: Any) -> list[str]:
     """
     Turn what a task was given into a list of validated ids, duplicates dropped and order kept.

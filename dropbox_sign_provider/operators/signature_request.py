@@ -22,6 +22,7 @@ from dropbox_sign_provider.cancellation.grants import (
 from dropbox_sign_provider.cancellation.ids import (
     normalize_signature_request_ids,
     resolved_at_run_time,
+    validate_bulk_send_job_id,
     validate_signature_request_id,
 )
 from dropbox_sign_provider.cancellation.outcomes import (
@@ -574,6 +575,8 @@ class ListSignatureRequestsOperator(BaseOperator):
         )
         if job in ("", "None"):
             job = None
+        if job is not None:
+            job = validate_bulk_send_job_id(job)
         if job is not None and (self.query or "").strip():
             raise ValueError(
                 f"Give a query ({self.query!r}) or a bulk_send_job_id ({job!r}), not both: a bulk send "
