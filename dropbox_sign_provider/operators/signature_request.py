@@ -233,7 +233,9 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str]:
         """Validate every id and ``dry_run``, apply the cap, then cancel (or preview) each one."""
+        # Every rendered setting is checked before the first cancel, naming the value.
         dry_run = self.is_dry_run
+        wait = dry_run_flag(self.wait_for_confirmation, "wait_for_confirmation")
         wait_settings.check_on_completed(self.on_completed)
         self.wait_settings = wait_settings.configured(
             replace(self.wait_settings, on_completed=self.on_completed),
@@ -301,7 +303,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             context["ti"].xcom_push(key="outcomes", value=outcomes)
         # With cancellations queued and a wait asked for, the failures are reported after the wait:
         # failing now would leave the queued ones unconfirmed and never re-cancelled.
-        if failures and not (dry_run_flag(self.wait_for_confirmation, "wait_for_confirmation") and queued):
+        if failures and not (wait and queued):
             finish(
                 judged,
                 self.log,
@@ -309,7 +311,7 @@ class CancelSignatureRequestOperator(BaseOperator):
                 # cancelled come back as already_canceled or cancel_requested.
                 retryable=bool(errors),
             )
-        if not dry_run_flag(self.wait_for_confirmation, "wait_for_confirmation"):
+        if not wait:
             log_outcomes(self.log, "Dropbox Sign cancellations", outcomes, summarize(outcomes, {}))
             return outcomes
         return self._wait(hook, outcomes, errors)
