@@ -337,6 +337,16 @@ def reject_in_form(airflow: Airflow, ui: UI, dag: dict[str, Any], rejected: str,
         kept.get("chosen_options") == ["Reject"] and bool((kept.get("responded_by_user") or {}).get("name")),
         f"the rejected run's approval kept the answer {kept!r}",
     )
+    who = (kept.get("responded_by_user") or {}).get("name")
+    approve_ti = airflow.api("GET", airflow.run_path(DAG_ID, run_id, APPROVAL_TASK_ID))
+    said = [
+        str(e.get("event", ""))
+        for e in airflow.task_log(DAG_ID, run_id, APPROVAL_TASK_ID, approve_ti["try_number"])
+    ]
+    check(
+        any(f"Rejected by {who}: nothing will be cancelled" in line for line in said),
+        f"the rejected run's approve log does not say who rejected ({who})",
+    )
     ui.open_run(DAG_ID, run_id)
     ui.expect_run_state("success")
     ui.shot("run-rejected")
