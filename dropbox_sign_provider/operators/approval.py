@@ -49,12 +49,16 @@ LISTED_IDS = 50
 
 class CancellationApprovalOperator(ApprovalOperator):
     """
-    Ask a person to approve cancelling what a provider step selected; on Approve, push a signed
-    grant (XCom ``grant``) that :class:`~dropbox_sign_provider.operators.signature_request.
+    Ask a person to approve cancelling what a provider step selected, when it needs approval: a
+    selection over the cap, ids named at run time where the deployment's ``require_approval`` is
+    on, or this task's own ``require_approval``. On Approve, return a signed grant (also XCom
+    ``grant``) that :class:`~dropbox_sign_provider.operators.signature_request.
     CancelSignatureRequestOperator` checks (its ``approval_grant``).
 
-    Nothing to approve (an empty selection) asks nobody and grants nothing. **Reject**, or no answer
-    within the time-out (which counts as Reject), grants nothing and skips the downstream tasks.
+    Nothing to approve (an empty selection, one that needs no approval, or a dry run's unsigned
+    selection) asks nobody and grants nothing. **Reject** grants nothing and skips the cancel steps
+    right after this task; no answer within the time-out fails this task: nothing is cancelled, and
+    somebody should notice.
     The answer is also kept as XCom ``answer`` for a report (see
     :func:`~dropbox_sign_provider.cancellation.approval.decision`); it is never evidence of an approval.
 
@@ -62,13 +66,19 @@ class CancellationApprovalOperator(ApprovalOperator):
     user who triggered the run may approve it (``four_eyes``), and the longest wait
     (``approval_timeout``); this operator's arguments may narrow them, never widen them.
 
-    :param selection: the selection grant of the step that read the requests (templated), e.g. a
-        dry run's XCom ``selection``: ``"{{ ti.xcom_pull(task_ids='preview', key='selection') }}"``.
+    :param selection: what a provider step selected and signed (templated): a list step's
+        ``.output`` (``ListSignatureRequestsOperator``), or a dry run's XCom ``selection``
+        (``XComArg(preview, key="selection")``).
     :param describe: turns what the selection shows (its ``shown``) into the form's Markdown;
         the dry run's preview table by default.
     :param dropbox_sign_conn_id: the connection whose credential signs the grants.
     :param subject: the form's headline.
     :param response_timeout: how long to wait, when shorter than the deployment's.
+    :param require_approval: ask a person even when neither the selection nor the deployment's
+        policy needs it (templated, like the cancel operator's ``dry_run``).
+
+    Returns (XCom) the approval grant, for the cancel step's ``approval_grant``
+    (``approval_grant=approve.output``), or ``None`` when nobody needed to be asked.
 
     Other keyword arguments go to ``ApprovalOperator``: among them ``notifiers``, Airflow notifiers
     told when the approval starts waiting (so that a nightly approval does not wait unseen), and

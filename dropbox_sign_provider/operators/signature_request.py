@@ -1,4 +1,4 @@
-"""Operator that cancels Dropbox Sign signature requests."""
+"""Operators that select and cancel Dropbox Sign signature requests."""
 
 from __future__ import annotations
 
@@ -100,10 +100,13 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     :param signature_request_ids: one id or a list of ids (templated: Params, XCom, ``expand``);
         duplicates are dropped, order is kept. Empty input (``[]``, ``""``, ...) cancels nothing
-        and succeeds with ``{}``.
+        and succeeds with ``{}``. Also a :class:`ListSignatureRequestsOperator`'s selection (its
+        ``.output``: every batch, or one batch each through ``expand()``), cancelled only as far as
+        its signature allows, and previewed from its summaries without a read per id; or a list
+        of such summaries.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
-        before they could be cancelled.
+        before they could be cancelled (templated, checked before anything is sent).
     :param max_cancellations: fail before cancelling anything when given more ids than this
         (default 1,000); ``None`` lifts the cap.
     :param dry_run: ``GET`` each id and report what would happen; cancel nothing. Templated: a
@@ -111,11 +114,14 @@ class CancelSignatureRequestOperator(BaseOperator):
         The dry run also pushes the XCom ``preview``: per id, its title, when it was sent, its
         signers and which of them signed, and the outcome (see
         :func:`~dropbox_sign_provider.cancellation.preview.preview_markdown` to show it in an approval form).
-    :param wait_for_confirmation: finish only once every cancellation is confirmed.
+    :param wait_for_confirmation: finish only once every cancellation is confirmed (templated, like
+        ``dry_run``).
     :param deferrable: wait for confirmation on the triggerer.
     :param event_first: while waiting, read an id at once when a Dropbox Sign event names it,
         polling every ``poke_interval`` only as the fallback (see the sensor's ``event_first``).
-    :param poke_interval: seconds (or a ``timedelta``) between polls while waiting.
+        ``None`` (default): the deployment's ``[dropbox_sign] event_first``, read when the task runs.
+    :param poke_interval: seconds (or a ``timedelta``) between polls while waiting. ``None``
+        (default): the deployment's ``[dropbox_sign] poke_interval``, read when the task runs.
     :param timeout: seconds (or a ``timedelta``) to wait for confirmation before ids end as
         ``timeout``; shorter than ``recancel_after`` is fine (the log then says no re-cancel can
         happen).
@@ -131,8 +137,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         it covers every id.
     :param require_selection: cancel only ids a provider step selected, as a ``selection_grant``
         proves (the clean-up's batches): ids injected anywhere else are refused.
-    :param selection_grant: the grant of the step that selected the ids (a mapped keyword argument
-        of each batch), templated.
+    :param selection_grant: the grant of a step that selected the ids, handed apart from them
+        (templated); a list step's batches carry their own.
     """
 
     # BaseOperator already has a dry_run() method: the templated value is kept as dry_run_setting,
