@@ -120,6 +120,47 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "3600",
                         "default": "86400",
                     },
+                    "armed": {
+                        "description": "Whether what a list step selected by rule (the expiry clean-up, "
+                        "a bulk send job, any DAG built on ListSignatureRequestsOperator) may be "
+                        "cancelled without a person approving the whole selection. False: every such run "
+                        "is a dry run that reports what it would cancel and signs nothing, so no cancel "
+                        "step accepts its selection; a list step with require_approval still asks. Only the "
+                        "deployment arms; the Airflow Variable dropbox_sign_cleanup_armed set to false "
+                        "disarms at once (a Variable can never arm).",
+                        "version_added": __version__,
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
+                    "poke_interval": {
+                        "description": "Seconds between two reads of the cancellations a task waits for, "
+                        "one API call per id still pending, when the task does not set its own "
+                        "poke_interval. With event_first, the fallback poll.",
+                        "version_added": __version__,
+                        "type": "float",
+                        "example": "15",
+                        "default": "60",
+                    },
+                    "event_first": {
+                        "description": "Confirm cancellations on Dropbox Sign's signature_request_canceled "
+                        "events first, polling every poke_interval only as the fallback, when a task does "
+                        "not set its own event_first. Needs the callback receiver set up (the provider's "
+                        "Events and callbacks page).",
+                        "version_added": __version__,
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
+                    "pool": {
+                        "description": "The Airflow pool of the example DAGs' API tasks. A task naming a "
+                        "pool that does not exist is never scheduled: create the pool first. Read when "
+                        "a DAG file is parsed (a task's pool is part of the DAG).",
+                        "version_added": __version__,
+                        "type": "string",
+                        "example": "dropbox_sign_api",
+                        "default": "default_pool",
+                    },
                     "callback_conn_ids": {
                         "description": "Comma-separated ids of the ``dropbox_sign`` connections whose "
                         "accounts may post callback events. An event is accepted when its event_hash "

@@ -10,11 +10,12 @@ It refuses to draw while modules import each other (an import cycle).
 
 from __future__ import annotations
 
-import argparse
 import ast
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+import page_block
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "dropbox_sign_provider"
@@ -156,29 +157,11 @@ def drawing() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="put the drawing into docs/architecture.md")
-    parser.add_argument("--check", action="store_true", help="fail when docs/architecture.md is stale")
-    args = parser.parse_args()
     found = cycles(graph())
     if found:
         print("import cycles:", found, file=sys.stderr)
         return 1
-    drawn = drawing()
-    if not (args.write or args.check):
-        print(drawn)
-        return 0
-    page = PAGE.read_text()
-    head, rest = page.split(BEGIN)
-    _old, tail = rest.split(END)
-    fresh = f"{head}{BEGIN}\n{drawn}\n{END}{tail}"
-    if args.check:
-        if fresh != page:
-            print(f"{PAGE} is stale: run python scripts/architecture.py --write", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(fresh)
-    return 0
+    return page_block.main(PAGE, (BEGIN, END), drawing(), __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """
-The one-command demo (``make demo``): both example DAGs against the bundled Dropbox Sign emulator.
+The one-command demo (``make demo``): the clean-up and the manual cancellation DAGs against the
+bundled Dropbox Sign emulator.
 
 On a fresh clone, with nothing but the project's virtualenv:
 
@@ -7,14 +8,15 @@ On a fresh clone, with nothing but the project's virtualenv:
    folder pointing at ``dags/``;
 2. the emulator on a free loopback port, seeded with a realistic account: stale requests, fresh
    ones, signed ones, declined ones and a few past their expiry date;
-3. ``airflow dags test dropbox_sign_expiry_cleanup`` before it is armed: a dry run that must cancel
-   nothing; then ``airflow variables set dropbox_sign_cleanup_armed true`` and the clean-up again,
-   which cancels; then ``airflow dags test
-   dropbox_sign_cancel_request`` naming one fresh request, then once more naming another fresh
-   request and an id the account does not have: that run must fail naming the unknown id, and
-   still confirm the other one's cancellation;
-4. a check of the emulator's final state: every stale or expired request cancelled, nothing else
-   touched but the ones named, each of those confirmed. The exit status is non-zero otherwise.
+3. ``airflow dags test dropbox_sign_expiry_cleanup`` before the deployment arms it: a dry run that
+   must cancel nothing and say ``NOT ARMED``; then the clean-up again in a process started with
+   ``[dropbox_sign] armed = True`` (``AIRFLOW__DROPBOX_SIGN__ARMED=True``), which cancels; then
+   ``airflow dags test dropbox_sign_cancel_request`` naming one fresh request, then once more naming
+   another fresh request and an id the account does not have: that run must fail naming the unknown
+   id, and still confirm the other one's cancellation;
+4. a check of the emulator's final state: every stale request cancelled, the expired ones left
+   alone like the fresh, signed and declined ones, nothing touched but the ones named, each of
+   those confirmed. The exit status is non-zero otherwise.
 
 Airflow's own output goes to ``build/demo/demo.log``; the terminal shows the report.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -105,9 +108,10 @@ def account_seed(now: float, rng: random.Random) -> dict[str, list[dict[str, Any
         # Signed by everyone or declined, some of them long ago: never touched.
         "completed": [request(rng.uniform(1, 120), is_complete=True) for _ in range(5)],
         "declined": [request(rng.uniform(1, 120), is_declined=True) for _ in range(5)],
-        # Recent, but past their expiry date: nobody can sign them any more.
+        # Old enough to be stale, but past their expiry date: nobody can sign them any more, so the
+        # clean-up leaves them alone (Dropbox Sign may refuse to cancel them) and counts them.
         "expired": [
-            request(rng.uniform(8, 20), expires_at=int(now - rng.uniform(1, 72) * 3600)) for _ in range(3)
+            request(rng.uniform(35, 60), expires_at=int(now - rng.uniform(1, 72) * 3600)) for _ in range(3)
         ],
     }
 
@@ -154,8 +158,9 @@ def airflow_env(home: Path, emulator_url: str | None = None) -> dict[str, str]:
                     }
                 ]
             ),
-            # The emulator confirms a cancellation in about a second; production DAGs check every minute.
-            "DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "2",
+            # The emulator confirms a cancellation in about a second; by default the DAGs check every
+            # minute.
+            "AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL": "2",
         }
     )
     if emulator_url is not None:
@@ -254,6 +259,11 @@ def confirmed(sr_id: str, api_calls: list[dict[str, Any]]) -> bool:
     )
 
 
+def line_is_report(line: str) -> bool:
+    """Whether a log line is the clean-up's report: its counts and what it left alone."""
+    return "Dropbox Sign cancellations" in line and "; left alone: " in line
+
+
 def check(
     ids: dict[str, list[str]],
     named: list[str],
@@ -264,20 +274,29 @@ def check(
     """Every way the final state differs from what the DAG runs should have done."""
     problems = []
     cancelled = {call["path"].rsplit("/", 1)[-1] for call in api_calls if "/cancel/" in call["path"]}
-    for kind in ("fresh", "completed", "declined"):
+    for kind in ("fresh", "completed", "declined", "expired"):
         for sr_id in ids[kind]:
             if sr_id not in named and sr_id in cancelled:
                 problems.append(f"{kind} request {sr_id} received a cancel call")
     for sr_id in named:
         if not confirmed(sr_id, api_calls):
             problems.append(f"named request {sr_id}: its cancellation was never confirmed by a 410 on GET")
+    # Both clean-up runs (unarmed and armed) listed the expired requests and counted them left alone.
+    reports = [line for line in demo_log.splitlines() if line_is_report(line)]
+    expired = f"{len(ids['expired'])} expired"
+    if len(reports) < 2 or not all(re.search(rf"; left alone: .*\b{expired}\b", line) for line in reports):
+        problems.append(f"the clean-up reports do not count {expired} requests left alone: {reports}")
     if f"{UNKNOWN_ID}: not found (404)" not in demo_log:
         problems.append(f"the run naming {UNKNOWN_ID} did not fail naming it")
-    for kind in ("stale", "expired"):
-        for sr_id in ids[kind]:
-            if final[sr_id]["state"] != "canceled":
-                problems.append(f"{kind} request {sr_id} is {final[sr_id]['state']}, not canceled")
-    expected = {"fresh": "awaiting_signature", "completed": "completed", "declined": "declined"}
+    for sr_id in ids["stale"]:
+        if final[sr_id]["state"] != "canceled":
+            problems.append(f"stale request {sr_id} is {final[sr_id]['state']}, not canceled")
+    expected = {
+        "fresh": "awaiting_signature",
+        "expired": "awaiting_signature",
+        "completed": "completed",
+        "declined": "declined",
+    }
     for kind, state in expected.items():
         for sr_id in ids[kind]:
             wanted = "canceled" if sr_id in named else state
@@ -293,7 +312,7 @@ def check_unarmed(unarmed_calls: list[dict[str, Any]], demo_log: str) -> list[st
         for call in unarmed_calls
         if call["method"] != "GET"
     ]
-    if "NOT ARMED: the Variable dropbox_sign_cleanup_armed is not set" not in demo_log:
+    if "NOT ARMED: [dropbox_sign] armed is False" not in demo_log:
         problems.append("the run before arming did not say NOT ARMED in its log")
     return problems
 
@@ -321,11 +340,14 @@ def report(
         ),
         ("Cancelled by the clean-up DAG once armed", None),
         ("  stale (sent 35 to 120 days ago)", f"{count('stale', 'canceled')} of {len(ids['stale'])}"),
-        ("  expired (past their expires_at)", f"{count('expired', 'canceled')} of {len(ids['expired'])}"),
         ("Left alone", None),
         (
             "  fresh (sent in the last 4 days)",
             f"{count('fresh', 'awaiting_signature')} of {len(ids['fresh'])} still out for signature",
+        ),
+        (
+            "  expired (stale, but past expires_at)",
+            f"{count('expired', 'awaiting_signature')} of {len(ids['expired'])} not cancelled",
         ),
         ("  signed by everyone", f"{count('completed', 'completed')} of {len(ids['completed'])}"),
         ("  declined", f"{count('declined', 'declined')} of {len(ids['declined'])}"),
@@ -381,16 +403,15 @@ def demo(log: IO[str], home: Path) -> int:
             log,
         )
         unarmed_calls = http_json("GET", f"{url}/_emulator/requests_log")
-        timings["setup"] += run_step(
-            "Arming the clean-up: airflow variables set dropbox_sign_cleanup_armed true",
-            [airflow, "variables", "set", "dropbox_sign_cleanup_armed", "true"],
-            env,
-            log,
-        )
+        # Arming is the deployment's: its configuration, read when a process starts. Each
+        # `airflow dags test` is a new process, started here with [dropbox_sign] armed = True.
+        print("  Arming the clean-up: [dropbox_sign] armed = True (AIRFLOW__DROPBOX_SIGN__ARMED=True)")
+        log.write("\n===== arming: AIRFLOW__DROPBOX_SIGN__ARMED=True from here on\n")
+        armed = {**env, "AIRFLOW__DROPBOX_SIGN__ARMED": "True"}
         timings["clean-up run"] = run_step(
-            "airflow dags test dropbox_sign_expiry_cleanup",
+            "airflow dags test dropbox_sign_expiry_cleanup (armed)",
             [airflow, "dags", "test", "dropbox_sign_expiry_cleanup"],
-            env,
+            armed,
             log,
         )
         # Nobody is there to approve in a demo: for both manual runs the demo's deployment lets ids
@@ -443,8 +464,8 @@ def demo(log: IO[str], home: Path) -> int:
         print(f"See {LOG_FILE} for Airflow's output.")
         return 1
     print(
-        "\nOK: the clean-up cancelled nothing before it was armed; once armed, every stale and expired "
-        "request was cancelled, nothing else was touched; the run naming "
+        "\nOK: the clean-up cancelled nothing before it was armed; once armed, every stale request was "
+        "cancelled, the expired ones were left alone, nothing else was touched; the run naming "
         "an unknown id failed naming it, and still confirmed the other id's cancellation."
     )
     return 0

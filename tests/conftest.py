@@ -36,7 +36,8 @@ else:
     atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-# dag.test() runs a DAG only once it is in a bundle: the example DAGs and the tests' own DAGs.
+# dag.test() runs a DAG only once it is in a bundle: the example DAGs, the DAGs the documentation
+# shows and the tests' own DAGs.
 os.environ.setdefault(
     "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
     json.dumps(
@@ -46,7 +47,11 @@ os.environ.setdefault(
                 "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                 "kwargs": {"path": str(Path(__file__).parent.parent / folder), "refresh_interval": 0},
             }
-            for name, folder in (("dags-folder", "dags"), ("test-dags", "tests/system/dags"))
+            for name, folder in (
+                ("dags-folder", "dags"),
+                ("docs-examples", "docs/examples"),
+                ("test-dags", "tests/system/dags"),
+            )
         ]
     ),
 )

@@ -55,10 +55,13 @@ REPO = Path(__file__).parent.parent
 DAGS = REPO / "dags"
 #: The DAGs the system tests run under ``dag.test()`` (the ``test-dags`` bundle).
 TEST_DAGS = REPO / "tests" / "system" / "dags"
+#: The DAGs the documentation shows, included in its pages from these files (the ``docs-examples`` bundle).
+DOCS_EXAMPLES = REPO / "docs" / "examples"
 CANCEL_DAG = "dropbox_sign_cancel_request"
 CLEANUP_DAG = "dropbox_sign_expiry_cleanup"
 AUDIT_DAG = "dropbox_sign_cancellation_audit"
-EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG}
+BULK_SEND_JOB_DAG = "dropbox_sign_cancel_bulk_send_job"
+EXAMPLE_DAG_IDS = {CANCEL_DAG, CLEANUP_DAG, AUDIT_DAG, BULK_SEND_JOB_DAG}
 DAY = 86400.0
 
 #: Credentials that are easy to spot if they leak (the hook suites use these).
@@ -357,6 +360,11 @@ def xcom_of(dag_run: Any, task_id: str) -> Any:
 def load_test_dag(name: str) -> Any:
     """The DAG of ``tests/system/dags/<name>.py``, imported from its bundle file (dag.test() needs that)."""
     return import_file(TEST_DAGS / f"{name}.py", f"test_dags_{name}").dag
+
+
+def load_docs_example(name: str) -> Any:
+    """The DAG of ``docs/examples/<name>.py``, the file a documentation page shows, from its bundle file."""
+    return import_file(DOCS_EXAMPLES / f"{name}.py", f"docs_examples_{name}").dag
 
 
 def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:

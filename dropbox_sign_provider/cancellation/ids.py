@@ -59,13 +59,33 @@ def validate_signature_request_id(value: Any) -> str:
     return candidate
 
 
+def validate_bulk_send_job_id(value: Any) -> str:
+    """
+    Return ``value`` as a bulk send job id, surrounding whitespace stripped. Dropbox Sign's examples
+    write them like signature request ids (40 lowercase hex characters,
+    ``6e683bc0369ba3d5b6f43c2c22a8031dbf6bd174``), so the same rule holds for both.
+
+    :param value: the candidate id.
+    :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
+    """
+    candidate = value.strip() if isinstance(value, str) else None
+    if candidate is None or not _ID_RE.fullmatch(candidate):
+        got = "" if isinstance(value, str) else f", got {type(value).__name__}"
+        raise ValueError(
+            f"bulk_send_job_id {shown(value)} is not a Dropbox Sign bulk send job id: expected 16 to 64 "
+            f"lowercase hex characters{got}"
+        )
+    return candidate
+
+
 def normalize_signature_request_ids(value: Any) -> list[str]:
     """
     Turn what a task was given into a list of validated ids, duplicates dropped and order kept.
 
     Accepted: one id; a string of ids separated by commas or white space (as typed in a form); a
     string holding a list or dict literal (what a Jinja template renders them to); a list or tuple
-    of ids; a mapping whose keys are ids (the result of
+    of ids, or of summaries naming one each (``{"signature_request_id": ..., ...}``, as a list step
+    returns them); a mapping whose keys are ids (the result of
     :class:`~dropbox_sign_provider.operators.signature_request.CancelSignatureRequestOperator`).
 
     Empty input is no error, whatever its form (``[]``, ``()``, ``{}``, ``""``, ``"  "``, ``"[]"``):
@@ -85,6 +105,11 @@ def normalize_signature_request_ids(value: Any) -> list[str]:
             f"signature_request_ids {value!r} must be an id, a list of ids or a mapping keyed by id, "
             f"got {type(value).__name__}"
         )
+    # A list step's summaries name their request; anything else in a list must be an id itself.
+    items = [
+        item["signature_request_id"] if isinstance(item, Mapping) and "signature_request_id" in item else item
+        for item in items
+    ]
     return list(dict.fromkeys(validate_signature_request_id(item) for item in items))
 
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from airflow.sdk.execution_time.hitl import HITLUser
 
 
-#: The Airflow Variable that arms the expiry clean-up; ``false`` (or unset) stops a selection already
-#: made, at once, before its batches cancel.
+#: The Airflow Variable that disarms cancelling by rule at once: ``false`` stops every list step from
+#: signing a selection and every cancel step from acting on one already made. It can never arm: only
+#: the deployment's ``[dropbox_sign] armed`` does.
 DISARM_VARIABLE = "dropbox_sign_cleanup_armed"
 
 
@@ -36,6 +37,7 @@ class CancellationPolicy:
     :param four_eyes: the user who triggered a run may not approve it.
     :param max_cancellations: the most ids a run cancels on a rule's selection without approval.
     :param approval_timeout: how long an approval waits before it counts as Reject.
+    :param armed: what a list step selects by rule may be cancelled; otherwise such runs are dry runs.
     """
 
     require_approval: bool = True
@@ -43,6 +45,7 @@ class CancellationPolicy:
     four_eyes: bool = False
     max_cancellations: int = 200
     approval_timeout: timedelta = timedelta(days=1)
+    armed: bool = False
 
     @classmethod
     def from_config(cls) -> CancellationPolicy:
@@ -82,6 +85,7 @@ class CancellationPolicy:
             approval_timeout=timedelta(
                 seconds=number("approval_timeout", cls.approval_timeout.total_seconds(), whole=False)
             ),
+            armed=flag("armed", cls.armed),
         )
 
     def cap(self, asked: int | None = None) -> int:
@@ -92,6 +96,30 @@ class CancellationPolicy:
         :param asked: the run's own cap (a param); ``None``: the deployment's.
         """
         return self.max_cancellations if asked is None else min(asked, self.max_cancellations)
+
+    def why_unarmed(self, disarm_variable: str | None, *, approved: bool = False) -> str | None:
+        """
+        Why a selection by rule may not be cancelled now, in words for a log and a report; ``None``
+        when it may.
+
+        :param disarm_variable: the value of the Variable ``dropbox_sign_cleanup_armed``; ``None``
+            when unset.
+        :param approved: a person must approve the whole selection before anything is cancelled:
+            then arming is not needed, and only the Variable can stop it.
+        """
+        if not self.armed and not approved:
+            return (
+                f"NOT ARMED: [{CONFIG_SECTION}] armed is False, so this run is a dry run and cancels "
+                f"nothing. Read its report; when the list is right, the deployment arms cancelling by "
+                f"rule with [{CONFIG_SECTION}] armed = True (AIRFLOW__DROPBOX_SIGN__ARMED=True on the "
+                "workers)."
+            )
+        if disarm_variable is not None and disarm_variable.strip().lower() == "false":
+            return (
+                f"DISARMED: the Variable {DISARM_VARIABLE} is false, so this run is a dry run and cancels "
+                "nothing; delete the Variable to let the deployment's [dropbox_sign] armed apply again."
+            )
+        return None
 
     def assigned_users(self) -> list[HITLUser] | None:
         """The approvers as Airflow's human-in-the-loop ``assigned_users``; ``None``: anyone may answer."""

@@ -114,13 +114,22 @@ _MEANING = {
 }
 
 
-def preview_markdown(previews: Sequence[Mapping[str, Any]] | None) -> str:
+#: Requests an approval form describes one by one, at most; the rest are counted.
+SHOWN_REQUESTS = 25
+
+
+def preview_markdown(previews: Any) -> str:
     """
     The approval form's body: how many requests an approval cancels, then each request with its
-    title, id, when it was sent, its signers and what approving does to it.
+    title, id, when it was sent, its signers and what approving does to it (the first
+    :data:`SHOWN_REQUESTS`, oldest first for a list step's selection).
 
-    :param previews: the dry run's XCom ``preview`` (:class:`RequestPreview` values).
+    :param previews: the dry run's XCom ``preview`` (:class:`RequestPreview` values), or what a list
+        step's selection shows (``{"search": ..., "requests": [...]}``).
     """
+    search = previews.get("search") if isinstance(previews, Mapping) else None
+    if isinstance(previews, Mapping):
+        previews = previews.get("requests")
     previews = list(previews or ())
     cancelling = would_cancel(previews)
     others = len(previews) - len(cancelling)
@@ -128,13 +137,11 @@ def preview_markdown(previews: Sequence[Mapping[str, Any]] | None) -> str:
     headline = f"**Approve cancels {len(cancelling)} signature request{plural}: this cannot be undone.**"
     if others:
         headline += f" The other {others} listed here {'are' if others != 1 else 'is'} not touched."
-    lines = [
-        headline,
-        "",
-        "Reject, or no answer in time, cancels nothing.",
-        "",
-    ]
-    for number, preview in enumerate(previews, start=1):
+    lines = [headline, ""]
+    if search:
+        lines += [f"Selected by: {_text(str(search))}", ""]
+    lines += ["Reject, or no answer in time, cancels nothing.", ""]
+    for number, preview in enumerate(previews[:SHOWN_REQUESTS], start=1):
         outcome = str(preview["outcome"])
         title = _text(preview["title"]) if preview["title"] else "(title unknown)"
         lines.append(f"{number}. **{title}**: {_MEANING.get(outcome, _text(outcome))}")
@@ -145,4 +152,6 @@ def preview_markdown(previews: Sequence[Mapping[str, Any]] | None) -> str:
             signed = sum(1 for s in signers if s["status_code"] == "signed")
             lines.append(f"    - signers ({signed} of {len(signers)} signed):")
             lines.extend(f"        - {_signer(signer)}" for signer in signers)
+    if len(previews) > SHOWN_REQUESTS:
+        lines += ["", f"...and {len(previews) - SHOWN_REQUESTS} more, counted in what Approve covers below."]
     return "\n".join(lines)

@@ -6,10 +6,11 @@ naming the value, when the DAG file is parsed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from dropbox_sign_provider import CONFIG_SECTION
 from dropbox_sign_provider.cancellation.outcomes import ON_COMPLETED_CHOICES
 
 #: Dropbox Sign: "if the event has not arrived within 60 minutes, retry the cancellation".
@@ -124,3 +125,31 @@ def check_on_completed(on_completed: Any) -> None:
     """:raises ValueError: when ``on_completed`` is not ``fail`` or ``ignore``."""
     if on_completed not in ON_COMPLETED_CHOICES:
         raise ValueError(f"on_completed {on_completed!r} must be one of {', '.join(ON_COMPLETED_CHOICES)}")
+
+
+def configured(settings: WaitSettings, *, poke_interval_given: bool, event_first_given: bool) -> WaitSettings:
+    """
+    A task's wait settings with the deployment's ``[dropbox_sign] poke_interval`` and
+    ``event_first`` where the task did not set its own, read when the task runs.
+
+    :param settings: the task's checked settings.
+    :param poke_interval_given: the task set its own ``poke_interval``.
+    :param event_first_given: the task set its own ``event_first``.
+    :raises ValueError: naming the option and its value, when one is malformed.
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    changes: dict[str, Any] = {}
+    if not poke_interval_given:
+        raw = conf.get(CONFIG_SECTION, "poke_interval", fallback=str(DEFAULT_POLL_INTERVAL))
+        try:
+            value: Any = float(str(raw).strip())
+        except ValueError:
+            value = raw
+        changes["poll_interval"] = _seconds(f"[{CONFIG_SECTION}] poke_interval", value)
+    if not event_first_given:
+        raw = str(conf.get(CONFIG_SECTION, "event_first", fallback="False")).strip().lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"[{CONFIG_SECTION}] event_first must be True or False, not {raw!r}")
+        changes["event_first"] = raw in ("true", "1", "yes", "on")
+    return replace(settings, **changes) if changes else settings

@@ -23,6 +23,7 @@ EXAMPLE_DAGS = (
     "dropbox_sign_cancel_request.py",
     "dropbox_sign_expiry_cleanup.py",
     "dropbox_sign_cancellation_audit.py",
+    "dropbox_sign_cancel_bulk_send_job.py",
 )
 
 _HERE = Path(__file__).resolve().parent
@@ -97,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     """The ``dropbox-sign-example-dags`` command."""
     parser = argparse.ArgumentParser(
         prog="dropbox-sign-example-dags",
-        description="Copy the Dropbox Sign example DAGs (dropbox_sign_cancel_request, "
-        "dropbox_sign_expiry_cleanup) into a DAGs folder.",
+        description="Copy the four Dropbox Sign example DAGs (dropbox_sign_cancel_request, "
+        "dropbox_sign_expiry_cleanup, dropbox_sign_cancel_bulk_send_job, "
+        "dropbox_sign_cancellation_audit) into a DAGs folder.",
     )
     parser.add_argument("dest", type=Path, help="the DAGs folder, e.g. $AIRFLOW_HOME/dags")
     parser.add_argument("--force", action="store_true", help="overwrite copies whose contents differ")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -24,11 +23,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from dropbox_sign_provider import CONN_TYPE, DEFAULT_CONN_NAME
-from dropbox_sign_provider.cancellation.ids import (
-    SIGNATURE_REQUEST_ID_PATTERN,
-    shown,
-    validate_signature_request_id,
-)
+from dropbox_sign_provider.cancellation.ids import validate_bulk_send_job_id, validate_signature_request_id
 from dropbox_sign_provider.exceptions import DropboxSignError, DropboxSignResponseError
 from dropbox_sign_provider.hooks.call import _Call
 from dropbox_sign_provider.hooks.connection import ApiSettings, _secrets_of, settings_from_connection
@@ -39,9 +34,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 MAX_PAGE_SIZE = 100
-# Bulk send job ids look like signature request ids in Dropbox Sign's examples (40 lowercase hex
-# characters, 6e683bc0369ba3d5b6f43c2c22a8031dbf6bd174), so the same rule holds for both.
-_BULK_SEND_JOB_ID_RE = re.compile(SIGNATURE_REQUEST_ID_PATTERN, re.ASCII)
 
 #: A decoded JSON answer; the query parameters of a call; the Unix time after which it is not sent.
 Json = dict[str, Any]
@@ -68,23 +60,6 @@ def signature_request_path(action: str | None, signature_request_id: Any) -> str
     """
     checked = validate_signature_request_id(signature_request_id)
     return f"/signature_request/{action}/{checked}" if action else f"/signature_request/{checked}"
-
-
-def validate_bulk_send_job_id(value: Any) -> str:
-    """
-    Return ``value`` as a bulk send job id, surrounding whitespace stripped.
-
-    :param value: the candidate id.
-    :raises ValueError: naming the value, when it is not 16 to 64 lowercase hex characters.
-    """
-    candidate = value.strip() if isinstance(value, str) else None
-    if candidate is None or not _BULK_SEND_JOB_ID_RE.fullmatch(candidate):
-        got = "" if isinstance(value, str) else f", got {type(value).__name__}"
-        raise ValueError(
-            f"bulk_send_job_id {shown(value)} is not a Dropbox Sign bulk send job id: expected 16 to 64 "
-            f"lowercase hex characters{got}"
-        )
-    return candidate
 
 
 def bulk_send_job_path(bulk_send_job_id: Any) -> str:

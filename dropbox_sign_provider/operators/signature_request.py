@@ -1,9 +1,10 @@
-"""Operator that cancels Dropbox Sign signature requests."""
+"""Operators that select and cancel Dropbox Sign signature requests."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, conf
@@ -18,7 +19,12 @@ from dropbox_sign_provider.cancellation.grants import (
     given_grant,
     mint,
 )
-from dropbox_sign_provider.cancellation.ids import normalize_signature_request_ids, resolved_at_run_time
+from dropbox_sign_provider.cancellation.ids import (
+    normalize_signature_request_ids,
+    resolved_at_run_time,
+    validate_bulk_send_job_id,
+    validate_signature_request_id,
+)
 from dropbox_sign_provider.cancellation.outcomes import (
     CancellationEvent,
     Outcome,
@@ -29,6 +35,21 @@ from dropbox_sign_provider.cancellation.outcomes import (
 )
 from dropbox_sign_provider.cancellation.policy import DISARM_VARIABLE, CancellationPolicy
 from dropbox_sign_provider.cancellation.preview import RequestPreview, request_preview, would_cancel
+from dropbox_sign_provider.cancellation.selection import (
+    DEFAULT_MAX_MAP_LENGTH,
+    Summary,
+    batch_size_within,
+    batches,
+    left_alone,
+    max_age_seconds,
+    oldest_first,
+    search_of,
+    search_query,
+    selection_batches,
+    summaries_of,
+    summary,
+    unsigned_reason,
+)
 from dropbox_sign_provider.cancellation.state import RequestState, request_state
 from dropbox_sign_provider.cancellation.watch import CancellationWatch, ConfirmationWait, run_step
 from dropbox_sign_provider.events.wakeups import Wakeups
@@ -79,10 +100,13 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     :param signature_request_ids: one id or a list of ids (templated: Params, XCom, ``expand``);
         duplicates are dropped, order is kept. Empty input (``[]``, ``""``, ...) cancels nothing
-        and succeeds with ``{}``.
+        and succeeds with ``{}``. Also a :class:`ListSignatureRequestsOperator`'s selection (its
+        ``.output``: every batch, or one batch each through ``expand()``), cancelled only as far as
+        its signature allows, and previewed from its summaries without a read per id; or a list
+        of such summaries.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
-        before they could be cancelled.
+        before they could be cancelled (templated, checked before anything is sent).
     :param max_cancellations: fail before cancelling anything when given more ids than this
         (default 1,000); ``None`` lifts the cap.
     :param dry_run: ``GET`` each id and report what would happen; cancel nothing. Templated: a
@@ -90,11 +114,14 @@ class CancelSignatureRequestOperator(BaseOperator):
         The dry run also pushes the XCom ``preview``: per id, its title, when it was sent, its
         signers and which of them signed, and the outcome (see
         :func:`~dropbox_sign_provider.cancellation.preview.preview_markdown` to show it in an approval form).
-    :param wait_for_confirmation: finish only once every cancellation is confirmed.
+    :param wait_for_confirmation: finish only once every cancellation is confirmed (templated, like
+        ``dry_run``).
     :param deferrable: wait for confirmation on the triggerer.
     :param event_first: while waiting, read an id at once when a Dropbox Sign event names it,
         polling every ``poke_interval`` only as the fallback (see the sensor's ``event_first``).
-    :param poke_interval: seconds (or a ``timedelta``) between polls while waiting.
+        ``None`` (default): the deployment's ``[dropbox_sign] event_first``, read when the task runs.
+    :param poke_interval: seconds (or a ``timedelta``) between polls while waiting. ``None``
+        (default): the deployment's ``[dropbox_sign] poke_interval``, read when the task runs.
     :param timeout: seconds (or a ``timedelta``) to wait for confirmation before ids end as
         ``timeout``; shorter than ``recancel_after`` is fine (the log then says no re-cancel can
         happen).
@@ -110,8 +137,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         it covers every id.
     :param require_selection: cancel only ids a provider step selected, as a ``selection_grant``
         proves (the clean-up's batches): ids injected anywhere else are refused.
-    :param selection_grant: the grant of the step that selected the ids (a mapped keyword argument
-        of each batch), templated.
+    :param selection_grant: the grant of a step that selected the ids, handed apart from them
+        (templated); a list step's batches carry their own.
     """
 
     # BaseOperator already has a dry_run() method: the templated value is kept as dry_run_setting,
@@ -122,6 +149,8 @@ class CancelSignatureRequestOperator(BaseOperator):
         "require_approval_setting",
         "approval_grant",
         "selection_grant",
+        "wait_for_confirmation",
+        "on_completed",
     )
     operator_extra_links = (DropboxSignRequestLink(),)
     ui_color = "#fde8e8"
@@ -134,10 +163,10 @@ class CancelSignatureRequestOperator(BaseOperator):
         on_completed: str = "fail",
         max_cancellations: int | None = DEFAULT_MAX_CANCELLATIONS,
         dry_run: bool | str = False,
-        wait_for_confirmation: bool = False,
-        event_first: bool = False,
+        wait_for_confirmation: bool | str = False,
+        event_first: bool | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poke_interval: wait_settings.Duration = wait_settings.DEFAULT_POLL_INTERVAL,
+        poke_interval: wait_settings.Duration | None = None,
         timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
         recancel_after: wait_settings.Duration = wait_settings.DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
@@ -148,9 +177,23 @@ class CancelSignatureRequestOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Literal settings fail when the DAG file is parsed; the deployment's defaults and templated
+        # values are read when the task runs.
         self.wait_settings = wait_settings.WaitSettings.checked(
-            poke_interval, timeout, recancel_after, max_cancel_attempts, on_completed, event_first
+            wait_settings.DEFAULT_POLL_INTERVAL if poke_interval is None else poke_interval,
+            timeout,
+            recancel_after,
+            max_cancel_attempts,
+            "fail" if resolved_at_run_time(on_completed) else on_completed,
+            bool(event_first),
         )
+        self._poke_interval_given = poke_interval is not None
+        self._event_first_given = event_first is not None
+        if event_first is not None and not isinstance(event_first, bool):
+            raise ValueError(f"event_first {event_first!r} must be True or False")
+        if not resolved_at_run_time(wait_for_confirmation):
+            dry_run_flag(wait_for_confirmation, "wait_for_confirmation")
+        self.on_completed = on_completed
         if max_cancellations is not None and (
             isinstance(max_cancellations, bool)
             or not isinstance(max_cancellations, int)
@@ -160,7 +203,11 @@ class CancelSignatureRequestOperator(BaseOperator):
                 f"max_cancellations {max_cancellations!r} must be a non-negative integer or None"
             )
         # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
-        if not resolved_at_run_time(signature_request_ids):
+        # (A mapped task is built again with its own value: one batch of a list step's selection.)
+        if (
+            not resolved_at_run_time(signature_request_ids)
+            and selection_batches(signature_request_ids) is None
+        ):
             normalize_signature_request_ids(signature_request_ids)
         if not resolved_at_run_time(dry_run):
             dry_run_flag(dry_run)
@@ -192,15 +239,33 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str]:
         """Validate every id and ``dry_run``, apply the cap, then cancel (or preview) each one."""
+        # Every rendered setting is checked before the first cancel, naming the value.
         dry_run = self.is_dry_run
-        ids = normalize_signature_request_ids(self.signature_request_ids)
+        wait = dry_run_flag(self.wait_for_confirmation, "wait_for_confirmation")
+        wait_settings.check_on_completed(self.on_completed)
+        self.wait_settings = wait_settings.configured(
+            replace(self.wait_settings, on_completed=self.on_completed),
+            poke_interval_given=self._poke_interval_given,
+            event_first_given=self._event_first_given,
+        )
+        selection = selection_batches(self.signature_request_ids)
+        if selection is None:
+            ids = normalize_signature_request_ids(self.signature_request_ids)
+            known = _summaries(self.signature_request_ids)
+        else:
+            ids = list(dict.fromkeys(validate_signature_request_id(i) for b in selection for i in b["ids"]))
+            known = {s["signature_request_id"]: s for s in summaries_of(selection)}
+            unsigned = unsigned_reason(selection)
+            if unsigned is not None and not dry_run:
+                self.log.warning("Previewing only: %s", unsigned)
+                dry_run = True
         if self.max_cancellations is not None and len(ids) > self.max_cancellations:
             raise AirflowFailException(
                 f"Refusing to cancel {len(ids)} signature requests: more than max_cancellations="
                 f"{self.max_cancellations}. Nothing was cancelled. Check the ids, or raise the cap "
                 "(max_cancellations=None lifts it)."
             )
-        if not ids:
+        if not ids and not known:
             self.log.info("No signature requests given: nothing to cancel")
             return {}
         # The link is read for every task instance; an empty one shows no button.
@@ -212,8 +277,16 @@ class CancelSignatureRequestOperator(BaseOperator):
 
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
         if dry_run:
-            return self._preview(hook, ids, context)
-        self._authorize(ids, context)
+            return self._preview(hook, ids, context, known)
+        if selection is None:
+            self._authorize(ids, context, self.selection_grant)
+        else:
+            for batch in selection:
+                if batch["ids"]:
+                    self._authorize(batch["ids"], context, batch)
+        # What a preview found and left out of the selection (signed, not found, ...) is reported
+        # with the rest: an id a person named that cannot be cancelled still fails the task.
+        previewed = {sr_id: str(s["outcome"]) for sr_id, s in known.items() if sr_id not in ids}
 
         outcomes: dict[str, str] = {}
         errors: dict[str, str] = {}
@@ -227,6 +300,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             else:
                 self.log.debug("Signature request %s: %s", sr_id, outcomes[sr_id])
 
+        outcomes = {**previewed, **outcomes}
         judged = report(outcomes, self.wait_settings.on_completed, errors)
         failures = judged["failures"]
         queued = Outcome.CANCEL_REQUESTED in outcomes.values()
@@ -235,7 +309,7 @@ class CancelSignatureRequestOperator(BaseOperator):
             context["ti"].xcom_push(key="outcomes", value=outcomes)
         # With cancellations queued and a wait asked for, the failures are reported after the wait:
         # failing now would leave the queued ones unconfirmed and never re-cancelled.
-        if failures and not (self.wait_for_confirmation and queued):
+        if failures and not (wait and queued):
             finish(
                 judged,
                 self.log,
@@ -243,12 +317,12 @@ class CancelSignatureRequestOperator(BaseOperator):
                 # cancelled come back as already_canceled or cancel_requested.
                 retryable=bool(errors),
             )
-        if not self.wait_for_confirmation:
+        if not wait:
             log_outcomes(self.log, "Dropbox Sign cancellations", outcomes, summarize(outcomes, {}))
             return outcomes
         return self._wait(hook, outcomes, errors)
 
-    def _authorize(self, ids: list[str], context: Context) -> None:
+    def _authorize(self, ids: list[str], context: Context, selection_grant: Any) -> None:
         # Before the first cancel: a grant rewritten, missing or for another run stops it all.
         ti = context["ti"]
         try:
@@ -258,7 +332,7 @@ class CancelSignatureRequestOperator(BaseOperator):
                 dag_id=ti.dag_id,
                 run_id=ti.run_id,
                 policy=CancellationPolicy.from_config(),
-                selection_grant=self.selection_grant,
+                selection_grant=selection_grant,
                 approval_grant=self.approval_grant,
                 require_selection=self.require_selection,
                 require_approval=dry_run_flag(self.require_approval_setting, "require_approval"),
@@ -267,13 +341,20 @@ class CancelSignatureRequestOperator(BaseOperator):
             )
         except (GrantError, ValueError) as refused:
             raise AirflowFailException(f"Nothing was cancelled: {refused}") from None
-        if self.require_selection or given_grant(self.selection_grant) is not None:
+        if self.require_selection or given_grant(selection_grant) is not None:
             from airflow.sdk import Variable
 
             # The deployment's kill switch: stops a selection already made, at once.
             if str(Variable.get(DISARM_VARIABLE, default="")).strip().lower() == "false":
                 raise AirflowFailException(
                     f"Nothing was cancelled: the Variable {DISARM_VARIABLE} is false (disarmed)"
+                )
+            # A selection by rule (a list step's) that no person approves is cancelled only where
+            # the deployment armed it. (authorize verified the grant: its fields are the list step's.)
+            unattended = search_of([selection_grant]) is not None and not selection_grant["require_approval"]
+            if unattended and not CancellationPolicy.from_config().armed:
+                raise AirflowFailException(
+                    "Nothing was cancelled: a list step's selection, and [dropbox_sign] armed is False"
                 )
         self.log.info("Cancelling %d signature requests: %s", len(ids), why)
 
@@ -299,10 +380,17 @@ class CancelSignatureRequestOperator(BaseOperator):
             raise refused  # still pending (or no verdict): the refusal itself is the news
         return str(outcome)
 
-    def _preview(self, hook: DropboxSignHook, ids: list[str], context: Context) -> dict[str, str]:
+    def _preview(
+        self, hook: DropboxSignHook, ids: list[str], context: Context, known: dict[str, Any]
+    ) -> dict[str, str]:
         outcomes: dict[str, str] = {}
         previews: list[RequestPreview] = []
         for sr_id in ids:
+            if sr_id in known:
+                # A list step's summary already holds what a read would tell: no request per id.
+                previews.append(known[sr_id])
+                outcomes[sr_id] = str(known[sr_id]["outcome"])
+                continue
             request: dict[str, Any] | None = None
             try:
                 try:
@@ -320,15 +408,21 @@ class CancelSignatureRequestOperator(BaseOperator):
         # signed, so that the form shows what was read and an approval covers what it showed.
         ti = context["ti"]
         ti.xcom_push(key=PREVIEW_XCOM_KEY, value=previews)
-        selection = mint(
-            grant_key(self.dropbox_sign_conn_id),
-            kind=SELECTION,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            ids=would_cancel(previews),
-            shown=previews,
-        )
-        ti.xcom_push(key=SELECTION_XCOM_KEY, value=selection)
+        # Signed only what this task read itself: summaries handed in are shown, never vouched for.
+        if not known:
+            named_at_run_time = self.ids_named_at_run_time or ti.map_index not in (None, -1)
+            selection = mint(
+                grant_key(self.dropbox_sign_conn_id),
+                kind=SELECTION,
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                ids=would_cancel(previews),
+                shown=previews,
+                # Ids named at run time need the Approve the deployment or this task asks for.
+                require_approval=dry_run_flag(self.require_approval_setting, "require_approval")
+                or (CancellationPolicy.from_config().require_approval and named_at_run_time),
+            )
+            ti.xcom_push(key=SELECTION_XCOM_KEY, value=selection)
         log_outcomes(self.log, "Dry run, nothing was cancelled", outcomes, summarize(outcomes, {}))
         return outcomes
 
@@ -383,3 +477,224 @@ def dry_run_flag(value: Any, name: str = "dry_run") -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise ValueError(f"{name} {value!r} must be True or False, or a template rendering to 'true' or 'false'")
+
+
+#: ``over_cap`` choices of :class:`ListSignatureRequestsOperator`.
+OVER_CAP_CHOICES = ("fail", "ask")
+
+
+class ListSignatureRequestsOperator(BaseOperator):
+    """
+    Select the account's incomplete signature requests that a rule says to cancel: by search query,
+    by age, or every request of a bulk send job. Its result (``.output``) feeds
+    :class:`CancelSignatureRequestOperator`, :class:`~dropbox_sign_provider.operators.approval.
+    CancellationApprovalOperator`, or ``CancelSignatureRequestOperator.partial(...).expand(
+    signature_request_ids=...)`` (one cancel task per batch).
+
+    What cannot or must not be cancelled is left alone and counted by reason: signed by everyone
+    (``complete``), ``declined``, never sent (``has_error``), past its expiry date (``expired``:
+    nobody can sign it any more), and, with ``max_age``, requests created more recently
+    (``fresh``). The selection is sorted oldest first and costs only the list pages (100 requests a
+    page): its summaries (title, created, expires, signers and who signed, why it was selected) let
+    a dry run and an approval form show each request without reading it again.
+
+    The selection is signed, batch by batch (a selection grant, see
+    :mod:`~dropbox_sign_provider.cancellation.grants`), only when the run may cancel: the
+    deployment's ``[dropbox_sign] armed`` is True, the Variable ``dropbox_sign_cleanup_armed`` does
+    not disarm it, and this is not a dry run. Otherwise each batch says why, and a cancel step given
+    it only previews. A cancel step refuses ids added to a signed selection, whatever an XCom says.
+
+    More than ``max_cancellations`` selected (the deployment's ``[dropbox_sign] max_cancellations``
+    at most): with ``over_cap="fail"`` this task fails before anything is cancelled; with
+    ``"ask"`` the selection requires a person's Approve.
+
+    Returns (XCom) the list of batches; XCom ``report``: the search sent, how many requests were
+    listed, selected and left alone by reason.
+
+    :param query: Dropbox Sign search syntax (templated), for example ``title:NDA`` or
+        ``metadata:onboarding``; joined to ``complete:false`` (and the age's ``created:`` range)
+        in every ``OR`` branch.
+    :param max_age: select only requests created longer ago than this (templated): a ``timedelta``
+        or a number of days. ``None``: no age rule.
+    :param bulk_send_job_id: select the requests of this bulk send job (templated) instead of
+        searching; ``query`` must then be empty.
+    :param max_cancellations: the most requests this run cancels without a person's Approve
+        (templated); ``None``: the deployment's.
+    :param over_cap: ``fail`` or ``ask`` (templated): what a selection over ``max_cancellations``
+        does.
+    :param require_approval: a person must approve any selection, however small (templated).
+    :param dry_run: sign nothing: the cancel steps only report what they would cancel (templated).
+    :param batch_size: ids per batch; ``None``: one batch. Raised when needed so that the batches
+        stay within Airflow's ``[core] max_map_length``.
+    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "query",
+        "max_age",
+        "bulk_send_job_id",
+        "max_cancellations",
+        "over_cap",
+        "require_approval_setting",
+        "dry_run_setting",
+    )
+    ui_color = "#e8f0fd"
+
+    def __init__(
+        self,
+        *,
+        query: str = "",
+        max_age: Any = None,
+        bulk_send_job_id: str | None = None,
+        max_cancellations: Any = None,
+        over_cap: str = "fail",
+        require_approval: bool | str = False,
+        dry_run: bool | str = False,
+        batch_size: int | None = None,
+        dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size {batch_size!r} must be a positive integer or None")
+        self.query = query
+        self.max_age = max_age
+        self.bulk_send_job_id = bulk_send_job_id
+        self.max_cancellations = max_cancellations
+        self.over_cap = over_cap
+        self.require_approval_setting = require_approval
+        self.dry_run_setting = dry_run
+        self.batch_size = batch_size
+        self.dropbox_sign_conn_id = dropbox_sign_conn_id
+        # Literals fail when the DAG file is parsed; templates once rendered, in execute().
+        if not resolved_at_run_time([query, max_age, bulk_send_job_id, max_cancellations, over_cap]):
+            self._rule()
+        for name, flag in (("dry_run", dry_run), ("require_approval", require_approval)):
+            if not resolved_at_run_time(flag):
+                dry_run_flag(flag, name)
+
+    def _rule(self) -> tuple[float | None, str | None, int | None]:
+        """The checked rule: the age in seconds, the bulk send job, the run's cap."""
+        age = max_age_seconds(self.max_age)
+        job = (
+            self.bulk_send_job_id.strip() if isinstance(self.bulk_send_job_id, str) else self.bulk_send_job_id
+        )
+        if job in ("", "None"):
+            job = None
+        if job is not None:
+            job = validate_bulk_send_job_id(job)
+        if job is not None and (self.query or "").strip():
+            raise ValueError(
+                f"Give a query ({self.query!r}) or a bulk_send_job_id ({job!r}), not both: a bulk send "
+                "job's requests are listed by the job, not searched"
+            )
+        cap = self.max_cancellations
+        if cap in (None, "", "None"):
+            cap = None
+        else:
+            try:
+                cap = int(str(cap)) if not isinstance(cap, bool) else -1
+            except ValueError:
+                cap = -1
+            if cap < 1:
+                raise ValueError(
+                    f"max_cancellations {self.max_cancellations!r} must be a positive integer or None"
+                )
+        if self.over_cap not in OVER_CAP_CHOICES:
+            raise ValueError(f"over_cap {self.over_cap!r} must be one of {', '.join(OVER_CAP_CHOICES)}")
+        return age, job, cap
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        """List, select, apply the cap, and hand on the selection in batches."""
+        from airflow.sdk import Variable
+
+        from dropbox_sign_provider.hooks.dropbox_sign import DropboxSignHook
+
+        age, job, asked_cap = self._rule()
+        dry_run = dry_run_flag(self.dry_run_setting)
+        ask_always = dry_run_flag(self.require_approval_setting, "require_approval")
+        policy = CancellationPolicy.from_config()
+        ti = context["ti"]
+        now = time.time()
+        created_before = None if age is None else now - age
+        hook = DropboxSignHook(self.dropbox_sign_conn_id)
+        if job is not None:
+            search = f"bulk send job {job}"
+            listed = hook.list_bulk_send_job_signature_requests(job)
+            reason = f"in bulk send job {job}"
+        else:
+            search = search_query(self.query, created_before)
+            listed = hook.list_signature_requests(query=search)
+            reason = "matched the search"
+        if age is not None:
+            reason = f"created more than {_duration(age)} ago" + (f", {reason}" if job else "")
+        self.log.info("Listing %s", search)
+        selected: dict[str, Summary] = {}
+        left: dict[str, int] = {}
+        count = 0
+        for request in listed:
+            count += 1
+            why_not = left_alone(request, now, created_before)
+            if why_not is None:
+                selected.setdefault(request["signature_request_id"], summary(request, reason))
+            else:
+                left[why_not] = left.get(why_not, 0) + 1
+        chosen = oldest_first(selected.values())
+        cap = policy.cap(asked_cap)
+        over = len(chosen) > cap
+        report_ = {"search": search, "listed": count, "selected": len(chosen), "left_alone": left, "cap": cap}
+        ti.xcom_push(key="report", value=report_)
+        self.log.info(
+            "%d requests listed, %d selected, left alone: %s", count, len(chosen), _counted(left) or "none"
+        )
+        if over and self.over_cap != "ask":
+            raise AirflowFailException(
+                f"Selected {len(chosen)} signature requests to cancel, more than max_cancellations={cap}. "
+                f"Nothing was cancelled. Check the search ({search!r}) with a dry run, raise "
+                f"max_cancellations (up to [dropbox_sign] max_cancellations={policy.max_cancellations}), "
+                "or ask for approval with over_cap='ask'."
+            )
+        why = (
+            "dry run: this run cancels nothing"
+            if dry_run
+            # A person approves everything this step selects: that Approve stands in for arming.
+            else policy.why_unarmed(Variable.get(DISARM_VARIABLE, default=None), approved=ask_always)
+        )
+        if why is not None:
+            self.log.warning("%s", why)
+        max_map_length = conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
+        return batches(
+            chosen,
+            batch_size=batch_size_within(len(chosen), self.batch_size, max_map_length),
+            key=None if why is not None else grant_key(self.dropbox_sign_conn_id),
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            require_approval=ask_always or over,
+            search=search,
+            why=why,
+        )
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def _summaries(value: Any) -> dict[str, Any]:
+    # Summaries handed in as plain values (not a selection): shown by a dry run instead of a read.
+    if not isinstance(value, list):
+        return {}
+    return {
+        item["signature_request_id"]: dict(item)
+        for item in value
+        if isinstance(item, Mapping) and "signature_request_id" in item and "outcome" in item
+    }

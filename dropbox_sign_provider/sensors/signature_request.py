@@ -73,7 +73,8 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         (then only the ids it queued are waited on). Templated. Empty input (``[]``, ``""``,
         ``{}``, ...) waits for nothing and succeeds with ``{}``.
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
-    :param poke_interval: seconds (or a ``timedelta``) between polls.
+    :param poke_interval: seconds (or a ``timedelta``) between polls. ``None`` (default): the
+        deployment's ``[dropbox_sign] poke_interval``, read when the task runs.
     :param timeout: seconds (or a ``timedelta``) before ids still unconfirmed end as ``timeout``;
         shorter than ``recancel_after`` is fine (the log then says no re-cancel can happen).
     :param recancel_after: seconds (or a ``timedelta``) after a cancel without confirmation before
@@ -89,7 +90,8 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         receiver records events; see the *Events and callbacks* page), polling every
         ``poke_interval`` only as the fallback, which can then be minutes. Only the API's 410
         confirms, never the event. In poke mode the events are checked every 2 s (one Variable
-        read).
+        read). ``None`` (default): the deployment's ``[dropbox_sign] event_first``, read when the
+        task runs.
     """
 
     template_fields: Sequence[str] = ("signature_request_ids",)
@@ -100,29 +102,35 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
         *,
         signature_request_ids: Any,
         dropbox_sign_conn_id: str = DEFAULT_CONN_NAME,
-        poke_interval: wait_settings.Duration = wait_settings.DEFAULT_POLL_INTERVAL,
+        poke_interval: wait_settings.Duration | None = None,
         timeout: wait_settings.Duration = wait_settings.DEFAULT_TIMEOUT,
         recancel_after: wait_settings.Duration = wait_settings.DEFAULT_RECANCEL_AFTER,
         max_cancel_attempts: int = wait_settings.DEFAULT_MAX_CANCEL_ATTEMPTS,
         on_completed: str = "fail",
         recancel_plain_ids: bool = False,
-        event_first: bool = False,
+        event_first: bool | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        if event_first is not None and not isinstance(event_first, bool):
+            raise ValueError(f"event_first {event_first!r} must be True or False")
+        # The deployment's defaults are read when the task runs (execute); literals are checked now.
         settings = wait_settings.WaitSettings.checked(
-            poke_interval, timeout, recancel_after, max_cancel_attempts, on_completed, event_first
+            wait_settings.DEFAULT_POLL_INTERVAL if poke_interval is None else poke_interval,
+            timeout,
+            recancel_after,
+            max_cancel_attempts,
+            on_completed,
+            bool(event_first),
         )
+        self._poke_interval_given = poke_interval is not None
+        self._event_first_given = event_first is not None
         if not isinstance(recancel_plain_ids, bool):
             raise ValueError(f"recancel_plain_ids {recancel_plain_ids!r} must be True or False")
         # Literals fail when the DAG file is parsed; templates and XComs once rendered, in execute().
         if not resolved_at_run_time(signature_request_ids):
             initial_outcomes(signature_request_ids)
-        # Event-first in poke mode pokes often, to read the board; the API is polled every poll_interval.
-        poke_interval = settings.poll_interval
-        if event_first and not deferrable:
-            poke_interval = min(poke_interval, EVENT_CHECK_INTERVAL)
-        super().__init__(poke_interval=poke_interval, timeout=settings.timeout, **kwargs)
+        super().__init__(poke_interval=_poke_every(settings, deferrable), timeout=settings.timeout, **kwargs)
         if self.mode == "reschedule":
             raise ValueError(
                 f"{self.task_id}: mode 'reschedule' would restart the 60-minute re-cancel clock at every "
@@ -153,6 +161,12 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check the ids, then wait on the triggerer (deferrable) or poke."""
+        self.wait_settings = wait_settings.configured(
+            self.wait_settings,
+            poke_interval_given=self._poke_interval_given,
+            event_first_given=self._event_first_given,
+        )
+        self.poke_interval = _poke_every(self.wait_settings, self.deferrable)
         self._wait = wait = self._start_wait()
         # With nothing left to wait for, the first poke (which sends nothing) gives the verdict, so
         # the base class still applies soft_fail and never_fail to it.
@@ -180,3 +194,10 @@ class SignatureRequestCanceledSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
         """Turn the trigger's event into the task's result, or a failure listing each failing id."""
         return finish(event, self.log)
+
+
+def _poke_every(settings: wait_settings.WaitSettings, deferrable: bool) -> float:
+    # Event-first in poke mode pokes often, to read the board; the API is polled every poll_interval.
+    if settings.event_first and not deferrable:
+        return min(settings.poll_interval, EVENT_CHECK_INTERVAL)
+    return settings.poll_interval

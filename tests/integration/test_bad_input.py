@@ -544,3 +544,27 @@ def test_trigger_form_accepts_what_the_operator_accepts(cancel_dag_params: Any) 
     params["signature_request_ids"] = [GOOD, OTHER_GOOD]
 
     assert params.validate()["signature_request_ids"] == [GOOD, OTHER_GOOD]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("wait_for_confirmation", "maybe"), ("on_completed", "skip"), ("dry_run", "perhaps")],
+)
+def test_a_rendered_setting_that_cannot_work_fails_before_the_first_cancel(
+    emulator: Any, dropbox_sign_conn: str, setting: str, value: str
+) -> None:
+    target = emulator.create_signature_request()["signature_request_id"]
+    operator = CancelSignatureRequestOperator(
+        task_id="cancel",
+        signature_request_ids=[target],
+        wait_for_confirmation="{{ params.wait }}",
+        on_completed="{{ params.on_completed }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    # What rendering produced: good values, but for the one under test.
+    operator.wait_for_confirmation, operator.on_completed, operator.dry_run_setting = "false", "fail", "false"
+    setattr(operator, "dry_run_setting" if setting == "dry_run" else setting, value)
+
+    with pytest.raises(ValueError, match=f"{setting} '{value}'"):
+        operator.execute(context())
+    assert emulator.requests_log == []

@@ -399,18 +399,21 @@ def test_cancel_completes_lazily_on_a_patched_monotonic_clock(monkeypatch: pytes
         assert emulator.get_state(request_id) == "canceled"
 
 
-def test_cancel_twice_while_queued_keeps_the_first_queue_time(emu: DropboxSignEmulator) -> None:
-    request_id = emu.create_signature_request()["signature_request_id"]
-    started = time.monotonic()
-    assert call(emu, "POST", f"/signature_request/cancel/{request_id}").status_code == 200
-    time.sleep(CANCEL_DELAY * 0.75)
-    second = call(emu, "POST", f"/signature_request/cancel/{request_id}")
-    assert second.status_code == 200
-    assert second.json() == {}
-    # A restarted queue would complete at 1.75 x the delay; the first one completes at 1 x.
-    time.sleep(max(0.0, started + CANCEL_DELAY * 1.2 - time.monotonic()))
-    assert emu.get_state(request_id) == "canceled"
-    assert emu.cancel_calls(request_id) == 2
+def test_cancel_twice_while_queued_keeps_the_first_queue_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a patched clock: the answer depends on when each call lands, not on how busy the machine is.
+    clock = FakeClock(time.time())
+    monkeypatch.setattr(emulator_module, "time", clock)
+    with DropboxSignEmulator(cancel_delay=100) as emulator:
+        request_id = emulator.create_signature_request()["signature_request_id"]
+        assert call(emulator, "POST", f"/signature_request/cancel/{request_id}").status_code == 200
+        clock.skew = 75
+        second = call(emulator, "POST", f"/signature_request/cancel/{request_id}")
+        assert second.status_code == 200
+        assert second.json() == {}
+        # A restarted queue would complete at 175; the first one completes at 100.
+        clock.skew = 120
+        assert emulator.get_state(request_id) == "canceled"
+        assert emulator.cancel_calls(request_id) == 2
 
 
 @pytest.mark.parametrize(

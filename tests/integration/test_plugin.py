@@ -111,3 +111,39 @@ def test_assets_of_the_scheme_are_checked_by_the_provider_handler() -> None:
     assert Asset("dropbox-sign://ds/signature_request_canceled/").uri == (
         "dropbox-sign://ds/signature_request_canceled"
     )
+
+
+def test_airflow_config_list_shows_every_option_of_the_section(tmp_path: Any) -> None:
+    import os
+    from pathlib import Path
+
+    from dropbox_sign_provider import CONFIG_SECTION, get_provider_info
+
+    options = get_provider_info()["config"][CONFIG_SECTION]["options"]
+    airflow = Path(sys.executable).with_name("airflow")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW__DROPBOX_SIGN__")}
+    done = subprocess.run(
+        [
+            str(airflow),
+            "config",
+            "list",
+            "--section",
+            CONFIG_SECTION,
+            "--include-descriptions",
+            "--defaults",
+            "--show-values",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    shown = done.stdout
+    for name, option in options.items():
+        assert f"\n{name} = {option['default']}" in shown or f"\n# {name} = {option['default']}" in shown, (
+            name
+        )
+        assert option["description"].split()[0] in shown, name
+    assert {"armed", "poke_interval", "event_first", "pool", "approval_timeout"} <= set(options)

@@ -307,3 +307,18 @@ def test_one_bad_answer_fails_only_its_id(
     assert "1 canceled, 1 error; 1 failed:" in message
     assert f"{bad}: Dropbox Sign HTTP 402 payment_required: Payment required for this account." in message
     assert emulator.get_state(good) == "canceled"
+
+
+def test_a_sensor_without_its_own_settings_takes_the_deployments_when_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dropbox_sign_provider.sensors.signature_request import SignatureRequestCanceledSensor
+
+    sensor = SignatureRequestCanceledSensor(task_id="confirm", signature_request_ids=[])
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL", "7")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__EVENT_FIRST", "True")
+
+    sensor.execute({"ti": None})  # nothing to wait for: one poke gives the verdict
+
+    assert (sensor.wait_settings.poll_interval, sensor.wait_settings.event_first) == (7.0, True)
+    assert sensor.poke_interval == 2.0  # event-first in poke mode reads the board every 2 s

@@ -67,7 +67,9 @@ def test_a_wait_for_the_window_is_logged_with_its_cause_and_end(
     )
     assert match, waits[0]
     assert abs(float(match[1]) - waited) < 0.5
-    assert match[3] == time.strftime("%H:%M:%S", time.gmtime(started + float(match[1])))
+    # The end is stated when the wait starts, which a busy machine may reach a little after `started`.
+    ends = {time.strftime("%H:%M:%S", time.gmtime(t)) for t in (started + float(match[1]), started + waited)}
+    assert match[3] in ends, (match[3], ends)
     assert [status for status in (r.status for r in emulator.requests_log)] == [200, 200, 200]
 
 

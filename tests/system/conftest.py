@@ -12,14 +12,14 @@ from tests.helpers import CANCEL_DAG, CLEANUP_DAG, load_dag_module
 
 @pytest.fixture
 def armed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The clean-up armed, as ``airflow variables set dropbox_sign_cleanup_armed true`` does."""
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
+    """Cancelling by rule armed by the deployment: ``[dropbox_sign] armed = True``."""
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", "True")
 
 
 @pytest.fixture
 def fast_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
     # The emulator confirms in 0.2 s; the DAGs' production interval would make each run wait a minute.
-    monkeypatch.setenv("DROPBOX_SIGN_CONFIRM_POKE_INTERVAL", "0.5")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL", "0.5")
 
 
 @pytest.fixture

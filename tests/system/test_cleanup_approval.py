@@ -112,14 +112,11 @@ def test_approved_cancels_every_request_found(stale: Stale, armed: None, cleanup
     body = form["body"]
     assert form["options"] == ["Approve", "Reject"]
     assert form["defaults"] == ["Reject"]
-    assert body.startswith(
-        f"**Approve cancels all 5 signature requests found, more than max\\_cancellations ({CAP})"
-    )
-    assert "- Search: complete:false" in body
-    assert "The 5 oldest of 5:" in body
+    assert body.startswith("**Approve cancels 5 signature requests: this cannot be undone.**")
+    assert "Selected by: complete:false AND created:\\[\\* TO " in body
     for sr_id, title in zip(stale.ids, stale.titles, strict=True):
-        assert f"- **{title}**: stale, created " in body
-        assert f"(`{sr_id}`)" in body
+        assert f"**{title}**: **will be cancelled** if you approve" in body
+        assert f"- id: `{sr_id}`" in body
     assert body.index(stale.titles[0]) < body.index(stale.titles[-1])
     assert "Fresh NDA" not in body
     # Every stale request was cancelled, once, and the fresh one was left alone.
@@ -136,7 +133,7 @@ def test_approved_cancels_every_request_found(stale: Stale, armed: None, cleanup
 
 
 def test_rejected_cancels_nothing_and_says_who_rejected(
-    stale: Stale, armed: None, cleanup_dag: Any, caplog: pytest.LogCaptureFixture
+    stale: Stale, armed: None, cleanup_dag: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     answer = ApprovalAnswer(CLEANUP_DAG, "approve", "Reject", user="carol")
 
@@ -152,7 +149,8 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
     assert report["counts"] == {"not_approved": 5}
     assert report["decision"]["said"] == "rejected by carol: nothing was cancelled"
     assert (report["decision"]["approved"], report["decision"]["by"]) == (False, "carol")
-    assert "rejected by carol: nothing was cancelled" in caplog.text
+    said = capfd.readouterr()
+    assert "rejected by carol: nothing was cancelled" in said.out + said.err
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
@@ -164,10 +162,14 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    assert (states["approve"], states["cancel"], states["report"]) == (["success"], ["skipped"], ["failed"])
+    assert (states["approve"], states["cancel"], states["report"]) == (
+        ["failed"],
+        ["upstream_failed"],
+        ["upstream_failed"],
+    )
     assert stale.cancel_posts() == []
     assert stale.states() == untouched(stale)
-    assert "not approved in time (the approval timed out): nothing was cancelled" in (capfd.readouterr().out)
+    assert "Nobody answered the approval in time: nothing will be cancelled" in (capfd.readouterr().out)
 
 
 def test_over_cap_with_fail_fails_before_cancelling_anything(
@@ -177,14 +179,17 @@ def test_over_cap_with_fail_fails_before_cancelling_anything(
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    assert states["guard"] == ["failed"]
+    assert states["find"] == ["failed"]
     assert (states["approve"], states["cancel"], states["report"]) == (["upstream_failed"],) * 3
     assert stale.cancel_posts() == []
     out = capfd.readouterr().out
     assert (
-        f"Found 5 signature requests to cancel, more than max_cancellations={CAP}. Nothing was "
-        "cancelled. Check the query ('') and max_age_days (30) with dry_run, raise max_cancellations "
-        "for this run (up to [dropbox_sign] max_cancellations=200), or ask for approval with over_cap=ask."
+        f"Selected 5 signature requests to cancel, more than max_cancellations={CAP}. Nothing was "
+        "cancelled. Check the search ('complete:false AND created:[* TO "
+    ) in out
+    assert (
+        "with a dry run, raise max_cancellations (up to [dropbox_sign] max_cancellations=200), or ask "
+        "for approval with over_cap='ask'."
     ) in out
     assert "human-in-the-loop" not in out
 
@@ -195,7 +200,9 @@ def test_under_the_cap_asks_nobody_and_cancels(
     dag_run = cleanup_dag.test(run_conf={"max_cancellations": 5, "over_cap": "ask"})
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert task_states(dag_run)["approve"] == ["skipped"]
+    # It ran, and asked nobody: it hands on no grant.
+    assert task_states(dag_run)["approve"] == ["success"]
+    assert xcom_of(dag_run, "approve") is None
     assert stale.states() == {**dict.fromkeys(stale.ids, "canceled"), stale.fresh[0]: "awaiting_signature"}
     report = xcom_of(dag_run, "report")
     assert report["outcomes"] == dict.fromkeys(stale.ids, "canceled")
@@ -203,7 +210,7 @@ def test_under_the_cap_asks_nobody_and_cancels(
 
 
 @pytest.mark.parametrize(
-    ("arming", "dry_run"), [(None, False), ("true", True)], ids=["unarmed", "armed-dry-run"]
+    ("arming", "dry_run"), [(None, False), ("True", True)], ids=["unarmed", "armed-dry-run"]
 )
 def test_a_run_that_cancels_nothing_asks_nobody_over_the_cap(
     stale: Stale,
@@ -214,19 +221,17 @@ def test_a_run_that_cancels_nothing_asks_nobody_over_the_cap(
     dry_run: bool,
 ) -> None:
     if arming is not None:
-        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", arming)
+        monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", arming)
 
     dag_run = cleanup_dag.test(run_conf={**ASK, "dry_run": dry_run})
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert task_states(dag_run)["approve"] == ["skipped"]
+    assert task_states(dag_run)["approve"] == ["success"]
     assert [entry for entry in stale.emulator.requests_log if entry.method == "POST"] == []
     assert stale.states() == untouched(stale)
     report = xcom_of(dag_run, "report")
     assert report["dry_run"] is True
     assert report["outcomes"] == dict.fromkeys(stale.ids, "would_cancel")
     assert report["decision"]["asked"] is False
-    assert report["decision"]["said"] == (
-        f"5 found, more than max_cancellations={CAP}: nobody was asked, as this run cancels "
-        "nothing; an armed run that is not a dry run would ask for approval"
-    )
+    assert report["decision"]["said"] == "nobody was asked, as this run cancels nothing"
+    assert report["why"].startswith("dry run" if dry_run else "NOT ARMED")

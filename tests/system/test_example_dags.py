@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dropbox_sign_provider.cancellation.selection import summaries_of
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import requires_airflow_3_3
 from tests.helpers import (
@@ -46,11 +47,12 @@ class Account:
 
     @property
     def to_cancel(self) -> list[str]:
-        return self.stale + self.stale_other + self.expired
+        return self.stale + self.stale_other
 
     @property
     def to_keep(self) -> list[str]:
-        return self.fresh + self.fresh_expiring + self.completed + self.declined
+        # An expired request needs no cancel (nobody can sign it), and Dropbox Sign may refuse one.
+        return self.expired + self.fresh + self.fresh_expiring + self.completed + self.declined
 
     def states(self, ids: list[str]) -> dict[str, str]:
         return {sr_id: self.emulator.get_state(sr_id) for sr_id in ids}
@@ -64,15 +66,13 @@ def account(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> Account:
     return Account(emulator)
 
 
-def test_cleanup_cancels_stale_and_expired_requests_only(
-    account: Account, armed: None, cleanup_dag: Any
-) -> None:
+def test_cleanup_cancels_stale_requests_only(account: Account, armed: None, cleanup_dag: Any) -> None:
     dag_run = cleanup_dag.test(run_conf={})
 
     assert dag_run.state == "success", task_states(dag_run)
     assert account.states(account.to_cancel) == dict.fromkeys(account.to_cancel, "canceled")
     assert account.states(account.to_keep) == {
-        **dict.fromkeys(account.fresh + account.fresh_expiring, "awaiting_signature"),
+        **dict.fromkeys(account.expired + account.fresh + account.fresh_expiring, "awaiting_signature"),
         **dict.fromkeys(account.completed, "completed"),
         **dict.fromkeys(account.declined, "declined"),
     }
@@ -80,14 +80,12 @@ def test_cleanup_cancels_stale_and_expired_requests_only(
         assert account.emulator.cancel_calls(sr_id) == 0
     report = xcom_of(dag_run, "report")
     assert report["dry_run"] is False
-    assert report["armed"] is True
     assert report["outcomes"] == dict.fromkeys(account.to_cancel, "canceled")
     assert report["counts"] == {"canceled": len(account.to_cancel)}
-    candidates = {c["signature_request_id"]: c["reason"] for c in xcom_of(dag_run, "find")}
-    assert candidates == {
-        **dict.fromkeys(account.stale + account.stale_other, "stale"),
-        **dict.fromkeys(account.expired, "expired"),
-    }
+    assert report["listed"]["selected"] == len(account.to_cancel)
+    assert report["listed"]["search"].startswith("complete:false AND created:[* TO ")
+    selected = {s["signature_request_id"]: s["reason"] for s in summaries_of(xcom_of(dag_run, "find"))}
+    assert selected == dict.fromkeys(account.to_cancel, "created more than 30 days ago")
 
 
 def test_cleanup_cancels_in_batches_of_fifty(
@@ -139,31 +137,38 @@ def assert_nothing_cancelled(account: Account, report: dict[str, Any]) -> None:
     assert report["counts"] == {"would_cancel": len(account.to_cancel)}
 
 
-@pytest.mark.parametrize("arming", [None, "true"], ids=["unarmed", "armed"])
+@pytest.mark.parametrize("arming", [None, "True"], ids=["unarmed", "armed"])
 def test_cleanup_dry_run_cancels_nothing_armed_or_not(
     account: Account, monkeypatch: pytest.MonkeyPatch, cleanup_dag: Any, arming: str | None
 ) -> None:
     if arming is not None:
-        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", arming)
+        monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", arming)
 
     dag_run = cleanup_dag.test(run_conf={"dry_run": True})
 
     assert dag_run.state == "success", task_states(dag_run)
     report = xcom_of(dag_run, "report")
     assert_nothing_cancelled(account, report)
-    assert report["armed"] is (arming is not None)
+    assert report["why"] == "dry run: this run cancels nothing"
 
 
-@pytest.mark.parametrize("arming", [None, "false", "yes", ""], ids=["unset", "false", "yes", "empty"])
-def test_cleanup_cancels_nothing_until_armed(
+@pytest.mark.parametrize(
+    ("armed_option", "variable"),
+    [(None, None), ("False", None), (None, "true"), ("True", "false")],
+    ids=["unset", "false", "a-variable-cannot-arm", "the-variable-disarms"],
+)
+def test_cleanup_cancels_nothing_until_the_deployment_arms_it(
     account: Account,
     monkeypatch: pytest.MonkeyPatch,
     cleanup_dag: Any,
     capfd: pytest.CaptureFixture[str],
-    arming: str | None,
+    armed_option: str | None,
+    variable: str | None,
 ) -> None:
-    if arming is not None:
-        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", arming)
+    if armed_option is not None:
+        monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", armed_option)
+    if variable is not None:
+        monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", variable)
 
     # A run with the default params, as the schedule makes it: dry_run is off.
     dag_run = cleanup_dag.test(run_conf={})
@@ -171,12 +176,14 @@ def test_cleanup_cancels_nothing_until_armed(
     assert dag_run.state == "success", task_states(dag_run)
     report = xcom_of(dag_run, "report")
     assert_nothing_cancelled(account, report)
-    assert report["armed"] is False
-    assert report["why"].startswith("NOT ARMED: the Variable dropbox_sign_cleanup_armed ")
-    assert "airflow variables set dropbox_sign_cleanup_armed true" in report["why"]
-    # Said in the logs of the first task and of the report, not only in the XCom.
-    out = capfd.readouterr().out
-    assert out.count("NOT ARMED: the Variable dropbox_sign_cleanup_armed") >= 2
+    said = (
+        "DISARMED: the Variable dropbox_sign_cleanup_armed is false"
+        if variable == "false"
+        else ("NOT ARMED: [dropbox_sign] armed is False")
+    )
+    assert report["why"].startswith(said)
+    # Said in the logs of the list step and of the report, not only in the XCom.
+    assert capfd.readouterr().out.count(said) >= 2
 
 
 def test_cleanup_arming_takes_effect_at_the_next_run_without_a_reparse(
@@ -185,11 +192,11 @@ def test_cleanup_arming_takes_effect_at_the_next_run_without_a_reparse(
     unarmed = cleanup_dag.test(run_conf={})
     assert_nothing_cancelled(account, xcom_of(unarmed, "report"))
 
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "True")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", "True")
     armed_run = cleanup_dag.test(run_conf={})
 
     assert armed_run.state == "success", task_states(armed_run)
-    assert xcom_of(armed_run, "report")["armed"] is True
+    assert xcom_of(armed_run, "report")["dry_run"] is False
     assert account.states(account.to_cancel) == dict.fromkeys(account.to_cancel, "canceled")
 
 
@@ -204,7 +211,7 @@ def test_cleanup_with_nothing_to_cancel_succeeds(
     states = task_states(dag_run)
     assert states["cancel"] == ["skipped"]
     report = xcom_of(dag_run, "report")
-    assert (report["dry_run"], report["armed"], report["counts"], report["outcomes"]) == (False, True, {}, {})
+    assert (report["dry_run"], report["counts"], report["outcomes"]) == (False, {}, {})
     assert {emulator.get_state(sr_id) for sr_id in fresh} == {"awaiting_signature"}
 
 
@@ -217,11 +224,11 @@ def test_cleanup_guard_fails_before_cancelling_anything(
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    assert states["guard"] == ["failed"]
+    assert states["find"] == ["failed"]
     assert states["report"] == ["upstream_failed"]
     assert account.cancel_calls() == 0
     # The task log (printed by dag.test()) carries the reason, with the count.
-    assert f"Found {found} signature requests to cancel, more than max_cancellations={found - 1}" in (
+    assert f"Selected {found} signature requests to cancel, more than max_cancellations={found - 1}" in (
         capfd.readouterr().out
     )
 
@@ -273,7 +280,7 @@ def test_cancel_request_cancels_the_named_id(
     assert emulator.get_state(bystander) == "awaiting_signature"
     assert emulator.cancel_calls(target) == 1
     assert emulator.cancel_calls(bystander) == 0
-    assert xcom_of(dag_run, "summary") == {target: "canceled"}
+    assert xcom_of(dag_run, "cancel") == {target: "canceled"}
 
 
 @requires_airflow_3_3(
@@ -292,7 +299,7 @@ def test_cancel_request_waits_until_the_cancellation_is_confirmed(
 
         assert dag_run.state == "success", task_states(dag_run)
         assert slow.get_state(target) == "canceled"
-        assert xcom_of(dag_run, "summary") == {target: "canceled"}
+        assert xcom_of(dag_run, "cancel") == {target: "canceled"}
         polls = [entry.status for entry in slow.requests_log if entry.method == "GET"]
         # Still out for signature at the first check(s), then gone: confirm waited for it.
         assert polls[0] == 200
@@ -301,7 +308,7 @@ def test_cancel_request_waits_until_the_cancellation_is_confirmed(
 
 
 @pytest.mark.usefixtures("approval_not_required")
-def test_cancel_request_without_waiting_skips_confirm(
+def test_cancel_request_without_waiting_ends_once_queued(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, cancel_dag: Any
 ) -> None:
     (target,) = make_requests(emulator, 1)
@@ -312,9 +319,8 @@ def test_cancel_request_without_waiting_skips_confirm(
     )
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert task_states(dag_run)["confirm"] == ["skipped"]
     assert emulator.get_state(target) == "cancel_requested"
-    assert xcom_of(dag_run, "summary") == {target: "cancel_requested"}
+    assert xcom_of(dag_run, "cancel") == {target: "cancel_requested"}
     # The preview's one read, then the cancel: nothing waited for the confirmation.
     assert [entry.method for entry in emulator.requests_log] == ["GET", "POST"]
 
@@ -329,10 +335,9 @@ def test_cancel_request_fails_on_a_signed_request_after_cancelling_the_rest(
     dag_run = cancel_dag.test(run_conf={"signature_request_ids": [pending, signed], **UNASKED})
 
     assert dag_run.state == "failed"
-    states = task_states(dag_run)
-    assert states["confirm"] == ["success"]
-    assert states["summary"] == ["failed"]
+    assert task_states(dag_run)["cancel"] == ["failed"]
     assert emulator.get_state(pending) == "canceled"
+    assert confirmed_by_get(emulator, pending)
     assert emulator.get_state(signed) == "completed"
 
 
@@ -348,12 +353,9 @@ def test_cancel_request_confirms_the_queued_id_when_another_is_unknown(
     assert dag_run.state == "failed"
     states = task_states(dag_run)
     assert states["cancel"] == ["failed"]
-    assert states["confirm"] == ["success"]
-    assert states["summary"] == ["failed"]
-    # The queued cancellation was confirmed (a GET saw the 410), though cancel failed on the other id.
+    # The queued cancellation was confirmed (a GET saw the 410), though the other id fails the task.
     assert emulator.get_state(pending) == "canceled"
     assert confirmed_by_get(emulator, pending)
-    assert xcom_of(dag_run, "confirm") == {pending: "canceled"}
     assert f"{unknown}: not found (404)" in capfd.readouterr().out
 
 
@@ -411,16 +413,16 @@ def test_approved_cancels_what_the_form_showed(seeded: Seeded, cancel_dag: Any) 
     assert sorted(seeded.posts()) == sorted(
         f"/v3/signature_request/cancel/{sr_id}" for sr_id in (seeded.half, seeded.plain)
     )
-    assert xcom_of(dag_run, "summary") == {
+    assert xcom_of(dag_run, "cancel") == {
         seeded.half: "canceled",
         seeded.plain: "canceled",
         seeded.signed: "completed",
     }
-    assert xcom_of(dag_run, "approve")["responded_by_user"]["name"] == "reviewer"
+    assert xcom_of(dag_run, "approve")["approved_by"]["name"] == "reviewer"
 
 
-def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_says_so(
-    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
+def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_run_says_so(
+    seeded: Seeded, cancel_dag: Any
 ) -> None:
     conf = {"signature_request_ids": [seeded.half, seeded.plain], "on_completed": "ignore"}
     signed_meanwhile = ApprovalAnswer(
@@ -430,15 +432,11 @@ def test_a_request_signed_after_the_preview_is_not_cancelled_and_the_summary_say
     dag_run, _ = run_answered(cancel_dag, conf, signed_meanwhile)
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert xcom_of(dag_run, "summary") == {seeded.half: "completed", seeded.plain: "canceled"}
+    assert xcom_of(dag_run, "cancel") == {seeded.half: "completed", seeded.plain: "canceled"}
     assert seeded.emulator.get_state(seeded.half) == "completed"
-    said = f"approved by reviewer; changed since the preview, so not cancelled: {seeded.half} (completed)"
-    assert said in caplog.text
 
 
-def test_rejected_cancels_nothing_and_says_who_rejected(
-    seeded: Seeded, cancel_dag: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_rejected_cancels_nothing_and_keeps_who_rejected(seeded: Seeded, cancel_dag: Any) -> None:
     # on_completed is left at fail: a request signed before anything was tried fails no rejection.
     conf = {"signature_request_ids": seeded.ids}
 
@@ -446,15 +444,11 @@ def test_rejected_cancels_nothing_and_says_who_rejected(
 
     assert dag_run.state == "success", task_states(dag_run)
     states = task_states(dag_run)
-    assert (states["cancel"], states["confirm"], states["summary"]) == (["skipped"], ["skipped"], ["success"])
+    assert (states["approve"], states["cancel"]) == (["success"], ["skipped"])
     assert seeded.posts() == []
     assert {seeded.emulator.get_state(i) for i in (seeded.half, seeded.plain)} == {"awaiting_signature"}
-    assert xcom_of(dag_run, "summary") == {
-        seeded.half: "not_approved",
-        seeded.plain: "not_approved",
-        seeded.signed: "completed",
-    }
-    assert "rejected by carol: nothing was cancelled" in caplog.text
+    answer = dag_run.get_task_instance("approve").xcom_pull(task_ids="approve", key="answer")
+    assert (answer["chosen_options"], answer["responded_by_user"]["name"]) == (["Reject"], "carol")
 
 
 class MarkedSuccess(ApprovalAnswer):
@@ -492,9 +486,8 @@ def test_an_approval_marked_successful_by_hand_cancels_nothing(
     assert task_states(dag_run)["cancel"] == ["failed"]
     assert seeded.posts() == []
     assert seeded.emulator.get_state(seeded.plain) == "awaiting_signature"
-    said = capfd.readouterr()
-    refusal = "Nothing was cancelled: a person must approve this cancellation, and there is no approval grant"
-    assert refusal in said.out + said.err
+    # No Approve, so no grant: cancel refused before its first POST.
+    assert xcom_of(dag_run, "approve") is None
 
 
 def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
@@ -507,16 +500,17 @@ def test_no_answer_in_time_cancels_nothing_and_fails_the_run(
 
     assert dag_run.state == "failed"
     states = task_states(dag_run)
-    assert (states["approve"], states["cancel"], states["summary"]) == (["success"], ["skipped"], ["failed"])
+    assert (states["approve"], states["cancel"]) == (["failed"], ["upstream_failed"])
     assert seeded.posts() == []
-    assert xcom_of(dag_run, "summary") is None
-    assert "not approved in time (the approval timed out): nothing was cancelled" in capfd.readouterr().out
+    assert xcom_of(dag_run, "cancel") is None
+    assert "Nobody answered the approval in time: nothing will be cancelled" in capfd.readouterr().out
 
 
 def test_nothing_to_approve_asks_nobody(seeded: Seeded, cancel_dag: Any) -> None:
     dag_run = cancel_dag.test(run_conf={"signature_request_ids": [seeded.signed], "on_completed": "ignore"})
 
     assert dag_run.state == "success", task_states(dag_run)
-    assert task_states(dag_run)["approve"] == ["skipped"]
+    assert task_states(dag_run)["approve"] == ["success"]
+    assert xcom_of(dag_run, "approve") is None
     assert seeded.posts() == []
-    assert xcom_of(dag_run, "summary") == {seeded.signed: "completed"}
+    assert xcom_of(dag_run, "cancel") == {seeded.signed: "completed"}

@@ -118,7 +118,7 @@ def test_example_dag_run_leaks_no_secret(
         "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT", recognisable_connection(recognisable_account, credential)
     )
     # Armed, so that the clean-up cancels and waits: the run's calls and trigger carry the credential.
-    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_SIGN_CLEANUP_ARMED", "true")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", "True")
     recognisable_account.clear_log()
 
     dag_run, ids = RUNS[dag_name](dags[dag_name], recognisable_account)

@@ -1,5 +1,5 @@
-"""The package's layers: no import cycle, the architecture page drawn from the code as it is, and a
-domain that DAG files and triggers can import without tasks or HTTP clients."""
+"""The package's layers: a domain that DAG files and triggers can import without tasks or HTTP
+clients. (No import cycle, and the architecture page drawn from the code: tests/unit/test_page_blocks.py.)"""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_no_import_cycle_and_the_architecture_page_matches_the_code() -> None:
-    done = subprocess.run(
-        [sys.executable, "scripts/architecture.py", "--check"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def test_the_domain_imports_no_operator_and_no_http_client() -> None:

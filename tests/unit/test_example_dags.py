@@ -22,7 +22,6 @@ from tests.helpers import (
     CANCEL_DAG,
     CLEANUP_DAG,
     DAGS,
-    DAY,
     EXAMPLE_DAG_IDS,
     REPO,
     load_dag_module,
@@ -185,71 +184,29 @@ def test_cleanup_params_refuse_bad_values(cleanup_module: ModuleType, name: str,
 # --- the clean-up's mode, pools and approval form -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("dry_run", "variable", "armed", "is_dry_run"),
-    [
-        (False, None, False, True),
-        (False, "false", False, True),
-        (False, " TRUE ", True, False),
-        (True, "true", True, True),
-        (True, None, False, True),
-    ],
-)
-def test_cleanup_mode(
-    cleanup_module: ModuleType, dry_run: bool, variable: str | None, armed: bool, is_dry_run: bool
-) -> None:
-    mode = cleanup_module.cleanup_mode(dry_run, variable)
-
-    assert (mode["armed"], mode["dry_run"]) == (armed, is_dry_run)
-
-
 def test_cleanup_needs_no_pool(cleanup_module: ModuleType) -> None:
     # A task in a pool that does not exist is never scheduled, and Airflow says so only in the
     # scheduler's log: the clean-up must run on a deployment that created no pool.
     assert {task.pool for task in cleanup_module.dag.tasks} == {"default_pool"}
-    assert (
-        cleanup_module.dag.get_task("cancel").max_active_tis_per_dagrun == cleanup_module.MAX_PARALLEL_BATCHES
-    )
+    assert cleanup_module.dag.get_task("cancel").max_active_tis_per_dagrun == 4
 
 
-def test_cleanup_runs_in_the_pool_named_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DROPBOX_SIGN_POOL", "dropbox_sign_api")
+def test_cleanup_runs_in_the_pool_the_deployment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__POOL", "dropbox_sign_api")
 
     dag = load_dag_module(CLEANUP_DAG).dag
 
     assert {task.task_id: task.pool for task in dag.tasks} == {
-        "check_armed": "default_pool",
         "find": "dropbox_sign_api",
-        "guard": "default_pool",
-        "ask": "default_pool",
         "approve": "default_pool",
         "cancel": "dropbox_sign_api",
         "report": "default_pool",
     }
 
 
-def test_the_form_shows_the_ten_oldest_and_reads_titles_as_text() -> None:
-    module = load_dag_module(CLEANUP_DAG)
-    candidates = [
-        {
-            "signature_request_id": f"{n:040x}",
-            "title": f"[Deal](http://x) #{n}" if n == 0 else f"Request {n}",
-            "created_at": 1_700_000_000 + n * DAY,
-            "expires_at": None,
-            "reason": "expired" if n == 1 else "stale",
-        }
-        for n in range(12)
-    ]
-    params = {"max_cancellations": 5, "max_age_days": 30, "query": "title:NDA"}
-
-    body = module.approval_markdown(module.approval_shown(candidates, params, cap=5))
-
-    assert "**Approve cancels all 12 signature requests found, more than max\\_cancellations (5)" in body
-    assert "- Search: complete:false AND title:NDA" in body
-    assert "The 10 oldest of 12:" in body
-    assert f"- **\\[Deal\\]\\(http://x\\) \\#0**: stale, created 2023-11-14 (`{0:040x}`)" in body
-    assert f"- **Request 1**: expired, created 2023-11-15 (`{1:040x}`)" in body
-    assert "Request 9" in body
-    assert "Request 10" not in body
-    assert "...and 2 more" in body
-    assert body.endswith("Without an answer within 1 day nothing is cancelled and the run fails.")
+def test_no_example_dag_reads_the_environment() -> None:
+    for path in DAGS.glob("*.py"):
+        text = path.read_text()
+        assert "os.environ" not in text, path.name
+        assert "getenv" not in text, path.name
+        assert "DROPBOX_SIGN_" not in text, path.name

@@ -14,6 +14,7 @@ from dropbox_sign_provider.cancellation.ids import (
     SIGNATURE_REQUEST_ID_PATTERN,
     normalize_signature_request_ids,
     resolved_at_run_time,
+    validate_bulk_send_job_id,
     validate_signature_request_id,
 )
 from dropbox_sign_provider.exceptions import (
@@ -32,7 +33,7 @@ from dropbox_sign_provider.exceptions import (
     error_from_response,
     parse_json_body,
 )
-from dropbox_sign_provider.hooks.dropbox_sign import bulk_send_job_path, validate_bulk_send_job_id
+from dropbox_sign_provider.hooks.dropbox_sign import bulk_send_job_path
 
 # Lengths of the ids in Dropbox Sign's own examples, and the ends of the accepted range.
 ID_16 = "0123456789abcdef"

@@ -4,12 +4,13 @@ The provider on a distributed Airflow, with faults (``make e2e-distributed``).
 1. Starts PostgreSQL and Redis (Debian's packages, as their own users, free ports, throw-away
    directories), the emulator at a scaled-down rate limit behind a metering pass-through, and
    Airflow 3 with CeleryExecutor: api-server, scheduler, dag-processor, two Celery workers and two
-   triggerers, each its own process.
+   triggerers, each its own process, all with the clean-up armed by the deployment's
+   configuration (``[dropbox_sign] armed = True``).
 2. Seeds stale requests (the clean-up's work) mixed with fresh, signed and declined ones, and a few
    fresh ones for the manual DAG.
-3. Unpauses the clean-up DAG (its scheduled run is a dry run: the Variable is not set yet), checks
-   it cancelled nothing, arms it, triggers it, and triggers the manual DAG, whose cancellation it
-   approves as the approval form's **Approve** button does once the run asks.
+3. Unpauses the clean-up DAG, whose scheduled run is the clean-up, and triggers the manual DAG,
+   whose cancellation it approves as the approval form's **Approve** button does once the run
+   asks.
 4. While they run: SIGKILLs one Celery worker (its whole session, task processes included) in the
    middle of a cancel batch, and one triggerer while confirmations are deferred on it.
 5. Judges by the emulator's final state and request log, and the meter's per-process log: every
@@ -42,12 +43,10 @@ from ..harness.steps import Failures
 from .faults import FaultInjector
 from .judge import judge, print_windows, rate_report
 from .meter import read_log
-from .services import COMPONENTS, TRIGGERERS, CeleryAirflow, Services, ensure_debian_packages
+from .services import COMPONENTS, POOL, TRIGGERERS, CeleryAirflow, Services, ensure_debian_packages
 
 CLEANUP = "dropbox_sign_expiry_cleanup"
 MANUAL = "dropbox_sign_cancel_request"
-ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
-POOL = "dropbox_sign_api"
 #: The clean-up's default max_cancellations: its scheduled run refuses more stale requests than this.
 MAX_CANCELLATIONS = 200
 DAY = 86400
@@ -83,14 +82,13 @@ def seed(emulator: Emulator, stale: int) -> dict[str, list[str]]:
 
 
 def start_runs(airflow: Airflow, manual_ids: list[str]) -> dict[str, str]:
-    """The pool, the clean-up armed and unpaused (its scheduled run), a manual run; their run ids."""
+    """The pool, the clean-up unpaused (its scheduled run, armed), a manual run; their run ids."""
     airflow.api(
         "POST",
         "pools",
         json={"name": POOL, "slots": POOL_SLOTS, "include_deferred": False, "description": "Dropbox Sign"},
     )
-    # Armed before it is unpaused: the run the scheduler creates on unpausing is the clean-up.
-    airflow.api("POST", "variables", json={"key": ARMED_VARIABLE, "value": "true"})
+    # Armed by the deployment from the start: the run the scheduler creates on unpausing cancels.
     for dag_id in (CLEANUP, MANUAL):
         airflow.wait_for_dag(dag_id, 180)
         airflow.unpause(dag_id)

@@ -27,8 +27,10 @@ WORKERS = ("worker-1", "worker-2")
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 #: Components that call Dropbox Sign, each through its own metered port; ``other`` is for the rest.
 API_CALLERS = (*WORKERS, *TRIGGERERS, "other")
-#: The sensors' fallback poll, in seconds.
+#: The confirmations' fallback poll, in seconds.
 POKE_INTERVAL = 10.0
+#: The pool of the clean-up's API tasks; the run creates it before the DAG runs.
+POOL = "dropbox_sign_api"
 COMPONENTS = {
     "api-server": [AIRFLOW, "api-server"],
     "scheduler": [AIRFLOW, "scheduler"],
@@ -272,8 +274,12 @@ class CeleryAirflow(Airflow):
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
                 "AIRFLOW__SCHEDULER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
-                "DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": str(POKE_INTERVAL),
-                "DROPBOX_SIGN_POOL": "dropbox_sign_api",
+                # The provider's [dropbox_sign] settings, as the deployment sets them on every
+                # component: the clean-up is armed (the workers read it when a task runs), the
+                # confirmations' fallback poll, and the API tasks' pool (read when a DAG is parsed).
+                "AIRFLOW__DROPBOX_SIGN__ARMED": "True",
+                "AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL": str(POKE_INTERVAL),
+                "AIRFLOW__DROPBOX_SIGN__POOL": POOL,
             }
         )
         return env

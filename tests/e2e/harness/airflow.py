@@ -6,6 +6,7 @@ triggerer; LocalExecutor; SQLite unless told otherwise), and a client of its pub
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import secrets
@@ -161,11 +162,11 @@ class Client:
 
         return self.wait_for(f"{dag_id} run {run_id} to end", ended, timeout, 1.0)
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        """A task's result (XCom ``return_value``), deserialized."""
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom ``key`` (by default its result), deserialized."""
         entry = self.api(
             "GET",
-            f"{self.run_path(dag_id, run_id, task_id)}/xcomEntries/return_value",
+            f"{self.run_path(dag_id, run_id, task_id)}/xcomEntries/{key}",
             params={"deserialize": "true"},
         )
         value = entry["value"]
@@ -278,10 +279,52 @@ class Airflow(Client):
             self.processes.spawn(name, argv, self.component_env(name))
         self.wait_for("every Airflow component to be healthy", self._healthy, healthy_timeout, 1.0)
 
-    def _healthy(self) -> dict[str, Any] | None:
+    def restart(
+        self,
+        env: Mapping[str, str],
+        components: Mapping[str, list[str]] = COMPONENTS,
+        healthy_timeout: float = 240,
+    ) -> None:
+        """
+        Change the deployment's configuration: stop ``components``, then start them again with
+        ``env`` added to every component's environment (Airflow reads its configuration once per
+        process), and wait until each one restarted has reported healthy since.
+        """
+        for name in reversed(list(components)):
+            self.processes.terminate(name)
+        self.extra_env.update(env)
+        self._env.update(env)
+        since = time.time()
+        for name, argv in components.items():
+            self.processes.spawn(name, argv, self.component_env(name))
+        self.wait_for(
+            "every restarted Airflow component to be healthy",
+            lambda: self._healthy(since),
+            healthy_timeout,
+            1.0,
+        )
+
+    def _healthy(self, since: float | None = None) -> dict[str, Any] | None:
+        """The health report when every component is healthy (and has beaten since ``since``)."""
         response = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5)
         if response.status_code != 200:
             return None
         health = response.json()
         statuses = {name: (part or {}).get("status") for name, part in health.items()}
-        return health if statuses and all(status == "healthy" for status in statuses.values()) else None
+        if not statuses or any(status != "healthy" for status in statuses.values()):
+            return None
+        if since is not None:
+            beats = [
+                value
+                for part in health.values()
+                for key, value in (part or {}).items()
+                if key.startswith("latest_") and key.endswith("_heartbeat")
+            ]
+            # A stopped component's last heartbeat stays "healthy" for a while: wait for the new one's.
+            if not beats or any(not beat or _epoch(beat) < since for beat in beats):
+                return None
+        return health
+
+
+def _epoch(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()

@@ -207,6 +207,29 @@ class Processes:
         self.killed.append(component)
         return pids
 
+    def terminate(self, name: str, grace: float = 20) -> None:
+        """
+        Stop one component as an operator does before starting it again: SIGTERM to its group,
+        SIGKILL for what is left after ``grace`` and for what is left in its session. It is no
+        longer watched; a component started again under its name appends to the same log.
+        """
+        component = self.component(name)
+        if component.first_signal is not None and component.alive():
+            _kill(component.popen.pid, component.first_signal)
+        _signal_group(component.popen.pid, signal.SIGTERM)
+        try:
+            component.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            print(f"  {name} still running {grace:g} s after SIGTERM; killing it", flush=True)
+        _signal_group(component.popen.pid, signal.SIGKILL)
+        component.popen.wait(timeout=30)
+        left = sessions_of({component.popen.pid})
+        for pid in left:
+            _kill(pid, signal.SIGKILL)
+        wait_gone(left)
+        self.components.remove(component)
+        print(f"  stopped {name} (pid {component.popen.pid})", flush=True)
+
     def stop(self) -> None:
         """
         Stop every started process group: SIGTERM, then SIGKILL for what is left after a grace;

@@ -29,12 +29,16 @@ CANCELED_ASSET_URI = "dropbox-sign://dropbox_sign_default/signature_request_canc
 # The async hook's HTTP client names itself so in ``User-Agent``; the sync hook's says python-requests.
 TRIGGERER_CLIENT = "aiohttp"
 CALLBACK_PATH = "/dropbox-sign/callback"
-SENSOR_TASK_ID = "confirm"
-OUTCOME_TASK_IDS = (SENSOR_TASK_ID, "summary")
+#: The manual DAG's task that cancels, then waits (deferred, on the triggerer) for the confirmations.
+CANCEL_TASK_ID = "cancel"
 TRIGGER_CLASSPATH = "dropbox_sign_provider.triggers.signature_request.SignatureRequestCanceledTrigger"
 CONN_ID = "dropbox_sign_default"
 CONN_TYPE = "dropbox_sign"
+#: Can disarm (``false``), never arm: arming is the deployment's ``[dropbox_sign] armed``.
 ARMED_VARIABLE = "dropbox_sign_cleanup_armed"
+#: The deployment's configuration that arms the clean-up, for every component.
+ARMED_ENV = {"AIRFLOW__DROPBOX_SIGN__ARMED": "True"}
+NOT_ARMED = "NOT ARMED: [dropbox_sign] armed is False"
 RUN_TIMEOUT_S = 300
 
 
@@ -104,34 +108,35 @@ def prove_deferred(
     airflow: Airflow, run_id: str, timeline: list[dict[str, Any]], out: Path
 ) -> dict[str, Any]:
     """
-    Prove the sensor went through ``deferred`` and that this deployment's triggerer ran its trigger.
+    Prove the cancel task went through ``deferred`` to wait for its confirmations, and that this
+    deployment's triggerer ran its trigger.
 
     Two independent signals, both required:
 
-    * live: while the run was in progress the REST API reported the sensor's task instance as
+    * live: while the run was in progress the REST API reported the cancel task's instance as
       ``deferred``, holding a trigger of the provider's trigger class;
-    * after the fact: the sensor try's log, as the REST API serves it, holds the task runner's
+    * after the fact: the cancel try's log, as the REST API serves it, holds the task runner's
       "Pausing task as DEFERRED", and the triggerer's own "trigger ... starting" and "Trigger fired
       event" lines, read from a ``.trigger.<job id>.log`` file whose job id is a ``TriggererJob``
       of this deployment (and the same job the live signal showed, when it showed one).
     """
-    sensor_states = [entry["task_instances"].get(SENSOR_TASK_ID, {}) for entry in timeline]
-    deferred = [s for s in sensor_states if s.get("state") == "deferred"]
+    cancel_states = [entry["task_instances"].get(CANCEL_TASK_ID, {}) for entry in timeline]
+    deferred = [s for s in cancel_states if s.get("state") == "deferred"]
     check(
         bool(deferred),
-        f"the REST API never showed {SENSOR_TASK_ID} deferred; its states were "
-        f"{[s.get('state') for s in sensor_states]}",
+        f"the REST API never showed {CANCEL_TASK_ID} deferred; its states were "
+        f"{[s.get('state') for s in cancel_states]}",
     )
     classpaths = {s["trigger_classpath"] for s in deferred if s["trigger_classpath"]}
     check(
         classpaths == {TRIGGER_CLASSPATH},
-        f"while deferred, {SENSOR_TASK_ID} held triggers {sorted(classpaths)}, expected {TRIGGER_CLASSPATH}",
+        f"while deferred, {CANCEL_TASK_ID} held triggers {sorted(classpaths)}, expected {TRIGGER_CLASSPATH}",
     )
     live_jobs = {s["triggerer_job_id"] for s in deferred if s["triggerer_job_id"] is not None}
 
-    ti = airflow.api("GET", airflow.run_path(DAG_ID, run_id, SENSOR_TASK_ID))
-    events = airflow.task_log(DAG_ID, run_id, SENSOR_TASK_ID, ti["try_number"])
-    dump_json(out / f"task-log-{SENSOR_TASK_ID}.json", events)
+    ti = airflow.api("GET", airflow.run_path(DAG_ID, run_id, CANCEL_TASK_ID))
+    events = airflow.task_log(DAG_ID, run_id, CANCEL_TASK_ID, ti["try_number"])
+    dump_json(out / f"task-log-{CANCEL_TASK_ID}.json", events)
     messages = [str(event.get("event", "")) for event in events]
     trigger_files = {
         int(match.group(1)) for text in messages if (match := re.search(r"\.log\.trigger\.(\d+)\.log$", text))
@@ -141,7 +146,7 @@ def prove_deferred(
     ]
     check(
         any(text.startswith("Pausing task as DEFERRED") for text in messages),
-        f"the {SENSOR_TASK_ID} log never says the task was paused as DEFERRED",
+        f"the {CANCEL_TASK_ID} log never says the task was paused as DEFERRED",
     )
     check(
         any(re.match(r"trigger .* starting$", text) for text in from_triggerer),
@@ -180,7 +185,7 @@ def check_events(
 ) -> dict[str, Any]:
     """
     The cancellation was confirmed by its event: one GET of the id, after the cancel, before the
-    sensor ended (its fallback poll is minutes away); the event became an asset event; the audit
+    cancel task ended (its fallback poll is minutes away); the event became an asset event; the audit
     DAG scheduled on that asset ran and confirmed the id with its own read; the asset event in the UI.
     """
     attempts = emulator.admin("GET", "callback_attempts")
@@ -229,10 +234,10 @@ def check_events(
     # its run's times.
     audit_ti = airflow.api("GET", airflow.run_path(AUDIT_DAG_ID, audit["run_id"], "audit"))
     audit_window = (_epoch(audit_ti["start_date"]), _epoch(audit_ti["end_date"]))
-    sensor = airflow.api("GET", airflow.run_path(DAG_ID, run_id, SENSOR_TASK_ID))
-    sensor_end = _epoch(sensor["end_date"])
+    cancel = airflow.api("GET", airflow.run_path(DAG_ID, run_id, CANCEL_TASK_ID))
+    cancel_end = _epoch(cancel["end_date"])
     log = emulator.requests_log()
-    # The preview read the id once before the cancel: the sensor's reads come after it.
+    # The preview read the id once before the cancel: the confirmation's reads come after it.
     cancelled_at = min(
         entry["time"]
         for entry in log
@@ -243,7 +248,7 @@ def check_events(
         for entry in log
         if entry["method"] == "GET"
         and entry["path"] == f"/v3/signature_request/{chosen}"
-        and cancelled_at <= entry["time"] <= sensor_end
+        and cancelled_at <= entry["time"] <= cancel_end
     ]
     reads = [
         entry
@@ -252,26 +257,23 @@ def check_events(
     ]
     check(
         [(entry["status"], TRIGGERER_CLIENT in entry["user_agent"]) for entry in reads] == [(410, True)],
-        f"the sensor was to confirm {chosen} with one read on the triggerer after its event; its reads: "
-        f"{reads}; every read of the id until the sensor ended: {id_reads}; the audit task ran "
+        f"the cancel task was to confirm {chosen} with one read on the triggerer after its event; its "
+        f"reads: {reads}; every read of the id until the cancel task ended: {id_reads}; the audit task ran "
         f"{audit_window}",
     )
 
     ui.page.goto(f"{airflow.url}/assets/{asset['id']}")
     ui.page.get_by_text(CANCELED_ASSET_URI).first.wait_for()
     ui.shot("asset-event")
-    return {"sensor_reads": reads, "asset_event_id": event["id"], "audit": audit}
+    return {"confirmation_reads": reads, "asset_event_id": event["id"], "audit": audit}
 
 
 def check_outcomes(airflow: Airflow, run_id: str, approved: list[str]) -> dict[str, Any]:
-    """The sensor's and the summary's results (XCom): the approved ids, reported ``canceled``."""
+    """The cancel task's result (XCom): the approved ids, reported ``canceled`` once confirmed."""
     expected = dict.fromkeys(approved, "canceled")
-    results: dict[str, Any] = {}
-    for task_id in OUTCOME_TASK_IDS:
-        value = airflow.xcom(DAG_ID, run_id, task_id)
-        check(value == expected, f"{task_id} returned {value!r}, expected {expected!r}")
-        results[task_id] = value
-    return results
+    value = airflow.xcom(DAG_ID, run_id, CANCEL_TASK_ID)
+    check(value == expected, f"{CANCEL_TASK_ID} returned {value!r}, expected {expected!r}")
+    return {CANCEL_TASK_ID: value}
 
 
 def check_emulator(
@@ -345,20 +347,35 @@ def cleanup_report(
     airflow: Airflow, run_id: str, stale: list[str], armed: bool, out: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
-    The clean-up run once it succeeded, and its report: armed, it cancelled the stale requests;
-    unarmed, a dry run, it says it would. Kept as ``cleanup-armed-report.json`` (or ``-unarmed``).
+    The clean-up run once it succeeded, and its report (the ``report`` task's result): armed, it
+    cancelled the stale requests, which ``find`` alone selected; unarmed, a dry run, it says it
+    would, and why. Kept as ``cleanup-armed-report.json`` (or ``-unarmed``).
     """
     which, outcome = ("armed", "canceled") if armed else ("unarmed", "would_cancel")
     run = wait_for_success(airflow, CLEANUP_DAG_ID, run_id)
     report = airflow.xcom(CLEANUP_DAG_ID, run_id, "report")
     dump_json(out / f"cleanup-{which}-report.json", report)
+    why = report["why"]
     check(
-        (report["armed"], report["dry_run"]) == (armed, not armed),
-        f"the {which} run reported armed={report['armed']}, dry_run={report['dry_run']}",
+        report["dry_run"] is (not armed),
+        f"the {which} run reported dry_run={report['dry_run']} (why: {why!r})",
+    )
+    check(
+        why is None if armed else str(why).startswith(NOT_ARMED),
+        f"the {which} run said why it was a dry run: {why!r}",
     )
     check(
         report["outcomes"] == dict.fromkeys(stale, outcome),
         f"the {which} run reported {report['outcomes']}, expected {outcome} for {stale}",
+    )
+    listed = report["listed"]
+    check(
+        listed.get("selected") == len(stale),
+        f"the {which} run's find selected {listed.get('selected')}, expected {len(stale)}: {listed}",
+    )
+    check(
+        report["decision"]["asked"] is False,
+        f"the {which} run, under its cap, asked a person: {report['decision']}",
     )
     return run, report
 
@@ -367,8 +384,9 @@ def check_unarmed_first_run(
     airflow: Airflow, emulator: Emulator, stale: list[str], out: Path
 ) -> dict[str, Any]:
     """
-    The clean-up's first scheduled run, made by unpausing it while unarmed: a dry run that sent no
-    cancel, reported what it would cancel and said NOT ARMED in its log.
+    The clean-up's first scheduled run, made by unpausing it while the deployment has not armed it
+    (and the Variable says ``true``, which arms nothing): a dry run that sent no cancel, reported
+    what it would cancel and said NOT ARMED in its log.
     """
 
     def first_run() -> dict[str, Any] | None:
@@ -389,8 +407,8 @@ def check_unarmed_first_run(
     ti = airflow.api("GET", airflow.run_path(CLEANUP_DAG_ID, run["dag_run_id"], "report"))
     events = airflow.task_log(CLEANUP_DAG_ID, run["dag_run_id"], "report", ti["try_number"])
     check(
-        any("NOT ARMED" in str(event.get("event", "")) for event in events),
-        "the unarmed run's report log does not say NOT ARMED",
+        any(NOT_ARMED in str(event.get("event", "")) for event in events),
+        f"the unarmed run's report log does not say {NOT_ARMED!r}",
     )
     return {"run_id": run["dag_run_id"], "run_type": run["run_type"], "report": report}
 
@@ -398,8 +416,11 @@ def check_unarmed_first_run(
 def check_armed_run(
     airflow: Airflow, emulator: Emulator, stale: list[str], untouched: list[str], out: Path
 ) -> dict[str, Any]:
-    """Armed through the Variable, a triggered run cancels each stale request once, and nothing else."""
-    airflow.api("POST", "variables", json={"key": ARMED_VARIABLE, "value": "true"})
+    """
+    Armed by the deployment (``[dropbox_sign] armed = True``, every component restarted with it),
+    a triggered run cancels each stale request once, and nothing else.
+    """
+    airflow.restart(ARMED_ENV)
     run, report = cleanup_report(airflow, airflow.trigger(CLEANUP_DAG_ID, {}), stale, True, out)
     check(
         sorted(cancel_calls(emulator, stale))

@@ -13,18 +13,20 @@ End to end on a real Airflow deployment, driven through the Airflow UI in Chromi
    ``dropbox_sign_cancellation_audit``.
 4. When the run asks for approval, opens its approval form, waits until it shows both titles and
    who signed, screenshots it (``NN-approval-form.png``) and presses **Approve**.
-5. Waits for the run to succeed and proves through the REST API that the sensor task was
-   deferred and that the deployment's triggerer did the waiting; that it confirmed event-first,
+5. Waits for the run to succeed and proves through the REST API that the cancel task was
+   deferred to wait for its confirmations and that the deployment's triggerer did the waiting;
+   that it confirmed event-first (``[dropbox_sign] event_first``),
    with one read of the id after the emulator's ``signature_request_canceled`` event; that the
    event became an asset event, whose audit DAG ran and confirmed the id (screenshot of the asset).
-   A second run, with a third id, is rejected in its approval form (``NN-approval-rejected.png``)
-   and ends saying so.
+   A second run, with a third id, is rejected in its approval form (``NN-approval-rejected.png``):
+   it skips the cancel and succeeds, and its approval says who rejected.
 6. Checks in the emulator that exactly the two approved requests were cancelled and nothing else:
    the rejected id was read by the preview and never cancelled.
 7. The clean-up DAG, unpaused once the connection exists: its first scheduled run (unpausing an
-   ``@daily`` DAG without catch-up makes one) must cancel nothing while the Variable
-   ``dropbox_sign_cleanup_armed`` is unset, and say ``NOT ARMED``; then, with the Variable set to
-   ``true``, a triggered run cancels the stale requests and nothing else.
+   ``@daily`` DAG without catch-up makes one) must cancel nothing while the deployment has not
+   armed it, even with the Variable ``dropbox_sign_cleanup_armed`` set to ``true`` (a Variable
+   cannot arm), and say ``NOT ARMED``; then, with every Airflow component restarted with
+   ``[dropbox_sign] armed = True``, a triggered run cancels the stale requests and nothing else.
 8. Checks that the API key reached no log.
 
 Screenshots, component logs, task logs and JSON evidence go to ``build/e2e/``. Every process
@@ -57,13 +59,14 @@ from ..harness.lifecycle import Run
 from ..harness.processes import Processes
 from ..harness.steps import check, dump_json
 from .checks import (
+    ARMED_VARIABLE,
     AUDIT_DAG_ID,
+    CANCEL_TASK_ID,
     CLEANUP_DAG_ID,
     CONN_ID,
     CONN_TYPE,
     DAG_ID,
     RUN_TIMEOUT_S,
-    SENSOR_TASK_ID,
     check_armed_run,
     check_connection,
     check_emulator,
@@ -195,6 +198,8 @@ def add_connection(airflow: Airflow, emulator: Emulator, ui: UI) -> None:
         check(label in declared, f"the provider no longer declares the {label!r} field")
     ui.add_connection(form, CONN_ID, emulator.base_url, emulator.api_key)
     check_connection(airflow, emulator.base_url)
+    # Only the deployment arms the clean-up: the Variable set to true must not.
+    airflow.api("POST", "variables", json={"key": ARMED_VARIABLE, "value": "true"})
     # Unpaused now that it has a connection: its first scheduled run goes on beside the UI steps.
     airflow.unpause(CLEANUP_DAG_ID)
 
@@ -220,8 +225,8 @@ def watch_run(
     """
     Poll the run's task instances until the run ends, recording every change of state; call
     ``approve`` once, when the approval first waits for a person; take a screenshot of the run page
-    when the sensor is first seen deferred (and note whether the page showed it: the deferral may
-    end before the page has loaded, so that is evidence, not a check).
+    when the cancel task is first seen deferred (and note whether the page showed it: the deferral
+    may end before the page has loaded, so that is evidence, not a check).
 
     :return: the run's final state and the timeline of task-instance states.
     """
@@ -251,11 +256,11 @@ def watch_run(
             if not answered and (now.get(APPROVAL_TASK_ID) or {}).get("state") in WAITING_FOR_A_PERSON:
                 answered = True
                 summary["approval"] = approve()
-            if not deferred_shot and (now.get(SENSOR_TASK_ID) or {}).get("state") == "deferred":
+            if not deferred_shot and (now.get(CANCEL_TASK_ID) or {}).get("state") == "deferred":
                 deferred_shot = True
                 ui.open_run(DAG_ID, run_id)
-                summary["ui_showed_sensor_deferred"] = ui.shows_task_state(SENSOR_TASK_ID, "Deferred")
-                ui.shot("run-sensor-deferred")
+                summary["ui_showed_cancel_deferred"] = ui.shows_task_state(CANCEL_TASK_ID, "Deferred")
+                ui.shot("run-cancel-deferred")
         state = airflow.api("GET", run_path)["state"]
         if state in TERMINAL_RUN_STATES:
             dump_json(out / "task-instance-timeline.json", timeline)
@@ -282,7 +287,7 @@ def answer_in_form(
 def approve_in_form(
     airflow: Airflow, ui: UI, run_id: str, out: Path, summary: dict[str, Any]
 ) -> dict[str, Any]:
-    """Approve when the run asks; the run succeeds, and its sensor was deferred to the triggerer."""
+    """Approve when the run asks; the run succeeds, and its cancel task waited on the triggerer."""
     state, timeline = watch_run(
         airflow,
         ui,
@@ -302,7 +307,8 @@ def approve_in_form(
 def reject_in_form(airflow: Airflow, ui: UI, dag: dict[str, Any], rejected: str, out: Path) -> dict[str, Any]:
     """
     Trigger the DAG with ``rejected``, press **Reject** in the approval form, and check that the
-    run ends as a rejection: a success whose summary reports ``not_approved`` and says who rejected.
+    run ends as a rejection: a success whose cancel was skipped, and whose approval kept the
+    answer (Reject, and by whom) for a report.
     """
     ui.open_dag(DAG_ID, dag.get("dag_display_name") or DAG_ID)
     run = ui.trigger_again(DAG_ID, IDS_PARAM, rejected, "trigger-form-to-reject")
@@ -325,16 +331,27 @@ def reject_in_form(airflow: Airflow, ui: UI, dag: dict[str, Any], rejected: str,
     )
     wait_for_success(airflow, DAG_ID, run_id)
     tis = airflow.task_states(DAG_ID, run_id)
-    check(tis.get("cancel") == "skipped", f"the rejected run's cancel was not skipped: {tis}")
-    outcome = airflow.xcom(DAG_ID, run_id, "summary")
-    check(outcome == {rejected: "not_approved"}, f"the rejected run's summary returned {outcome!r}")
-    said = [line for line in airflow.task_log(DAG_ID, run_id, "summary", 1) if "rejected by" in str(line)]
-    check(bool(said), "the rejected run's summary log does not say who rejected")
+    check(tis.get(CANCEL_TASK_ID) == "skipped", f"the rejected run's cancel was not skipped: {tis}")
+    kept = airflow.xcom(DAG_ID, run_id, APPROVAL_TASK_ID, "answer")
+    check(
+        kept.get("chosen_options") == ["Reject"] and bool((kept.get("responded_by_user") or {}).get("name")),
+        f"the rejected run's approval kept the answer {kept!r}",
+    )
+    who = (kept.get("responded_by_user") or {}).get("name")
+    approve_ti = airflow.api("GET", airflow.run_path(DAG_ID, run_id, APPROVAL_TASK_ID))
+    said = [
+        str(e.get("event", ""))
+        for e in airflow.task_log(DAG_ID, run_id, APPROVAL_TASK_ID, approve_ti["try_number"])
+    ]
+    check(
+        any(f"Rejected by {who}: nothing will be cancelled" in line for line in said),
+        f"the rejected run's approve log does not say who rejected ({who})",
+    )
     ui.open_run(DAG_ID, run_id)
     ui.expect_run_state("success")
     ui.shot("run-rejected")
-    dump_json(out / "rejected-run.json", {"run_id": run_id, "task_states": tis, "summary": outcome})
-    return {"run_id": run_id, "answer": answer, "task_states": tis, "summary": outcome}
+    dump_json(out / "rejected-run.json", {"run_id": run_id, "task_states": tis, "answer": kept})
+    return {"run_id": run_id, "answer": answer, "task_states": tis, "kept_answer": kept}
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -364,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         run.home,
         args.dags_folder.resolve(),
         log_dir,
-        # The DAGs confirm on Dropbox Sign's events; their fallback poll is further away than any
+        # The deployment confirms on Dropbox Sign's events; its fallback poll is further away than any
         # confirmation here, so each confirmation is the read an event woke.
-        {"DROPBOX_SIGN_EVENT_FIRST": "true", "DROPBOX_SIGN_CONFIRM_POKE_INTERVAL": "240"},
+        {"AIRFLOW__DROPBOX_SIGN__EVENT_FIRST": "True", "AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL": "240"},
     )
     summary = run.summary
     summary["dags_folder"] = str(airflow.dags_folder)
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 airflow.unpause(AUDIT_DAG_ID)
             with run.step("UI: trigger the DAG (invalid id refused, then two seeded ids)"):
                 run_id = summary["run_id"] = trigger_in_form(airflow, ui, dag, seeded.approved)
-            with run.step("approve in the form; prove the sensor was deferred to the triggerer"):
+            with run.step("approve in the form; prove the cancel task waited on the triggerer"):
                 summary["deferral"] = approve_in_form(airflow, ui, run_id, run.out, summary)
             with run.step("events: one read after the event; the asset event; the audit DAG ran"):
                 summary["events"] = check_events(airflow, emulator, ui, run_id, seeded.approved[0], run.out)
@@ -405,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             check_emulator(emulator, seeded.ids, seeded.stale, seeded.approved, seeded.rejected, run.out)
         with run.step("clean-up: its first scheduled run, unarmed, cancels nothing"):
             summary["cleanup_unarmed"] = check_unarmed_first_run(airflow, emulator, seeded.stale, run.out)
-        with run.step("clean-up: armed, a triggered run cancels the stale requests only"):
+        with run.step("clean-up: Airflow restarted armed, a triggered run cancels the stale requests only"):
             summary["cleanup_armed"] = check_armed_run(
                 airflow, emulator, seeded.stale, seeded.untouched, run.out
             )

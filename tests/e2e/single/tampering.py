@@ -10,20 +10,22 @@ deployment's (an environment variable, as a secrets backend would hold it): nobo
 
 Each case is a run of ``dropbox_sign_cancel_request`` triggered by ``mallory`` unless said:
 
-1. **A different list**: while the form shows X, she patches XCom ``ask/to_cancel`` to X and Y;
-   ``approver`` approves. Y is not cancelled (nor X: the cancel refuses a list its approval does
-   not cover).
+1. **A different list**: while the form shows X, she rewrites XCom ``preview/selection`` (what
+   ``cancel`` is handed) to name X and Y; ``approver`` approves. Y is not cancelled (nor X: the
+   cancel refuses a selection whose signature does not hold, and that its approval does not cover).
 2. **A forged answer**: while the form waits, her own answer is refused (403: not an approver);
-   she creates XComs ``approve/answer`` and ``approve/grant`` saying Approve, and marks ``approve``
-   successful. Nothing is cancelled.
+   she creates XComs ``approve/answer``, ``approve/grant`` and ``approve/return_value`` (what
+   ``cancel`` is handed) saying Approve, and marks ``approve`` successful. Nothing is cancelled.
 3. **A rejection overturned**: ``approver`` rejects; she patches the answer to Approve, forges a
-   grant, deletes ``approve/skipmixin_key`` and clears ``cancel``. Nothing is cancelled.
+   grant (``approve/grant`` and ``approve/return_value``), deletes ``approve/skipmixin_key`` and
+   clears ``cancel``. Nothing is cancelled.
 4. **Approval switched off by the form**: she triggers with ``require_approval: false``; the run
    asks all the same, and after ``approver`` approves, exactly the named request is cancelled (the
    control: the path works when nobody tampers).
 5. **Four eyes**: ``approver`` triggers a run and approves it himself: the Approve does not count.
 
-Judged by the emulator: which requests received a cancel. Evidence in ``build/e2e/tampering/``.
+Judged by the emulator: which requests received a cancel; ``cases.json`` keeps why each
+``cancel`` refused. Evidence in ``build/e2e/tampering/``.
 
 Usage, from the repository's root: ``.venv/bin/python -m tests.e2e.single.tampering [--out DIR]``
 """
@@ -78,9 +80,22 @@ def asked(emulator: Emulator, user: Client, n: int = 1, **conf: Any) -> tuple[li
 
 
 def ended(user: Client, run_id: str, ids: list[str]) -> dict[str, Any]:
-    """The case's run once it has ended: its state, its tasks' states and the ids it named."""
+    """
+    The case's run once it has ended: its state, its tasks' states, the ids it named, and what its
+    ``cancel`` said when it refused (evidence: the emulator judges).
+    """
     state = user.wait_for_end(DAG_ID, run_id, 300)["state"]
-    return {"run_id": run_id, "state": state, "tasks": user.task_states(DAG_ID, run_id), "ids": ids}
+    tasks = user.task_states(DAG_ID, run_id)
+    refusals: list[str] = []
+    if tasks.get("cancel") == "failed":
+        ti = user.api("GET", user.run_path(DAG_ID, run_id, "cancel"))
+        refusals = [
+            str(error.get("exc_value"))
+            for line in user.task_log(DAG_ID, run_id, "cancel", ti["try_number"])
+            for error in line.get("error_detail") or ()
+            if "Nothing was cancelled" in str(error.get("exc_value", ""))
+        ]
+    return {"run_id": run_id, "state": state, "tasks": tasks, "ids": ids, "cancel_refused": refusals}
 
 
 def answer(user: Client, run_id: str, option: str) -> requests.Response:
@@ -102,7 +117,7 @@ def put_xcom(user: Client, run_id: str, task_id: str, key: str, value: Any) -> N
 def forge_approval(user: Client, run_id: str, ids: list[str]) -> None:
     """
     An Approve in the approval's XComs: the answer, and a grant for the run made as the provider
-    makes one, with another key.
+    makes one, with another key, both as the XCom ``grant`` and as the result ``cancel`` is handed.
     """
     put_xcom(user, run_id, "approve", "answer", FORGED_ANSWER)
     grant = mint(
@@ -114,6 +129,7 @@ def forge_approval(user: Client, run_id: str, ids: list[str]) -> None:
         approved_by={"id": "ceo", "name": "ceo"},
     )
     put_xcom(user, run_id, "approve", "grant", grant)
+    put_xcom(user, run_id, "approve", "return_value", grant)
 
 
 FORGED_ANSWER = {
@@ -138,7 +154,10 @@ def cancelled(emulator: Emulator) -> set[str]:
 def a_different_list(emulator: Emulator, approver: Client, mallory: Client) -> dict[str, Any]:
     (x,), run_id = asked(emulator, mallory)
     (y,) = emulator.seed([{"title": "Tampering: not asked for", "expires_at": None}])
-    put_xcom(mallory, run_id, "ask", "to_cancel", [x, y])
+    # The preview's signed selection, which the form shows and cancel is handed, now naming Y too.
+    selection = mallory.xcom(DAG_ID, run_id, "preview", "selection")
+    check(selection.get("ids") == [x], f"the preview's selection names {selection.get('ids')}, not [{x}]")
+    put_xcom(mallory, run_id, "preview", "selection", {**selection, "ids": [x, y], "count": 2})
     check(answer(approver, run_id, "Approve").status_code == 200, "the approver could not approve")
     return ended(mallory, run_id, [x, y])
 
@@ -249,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(run.home / "passwords.json"),
             "AIRFLOW__DROPBOX_SIGN__APPROVERS": APPROVER,
             "AIRFLOW__DROPBOX_SIGN__FOUR_EYES": "True",
+            # The emulator cancels within a second; the untampered run confirms at the first poll.
+            "AIRFLOW__DROPBOX_SIGN__POKE_INTERVAL": "15",
         },
     )
     cases: dict[str, Any] = {}
