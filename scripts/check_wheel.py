@@ -27,15 +27,16 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from dropbox_sign_provider.example_dags import EXAMPLE_DAGS
+
 # Every command run here is pip, uv or the fresh environment's own programs, with fixed arguments.
 REPO = Path(__file__).resolve().parent.parent
 DIST = REPO / "dist"
 WORK = REPO / "build" / "wheel-check"
 SYSTEM_PYTHON = os.environ.get("SYSTEM_PYTHON", "/usr/bin/python3")
 PACKAGE = "airflow-provider-dropbox-sign"
-EXAMPLE_DAG_IDS = sorted(
-    ["dropbox_sign_cancel_request", "dropbox_sign_expiry_cleanup", "dropbox_sign_cancellation_audit"]
-)
+#: One DAG per file the package ships, named like its file.
+EXAMPLE_DAG_IDS = sorted(Path(name).stem for name in EXAMPLE_DAGS)
 
 # What Airflow has to know after the install: run in the fresh environment, prints JSON.
 PROBE = """
