@@ -183,7 +183,22 @@ SCENARIOS: dict[str, tuple[int, Scenario]] = {
     ),
     "400-remove-incomplete": (400, lambda e: call(e, "POST", f"/signature_request/remove/{created_id(e)}")),
     "400-page-size": (400, lambda e: call(e, "GET", "/signature_request/list", params={"page_size": 101})),
-    "400-query": (400, lambda e: call(e, "GET", "/signature_request/list", params={"query": "nda OR x"})),
+    "400-query": (400, lambda e: call(e, "GET", "/signature_request/list", params={"query": "nda OR x*"})),
+    "list-received": (
+        200,
+        lambda e: (
+            created_id(e, requester_email_address="someone@other.example"),
+            call(e, "GET", "/signature_request/list", params={"query": "to:me OR from:other"}),
+        )[1],
+    ),
+    "400-cancel-received": (
+        400,
+        lambda e: call(
+            e,
+            "POST",
+            f"/signature_request/cancel/{created_id(e, requester_email_address='someone@other.example')}",
+        ),
+    ),
     "401-account": (401, lambda e: call(e, "GET", "/account", auth=None)),
     "401-get": (401, lambda e: call(e, "GET", f"/signature_request/{created_id(e)}", auth=("nope", ""))),
     "401-list": (401, lambda e: call(e, "GET", "/signature_request/list", auth=None)),

@@ -114,10 +114,24 @@ def test_list_with_query_and_pages(emu: DropboxSignEmulator, api: SignatureReque
 
 def test_list_bad_query_raises_400(api: SignatureRequestApi) -> None:
     with pytest.raises(ApiException) as raised:
-        api.signature_request_list(query="to:me")
+        api.signature_request_list(query="title:nd*")
     assert raised.value.status == 400
     assert raised.value.data.error.error_name == "bad_request"
-    assert "to:me" in raised.value.data.error.error_msg
+    assert "title:nd*" in raised.value.data.error.error_msg
+
+
+def test_cancel_of_a_received_request_raises_cancel_failed(
+    emu: DropboxSignEmulator, api: SignatureRequestApi
+) -> None:
+    received = emu.create_signature_request(requester_email_address="someone@other.example")
+    assert [
+        item.signature_request_id
+        for item in api.signature_request_list(query="from:other").signature_requests
+    ] == [received["signature_request_id"]]
+    with pytest.raises(ApiException) as raised:
+        api.signature_request_cancel(received["signature_request_id"])
+    assert raised.value.status == 400
+    assert raised.value.data.error.error_name == "signature_request_cancel_failed"
 
 
 def test_cancel_then_410(emu: DropboxSignEmulator, api: SignatureRequestApi) -> None:

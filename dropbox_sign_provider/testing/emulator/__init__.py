@@ -155,8 +155,13 @@ pretending to know. Code under test should not depend on these answers. Each is 
 - *bulk send job lists*: a job's requests come in the order the job sent them, its cancelled,
   removed and forbidden ones left out as in signature request lists (its ``total`` still counts
   every request it sent); jobs are listed newest first.
-- *how title: and metadata: match*: a case-insensitive substring of the title or of any metadata
-  value.
+- *how text fields match*: a free term or a ``title:``, ``subject:``, ``message:``,
+  ``metadata:``, ``to:`` or ``from:`` value matches a case-insensitive substring of the field (of
+  any metadata value; of a signer's name or address for ``to:``, of the sender's address for
+  ``from:``); ``to:me`` and ``from:me`` match the account's address exactly.
+- *its wording*: the message of 400 ``signature_request_cancel_failed``, answered to a cancel of a
+  request someone else sent to this account (its status and ``error_name`` are the error
+  reference's).
 - *parentheses in a query*: refused with 400 ``bad_request``, as the docs never mention grouping.
 - *unknown account fields*: ``PUT /account`` with a field other than ``account_id``,
   ``callback_url`` and ``locale`` answers 400 ``bad_request`` naming it, rather than ignoring it.

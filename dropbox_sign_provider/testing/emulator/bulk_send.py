@@ -23,7 +23,7 @@ from dropbox_sign_provider.testing.emulator.store import SignatureRequestStore, 
 #: The most signature requests one bulk send job sends ("up to 250 signers", Dropbox Sign's docs).
 MAX_JOB_REQUESTS = 250
 #: Fields of a request that a job decides for each of its requests, so a seed may not set them.
-_SET_BY_THE_JOB = ("signature_request_id", "forbidden", "bulk_send_job_id")
+_SET_BY_THE_JOB = ("signature_request_id", "forbidden", "bulk_send_job_id", "requester_email_address")
 
 
 @dataclass(frozen=True)

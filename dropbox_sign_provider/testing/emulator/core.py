@@ -198,14 +198,17 @@ class DropboxSignEmulator:
 
     def create_signature_request(self, **fields: Any) -> dict[str, Any]:
         """
-        Store a signature request, as if it had been sent from this account.
+        Store a signature request, as if it had been sent from this account; or, with a
+        ``requester_email_address`` other than the account's :attr:`email`, as if someone else had
+        sent it to this account: lists show it and ``GET`` answers it, as Dropbox Sign does for
+        received requests, but cancel answers 400 ``signature_request_cancel_failed``.
 
         Accepted fields: ``signature_request_id`` (default: 40 random lowercase hex characters),
         ``title``, ``subject``, ``message``, ``metadata`` (dict), ``created_at`` (epoch seconds,
         default now), ``expires_at`` (epoch seconds or ``None``), ``is_complete``, ``is_declined``,
         ``signers`` (``(name, email)`` pairs or dicts, which may also set ``status_code``,
-        ``signed_at``, ``order``...), ``forbidden`` (the request belongs to another sender:
-        GET, cancel and remove answer 403) and any other top-level field of the
+        ``signed_at``, ``order``...), ``forbidden`` (the account may not access the request at all:
+        lists leave it out; GET, cancel and remove answer 403) and any other top-level field of the
         SignatureRequestResponse object (e.g. ``cc_email_addresses``, ``has_error``), verbatim.
 
         :param fields: the fields above.
@@ -228,8 +231,9 @@ class DropboxSignEmulator:
         :param count: how many requests the job sent, 1 to 250 (Dropbox Sign's most).
         :param bulk_send_job_id: the job's id (default: 40 random lowercase hex characters).
         :param fields: fields of every request, as :meth:`create_signature_request` takes them
-            (``created_at`` is the job's too), except ``signature_request_id`` and ``forbidden``:
-            each request gets an id of its own, and a job's requests are this account's.
+            (``created_at`` is the job's too), except ``signature_request_id``, ``forbidden`` and
+            ``requester_email_address``: each request gets an id of its own, and a job's requests
+            are this account's.
         :return: ``{"bulk_send_job": ..., "signature_requests": [...]}``: the job as
             ``GET /bulk_send_job/list`` answers it and its requests as ``GET`` answers them.
         :raises TypeError: for an unknown field, or one the job sets itself.
@@ -340,6 +344,7 @@ class DropboxSignEmulator:
         malformed_rate: float = 0.0,
         rate_limit_storm: float = 0.0,
         never_complete: bool | int = False,
+        search_ignores: Sequence[str] = (),
         seed: int | None = None,
     ) -> None:
         """
@@ -359,6 +364,9 @@ class DropboxSignEmulator:
         :param never_complete: ``True``: every cancellation accepted while set stays pending forever;
             an int ``n``: the first ``n`` accepted cancel calls of each request are lost, later ones
             complete normally.
+        :param search_ignores: search fields the list call's index ignores (``"from"``, ...): every
+            request matches them, as when a new or changed request is not indexed yet. A provider
+            must check what a list answers, not only what it asked for.
         :param seed: seeds the fault random generator, for reproducible runs.
         :raises ValueError: for an out-of-range value.
         """
@@ -370,6 +378,7 @@ class DropboxSignEmulator:
             malformed_rate=malformed_rate,
             rate_limit_storm=rate_limit_storm,
             never_complete=never_complete,
+            search_ignores=tuple(search_ignores),
             seed=seed,
         )
         self._state.set_faults(faults.checked())

@@ -24,13 +24,18 @@ class ApiError(Exception):
     :param status: the HTTP status.
     :param message: the envelope's ``error_msg``.
     :param path: the envelope's ``error_path``: the parameter at fault, if any.
+    :param name: the envelope's ``error_name``, when it is not the status's own (for example
+        ``signature_request_cancel_failed`` for a 400).
     """
 
-    def __init__(self, status: int, message: str, *, path: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, path: str | None = None, name: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.path = path
+        self.name = name
 
 
 def envelope(

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dropbox_sign_provider.testing.emulator.query import TEXT_FIELDS
+
 #: The keyword arguments of :meth:`DropboxSignEmulator.set_fault`, and the admin API's fault fields.
 FAULT_FIELDS = (
     "latency",
@@ -23,6 +25,7 @@ FAULT_FIELDS = (
     "malformed_rate",
     "rate_limit_storm",
     "never_complete",
+    "search_ignores",
     "seed",
 )
 #: The keyword arguments of :meth:`DropboxSignEmulator.set_delivery_fault`, and the admin API's fields.
@@ -141,6 +144,7 @@ class Faults:
     malformed_rate: float = 0.0
     rate_limit_storm: float = 0.0
     never_complete: bool | int = False
+    search_ignores: tuple[str, ...] = ()
     seed: int | None = None
 
     def checked(self) -> Faults:
@@ -170,13 +174,15 @@ class Faults:
             malformed_rate=_check_rate("malformed_rate", self.malformed_rate),
             rate_limit_storm=_check_rate("rate_limit_storm", self.rate_limit_storm),
             never_complete=never_complete,
+            search_ignores=_check_fields(self.search_ignores),
             seed=self.seed,
         )
 
     def as_dict(self) -> dict[str, Any]:
         """The faults as keyword arguments of :meth:`DropboxSignEmulator.set_fault` (JSON-ready)."""
         return {name: getattr(self, name) for name in FAULT_FIELDS} | {
-            "error_statuses": list(self.error_statuses)
+            "error_statuses": list(self.error_statuses),
+            "search_ignores": list(self.search_ignores),
         }
 
     def plan(self, rng: random.Random) -> FaultPlan:
@@ -230,6 +236,13 @@ class DeliveryFaults:
     def as_dict(self) -> dict[str, Any]:
         """The faults as keyword arguments of :meth:`DropboxSignEmulator.set_delivery_fault`."""
         return asdict(self)
+
+
+def _check_fields(value: Any) -> tuple[str, ...]:
+    known = (*TEXT_FIELDS, "created", "complete")
+    if isinstance(value, str) or any(name not in known for name in value):
+        raise ValueError(f"search_ignores {value!r} must be a list of search fields: {', '.join(known)}")
+    return tuple(value)
 
 
 def _check_rate(name: str, value: float) -> float:

@@ -174,7 +174,7 @@ class Api:
             try:
                 status, body = self._route(request, form)
             except ApiError as exc:
-                status, body = exc.status, envelope(exc.status, exc.message, path=exc.path)
+                status, body = exc.status, envelope(exc.status, exc.message, path=exc.path, name=exc.name)
             return json_response(status, body, headers)
 
     def _route(self, request: web.Request, form: Any) -> tuple[int, Any]:
@@ -189,7 +189,7 @@ class Api:
             self._update_account(form)
             return 200, self._account()
         if method == "GET" and parts == ["signature_request", "list"]:
-            return 200, store.list(request.query, settings.account_id)
+            return 200, store.list(request.query, settings.account_id, settings.email, self.state.faults)
         if len(parts) == 2 and parts[0] == "signature_request" and method == "GET":
             return 200, {"signature_request": render(store.accessible(parts[1]))}
         if method == "GET" and parts == ["bulk_send_job", "list"]:
@@ -197,7 +197,7 @@ class Api:
         if len(parts) == 2 and parts[0] == "bulk_send_job" and method == "GET":
             return 200, self.state.bulk_send_jobs.get(parts[1], request.query)
         if len(parts) == 3 and parts[:2] == ["signature_request", "cancel"] and method == "POST":
-            store.cancel(parts[2], settings.cancel_delay, self.state.faults)
+            store.cancel(parts[2], settings.cancel_delay, self.state.faults, settings.email)
             return 200, {}
         if len(parts) == 3 and parts[:2] == ["signature_request", "remove"] and method == "POST":
             store.remove(parts[2])

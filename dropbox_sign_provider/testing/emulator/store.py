@@ -150,16 +150,25 @@ class SignatureRequestStore:
             raise ApiError(410, "This resource has been deleted.")
         return record
 
-    def cancel(self, request_id: str, cancel_delay: float, faults: Faults) -> None:
+    def cancel(self, request_id: str, cancel_delay: float, faults: Faults, account_email: str) -> None:
         """
         Queue a cancellation, due ``cancel_delay`` seconds from now (or lost, as ``faults`` decide).
 
+        :param account_email: the account's address: only the sender may cancel.
         :raises ApiError: as the API refuses it.
         """
         self.cancel_calls[request_id] = self.cancel_calls.get(request_id, 0) + 1
         # Undocumented (cancel of a cancelled request): accessible() answers 410 deleted, as it does
         # to every other access once the cancellation has happened (or the request was removed).
         record = self.accessible(request_id)
+        # The error reference: signature_request_cancel_failed (400) when the caller did not send it.
+        # Undocumented (its wording): the message.
+        if received(record, account_email):
+            raise ApiError(
+                400,
+                "Only the sender of a signature request can cancel it.",
+                name="signature_request_cancel_failed",
+            )
         state = self.state(record)
         # Undocumented (cancel of a completed or declined request): the docs only say they are not
         # eligible; 400 bad_request follows how the API refuses other ineligible operations.
@@ -189,12 +198,17 @@ class SignatureRequestStore:
             raise ApiError(400, "This request has not been completed yet. Cancel it instead.")
         record.removed = True
 
-    def list(self, query: Mapping[str, str], account_id: str) -> dict[str, Any]:
+    def list(
+        self, query: Mapping[str, str], account_id: str, account_email: str, faults: Faults
+    ) -> dict[str, Any]:
         """
-        One page of ``GET /signature_request/list``.
+        One page of ``GET /signature_request/list``: the requests the account sent and those it
+        received, as Dropbox Sign lists them.
 
         :param query: the call's query parameters.
         :param account_id: this account's id.
+        :param account_email: this account's address, what ``from:me`` means.
+        :param faults: the faults in force (``search_ignores``).
         :raises ApiError: 400 naming a bad parameter.
         """
         page, page_size = paging(query)
@@ -204,7 +218,7 @@ class SignatureRequestStore:
         if asked not in (None, "", "all", account_id):
             message = f"account_id {asked!r} is not a member of your team."
             raise ApiError(400, message, path="account_id")
-        matches_query = parse_query(query.get("query", ""))
+        matches_query = parse_query(query.get("query", ""), account_email, faults.search_ignores)
         # Undocumented (cancelled requests in lists): left out, like removed and forbidden ones, as
         # GET answers 410 or 403 for them.
         matches = [
@@ -283,6 +297,11 @@ class SignatureRequestStore:
         if becoming == "declined" and all(s["status_code"] == "signed" for s in record.body["signatures"]):
             raise TransitionRefused(f"signature request {request_id!r} has no signer left to decline")
         return record
+
+
+def received(record: Record, account_email: str) -> bool:
+    """Whether someone else sent the request to this account (its requester is not the account)."""
+    return str(record.body.get("requester_email_address") or "").lower() != account_email.lower()
 
 
 def render(record: Record) -> dict[str, Any]:
