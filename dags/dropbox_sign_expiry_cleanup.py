@@ -33,15 +33,17 @@ DOC_MD = """
 # Clean up stale Dropbox Sign signature requests
 
 Cancels the requests of the `dropbox_sign_default` account that are still out for signature and were
-sent more than *max_age_days* ago. Signed, declined, expired and never-sent requests are left alone.
+sent more than *max_age_days* ago. Received, signed, declined, expired and never-sent requests are
+left alone.
 **Cancellation is irreversible**: try a new *query* with *dry_run* first.
 
 **Arming.** Until the deployment sets `[dropbox_sign] armed = True`, every run is a dry run: its
 **report** lists what it would cancel and says `NOT ARMED`. The Variable `dropbox_sign_cleanup_armed`
 set to `false` disarms at once; no Variable can arm.
 
-1. **find** lists the incomplete requests (`complete:false`, a `created:` range and *query*; only the
-   list pages, 100 requests each) and signs the selection in batches of 50 when the run may cancel.
+1. **find** lists the incomplete requests the account sent (`from:me AND complete:false`, a
+   `created:` range and *query*; only the list pages, 100 requests each) and signs the selection
+   in batches of 50 when the run may cancel.
    More than *max_cancellations* (the deployment's `[dropbox_sign] max_cancellations` at most) fails
    the run before anything is cancelled, or, with *over_cap* `ask`, needs a person's Approve.
 2. **approve** asks a person in the Airflow UI (*Required Actions*) only when the selection needs it,

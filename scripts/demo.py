@@ -7,15 +7,15 @@ On a fresh clone, with nothing but the project's virtualenv:
 1. a throw-away Airflow home with its embedded SQLite database (``airflow db migrate``) and the DAGs
    folder pointing at ``dags/``;
 2. the emulator on a free loopback port, seeded with a realistic account: stale requests, fresh
-   ones, signed ones, declined ones and a few past their expiry date;
+   ones, signed ones, declined ones, a few past their expiry date and a few the account received;
 3. ``airflow dags test dropbox_sign_expiry_cleanup`` before the deployment arms it: a dry run that
    must cancel nothing and say ``NOT ARMED``; then the clean-up again in a process started with
    ``[dropbox_sign] armed = True`` (``AIRFLOW__DROPBOX_SIGN__ARMED=True``), which cancels; then
    ``airflow dags test dropbox_sign_cancel_request`` naming one fresh request, then once more naming
    another fresh request and an id the account does not have: that run must fail naming the unknown
    id, and still confirm the other one's cancellation;
-4. a check of the emulator's final state: every stale request cancelled, the expired ones left
-   alone like the fresh, signed and declined ones, nothing touched but the ones named, each of
+4. a check of the emulator's final state: every stale request cancelled, the expired and received
+   ones left alone like the fresh, signed and declined ones, nothing touched but the ones named, each of
    those confirmed. The exit status is non-zero otherwise.
 
 Airflow's own output goes to ``build/demo/demo.log``; the terminal shows the report.
@@ -112,6 +112,11 @@ def account_seed(now: float, rng: random.Random) -> dict[str, list[dict[str, Any
         # clean-up leaves them alone (Dropbox Sign may refuse to cancel them) and counts them.
         "expired": [
             request(rng.uniform(35, 60), expires_at=int(now - rng.uniform(1, 72) * 3600)) for _ in range(3)
+        ],
+        # Sent to the account by a partner, long out for signature: lists show them, but only their
+        # sender may cancel them, so the clean-up's search (from:me) leaves them out.
+        "received": [
+            request(rng.uniform(35, 120), requester_email_address="legal@partner.example") for _ in range(4)
         ],
     }
 
@@ -274,7 +279,7 @@ def check(
     """Every way the final state differs from what the DAG runs should have done."""
     problems = []
     cancelled = {call["path"].rsplit("/", 1)[-1] for call in api_calls if "/cancel/" in call["path"]}
-    for kind in ("fresh", "completed", "declined", "expired"):
+    for kind in ("fresh", "completed", "declined", "expired", "received"):
         for sr_id in ids[kind]:
             if sr_id not in named and sr_id in cancelled:
                 problems.append(f"{kind} request {sr_id} received a cancel call")
@@ -294,6 +299,7 @@ def check(
     expected = {
         "fresh": "awaiting_signature",
         "expired": "awaiting_signature",
+        "received": "awaiting_signature",
         "completed": "completed",
         "declined": "declined",
     }
@@ -349,6 +355,10 @@ def report(
             "  expired (stale, but past expires_at)",
             f"{count('expired', 'awaiting_signature')} of {len(ids['expired'])} not cancelled",
         ),
+        (
+            "  received (sent to the account by others)",
+            f"{count('received', 'awaiting_signature')} of {len(ids['received'])} not cancelled",
+        ),
         ("  signed by everyone", f"{count('completed', 'completed')} of {len(ids['completed'])}"),
         ("  declined", f"{count('declined', 'declined')} of {len(ids['declined'])}"),
         ("Cancelled by hand (dropbox_sign_cancel_request)", None),
@@ -367,7 +377,11 @@ def report(
     print()
     by_call: dict[str, int] = {}
     for call in api_calls:
-        kind = "cancel" if "/cancel/" in call["path"] else "list" if call["path"].endswith("/list") else "get"
+        path = call["path"]
+        kind = next(
+            (kind for end, kind in (("/account", "account"), ("/list", "list")) if path.endswith(end)),
+            "cancel" if "/cancel/" in path else "get",
+        )
         by_call[kind] = by_call.get(kind, 0) + 1
     calls = ", ".join(f"{n} {kind}" for kind, n in sorted(by_call.items()))
     limited = sum(1 for call in api_calls if call["status"] == 429)
@@ -392,8 +406,8 @@ def demo(log: IO[str], home: Path) -> int:
         named, beside_unknown = ids["fresh"][0], ids["fresh"][1]
         print(
             f"  Seeded the emulator at {url}: {len(ids['stale'])} stale, {len(ids['fresh'])} fresh, "
-            f"{len(ids['completed'])} completed, {len(ids['declined'])} declined and "
-            f"{len(ids['expired'])} expired signature requests"
+            f"{len(ids['completed'])} completed, {len(ids['declined'])} declined, "
+            f"{len(ids['expired'])} expired and {len(ids['received'])} received signature requests"
         )
         env = airflow_env(home, url)
         timings["unarmed clean-up run"] = run_step(
@@ -465,7 +479,7 @@ def demo(log: IO[str], home: Path) -> int:
         return 1
     print(
         "\nOK: the clean-up cancelled nothing before it was armed; once armed, every stale request was "
-        "cancelled, the expired ones were left alone, nothing else was touched; the run naming "
+        "cancelled, the expired and received ones were left alone, nothing else was touched; the run naming "
         "an unknown id failed naming it, and still confirmed the other id's cancellation."
     )
     return 0

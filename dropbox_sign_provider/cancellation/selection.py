@@ -27,6 +27,7 @@ from dropbox_sign_provider.cancellation.state import RequestState, request_state
 DEFAULT_MAX_MAP_LENGTH = 1024
 
 #: Why a listed request is left alone, counted in the list step's report.
+RECEIVED = "received"
 COMPLETE = "complete"
 DECLINED = "declined"
 HAS_ERROR = "has_error"
@@ -72,15 +73,17 @@ def max_age_seconds(value: Any) -> float | None:
 
 def search_query(query: str | None, created_before: float | None = None) -> str:
     """
-    The Dropbox Sign search a list step sends: ``complete:false``, a ``created:`` range when there
-    is an age rule, and the user's ``query``. The fixed terms are repeated in every ``OR`` branch of
-    the user's query (the search has no parentheses), so an ``OR`` can never widen the selection.
+    The Dropbox Sign search a list step sends: ``from:me`` (lists hold the requests the account
+    received too, which only their sender may cancel), ``complete:false``, a ``created:`` range when
+    there is an age rule, and the user's ``query``. The fixed terms are repeated in every ``OR``
+    branch of the user's query (the search has no parentheses), so an ``OR`` can never widen the
+    selection.
 
     :param query: the user's search, in Dropbox Sign's search syntax.
     :param created_before: Unix time; the range ends on its day (the list step checks the exact
         instant on each request, as the search counts whole days).
     """
-    fixed = ["complete:false"]
+    fixed = ["from:me", "complete:false"]
     if created_before is not None:
         day = datetime.fromtimestamp(created_before, tz=timezone.utc).date().isoformat()
         fixed.append(f"created:[* TO {day}]")
@@ -90,14 +93,21 @@ def search_query(query: str | None, created_before: float | None = None) -> str:
     return " OR ".join(" AND ".join([*fixed, branch]) for branch in branches)
 
 
-def left_alone(request: Mapping[str, Any], now: float, created_before: float | None) -> str | None:
+def left_alone(
+    request: Mapping[str, Any], now: float, created_before: float | None, account_email: str
+) -> str | None:
     """
     Why a listed request must not be cancelled, or ``None`` when it may be.
 
     :param request: a signature request as a list answers it.
     :param now: the current Unix time, for ``expires_at``.
     :param created_before: Unix time; with an age rule, requests created later are ``fresh``.
+    :param account_email: the account's own address (``GET /account``): a request whose
+        ``requester_email_address`` is another was ``received``, and only its sender may cancel it.
     """
+    # The search asked for from:me; an index that lags or ignores the field must not widen it.
+    if not sent_by(request, account_email):
+        return RECEIVED
     # The search asked for incomplete requests; its index may lag, so ask again here.
     state = request_state(request)
     if state is RequestState.COMPLETED:
@@ -117,6 +127,37 @@ def left_alone(request: Mapping[str, Any], now: float, created_before: float | N
     ):
         return FRESH
     return None
+
+
+def account_address(account: Mapping[str, Any], conn_id: str) -> str:
+    """
+    The account's own address, from ``GET /account``: what :func:`sent_by` compares with.
+
+    :param account: the ``account`` object ``GET /account`` answers.
+    :param conn_id: the connection it was read with, for the error.
+    :raises ValueError: when the answer has no address: nothing could tell sent requests from
+        received ones, so nothing is selected.
+    """
+    address = account.get("email_address")
+    if not isinstance(address, str) or "@" not in address:
+        raise ValueError(
+            f"GET /account with connection {conn_id!r} answered email_address {address!r}: without the "
+            "account's address the requests it sent cannot be told from those it received, so "
+            "nothing was selected"
+        )
+    return address
+
+
+def sent_by(request: Mapping[str, Any], account_email: str) -> bool:
+    """
+    Whether the account sent the request: its ``requester_email_address`` is the account's
+    address (email addresses compare without regard to case). A request without one is not.
+
+    :param request: a signature request as the API answers it.
+    :param account_email: the account's address, as ``GET /account`` answers it.
+    """
+    requester = request.get("requester_email_address")
+    return isinstance(requester, str) and requester.strip().lower() == account_email.strip().lower()
 
 
 def summary(request: Mapping[str, Any], reason: str) -> Summary:

@@ -38,6 +38,7 @@ from dropbox_sign_provider.cancellation.preview import RequestPreview, request_p
 from dropbox_sign_provider.cancellation.selection import (
     DEFAULT_MAX_MAP_LENGTH,
     Summary,
+    account_address,
     batch_size_within,
     batches,
     left_alone,
@@ -491,12 +492,16 @@ class ListSignatureRequestsOperator(BaseOperator):
     CancellationApprovalOperator`, or ``CancelSignatureRequestOperator.partial(...).expand(
     signature_request_ids=...)`` (one cancel task per batch).
 
-    What cannot or must not be cancelled is left alone and counted by reason: signed by everyone
-    (``complete``), ``declined``, never sent (``has_error``), past its expiry date (``expired``:
-    nobody can sign it any more), and, with ``max_age``, requests created more recently
-    (``fresh``). The selection is sorted oldest first and costs only the list pages (100 requests a
-    page): its summaries (title, created, expires, signers and who signed, why it was selected) let
-    a dry run and an approval form show each request without reading it again.
+    Only requests the account sent are selected: lists hold those it received too, which only
+    their sender may cancel, so the search asks ``from:me`` and each listed request's
+    ``requester_email_address`` must be the account's own (one ``GET /account`` a run). What cannot
+    or must not be cancelled is left alone and counted by reason: sent by someone else
+    (``received``), signed by everyone (``complete``), ``declined``, never sent (``has_error``),
+    past its expiry date (``expired``: nobody can sign it any more), and, with ``max_age``,
+    requests created more recently (``fresh``). The selection is sorted oldest first and costs only
+    ``GET /account`` and the list pages (100 requests a page): its summaries (title, created,
+    expires, signers and who signed, why it was selected) let a dry run and an approval form show
+    each request without reading it again.
 
     The selection is signed, batch by batch (a selection grant, see
     :mod:`~dropbox_sign_provider.cancellation.grants`), only when the run may cancel: the
@@ -512,8 +517,8 @@ class ListSignatureRequestsOperator(BaseOperator):
     listed, selected and left alone by reason.
 
     :param query: Dropbox Sign search syntax (templated), for example ``title:NDA`` or
-        ``metadata:onboarding``; joined to ``complete:false`` (and the age's ``created:`` range)
-        in every ``OR`` branch.
+        ``metadata:onboarding``; joined to ``from:me AND complete:false`` (and the age's
+        ``created:`` range) in every ``OR`` branch.
     :param max_age: select only requests created longer ago than this (templated): a ``timedelta``
         or a number of days. ``None``: no age rule.
     :param bulk_send_job_id: select the requests of this bulk send job (templated) instead of
@@ -620,6 +625,7 @@ class ListSignatureRequestsOperator(BaseOperator):
         now = time.time()
         created_before = None if age is None else now - age
         hook = DropboxSignHook(self.dropbox_sign_conn_id)
+        account_email = account_address(hook.get_account(), self.dropbox_sign_conn_id)
         if job is not None:
             search = f"bulk send job {job}"
             listed = hook.list_bulk_send_job_signature_requests(job)
@@ -636,7 +642,7 @@ class ListSignatureRequestsOperator(BaseOperator):
         count = 0
         for request in listed:
             count += 1
-            why_not = left_alone(request, now, created_before)
+            why_not = left_alone(request, now, created_before, account_email)
             if why_not is None:
                 selected.setdefault(request["signature_request_id"], summary(request, reason))
             else:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CANCEL_DAG, CLEANUP_DAG, load_dag_module
+from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
+from tests.helpers import API_KEY, CANCEL_DAG, CLEANUP_DAG, connection_uri_json, load_dag_module
 
 
 @pytest.fixture
@@ -37,3 +38,15 @@ def cleanup_dag(airflow_db: Path, fast_confirmations: None) -> Any:
 @pytest.fixture
 def cancel_dag(airflow_db: Path, fast_confirmations: None) -> Any:
     return load_dag_module(CANCEL_DAG).dag
+
+
+@pytest.fixture
+def unpaced_account(monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> Any:
+    """An emulator whose limit (and the connection's pacing) is raised so that a run of hundreds of
+    requests is not paced, as the ``dropbox_sign_default`` connection; the test seeds it."""
+    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=100_000, cancel_delay=0.05) as emulator:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
+            connection_uri_json(emulator.base_url, max_requests_per_minute=100_000),
+        )
+        yield emulator

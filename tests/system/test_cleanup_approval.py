@@ -113,7 +113,7 @@ def test_approved_cancels_every_request_found(stale: Stale, armed: None, cleanup
     assert form["options"] == ["Approve", "Reject"]
     assert form["defaults"] == ["Reject"]
     assert body.startswith("**Approve cancels 5 signature requests: this cannot be undone.**")
-    assert "Selected by: complete:false AND created:\\[\\* TO " in body
+    assert "Selected by: from:me AND complete:false AND created:\\[\\* TO " in body
     for sr_id, title in zip(stale.ids, stale.titles, strict=True):
         assert f"**{title}**: **will be cancelled** if you approve" in body
         assert f"- id: `{sr_id}`" in body
@@ -185,7 +185,7 @@ def test_over_cap_with_fail_fails_before_cancelling_anything(
     out = capfd.readouterr().out
     assert (
         f"Selected 5 signature requests to cancel, more than max_cancellations={CAP}. Nothing was "
-        "cancelled. Check the search ('complete:false AND created:[* TO "
+        "cancelled. Check the search ('from:me AND complete:false AND created:[* TO "
     ) in out
     assert (
         "with a dry run, raise max_cancellations (up to [dropbox_sign] max_cancellations=200), or ask "

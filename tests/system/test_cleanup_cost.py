@@ -1,7 +1,8 @@
 """
-What the clean-up costs the account, counted by the emulator: a dry run sends only the list pages
-(the list answers hold every request whole, so nothing is read again), and an armed run sends one
-cancel and one confirming read per stale request, plus the same list pages.
+What the clean-up costs the account, counted by the emulator: a dry run sends only one
+``GET /account`` (the account's own address) and the list pages (the list answers hold every request
+whole, so nothing is read again), and an armed run sends one cancel and one confirming read per stale
+request, plus the same.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
-from tests.helpers import API_KEY, DAY, connection_uri_json, make_requests, task_states, xcom_of
+from tests.helpers import DAY, make_requests, task_states, xcom_of
 
 #: A few hundred stale requests, some fresh ones, and some the clean-up must leave alone.
 STALE = 260
@@ -22,23 +23,21 @@ PAGE = 100
 
 
 @pytest.fixture
-def account(monkeypatch: pytest.MonkeyPatch, airflow_db: Any) -> Any:
+def account(monkeypatch: pytest.MonkeyPatch, unpaced_account: DropboxSignEmulator) -> DropboxSignEmulator:
     # The account's limit is raised so that the run is not paced, and the deployment's cap so that
     # it is not asked; the counts are what they are.
     monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__MAX_CANCELLATIONS", "1000")
-    with DropboxSignEmulator(api_keys=(API_KEY,), rate_limit=100_000, cancel_delay=0.05) as emulator:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT",
-            connection_uri_json(emulator.base_url, max_requests_per_minute=100_000),
-        )
-        now = time.time()
-        emulator.stale = make_requests(emulator, STALE, created_at=now - 45 * DAY)  # type: ignore[attr-defined]
-        make_requests(emulator, 20, created_at=now - DAY)
-        make_requests(emulator, 5, created_at=now - 60 * DAY, is_complete=True)
-        make_requests(emulator, 5, created_at=now - 60 * DAY, is_declined=True)
-        make_requests(emulator, 5, created_at=now - 60 * DAY, has_error=True)
-        make_requests(emulator, 5, created_at=now - 60 * DAY, expires_at=now - 3600)
-        yield emulator
+    emulator = unpaced_account
+    now = time.time()
+    emulator.stale = make_requests(emulator, STALE, created_at=now - 45 * DAY)  # type: ignore[attr-defined]
+    make_requests(emulator, 20, created_at=now - DAY)
+    make_requests(emulator, 5, created_at=now - 60 * DAY, is_complete=True)
+    make_requests(emulator, 5, created_at=now - 60 * DAY, is_declined=True)
+    make_requests(emulator, 5, created_at=now - 60 * DAY, has_error=True)
+    make_requests(emulator, 5, created_at=now - 60 * DAY, expires_at=now - 3600)
+    # Sent to this account by someone else: the search leaves them out.
+    make_requests(emulator, 20, created_at=now - 60 * DAY, requester_email_address="hr@other.example")
+    return emulator
 
 
 def calls(emulator: DropboxSignEmulator) -> Counter[str]:
@@ -57,7 +56,7 @@ def calls(emulator: DropboxSignEmulator) -> Counter[str]:
     return kinds
 
 
-def test_a_dry_run_sends_only_the_list_pages(
+def test_a_dry_run_sends_only_the_account_and_the_list_pages(
     account: DropboxSignEmulator, fast_confirmations: None, armed: None, cleanup_dag: Any
 ) -> None:
     dag_run = cleanup_dag.test(run_conf={"dry_run": True, "max_cancellations": 1000})
@@ -65,9 +64,9 @@ def test_a_dry_run_sends_only_the_list_pages(
     assert dag_run.state == "success", task_states(dag_run)
     report = xcom_of(dag_run, "report")
     assert report["counts"] == {"would_cancel": STALE}
-    # The search leaves out fresh and complete requests; what it lists is read in pages of 100.
+    # The search leaves out received, fresh and complete requests; what it lists is read in pages of 100.
     listed = report["listed"]["listed"]
-    assert calls(account) == {"list": math.ceil(listed / PAGE)}
+    assert calls(account) == {"GET /v3/account": 1, "list": math.ceil(listed / PAGE)}
 
 
 def test_an_armed_run_sends_one_cancel_and_one_read_per_stale_request(
@@ -78,5 +77,10 @@ def test_an_armed_run_sends_one_cancel_and_one_read_per_stale_request(
     assert dag_run.state == "success", task_states(dag_run)
     assert xcom_of(dag_run, "report")["counts"] == {"canceled": STALE}
     listed = xcom_of(dag_run, "report")["listed"]["listed"]
-    assert calls(account) == {"list": math.ceil(listed / PAGE), "cancel": STALE, "get": STALE}
+    assert calls(account) == {
+        "GET /v3/account": 1,
+        "list": math.ceil(listed / PAGE),
+        "cancel": STALE,
+        "get": STALE,
+    }
     assert {account.get_state(sr_id) for sr_id in account.stale} == {"canceled"}  # type: ignore[attr-defined]

@@ -83,7 +83,7 @@ def test_cleanup_cancels_stale_requests_only(account: Account, armed: None, clea
     assert report["outcomes"] == dict.fromkeys(account.to_cancel, "canceled")
     assert report["counts"] == {"canceled": len(account.to_cancel)}
     assert report["listed"]["selected"] == len(account.to_cancel)
-    assert report["listed"]["search"].startswith("complete:false AND created:[* TO ")
+    assert report["listed"]["search"].startswith("from:me AND complete:false AND created:[* TO ")
     selected = {s["signature_request_id"]: s["reason"] for s in summaries_of(xcom_of(dag_run, "find"))}
     assert selected == dict.fromkeys(account.to_cancel, "created more than 30 days ago")
 

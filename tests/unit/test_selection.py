@@ -15,6 +15,8 @@ from dropbox_sign_provider.cancellation.selection import (
     EXPIRED,
     FRESH,
     HAS_ERROR,
+    RECEIVED,
+    account_address,
     batch_size_within,
     batches,
     left_alone,
@@ -29,6 +31,7 @@ from dropbox_sign_provider.cancellation.selection import (
 
 NOW = 1_800_000_000.0
 KEY = b"k" * 32
+ME = "me@example.com"
 
 
 def request(n: int, **fields: object) -> dict[str, object]:
@@ -36,6 +39,7 @@ def request(n: int, **fields: object) -> dict[str, object]:
         "signature_request_id": f"{n:040x}",
         "title": f"Request {n}",
         "created_at": NOW - 40 * 86400,
+        "requester_email_address": ME,
         **fields,
     }
 
@@ -57,15 +61,19 @@ def test_a_bad_max_age_is_named(value: object) -> None:
 def test_the_fixed_terms_bind_every_or_branch() -> None:
     # Without the repetition, "... AND title:NDA OR title:Offer" would select every Offer, complete or not.
     assert search_query("title:NDA OR title:Offer", created_before=NOW) == (
-        "complete:false AND created:[* TO 2027-01-15] AND title:NDA OR "
-        "complete:false AND created:[* TO 2027-01-15] AND title:Offer"
+        "from:me AND complete:false AND created:[* TO 2027-01-15] AND title:NDA OR "
+        "from:me AND complete:false AND created:[* TO 2027-01-15] AND title:Offer"
     )
-    assert search_query("  ") == "complete:false"
+    assert search_query("  ") == "from:me AND complete:false"
 
 
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
+        ({"requester_email_address": "them@example.com"}, RECEIVED),
+        ({"requester_email_address": None}, RECEIVED),
+        ({"requester_email_address": "them@example.com", "is_complete": True}, RECEIVED),
+        ({"requester_email_address": " Me@Example.COM"}, None),
         ({"is_complete": True}, COMPLETE),
         ({"is_declined": True}, DECLINED),
         ({"has_error": True}, HAS_ERROR),
@@ -78,11 +86,20 @@ def test_the_fixed_terms_bind_every_or_branch() -> None:
     ],
 )
 def test_what_is_left_alone_and_why(fields: dict[str, object], reason: str | None) -> None:
-    assert left_alone(request(1, **fields), NOW, created_before=NOW - 30 * 86400) == reason
+    assert left_alone(request(1, **fields), NOW, NOW - 30 * 86400, ME) == reason
 
 
 def test_without_an_age_rule_nothing_is_fresh() -> None:
-    assert left_alone(request(1, created_at=NOW), NOW, created_before=None) is None
+    assert left_alone(request(1, created_at=NOW), NOW, None, ME) is None
+
+
+@pytest.mark.parametrize(
+    "answer", [{}, {"email_address": None}, {"email_address": ""}, {"email_address": "me"}]
+)
+def test_an_account_without_an_address_selects_nothing(answer: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"'dropbox_sign_default'.*cannot be told"):
+        account_address(answer, "dropbox_sign_default")
+    assert account_address({"email_address": ME}, "c") == ME
 
 
 @pytest.mark.parametrize(
