@@ -126,6 +126,8 @@ with DAG(
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def report(selection: list[dict[str, Any]], outcomes: list[dict[str, str]] | None) -> dict[str, Any]:
         """Log and return who decided and what became of each request."""
-        return report_cancellations(selection, outcomes, list_task_id="find", approval_task_id="approve")
+        return report_cancellations(
+            selection, outcomes, list_task_id="find", approval_task_id="approve", cancel_task_id="cancel"
+        )
 
     report(find.output, cancel.output)  # type: ignore[arg-type]

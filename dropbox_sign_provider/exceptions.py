@@ -224,6 +224,16 @@ _BY_STATUS: dict[int, type[DropboxSignError]] = {
 }
 
 
+#: ``error_name``s more specific than the status they come with: whatever the status, they mean this
+#: (the error reference: ``exceeded_rate`` is the rate limit; ``maintenance`` and ``unavailable``
+#: are temporary, to retry with backoff).
+_BY_NAME: dict[str, type[DropboxSignError]] = {
+    "exceeded_rate": DropboxSignRateLimitError,
+    "maintenance": DropboxSignServerError,
+    "unavailable": DropboxSignServerError,
+}
+
+
 def error_from_response(
     status_code: int,
     body: bytes,
@@ -236,9 +246,10 @@ def error_from_response(
     """
     Build the typed error for an answer whose status is not 2xx.
 
-    The class follows the HTTP status, which the API documents per ``error_name``; a body that is
-    not the documented envelope (an HTML page from a proxy, say) still gives a typed error. A 1xx
-    or 3xx is a :class:`DropboxSignRedirectError` naming the host the answer pointed to.
+    The class follows the HTTP status, which the API documents per ``error_name``, or the
+    ``error_name`` where it is more specific (``exceeded_rate``, ``maintenance``, ``unavailable``);
+    a body that is not the documented envelope (an HTML page from a proxy, say) still gives a typed
+    error. A 1xx or 3xx is a :class:`DropboxSignRedirectError` naming the host the answer pointed to.
 
     :param status_code: HTTP status of the answer (anything but 2xx).
     :param body: raw answer body.
@@ -254,6 +265,7 @@ def error_from_response(
         cls = DropboxSignServerError if status_code >= 500 else DropboxSignError
     error = _error_envelope(body)
     name = str(error.get("error_name") or _fallback_name(status_code))
+    cls = _BY_NAME.get(name, cls)
     msg = str(error.get("error_msg") or _body_excerpt(body) or "no error message in the answer")
     error_path = error.get("error_path")
     return cls(

@@ -63,6 +63,12 @@ class Outcome(str, enum.Enum):
         "declined",
         "declined before it could be cancelled (set on_completed='ignore' to accept this)",
     )
+    #: past its expiry date: nobody can sign it any more, there is nothing to cancel
+    EXPIRED = ("expired", None)
+    #: Dropbox Sign refused the cancel (``signature_request_cancel_failed``, ...) and the request is
+    #: still open: its reason is reported. It fails the task for ids a person chose, not for
+    #: requests a rule selected (see :func:`accept_refusals`); never retried as if transient.
+    REFUSED = ("refused", "refused by Dropbox Sign")
     NOT_FOUND = ("not_found", "not found (404): no such signature request for this account")
     FORBIDDEN = ("forbidden", "forbidden (403): not the sender's or the app owner's request")
     UNAUTHORIZED = ("unauthorized", "unauthorized (401): the API key or token was refused")
@@ -144,12 +150,15 @@ class CancellationEvent(TypedDict):
     :ivar outcomes: id -> outcome, for every id.
     :ivar failures: id -> why, for the ids that failed.
     :ivar message: one line a person can read.
+    :ivar refusals: id -> Dropbox Sign's reason (``error_name: error_msg``), for the ids whose
+        cancel it refused (``refused``), whether or not they fail the task.
     """
 
     status: Literal["success", "failure"]
     outcomes: dict[str, str]
     failures: dict[str, str]
     message: str
+    refusals: dict[str, str]
 
 
 def report(
@@ -160,8 +169,8 @@ def report(
 
     :param outcomes: id -> outcome.
     :param on_completed: ``fail`` or ``ignore``, for signed or declined requests.
-    :param errors: id -> what the API said, for ids whose outcome is ``error``: reported instead of
-        the generic reason.
+    :param errors: id -> what the API said, for ids whose outcome is ``error`` or ``refused``:
+        reported instead of the generic reason.
     """
     errors = errors or {}
     failures = {
@@ -170,11 +179,43 @@ def report(
         if (reason := failure_reason(outcome, on_completed)) is not None
     }
     failures.update({sr_id: errors[sr_id] for sr_id in failures if sr_id in errors})
+    refusals = {
+        sr_id: errors.get(sr_id, str(Outcome.REFUSED.fails_because))
+        for sr_id, outcome in outcomes.items()
+        if outcome == Outcome.REFUSED
+    }
     return CancellationEvent(
         status="failure" if failures else "success",
         outcomes=dict(outcomes),
         failures=failures,
         message=summarize(outcomes, failures),
+        refusals=refusals,
+    )
+
+
+def accept_refusals(event: CancellationEvent) -> CancellationEvent:
+    """
+    The report with refused cancels no longer failing it: for requests a rule selected (a clean-up
+    goes on with the rest and reports each refusal), unlike ids a person chose.
+
+    :param event: a report from :func:`report`.
+    """
+    outcomes = event["outcomes"]
+    refusals = event.get("refusals") or {
+        sr_id: event["failures"].get(sr_id, "") for sr_id, o in outcomes.items() if o == Outcome.REFUSED
+    }
+    failures = {sr_id: why for sr_id, why in event["failures"].items() if sr_id not in refusals}
+    message = summarize(outcomes, failures)
+    if refusals:
+        message += f"; {len(refusals)} refused, reported: " + "; ".join(
+            f"{sr_id}: {why}" for sr_id, why in refusals.items()
+        )
+    return CancellationEvent(
+        status="failure" if failures else "success",
+        outcomes=dict(outcomes),
+        failures=failures,
+        message=message,
+        refusals=refusals,
     )
 
 

@@ -35,6 +35,7 @@ def report_cancellations(
     *,
     list_task_id: str | None = None,
     approval_task_id: str | None = None,
+    cancel_task_id: str | None = None,
 ) -> dict[str, Any]:
     """
     Log and return the report of a run built from a list step, an approval and cancel steps.
@@ -46,11 +47,16 @@ def report_cancellations(
         quoted; called from a task.
     :param approval_task_id: the approval, whose kept answer (when a person was asked) is quoted;
         called from a task.
-    :return: ``{"dry_run", "why", "decision", "counts", "outcomes", "listed"}``.
+    :param cancel_task_id: the cancel step (mapped or not), whose XCom ``refusals`` (each request
+        Dropbox Sign refused to cancel, and why) is quoted; called from a task.
+    :return: ``{"dry_run", "why", "decision", "counts", "outcomes", "refusals", "listed"}``.
     """
     listed: Mapping[str, Any] | None = None
     answer: Mapping[str, Any] | None = None
-    if list_task_id or approval_task_id:
+    batches = selection_batches(selection) or []
+    mapped = isinstance(outcomes, Sequence) and not isinstance(outcomes, str)
+    refusals: dict[str, str] = {}
+    if list_task_id or approval_task_id or cancel_task_id:
         from airflow.sdk import get_current_context
 
         ti = get_current_context()["ti"]
@@ -58,12 +64,17 @@ def report_cancellations(
             listed = ti.xcom_pull(task_ids=list_task_id, key="report")
         if approval_task_id:
             answer = ti.xcom_pull(task_ids=approval_task_id, key=ANSWER_KEY)
-    batches = selection_batches(selection) or []
+        if cancel_task_id:
+            # One cancel task per batch when mapped; map indexes named, as Airflow versions differ
+            # in what a pull without them returns.
+            indexes = list(range(len(batches))) if mapped else [-1]
+            for part in ti.xcom_pull(task_ids=[cancel_task_id], key="refusals", map_indexes=indexes):
+                refusals.update(part or {})
     summaries = summaries_of(batches)
     why = unsigned_reason(batches)
     verdict = decision(dict(answer)) if answer is not None else None
     merged: dict[str, str] = {}
-    for part in outcomes if isinstance(outcomes, Sequence) and not isinstance(outcomes, str) else [outcomes]:
+    for part in outcomes if mapped else [outcomes]:
         merged.update(part or {})
     if verdict is not None and not verdict.approved:
         merged = dict.fromkeys((s["signature_request_id"] for s in summaries), str(Outcome.NOT_APPROVED))
@@ -85,11 +96,14 @@ def report_cancellations(
     counted = summarize(merged, {}) if merged else "nothing to cancel"
     left = (listed or {}).get("left_alone") or {}
     log.info(
-        "Dropbox Sign cancellations%s, %s: %s%s\n%s",
+        "Dropbox Sign cancellations%s, %s: %s%s%s\n%s",
         " (dry run)" if why else "",
         decided,
         counted,
         f"; left alone: {', '.join(f'{n} {r}' for r, n in sorted(left.items()))}" if left else "",
+        f"; refused by Dropbox Sign: {'; '.join(f'{k}: {v}' for k, v in refusals.items())}"
+        if refusals
+        else "",
         table,
     )
     if why:
@@ -105,5 +119,6 @@ def report_cancellations(
         },
         "counts": count_outcomes(merged),
         "outcomes": merged,
+        "refusals": refusals,
         "listed": dict(listed or {}),
     }

@@ -109,7 +109,7 @@ def left_alone(
     if not sent_by(request, account_email):
         return RECEIVED
     # The search asked for incomplete requests; its index may lag, so ask again here.
-    state = request_state(request)
+    state = request_state(request, now)
     if state is RequestState.COMPLETED:
         return COMPLETE
     if state is RequestState.DECLINED:
@@ -118,8 +118,7 @@ def left_alone(
     if request.get("has_error"):
         return HAS_ERROR
     # Nobody can sign it any more; Dropbox Sign may refuse to cancel it (signature_request_expired).
-    expires_at = request.get("expires_at")
-    if isinstance(expires_at, int | float) and expires_at <= now:
+    if state is RequestState.EXPIRED:
         return EXPIRED
     created_at = request.get("created_at")
     if created_before is not None and not (

@@ -217,18 +217,17 @@ class _Call:
             except DropboxSignError as error:
                 self._retry_or_raise(error)
                 return None
-        if status == 429 and self._rate_limited_since is None:
-            self._rate_limited_since = time.time()
-        self._retry_or_raise(
-            error_from_response(
-                status,
-                body,
-                method=self.method,
-                path=self.path,
-                retry_after=held_for,
-                location=headers.get("Location"),
-            )
+        refused = error_from_response(
+            status,
+            body,
+            method=self.method,
+            path=self.path,
+            retry_after=held_for,
+            location=headers.get("Location"),
         )
+        if isinstance(refused, DropboxSignRateLimitError) and self._rate_limited_since is None:
+            self._rate_limited_since = time.time()
+        self._retry_or_raise(refused)
         return None
 
     def failed(self, failure: BaseException) -> None:

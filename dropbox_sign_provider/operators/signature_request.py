@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 
 from dropbox_sign_provider import DEFAULT_CONN_NAME
 from dropbox_sign_provider.cancellation import wait_settings
+from dropbox_sign_provider.cancellation.accepted import AcceptedCancels, will_retry
 from dropbox_sign_provider.cancellation.grants import (
     SELECTION,
     GrantError,
@@ -28,6 +29,7 @@ from dropbox_sign_provider.cancellation.ids import (
 from dropbox_sign_provider.cancellation.outcomes import (
     CancellationEvent,
     Outcome,
+    accept_refusals,
     finish,
     log_outcomes,
     report,
@@ -52,7 +54,7 @@ from dropbox_sign_provider.cancellation.selection import (
     unsigned_reason,
 )
 from dropbox_sign_provider.cancellation.state import RequestState, request_state
-from dropbox_sign_provider.cancellation.watch import CancellationWatch, ConfirmationWait, run_step
+from dropbox_sign_provider.cancellation.watch import ConfirmationWait, run_step
 from dropbox_sign_provider.events.wakeups import Wakeups
 from dropbox_sign_provider.exceptions import DropboxSignError
 from dropbox_sign_provider.hooks.connection import grant_key
@@ -75,6 +77,8 @@ PREVIEW_XCOM_KEY = "preview"
 #: The XCom key under which a dry run keeps the same, signed (a selection grant): what an approval
 #: form shows, and the ids a person may approve (those that would be cancelled).
 SELECTION_XCOM_KEY = "selection"
+#: The XCom key under which a cancel step keeps each refused id and Dropbox Sign's reason.
+REFUSALS_XCOM_KEY = "refusals"
 
 
 class CancelSignatureRequestOperator(BaseOperator):
@@ -83,9 +87,12 @@ class CancelSignatureRequestOperator(BaseOperator):
 
     For each id the cancel call is sent; when Dropbox Sign refuses it (a 4xx other than 429), one
     ``GET`` decides what happened instead of guessing from the message: ``already_canceled``
-    (410), ``completed``, ``declined``, ``not_found`` (404), ``forbidden`` (403) or
-    ``unauthorized`` (401). A 409 (an
-    identical request in flight) counts as ``cancel_requested``. Every id is processed even when
+    (410), ``completed``, ``declined``, ``expired`` (nothing to cancel: never a failure),
+    ``not_found`` (404), ``forbidden`` (403) or ``unauthorized`` (401); a request still out for
+    signature is ``refused``, with Dropbox Sign's reason in the XCom ``refusals``. A refusal fails
+    the task (without a retry) for ids a person named, and is only reported for a list step's
+    selection, where one refusal must not stop a clean-up. A 409 (an identical request in flight)
+    counts as ``cancel_requested``. Every id is processed even when
     some fail; the task then fails once, listing each failing id and why. That failure skips the
     task's retries when every failing id got a verdict (``not_found``, ``forbidden``, ...), and
     uses them when some id got none (the API kept failing, or answered something unexpected).
@@ -291,18 +298,31 @@ class CancelSignatureRequestOperator(BaseOperator):
 
         outcomes: dict[str, str] = {}
         errors: dict[str, str] = {}
-        for sr_id in ids:
-            try:
-                outcomes[sr_id] = self._cancel(hook, sr_id)
-            except DropboxSignError as error:
-                outcomes[sr_id], errors[sr_id] = str(Outcome.ERROR), str(error)
-                # Named with the error in the summary: one line per id would flood a large batch.
-                self.log.debug("Signature request %s: no verdict: %s", sr_id, error)
-            else:
+        accepted = AcceptedCancels.of(context["ti"], self.log)
+        try:
+            for sr_id in ids:
+                if sr_id in accepted.earlier:
+                    # Accepted by an earlier try of this task: this run's own, not sent again.
+                    outcomes[sr_id] = str(Outcome.CANCEL_REQUESTED)
+                    continue
+                try:
+                    outcomes[sr_id], reason = self._cancel(hook, sr_id)
+                except DropboxSignError as error:
+                    outcomes[sr_id], errors[sr_id] = str(Outcome.ERROR), str(error)
+                    # Named with the error in the summary: one line per id would flood a large batch.
+                    self.log.debug("Signature request %s: no verdict: %s", sr_id, error)
+                    continue
+                if reason is not None:
+                    errors[sr_id] = reason
+                if outcomes[sr_id] == Outcome.CANCEL_REQUESTED:
+                    accepted.add(sr_id)
                 self.log.debug("Signature request %s: %s", sr_id, outcomes[sr_id])
+        finally:
+            # Before a failure, a deferral or a kill: a retry must find what was accepted.
+            accepted.flush()
 
         outcomes = {**previewed, **outcomes}
-        judged = report(outcomes, self.wait_settings.on_completed, errors)
+        judged = self._judged(report(outcomes, self.wait_settings.on_completed, errors), context)
         failures = judged["failures"]
         queued = Outcome.CANCEL_REQUESTED in outcomes.values()
         if failures:
@@ -310,18 +330,22 @@ class CancelSignatureRequestOperator(BaseOperator):
             context["ti"].xcom_push(key="outcomes", value=outcomes)
         # With cancellations queued and a wait asked for, the failures are reported after the wait:
         # failing now would leave the queued ones unconfirmed and never re-cancelled.
-        if failures and not (wait and queued):
-            finish(
-                judged,
-                self.log,
-                # Ids that got no verdict may get one on a retry, which is safe: the ids already
-                # cancelled come back as already_canceled or cancel_requested.
-                retryable=bool(errors),
-            )
-        if not wait:
-            log_outcomes(self.log, "Dropbox Sign cancellations", outcomes, summarize(outcomes, {}))
-            return outcomes
-        return self._wait(hook, outcomes, errors)
+        if not wait or (failures and not queued):
+            return self._conclude(judged, context)
+        return self._wait(hook, outcomes, errors, context)
+
+    def _judged(self, event: CancellationEvent, context: Context) -> CancellationEvent:
+        """
+        The report as this task judges it: refusals fail it for ids a person chose, and are only
+        reported for requests a rule selected (a list step's selection), where one refusal must
+        not stop a clean-up. Each refusal and its reason is kept in the XCom ``refusals``.
+        """
+        selection = selection_batches(self.signature_request_ids)
+        if selection is not None and search_of(selection) is not None:
+            event = accept_refusals(event)
+        if event.get("refusals"):
+            context["ti"].xcom_push(key=REFUSALS_XCOM_KEY, value=event["refusals"])
+        return event
 
     def _authorize(self, ids: list[str], context: Context, selection_grant: Any) -> None:
         # Before the first cancel: a grant rewritten, missing or for another run stops it all.
@@ -359,27 +383,38 @@ class CancelSignatureRequestOperator(BaseOperator):
                 )
         self.log.info("Cancelling %d signature requests: %s", len(ids), why)
 
-    def _cancel(self, hook: DropboxSignHook, sr_id: str) -> str:
+    def _cancel(self, hook: DropboxSignHook, sr_id: str) -> tuple[str, str | None]:
+        """One id's outcome, and Dropbox Sign's reason when it refused the cancel."""
         try:
             hook.cancel_signature_request(sr_id)
         except DropboxSignError as refused:
             if refused.state is RequestState.CANCEL_REQUESTED:
-                return str(Outcome.CANCEL_REQUESTED)  # 409: an identical cancel is in flight
+                return str(Outcome.CANCEL_REQUESTED), None  # 409: an identical cancel is in flight
             if refused.retryable:
                 raise  # the hook's retries are spent: report it rather than guess
             return self._decide_by_get(hook, sr_id, refused)
-        return str(Outcome.CANCEL_REQUESTED)
+        return str(Outcome.CANCEL_REQUESTED), None
 
-    def _decide_by_get(self, hook: DropboxSignHook, sr_id: str, refused: DropboxSignError) -> str:
+    def _decide_by_get(
+        self, hook: DropboxSignHook, sr_id: str, refused: DropboxSignError
+    ) -> tuple[str, str | None]:
         state = _state_by_get(hook, sr_id)
         told = refused.state
         if state is RequestState.PENDING and told in (RequestState.FORBIDDEN, RequestState.UNAUTHORIZED):
             # Reading is not cancelling: a team admin may GET a member's request but not cancel it.
             state = told
         outcome = Outcome.of_state(state)
-        if outcome is None:
-            raise refused  # still pending (or no verdict): the refusal itself is the news
-        return str(outcome)
+        if outcome is not None:
+            return str(outcome), None
+        if (
+            state is RequestState.PENDING
+            and refused.status_code is not None
+            and 400 <= refused.status_code < 500
+        ):
+            # Dropbox Sign answered, and refused to cancel a request that is still open (not its
+            # sender's, say): a verdict, with its reason; sending it again would be refused again.
+            return str(Outcome.REFUSED), f"{refused.error_name}: {refused.error_msg}"
+        raise refused  # no verdict: the refusal itself is the news
 
     def _preview(
         self, hook: DropboxSignHook, ids: list[str], context: Context, known: dict[str, Any]
@@ -428,7 +463,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         return outcomes
 
     def _wait(
-        self, hook: DropboxSignHook, outcomes: dict[str, str], errors: dict[str, str]
+        self, hook: DropboxSignHook, outcomes: dict[str, str], errors: dict[str, str], context: Context
     ) -> dict[str, str]:
         # The cancels were sent just now, by this task: every queued id may be cancelled again, and
         # reading them before a poll interval has passed would tell nothing.
@@ -440,19 +475,20 @@ class CancelSignatureRequestOperator(BaseOperator):
         while not wait.watch.done:
             time.sleep(min(wait.seconds_to_poll(time.time()), wakeups.check_interval))
             run_step(hook, wait, wakeups.check(wait.watch.pending, self.log), self.log)
-        return self._finish(wait.watch)
-
-    def _finish(self, watch: CancellationWatch) -> dict[str, str]:
-        # Ids that got no verdict may get one on a task retry.
-        return finish(
-            watch.event(self.wait_settings.on_completed),
-            self.log,
-            retryable=Outcome.ERROR in watch.outcomes.values(),
-        )
+        return self.execute_complete(context, wait.watch.event(self.wait_settings.on_completed))
 
     def execute_complete(self, context: Context, event: CancellationEvent) -> dict[str, str]:
         """Turn the trigger's event into the task's result, or a failure listing each failing id."""
-        return finish(event, self.log, retryable=Outcome.ERROR in event["outcomes"].values())
+        return self._conclude(self._judged(event, context), context)
+
+    def _conclude(self, event: CancellationEvent, context: Context) -> dict[str, str]:
+        """End the task with its report: the outcomes, or a failure listing each failing id."""
+        # Ids that got no verdict may get one on a task retry, which is safe: what an earlier try
+        # had accepted is recorded, and not sent again.
+        retryable = Outcome.ERROR in event["outcomes"].values()
+        if event["status"] == "success" or not will_retry(context["ti"], retryable):
+            AcceptedCancels.forget(context["ti"], self.log)
+        return finish(event, self.log, retryable=retryable)
 
 
 def _state_by_get(hook: DropboxSignHook, sr_id: str) -> RequestState:

@@ -199,6 +199,37 @@ def test_documented_fields_decide(emulator: DropboxSignEmulator, hook: DropboxSi
     assert request_state(body) is S.PENDING
 
 
+def test_an_expired_request_is_expired_and_its_cancel_a_problem_not_a_state(
+    emulator: DropboxSignEmulator, hook: DropboxSignHook
+) -> None:
+    sr_id = emulator.create_signature_request(expires_at=int(time.time()) - 60)["signature_request_id"]
+    body = hook.get_signature_request(sr_id)
+    # Dropbox Sign shows the open signatures as expired; the state says there is nothing to cancel.
+    assert {s["status_code"] for s in body["signatures"]} == {"expired"}
+    assert request_state(body) is S.EXPIRED
+    refused = answer_of(lambda: hook.cancel_signature_request(sr_id))
+    assert isinstance(refused, DropboxSignBadRequestError)
+    assert refused.error_name == "signature_request_expired"
+    with pytest.raises(DropboxSignBadRequestError):
+        request_state(refused)
+
+
+@pytest.mark.parametrize(
+    ("fields", "now", "expected"),
+    [
+        ({"expires_at": 1_000}, 999.0, S.PENDING),
+        ({"expires_at": 1_000}, 1_000.0, S.EXPIRED),
+        ({"expires_at": None}, 10.0**12, S.PENDING),
+        # Dropbox Sign's own word wins over the clock: an open signature it already shows as expired.
+        ({"expires_at": 1_000, "signatures": [{"status_code": "expired"}]}, 0.0, S.EXPIRED),
+        ({"expires_at": 1_000, "is_complete": True}, 2_000.0, S.COMPLETED),
+        ({"expires_at": 1_000, "is_declined": True}, 2_000.0, S.DECLINED),
+    ],
+)
+def test_expiry_is_decided_at_the_instant(fields: dict[str, Any], now: float, expected: RequestState) -> None:
+    assert request_state({"is_complete": False, "is_declined": False, **fields}, now) is expected
+
+
 def emulator_wait_for_state(
     emulator: DropboxSignEmulator, sr_id: str, state: str, timeout: float = 5.0
 ) -> None:

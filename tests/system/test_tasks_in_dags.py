@@ -8,13 +8,11 @@ progress, and a cancel then confirm pipeline.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
-import requests
 
 from dropbox_sign_provider.links import details_url
-from dropbox_sign_provider.testing import DropboxSignEmulator
+from dropbox_sign_provider.testing import DropboxSignEmulator, OddAnswer
 from tests.helpers import (
     LINK_KEY,
     MISSING,
@@ -128,44 +126,47 @@ def test_dag_many_ids_mixed_outcomes_fail_once_without_retry(
         assert f"{sr_id}: {why}" in failures[0]
 
 
-def fault_seed(pattern: list[bool], **faults: Any) -> int:
-    """
-    A seed for which the emulator's seeded faults hit exactly the calls ``pattern`` says, found by
-    asking a spare emulator (how faults draw from their seed is the emulator's business).
-    """
-    with DropboxSignEmulator() as probe:
-        url = f"{probe.base_url}/signature_request/{MISSING}"
-        for seed in range(200):
-            probe.set_fault(seed=seed, **faults)
-            hits = [requests.get(url, auth=("test-key", ""), timeout=10).status_code != 404 for _ in pattern]
-            if hits == pattern:
-                return seed
-    raise AssertionError(f"no seed gives {pattern}")
-
-
 @pytest.mark.usefixtures("airflow_db", "approval_not_required")
 def test_dag_retry_after_partial_progress(emulator: DropboxSignEmulator, dropbox_sign_conn: str) -> None:
-    first, second = make_requests(emulator, 2)
-    # First try: the first cancel goes through; the second is refused with 402 and GET says the
-    # request is still out for signature, so the task fails without a verdict for it. The retry
-    # callback ends the trouble.
-    faults: dict[str, Any] = {"error_rate": 0.5, "error_statuses": (402,)}
-    emulator.set_fault(seed=fault_seed([False, True, False], **faults), **faults)
+    first, second, third = make_requests(emulator, 3)
+    # First try: the first cancel goes through; the second is answered by a redirect (no verdict,
+    # never followed), so the task fails for a retry after the third. The retry callback ends the
+    # trouble.
+    emulator.add_odd_answers(
+        OddAnswer(
+            302,
+            {"Location": "https://elsewhere.example/"},
+            path_prefix=f"/v3/signature_request/cancel/{second}",
+        )
+    )
     dag_run = load_test_dag("t_cancel_retry").test(
-        run_conf={"ids": [first, second], "emulator_admin_url": emulator.admin_url}
+        run_conf={"ids": [first, second, third], "emulator_admin_url": emulator.admin_url}
     )
     ti = task_instances(dag_run)["cancel", -1]
-    assert calls(emulator)[:3] == [("POST", first, 200), ("POST", second, 402), ("GET", second, 200)]
+    assert calls(emulator)[:4] == [
+        ("POST", first, 200),
+        ("POST", second, 302),
+        ("GET", second, 200),
+        ("POST", third, 200),
+    ]
     assert str(ti.state) == "success"
     assert ti.try_number == 2
-    # The id cancelled on the first try is no failure on the second.
-    assert xcom(ti) == {first: "already_canceled", second: "cancel_requested"}
-    assert calls(emulator)[3:] == [
-        ("POST", first, 410),
-        ("GET", first, 410),
-        ("POST", second, 200),
-    ]
-    assert emulator.cancel_calls(first) == 2
+    # The retry sends only what the first try did not have accepted; the rest is this run's own
+    # cancellation, not one "already cancelled" by someone else.
+    assert calls(emulator)[4:] == [("POST", second, 200)]
+    assert xcom(ti) == {first: "cancel_requested", second: "cancel_requested", third: "cancel_requested"}
+    assert [emulator.cancel_calls(i) for i in (first, second, third)] == [1, 1, 1]
+    # The record is gone once the task is done with it.
+    assert accepted_records() == []
+
+
+def accepted_records() -> list[str]:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.scalars(select(Variable.key).where(Variable.key.like("dropbox_sign_accepted%"))))
 
 
 # --- the sensor -----------------------------------------------------------------------------------

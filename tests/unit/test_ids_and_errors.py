@@ -440,3 +440,27 @@ def test_a_rendered_mapping_reads_as_its_ids() -> None:
     assert normalize_signature_request_ids(rendered) == ["a" * 40, "b" * 40]
     with pytest.raises(ValueError, match="not a Dropbox Sign id"):
         normalize_signature_request_ids(str({"../account": "cancel_requested"}))
+
+
+@pytest.mark.parametrize(
+    ("status", "error_name", "error_type"),
+    [
+        (403, "exceeded_rate", "DropboxSignRateLimitError"),
+        (400, "exceeded_rate", "DropboxSignRateLimitError"),
+        (503, "maintenance", "DropboxSignServerError"),
+        (400, "unavailable", "DropboxSignServerError"),
+        (400, "signature_request_cancel_failed", "DropboxSignBadRequestError"),
+    ],
+)
+def test_an_error_name_more_specific_than_its_status_decides(
+    status: int, error_name: str, error_type: str
+) -> None:
+    import json
+
+    from dropbox_sign_provider import exceptions
+    from dropbox_sign_provider.exceptions import error_from_response
+
+    body = json.dumps({"error": {"error_msg": "m", "error_name": error_name}}).encode()
+    error = error_from_response(status, body, method="POST", path="/signature_request/cancel/ab")
+    assert type(error) is getattr(exceptions, error_type)
+    assert (error.status_code, error.error_name) == (status, error_name)

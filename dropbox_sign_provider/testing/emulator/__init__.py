@@ -143,6 +143,8 @@ pretending to know. Code under test should not depend on these answers. Each is 
   ineligible operations.
 - *cancel of a cancelled request*: 410 ``deleted``, as every other access to a cancelled (or
   removed) request answers; the call is counted by :meth:`DropboxSignEmulator.cancel_calls`.
+- *cancel of an expired request*: 400 ``signature_request_expired``, which the error reference
+  lists for operations on a request past its expiration without naming cancel among them.
 - *cancel while one is queued*: ``200 {}`` again, and the cancellation keeps its first due time.
 - *remove of an unfinished request*: 400 ``bad_request`` (the spec says only that removal needs a
   request signed or declined by all parties).

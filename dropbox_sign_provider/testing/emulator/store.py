@@ -6,8 +6,9 @@ A request is ``awaiting_signature`` until it is signed by all (``completed``), d
 (``declined``) or cancelled. Cancellation is asynchronous, as in Dropbox Sign: an accepted cancel
 call queues it (``cancel_requested``) and it happens ``cancel_delay`` seconds later
 (``canceled``), completed lazily whenever the request is next looked at, so no timer is needed.
-Expiry is not a state: an awaiting request past its ``expires_at`` shows its unsigned signatures
-as ``expired``, as Dropbox Sign does, and can still be cancelled.
+Expiry is not a state of its own: an awaiting request past its ``expires_at`` shows its unsigned
+signatures as ``expired``, as Dropbox Sign does, and its cancel is refused
+(``signature_request_expired``).
 """
 
 from __future__ import annotations
@@ -176,6 +177,15 @@ class SignatureRequestStore:
             raise ApiError(400, "This request has already been completed and cannot be canceled.")
         if state == "declined":
             raise ApiError(400, "This request has been declined and cannot be canceled.")
+        # Undocumented (cancel of an expired request): the error reference lists
+        # signature_request_expired (400) for operations on a request past its expiration, without
+        # naming cancel among them.
+        if state == "awaiting_signature" and record.expired:
+            raise ApiError(
+                400,
+                "This signature request has expired and cannot be canceled.",
+                name="signature_request_expired",
+            )
         # Undocumented (cancel while one is queued): 200 again, keeping the first due time, since a
         # queued cancellation cannot be queued twice; a lost one (never_complete) is queued anew.
         if state == "cancel_requested" and not record.cancel_lost:

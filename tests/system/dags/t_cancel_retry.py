@@ -1,4 +1,7 @@
-"""A retry after partial progress: the ids already cancelled come back as cancelled, not as failures."""
+"""
+A retry after partial progress: what the first try had accepted is not sent again, nor reported as
+cancelled by someone else.
+"""
 
 from __future__ import annotations
 
