@@ -152,6 +152,8 @@ pretending to know. Code under test should not depend on these answers. Each is 
 - *cancelled requests in lists*: cancelled, removed and forbidden requests are left out of list
   results; queued cancellations are still listed.
 - *num_pages of an empty list*: 0, what ``ceil(0 / page_size)`` gives.
+- *when the files are ready*: ``signature_request_downloadable`` follows
+  ``signature_request_all_signed`` at once; Dropbox Sign sends it once the final files exist.
 - *bulk send job lists*: a job's requests come in the order the job sent them, its cancelled,
   removed and forbidden ones left out as in signature request lists (its ``total`` still counts
   every request it sent); jobs are listed newest first.
@@ -167,6 +169,13 @@ pretending to know. Code under test should not depend on these answers. Each is 
   ``callback_url`` and ``locale`` answers 400 ``bad_request`` naming it, rather than ignoring it.
 - *an empty callback_url*: ``PUT /account`` with ``callback_url`` ``""`` removes the URL; no event
   is sent until another is set.
+- *send fields the emulator does not support*: ``POST /signature_request/send`` takes ``files[N]``,
+  ``signers[N][name]``, ``signers[N][email_address]``, ``title``, ``subject``, ``message``,
+  ``test_mode`` and ``metadata[KEY]``; any other field answers 400 ``bad_request`` naming it.
+- *the wording of send's 400s*: their messages (status and ``error_name`` are the spec's 400).
+- *send's default subject and message*: the title, and the emulator's usual message.
+- *the rate limit of send*: send calls count only against a window of their own
+  (``high_tier_rate_limit``, 25 a minute by default), whose headers their answers carry.
 """
 
 from __future__ import annotations
