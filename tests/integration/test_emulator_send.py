@@ -63,9 +63,10 @@ def test_a_sent_request_is_stored_as_the_account_sent_it_and_reported(
 def test_the_title_defaults_to_the_first_files_name_and_test_mode_to_false(
     emulator: DropboxSignEmulator,
 ) -> None:
-    form = {k: v for k, v in FORM.items() if k not in ("title", "test_mode")}
+    form = {k: v for k, v in FORM.items() if k not in ("title", "subject", "message", "test_mode")}
     sent = send(emulator, form).json()["signature_request"]
     assert (sent["title"], sent["test_mode"]) == ("nda.txt", False)
+    assert (sent["subject"], sent["message"]) == ("nda.txt", "Please sign and return.")
 
 
 @pytest.mark.parametrize(
