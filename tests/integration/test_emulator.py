@@ -1120,6 +1120,8 @@ def test_cli_serves_until_stopped(tmp_path: Path, how: str, stop_signal: signal.
             "k2",
             "--rate-limit",
             "7",
+            "--high-tier-rate-limit",
+            "3",
             "--cancel-delay",
             "0.1",
         ],
@@ -1139,6 +1141,10 @@ def test_cli_serves_until_stopped(tmp_path: Path, how: str, stop_signal: signal.
         response = requests.get(f"{base}/account", auth=("k2", ""), timeout=5)
         assert response.status_code == 200
         assert response.headers["X-RateLimit-Limit"] == "7"
+        sent = requests.post(
+            f"{base}/signature_request/send", files={"x": ("a", b"")}, auth=("k2", ""), timeout=5
+        )
+        assert (sent.status_code, sent.headers["X-RateLimit-Limit"]) == (400, "3")
         assert requests.get(f"{base}/account", auth=("test-key", ""), timeout=5).status_code == 401
         created = requests.post(
             f"http://127.0.0.1:{port}/_emulator/signature_requests", json={}, timeout=5
