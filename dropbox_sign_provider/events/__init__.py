@@ -16,8 +16,10 @@ another request in its payload. Hence:
 
 - an event is recorded only when its hash verifies (the hash is the receiver's only
   authentication: Airflow does not authenticate plugin endpoints);
-- an event is identified by its type, time *and* request id (:attr:`CallbackEvent.key`): two real
-  events in one second are two events, and a redelivery of one is the same event;
+- an event is identified by its type, time *and* request id, and by its
+  ``event_metadata.related_signature_id`` when it has one (:attr:`CallbackEvent.key`): two real
+  events in one second are two events (two signers of one request signing in the same second too),
+  and a redelivery of one is the same event;
 - an event is a wake-up, never a proof: a waiting confirmation reads the request at once and only
   the API's 410 confirms it; a DAG scheduled on an event asset reads the request before doing
   anything it cannot undo;

@@ -73,6 +73,9 @@ EVENT_TYPES = frozenset(
     }
 )
 
+# A signature id as the event's key may hold it: hex in the official examples (32 characters);
+# Undocumented (its alphabet), so letters, digits, '_' and '-'.
+_SIGNATURE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # An Airflow connection id, as it can appear in a URI host and a Variable key.
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
@@ -104,6 +107,8 @@ class CallbackEvent:
     :ivar signature_request_id: the request the payload names, if any.
     :ivar title: the request's title, if any.
     :ivar metadata: the request's metadata (``{}`` when none).
+    :ivar related_signature_id: ``event_metadata.related_signature_id``, the one signature (signer)
+        the event is about, if any: ``signature_request_signed`` comes once per signer with it.
     """
 
     event_type: str
@@ -112,6 +117,7 @@ class CallbackEvent:
     signature_request_id: str | None = None
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    related_signature_id: str | None = None
 
     @property
     def known(self) -> bool:
@@ -120,8 +126,13 @@ class CallbackEvent:
 
     @property
     def key(self) -> str:
-        """What identifies this event among redeliveries: type, time and request id."""
-        return f"{self.event_type}/{self.event_time}/{self.signature_request_id or '-'}"
+        """
+        What identifies this event among redeliveries: type, time and request id, and the related
+        signature's id when the event names one (two signers of one request signing in the same
+        second are two ``signature_request_signed`` events).
+        """
+        key = f"{self.event_type}/{self.event_time}/{self.signature_request_id or '-'}"
+        return key if self.related_signature_id is None else f"{key}/{self.related_signature_id}"
 
     def verified_by(self, api_key: str) -> bool:
         """Whether :attr:`event_hash` is this account's, compared in constant time."""
@@ -158,6 +169,7 @@ class CallbackEvent:
             "event_time": int(self.event_time),
             "event_key": self.key,
             "signature_request_id": self.signature_request_id,
+            "related_signature_id": self.related_signature_id,
             "title": self.title,
             "metadata": self.metadata,
         }
@@ -197,9 +209,10 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
         raise ValueError(f"event_time {shown(event_time)} is not epoch seconds")
     if not isinstance(hash_, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", hash_):
         raise ValueError("event_hash is missing or not a hex SHA-256")
+    related = _related_signature_id(event.get("event_metadata"))
     request = body.get("signature_request")
     if request is None:
-        return CallbackEvent(event_type, event_time, hash_)
+        return CallbackEvent(event_type, event_time, hash_, related_signature_id=related)
     if not isinstance(request, dict):
         raise ValueError("signature_request is not an object")
     sr_id, title, metadata = (request.get(k) for k in ("signature_request_id", "title", "metadata"))
@@ -214,7 +227,19 @@ def parse_callback(text: str | bytes) -> CallbackEvent:
         sr_id,
         title if isinstance(title, str) else None,
         metadata if isinstance(metadata, dict) else {},
+        related,
     )
+
+
+def _related_signature_id(event_metadata: Any) -> str | None:
+    """``event_metadata.related_signature_id`` when it reads as an id, else ``None``."""
+    related = event_metadata.get("related_signature_id") if isinstance(event_metadata, dict) else None
+    # Part of the event's key, so bounded; but never a reason to refuse a verified event (Dropbox
+    # Sign would retry it for three days): one it cannot be is dropped, and the event keyed as one
+    # without a signature.
+    if isinstance(related, str) and _SIGNATURE_ID.fullmatch(related):
+        return related
+    return None
 
 
 def freshness_problem(event_time: str, now: float) -> str | None:

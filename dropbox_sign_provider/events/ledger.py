@@ -89,6 +89,10 @@ def add_to_ledger(ledger: Any, event: CallbackEvent) -> tuple[LedgerVerdict, dic
     if isinstance(ledger, dict) and isinstance(ledger.get("bytes"), int):
         used = ledger["bytes"]
     request = event.signature_request_id or "-"
+    if event.related_signature_id is not None:
+        # One signer's event of a request is not another's: both are recorded (the request still
+        # counts towards the bound once per signer, as each is one more asset event).
+        request = f"{request}/{event.related_signature_id}"
     if request in ids:
         return LedgerVerdict.REDELIVERY, None
     if len(ids) >= MAX_REQUESTS_PER_EVENT_TIME:

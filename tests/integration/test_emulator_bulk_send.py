@@ -171,9 +171,11 @@ def test_a_jobs_requests_report_events_with_the_job_id(
     job_id, (signed, canceled) = make_bulk_send_job(emulator, 2)
     emulator.sign(signed)
     requests.post(f"{emulator.base_url}/signature_request/cancel/{canceled}", auth=KEY, timeout=10)
-    events = [received.payload() for received in receiver.wait_for(2)]
+    events = [received.payload() for received in receiver.wait_for(4)]
     assert {e["event"]["event_type"]: e["signature_request"]["signature_request_id"] for e in events} == {
+        "signature_request_signed": signed,
         "signature_request_all_signed": signed,
+        "signature_request_downloadable": signed,
         "signature_request_canceled": canceled,
     }
     assert {e["signature_request"]["bulk_send_job_id"] for e in events} == {job_id}

@@ -118,6 +118,18 @@ def _storm(emulator: DropboxSignEmulator) -> requests.Response:
     return call(emulator, "POST", f"/signature_request/cancel/{created_id(emulator)}")
 
 
+def _send(emulator: DropboxSignEmulator, extra: dict[str, str], **kwargs: Any) -> requests.Response:
+    form = {
+        "test_mode": "1",
+        "title": "NDA",
+        "signers[0][name]": "Ann",
+        "signers[0][email_address]": "ann@example.com",
+        "metadata[run]": "7",
+    }
+    files = {"files[0]": ("nda.txt", b"Please sign.", "text/plain")}
+    return call(emulator, "POST", "/signature_request/send", data=form | extra, files=files, **kwargs)
+
+
 Scenario = Callable[[DropboxSignEmulator], requests.Response]
 
 SCENARIOS: dict[str, tuple[int, Scenario]] = {
@@ -220,6 +232,9 @@ SCENARIOS: dict[str, tuple[int, Scenario]] = {
     ),
     "400-account-update-field": (400, lambda e: call(e, "PUT", "/account", json={"callbak_url": "x"})),
     "401-account-update": (401, lambda e: call(e, "PUT", "/account", json={}, auth=None)),
+    "send": (200, lambda e: _send(e, {})),
+    "400-send-field": (400, lambda e: _send(e, {"cc_email_addresses[0]": "c@example.com"})),
+    "401-send": (401, lambda e: _send(e, {}, auth=None)),
 }
 
 

@@ -100,7 +100,6 @@ def test_a_cancellation_is_posted_as_multipart_with_one_json_field(
 @pytest.mark.parametrize(
     ("transition", "event_type"),
     [
-        ("sign", "signature_request_all_signed"),
         ("decline", "signature_request_declined"),
         ("expire", "signature_request_expired"),
     ],
@@ -143,6 +142,79 @@ def test_a_decline_reports_the_signature_and_its_reason(emu: DropboxSignEmulator
     assert payload["event"]["event_metadata"]["event_message"] == "Wrong address"
 
 
+def events_of(payloads: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [
+        (p["event"]["event_type"], p["event"]["event_metadata"]["related_signature_id"]) for p in payloads
+    ]
+
+
+def test_signing_one_signer_of_two_sends_signed_and_not_all_signed(
+    emu: DropboxSignEmulator, receiver: Receiver
+) -> None:
+    signers = [("A", "a@example.com"), ("B", "b@example.com")]
+    request_id = emu.create_signature_request(signers=signers)["signature_request_id"]
+    returned = emu.sign(request_id, signer=0)
+    first = returned["signatures"][0]["signature_id"]
+    (received,) = receiver.wait_for(1)
+    payload = received.payload()
+    assert events_of([payload]) == [("signature_request_signed", first)]
+    assert_signed_by(payload, KEY)
+    answered = get(emu, request_id).json()["signature_request"]
+    assert payload["signature_request"] == answered == returned
+    assert answered["is_complete"] is False
+    assert [s["status_code"] for s in answered["signatures"]] == ["signed", "awaiting_signature"]
+    assert emu.get_state(request_id) == "awaiting_signature"
+    time.sleep(0.3)
+    assert len(receiver.received) == 1
+    # Partly signed is still eligible for cancellation, as the notes say.
+    cancel_url = f"{emu.base_url}/signature_request/cancel/{request_id}"
+    cancel = requests.post(cancel_url, auth=(KEY, ""), timeout=10)
+    assert cancel.status_code == 200, cancel.text
+
+
+def test_the_last_signer_adds_all_signed_then_downloadable(
+    emu: DropboxSignEmulator, receiver: Receiver
+) -> None:
+    signers = [("A", "a@example.com"), ("B", "b@example.com")]
+    request_id = emu.create_signature_request(signers=signers)["signature_request_id"]
+    first, second = (s["signature_id"] for s in emu.sign(request_id, signer=1)["signatures"])
+    with pytest.raises(TransitionRefused, match=r"signer 1 of signature request .* has signed already"):
+        emu.sign(request_id, signer=1)
+    done = emu.sign(request_id, signer=0)
+    payloads = [item.payload() for item in receiver.wait_for(4)]
+    assert events_of(payloads) == [
+        ("signature_request_signed", second),
+        ("signature_request_signed", first),
+        ("signature_request_all_signed", None),
+        ("signature_request_downloadable", None),
+    ]
+    assert all(parse_callback(json.dumps(p)).verified_by(KEY) for p in payloads)
+    assert [p["signature_request"]["is_complete"] for p in payloads] == [False, True, True, True]
+    assert done["is_complete"] is True
+    assert emu.get_state(request_id) == "completed"
+
+
+def test_signing_everyone_at_once_sends_one_signed_per_signer_still_unsigned(
+    emu: DropboxSignEmulator, receiver: Receiver
+) -> None:
+    signers = [("A", "a@example.com"), ("B", "b@example.com"), ("C", "c@example.com")]
+    request_id = emu.create_signature_request(signers=signers)["signature_request_id"]
+    ids = [s["signature_id"] for s in emu.sign(request_id, signer=1)["signatures"]]
+    emu.sign(request_id)
+    payloads = [item.payload() for item in receiver.wait_for(5)]
+    assert events_of(payloads) == [
+        ("signature_request_signed", ids[1]),
+        ("signature_request_signed", ids[0]),
+        ("signature_request_signed", ids[2]),
+        ("signature_request_all_signed", None),
+        ("signature_request_downloadable", None),
+    ]
+    answered = get(emu, request_id).json()["signature_request"]
+    assert [s["status_code"] for s in answered["signatures"]] == ["signed"] * 3
+    assert all(s["signed_at"] for s in answered["signatures"])
+    assert (answered["is_complete"], answered["signing_url"]) == (True, None)
+
+
 def test_callback_test_has_no_signature_request(emu: DropboxSignEmulator, receiver: Receiver) -> None:
     sent = emu.send_callback_test()
     payload = receiver.wait_for(1)[0].payload()
@@ -170,8 +242,8 @@ def test_another_senders_request_sends_no_event_to_this_account(
 ) -> None:
     theirs = emu.create_signature_request(forbidden=True)["signature_request_id"]
     ours = emu.create_signature_request()["signature_request_id"]
-    emu.sign(theirs)
-    emu.sign(ours)
+    emu.decline(theirs)
+    emu.decline(ours)
     receiver.wait_for(1)
     time.sleep(0.3)
     assert [p["signature_request"]["signature_request_id"] for p in receiver.payloads()] == [ours]
@@ -228,7 +300,7 @@ def test_retries_with_doubling_delays_until_exactly_the_acknowledgement(
     receiver = make_receiver(refusals)
     emulator = make_emulator(callback_url=receiver.url, callback_retry_delay=0.1)
     request_id = emulator.create_signature_request()["signature_request_id"]
-    emulator.sign(request_id)
+    emulator.decline(request_id)
     received = receiver.wait_for(5)
     wait_for(lambda: len(emulator.callback_events) == 1)
     payloads = [item.payload() for item in received]
@@ -247,7 +319,7 @@ def test_retries_with_doubling_delays_until_exactly_the_acknowledgement(
     ]
     assert all(isinstance(a, CallbackAttempt) for a in attempts)
     assert {(a.event_type, a.signature_request_id) for a in attempts} == {
-        ("signature_request_all_signed", request_id)
+        ("signature_request_declined", request_id)
     }
     assert all(abs(a.time - time.time()) < 30 for a in attempts)
     assert [a.time for a in attempts] == sorted(a.time for a in attempts)
@@ -258,7 +330,7 @@ def test_gives_up_after_the_maximum_number_of_attempts(
 ) -> None:
     receiver = make_receiver([(503, "busy")] * 10)
     emulator = make_emulator(callback_url=receiver.url, callback_retry_delay=0.02, callback_max_attempts=3)
-    emulator.sign(emulator.create_signature_request()["signature_request_id"])
+    emulator.decline(emulator.create_signature_request()["signature_request_id"])
     receiver.wait_for(3)
     time.sleep(0.5)
     assert len(receiver.received) == 3
@@ -293,7 +365,7 @@ def test_retry_settings_are_checked() -> None:
 
 def test_duplicate_delivers_each_event_twice(emu: DropboxSignEmulator, receiver: Receiver) -> None:
     emu.set_delivery_fault(duplicate=True)
-    emu.sign(emu.create_signature_request()["signature_request_id"])
+    emu.decline(emu.create_signature_request()["signature_request_id"])
     receiver.wait_for(2)
     time.sleep(0.2)
     first, second = receiver.payloads()
@@ -308,25 +380,27 @@ def test_out_of_order_delivers_events_sent_together_newest_first(
 ) -> None:
     emu.set_delivery_fault(out_of_order=True)
     ids = [emu.create_signature_request()["signature_request_id"] for _ in range(3)]
-    emu.sign(ids[0])
-    emu.decline(ids[1])
+    emu.decline(ids[0])
+    emu.sign(ids[1])
     emu.expire(ids[2])
-    receiver.wait_for(3)
+    receiver.wait_for(5)
     delivered = [
         (p["event"]["event_type"], p["signature_request"]["signature_request_id"])
         for p in receiver.payloads()
     ]
     assert delivered == [
         ("signature_request_expired", ids[2]),
-        ("signature_request_declined", ids[1]),
-        ("signature_request_all_signed", ids[0]),
+        ("signature_request_downloadable", ids[1]),
+        ("signature_request_all_signed", ids[1]),
+        ("signature_request_signed", ids[1]),
+        ("signature_request_declined", ids[0]),
     ]
 
 
 def test_in_order_without_the_fault(emu: DropboxSignEmulator, receiver: Receiver) -> None:
     ids = [emu.create_signature_request()["signature_request_id"] for _ in range(3)]
     for request_id in ids:
-        emu.sign(request_id)
+        emu.decline(request_id)
     receiver.wait_for(3)
     assert [p["signature_request"]["signature_request_id"] for p in receiver.payloads()] == ids
 
@@ -345,7 +419,7 @@ def test_forged_events_fail_verification_with_the_accounts_key(
     emu: DropboxSignEmulator, receiver: Receiver
 ) -> None:
     emu.set_delivery_fault(forged=True)
-    emu.sign(emu.create_signature_request()["signature_request_id"])
+    emu.decline(emu.create_signature_request()["signature_request_id"])
     payload = receiver.wait_for(1)[0].payload()
     event = payload["event"]
     assert event["event_hash"] != event_hash(KEY, event["event_time"], event["event_type"])
@@ -379,13 +453,13 @@ def test_put_account_sets_the_callback_url_as_dropbox_sign_does(
     assert updated.status_code == 200, updated.text
     assert updated.json() == requests.get(account, auth=(KEY, ""), timeout=10).json()
     assert updated.json()["account"]["callback_url"] == receiver.url == emulator.callback_url
-    emulator.sign(emulator.create_signature_request()["signature_request_id"])
-    assert receiver.wait_for(1)[0].payload()["event"]["event_type"] == "signature_request_all_signed"
+    emulator.decline(emulator.create_signature_request()["signature_request_id"])
+    assert receiver.wait_for(1)[0].payload()["event"]["event_type"] == "signature_request_declined"
 
     form = requests.put(account, data={"callback_url": "", "locale": "fr-FR"}, auth=(KEY, ""), timeout=10)
     assert form.status_code == 200, form.text
     assert (form.json()["account"]["callback_url"], form.json()["account"]["locale"]) == (None, "fr-FR")
-    emulator.sign(emulator.create_signature_request()["signature_request_id"])
+    emulator.decline(emulator.create_signature_request()["signature_request_id"])
     time.sleep(0.3)
     assert len(receiver.received) == 1
 
@@ -627,6 +701,12 @@ def test_admin_api_drives_transitions_faults_and_reads_attempts(
         requests.post(f"{admin}/signature_requests/{declined}/sign", json={"x": 1}, timeout=10).status_code
         == 400
     )
+    for signer in (1, -1, "0"):
+        refused = requests.post(
+            f"{admin}/signature_requests/{declined}/sign", json={"signer": signer}, timeout=10
+        )
+        assert refused.status_code == 409, refused.text
+        assert "signer must be an index from 0 to 0" in refused.json()["error"]["error_msg"]
     reason = requests.post(
         f"{admin}/signature_requests/{declined}/decline", json={"reason": "No"}, timeout=10
     )
@@ -640,18 +720,20 @@ def test_admin_api_drives_transitions_faults_and_reads_attempts(
     assert sent.json()["event"]["event_type"] == "callback_test"
     assert requests.delete(f"{admin}/delivery_faults", timeout=10).json()["duplicate"] is False
 
-    receiver.wait_for(4)
-    wait_for(lambda: len(emu.callback_events) == 4)
+    receiver.wait_for(6)
+    wait_for(lambda: len(emu.callback_events) == 6)
     attempts = requests.get(f"{admin}/callback_attempts", timeout=10).json()
     assert sorted(a["event_type"] for a in attempts) == [
         "callback_test",
         "callback_test",
         "signature_request_all_signed",
         "signature_request_declined",
+        "signature_request_downloadable",
+        "signature_request_signed",
     ]
     assert set(attempts[0]) == set(CallbackAttempt._fields)
     assert all(a["acknowledged"] and a["status"] == 200 for a in attempts)
-    assert len(requests.get(f"{admin}/callback_events", timeout=10).json()) == 4
+    assert len(requests.get(f"{admin}/callback_events", timeout=10).json()) == 6
 
 
 def test_admin_callback_test_without_a_url_is_a_conflict(

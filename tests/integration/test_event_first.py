@@ -23,7 +23,17 @@ from dropbox_sign_provider.events.board import add_recent_event, recent_events_v
 from dropbox_sign_provider.events.callback import event_hash, parse_callback
 from dropbox_sign_provider.events.wakeups import EVENT_CHECK_INTERVAL
 from dropbox_sign_provider.testing import DropboxSignEmulator
-from tests.helpers import API_KEY, cancel_now, make_requests, make_trigger, operator, run, run_trigger, sensor
+from tests.helpers import (
+    API_KEY,
+    Receiver,
+    cancel_now,
+    make_requests,
+    make_trigger,
+    operator,
+    run,
+    run_trigger,
+    sensor,
+)
 
 CONN = "dropbox_sign_default"
 
@@ -48,6 +58,10 @@ class Board:
             },
             "signature_request": {"signature_request_id": sr_id},
         }
+        self.record_payload(payload)
+
+    def record_payload(self, payload: dict[str, Any]) -> None:
+        """Put a callback's ``json`` field on the board, as the receiver does once it verified it."""
         with self.lock:
             board = add_recent_event(os.environ.get(self.env), parse_callback(json.dumps(payload)))
             if board is not None:
@@ -215,6 +229,32 @@ def test_the_sensor_waits_for_events(
     )
     assert run(task) == dict.fromkeys(ids, "canceled")
     assert [gets(emulator, sr_id) for sr_id in ids] == [1, 1]
+
+
+@pytest.mark.emulator(cancel_delay=1.0)
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+def test_one_signer_of_two_signing_wakes_the_sensor_which_keeps_waiting_for_the_cancel(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, board: Board, receiver: Receiver, deferrable: bool
+) -> None:
+    # A partly signed request is still awaiting signature, and cancellable: its per-signer
+    # signature_request_signed event wakes the wait, one GET says it is not cancelled yet, and the
+    # cancellation is confirmed by the 410 as usual.
+    emulator.callback_url = receiver.url
+    [sr_id] = make_requests(emulator, 1, signers=[("A", "a@example.com"), ("B", "b@example.com")])
+    emulator.sign(sr_id, signer=0)
+    (signed,) = receiver.wait_for(1)
+    assert signed.payload()["event"]["event_type"] == "signature_request_signed"
+    board.record_payload(signed.payload())
+    cancel_now(dropbox_sign_conn, sr_id)
+    board.record_when_canceled(emulator, [sr_id])
+    task = sensor({sr_id: "cancel_requested"}, deferrable, event_first=True, poke_interval=300, timeout=60)
+    assert run(task) == {sr_id: "canceled"}
+    # One GET woken by the signer's event (200, still awaiting), one by the canceled event (410).
+    assert [r.status for r in emulator.requests_log if r.method == "GET"] == [200, 410]
+    assert [item.payload()["event"]["event_type"] for item in receiver.wait_for(2)] == [
+        "signature_request_signed",
+        "signature_request_canceled",
+    ]
 
 
 def test_event_first_is_kept_by_a_rebuilt_trigger() -> None:

@@ -156,6 +156,56 @@ def test_two_events_of_one_type_in_one_second_are_two_events(
     ]
 
 
+def test_each_signers_signed_event_of_one_request_in_one_second_is_recorded(
+    post: Callable[..., Any],
+    make_callback: Callable[..., dict[str, Any]],
+    event_of: Callable[..., Any],
+    recorded: Any,
+) -> None:
+    # Dropbox Sign sends signature_request_signed once per signer, each naming its signature in
+    # event_metadata.related_signature_id; two signers may sign in the same second.
+    second_ago = int(time.time()) - 1
+    request_id = "ab" * 20
+    signers = [
+        make_callback(
+            "signature_request_signed",
+            event_time=second_ago,
+            signature_request_id=request_id,
+            event_metadata={"related_signature_id": signature_id, "reported_for_account_id": "acc"},
+        )
+        for signature_id in ("c1" * 16, "d2" * 16)
+    ]
+    all_signed = make_callback(
+        "signature_request_all_signed", event_time=second_ago, signature_request_id=request_id
+    )
+    for body in [*signers, signers[0], all_signed]:
+        assert_acknowledged(post(body))
+    keys = [event_of(body).key for body in [*signers, all_signed]]
+    assert keys[:2] == [
+        f"signature_request_signed/{second_ago}/{request_id}/{'c1' * 16}",
+        f"signature_request_signed/{second_ago}/{request_id}/{'d2' * 16}",
+    ]
+    # The redelivery of the first signer's event is not recorded again.
+    assert recorded.board_keys("ds_cb_a") == keys
+    ledger = recorded.ledgers()[f"dropbox_sign_event_ids.{second_ago:012d}.ds_cb_a.signature_request_signed"]
+    assert ledger["ids"] == [f"{request_id}/{'c1' * 16}", f"{request_id}/{'d2' * 16}"]
+    (extra,) = recorded.asset_events(event_asset_uri("signature_request_all_signed", "ds_cb_a"))
+    assert (extra["event_key"], extra["related_signature_id"]) == (keys[2], None)
+
+
+def test_a_related_signature_id_that_is_not_an_id_is_dropped_not_refused(
+    post: Callable[..., Any],
+    make_callback: Callable[..., dict[str, Any]],
+    event_of: Callable[..., Any],
+    recorded: Any,
+) -> None:
+    # A 4xx would make Dropbox Sign retry a verified event for three days.
+    body = make_callback("signature_request_signed", event_metadata={"related_signature_id": "a/../b"})
+    assert_acknowledged(post(body))
+    assert event_of(body).related_signature_id is None
+    assert recorded.board_keys("ds_cb_a") == [event_of(body).key]
+
+
 def test_callback_test_is_acknowledged_and_recorded_nowhere(
     post: Callable[..., Any], make_callback: Callable[..., dict[str, Any]], recorded: Any
 ) -> None:

@@ -237,3 +237,17 @@ def emulator_wait_for_state(
     while emulator.get_state(sr_id) != state:
         assert time.monotonic() < deadline, f"{sr_id} never reached {state}"
         time.sleep(0.02)
+
+
+def test_a_request_one_signer_of_two_signed_is_pending_until_the_last_signs(
+    emulator: DropboxSignEmulator, hook: DropboxSignHook
+) -> None:
+    # Dropbox Sign sends signature_request_signed for each signer: only is_complete says all signed.
+    signers = [("A", "a@example.com"), ("B", "b@example.com")]
+    sr_id = emulator.create_signature_request(signers=signers)["signature_request_id"]
+    emulator.sign(sr_id, signer=0)
+    partly = hook.get_signature_request(sr_id)
+    assert [s["status_code"] for s in partly["signatures"]] == ["signed", "awaiting_signature"]
+    assert request_state(partly) is S.PENDING
+    emulator.sign(sr_id, signer=1)
+    assert request_state(hook.get_signature_request(sr_id)) is S.COMPLETED

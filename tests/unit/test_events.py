@@ -109,6 +109,7 @@ def test_the_extra_of_an_asset_event_holds_the_event_not_the_body_or_a_key() -> 
         "event_time": 1669926463,
         "event_key": event.key,
         "signature_request_id": SR_ID,
+        "related_signature_id": None,
         "title": "NDA",
         "metadata": {},
     }

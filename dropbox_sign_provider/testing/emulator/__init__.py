@@ -130,45 +130,9 @@ Choices where the documentation is silent
 -----------------------------------------
 Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
 pretending to know. Code under test should not depend on these answers. Each is marked
-``Undocumented (<topic>)`` in the module that makes it (:mod:`.store`, :mod:`.query`,
-:mod:`.routes`, :mod:`.bulk_send`, :mod:`.access`):
-
-- *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
-  user name either way.
-- *an unsupported method*: an unsupported method on a known path answers 404 ``not_found``,
-  like any unknown path.
-- *the 403 wording*: the message of 403 ``forbidden`` (its status and ``error_name`` follow the
-  official example).
-- *cancel of a completed or declined request*: 400 ``bad_request``, as the API refuses other
-  ineligible operations.
-- *cancel of a cancelled request*: 410 ``deleted``, as every other access to a cancelled (or
-  removed) request answers; the call is counted by :meth:`DropboxSignEmulator.cancel_calls`.
-- *cancel of an expired request*: 400 ``signature_request_expired``, which the error reference
-  lists for operations on a request past its expiration without naming cancel among them.
-- *cancel while one is queued*: ``200 {}`` again, and the cancellation keeps its first due time.
-- *remove of an unfinished request*: 400 ``bad_request`` (the spec says only that removal needs a
-  request signed or declined by all parties).
-- *another account_id*: listing with an ``account_id`` that is neither this account nor ``all``
-  answers 400 ``bad_request`` naming it, as if it were not a team member; so does
-  ``PUT /account`` naming another account.
-- *cancelled requests in lists*: cancelled, removed and forbidden requests are left out of list
-  results; queued cancellations are still listed.
-- *num_pages of an empty list*: 0, what ``ceil(0 / page_size)`` gives.
-- *bulk send job lists*: a job's requests come in the order the job sent them, its cancelled,
-  removed and forbidden ones left out as in signature request lists (its ``total`` still counts
-  every request it sent); jobs are listed newest first.
-- *how text fields match*: a free term or a ``title:``, ``subject:``, ``message:``,
-  ``metadata:``, ``to:`` or ``from:`` value matches a case-insensitive substring of the field (of
-  any metadata value; of a signer's name or address for ``to:``, of the sender's address for
-  ``from:``); ``to:me`` and ``from:me`` match the account's address exactly.
-- *its wording*: the message of 400 ``signature_request_cancel_failed``, answered to a cancel of a
-  request someone else sent to this account (its status and ``error_name`` are the error
-  reference's).
-- *parentheses in a query*: refused with 400 ``bad_request``, as the docs never mention grouping.
-- *unknown account fields*: ``PUT /account`` with a field other than ``account_id``,
-  ``callback_url`` and ``locale`` answers 400 ``bad_request`` naming it, rather than ignoring it.
-- *an empty callback_url*: ``PUT /account`` with ``callback_url`` ``""`` removes the URL; no event
-  is sent until another is set.
+``Undocumented (<topic>)`` in the module that makes it, and listed by that topic, with the test that
+holds it, in the documentation's fidelity page (``docs/emulator.md``, "How faithful the emulator
+is"), beside every documented behaviour and its source.
 """
 
 from __future__ import annotations

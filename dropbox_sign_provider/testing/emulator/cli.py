@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accepted OAuth token (repeatable; default test-token, none with --allow-remote)",
     )
     parser.add_argument("--rate-limit", type=int, default=100, help="requests per window (default 100)")
+    parser.add_argument(
+        "--high-tier-rate-limit",
+        type=int,
+        default=25,
+        help="signature_request/send calls per window, counted apart (default 25)",
+    )
     parser.add_argument("--window-seconds", type=float, default=60.0, help="rate-limit window (default 60)")
     parser.add_argument(
         "--cancel-delay", type=float, default=2.0, help="seconds until a cancellation completes (default 2)"

@@ -35,6 +35,8 @@ class DropboxSignEmulator:
     :param access_tokens: OAuth access tokens accepted as ``Authorization: Bearer``. ``None`` (the
         default) accepts ``test-token``, or none at all with ``allow_remote``.
     :param rate_limit: requests per window for the whole account (all keys and tokens share it).
+    :param high_tier_rate_limit: ``POST /signature_request/send`` calls per window, counted apart
+        from the others, as Dropbox Sign's "high tier" endpoints are (25 a minute).
     :param window_seconds: length of a rate-limit window; windows are aligned to multiples of it
         on the epoch clock.
     :param cancel_delay: seconds between an accepted cancel call and the cancellation really
@@ -71,6 +73,7 @@ class DropboxSignEmulator:
         api_keys: Iterable[str] | None = None,
         access_tokens: Iterable[str] | None = None,
         rate_limit: int = 100,
+        high_tier_rate_limit: int = 25,
         window_seconds: float = 60.0,
         cancel_delay: float = 2.0,
         callback_url: str | None = None,
@@ -88,8 +91,8 @@ class DropboxSignEmulator:
             raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
         if window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
-        if rate_limit < 0 or cancel_delay < 0:
-            raise ValueError("rate_limit and cancel_delay must not be negative")
+        if rate_limit < 0 or high_tier_rate_limit < 0 or cancel_delay < 0:
+            raise ValueError("rate_limit, high_tier_rate_limit and cancel_delay must not be negative")
         if admin_token is not None and not admin_token.strip():
             raise ValueError("admin_token must not be empty: pass None to generate one")
         check_bind(host, allow_remote)
@@ -97,6 +100,7 @@ class DropboxSignEmulator:
         self.access_tokens: tuple[str, ...]
         self.api_keys, self.access_tokens = remote_credentials(bool(allow_remote), api_keys, access_tokens)
         self.rate_limit = int(rate_limit)
+        self.high_tier_rate_limit = int(high_tier_rate_limit)
         self.window_seconds = float(window_seconds)
         self.cancel_delay = float(cancel_delay)
         self.host = host
@@ -274,16 +278,23 @@ class DropboxSignEmulator:
 
     # -- what signers do, and the events they cause ----------------------------------------------
 
-    def sign(self, signature_request_id: str) -> dict[str, Any]:
+    def sign(self, signature_request_id: str, signer: int | None = None) -> dict[str, Any]:
         """
-        Have every signer sign: the request becomes complete and ``signature_request_all_signed`` is sent.
+        Have one signer sign, or every signer still to sign, with the events Dropbox Sign sends in its
+        documented order: ``signature_request_signed`` per signature signed (its
+        ``event_metadata.related_signature_id`` that signature's ``signature_id``); once every signer
+        has signed, ``signature_request_all_signed`` then ``signature_request_downloadable``. A request
+        some have signed stays awaiting signature (``is_complete`` false) and can still be cancelled.
 
         :param signature_request_id: a request awaiting signature, not expired.
+        :param signer: the signer who signs, by index (from 0) in the request's ``signatures``;
+            ``None`` (the default) for every signer still to sign, in that order.
         :return: the request as ``GET`` now answers it.
         :raises KeyError: for an unknown id.
-        :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it.
+        :raises ValueError: (``TransitionRefused``) naming the id and the state that forbids it, or a
+            signer index that is out of range or of a signer who signed already.
         """
-        return self._state.sign(signature_request_id)
+        return self._state.sign(signature_request_id, signer)
 
     def decline(self, signature_request_id: str, reason: str | None = None) -> dict[str, Any]:
         """

@@ -29,6 +29,8 @@ from dropbox_sign_provider.testing.emulator.rate import headers as rate_headers
 from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 from dropbox_sign_provider.testing.emulator.store import TransitionRefused, render
 
+#: The path of ``signatureRequestSend``, the one "high tier" endpoint the emulator serves.
+SEND_PATH = "/v3/signature_request/send"
 #: The fields of ``PUT /v3/account`` (AccountUpdateRequest).
 ACCOUNT_UPDATE_FIELDS = frozenset({"account_id", "callback_url", "locale"})
 
@@ -158,6 +160,9 @@ class Api:
         state, settings = self.state, self.settings
         # Read before taking the lock: the body may be slow to come, and the lock is not an await.
         form = await _read_fields(request) if request.method == "PUT" else None
+        sending = request.method == "POST" and request.path.rstrip("/") == SEND_PATH
+        if sending:
+            form = await _read_send_form(request)
         with state.lock:
             if not authenticated(
                 request.headers.get("Authorization"), settings.api_keys, settings.access_tokens
@@ -168,9 +173,17 @@ class Api:
                     else "Unauthorized user. Invalid credentials supplied."
                 )
                 return json_response(401, envelope(401, message), state.peek_rate_headers())
-            headers = state.rate.consume(settings.rate_limit, settings.window_seconds)
+            # Undocumented (the rate limit of send): it counts only against the high tier's window,
+            # whose headers its answers carry; the help page gives the two limits, not how they mix.
+            window, limit = (
+                (state.high_tier_rate, settings.high_tier_rate_limit)
+                if sending
+                else (state.rate, settings.rate_limit)
+            )
+            headers = window.consume(limit, settings.window_seconds)
             if headers is None:
-                return json_response(429, envelope(429, "Too many requests."), state.peek_rate_headers())
+                peek = window.peek(limit, settings.window_seconds)
+                return json_response(429, envelope(429, "Too many requests."), peek)
             try:
                 status, body = self._route(request, form)
             except ApiError as exc:
@@ -188,6 +201,10 @@ class Api:
         if parts == ["account"] and method == "PUT":
             self._update_account(form)
             return 200, self._account()
+        if method == "POST" and parts == ["signature_request", "send"]:
+            if isinstance(form, ApiError):
+                raise form
+            return 200, {"signature_request": render(store.send(form, settings.email))}
         if method == "GET" and parts == ["signature_request", "list"]:
             return 200, store.list(request.query, settings.account_id, settings.email, self.state.faults)
         if len(parts) == 2 and parts[0] == "signature_request" and method == "GET":
@@ -254,6 +271,17 @@ class Api:
                 raise ApiError(400, f"{exc}.", path="callback_url") from None
         if locale is not None:
             settings.locale = locale
+
+
+async def _read_send_form(request: web.Request) -> list[tuple[str, Any]] | ApiError:
+    """The fields of a send call's multipart form, in order; an :class:`ApiError` for another body
+    (answered once the caller is authenticated, like every other refusal)."""
+    if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        # The spec also declares a JSON body; the emulator takes a form, as files need one.
+        message = "The emulator takes signature_request/send as multipart/form-data only."
+        return ApiError(400, message)
+    form = await request.post()
+    return list(form.items())
 
 
 async def _read_fields(request: web.Request) -> Any:
@@ -336,10 +364,13 @@ class Admin:
                 if unknown:
                     raise TypeError(f"unknown decline option(s): {', '.join(unknown)}")
                 done = state.decline(request_id, options.get("reason"))
+            elif transition == "sign":
+                unknown = sorted(set(options) - {"signer"})
+                if unknown:
+                    raise TypeError(f"unknown sign option(s): {', '.join(unknown)}")
+                done = state.sign(request_id, options.get("signer"))
             elif options:
                 raise TypeError(f"{transition} takes no options, got {', '.join(sorted(options))}")
-            elif transition == "sign":
-                done = state.sign(request_id)
             else:
                 done = state.expire(request_id)
         except KeyError as exc:

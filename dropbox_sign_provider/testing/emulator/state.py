@@ -63,6 +63,7 @@ class Settings(Protocol):
     api_keys: tuple[str, ...]
     access_tokens: tuple[str, ...]
     rate_limit: int
+    high_tier_rate_limit: int
     window_seconds: float
     cancel_delay: float
     account_id: str
@@ -104,6 +105,8 @@ class EmulatorState:
         self.store = SignatureRequestStore(on_event=self._emit)
         self.bulk_send_jobs = BulkSendJobs(self.store)
         self.rate = RateWindow()
+        #: The window of the "high tier" endpoints (``POST /signature_request/send``), counted apart.
+        self.high_tier_rate = RateWindow()
         self.faults = Faults()
         self.rng = random.Random()
         self.odd_answers = OddAnswers()
@@ -137,10 +140,15 @@ class EmulatorState:
         with self.lock:
             return [render(rec) | {"state": self.store.state(rec)} for rec in self.store.records.values()]
 
-    def sign(self, request_id: str) -> dict[str, Any]:
-        """Have every signer sign; the request as ``GET`` now answers it."""
+    def send(self, fields: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+        """``POST /signature_request/send`` with its form's fields; the request as ``GET`` answers it."""
         with self.lock:
-            return render(self.store.sign(request_id))
+            return render(self.store.send(fields, self.settings.email))
+
+    def sign(self, request_id: str, signer: int | None = None) -> dict[str, Any]:
+        """Have one signer (by index), or all still to sign, sign; the request as ``GET`` now answers it."""
+        with self.lock:
+            return render(self.store.sign(request_id, signer))
 
     def decline(self, request_id: str, reason: str | None) -> dict[str, Any]:
         """Have the first signer still to sign decline; the request as ``GET`` now answers it."""
@@ -199,21 +207,20 @@ class EmulatorState:
         with self.lock:
             return list(self.dispatcher.acknowledged)
 
-    def _emit(self, event_type: str, record: Record) -> None:
+    def _emit(self, event_type: str, record: Record, related_signature_id: str | None) -> None:
         """Send the event a request's transition caused. Caller holds the lock."""
         url = self.callback_url
         # Another sender's request reports to that sender's callback URL, not to this account's.
         if url is None or record.forbidden:
             return
-        self.dispatcher.enqueue(self._event(event_type, record), url)
+        self.dispatcher.enqueue(self._event(event_type, record, related_signature_id), url)
 
-    def _event(self, event_type: str, record: Record | None) -> dict[str, Any]:
+    def _event(self, event_type: str, record: Record | None, related: str | None = None) -> dict[str, Any]:
         body = None if record is None else render(record)
-        related = None
         message = None
         if body is not None and event_type == "signature_request_declined":
-            declined = next(s for s in body["signatures"] if s["status_code"] == "declined")
-            related, message = declined["signature_id"], declined["decline_reason"]
+            declined = next(s for s in body["signatures"] if s["signature_id"] == related)
+            message = declined["decline_reason"]
         api_keys = self.settings.api_keys
         return build_event(
             event_type,

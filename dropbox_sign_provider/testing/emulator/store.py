@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ class Record:
         return expires_at is not None and clock.now() >= expires_at
 
 
-#: Told of each event a request's life produces: the event type and the request.
-EventSink = Callable[[str, Record], None]
+#: Told of each event a request's life produces: the event type, the request and the signature the
+#: event is about (``event_metadata.related_signature_id``), if one.
+EventSink = Callable[[str, Record, "str | None"], None]
 
 
 class SignatureRequestStore:
@@ -125,7 +127,7 @@ class SignatureRequestStore:
             if record.cancel_lost or clock.monotonic() < record.cancel_due:
                 return "cancel_requested"
             record.canceled_at = clock.now()
-            self._on_event("signature_request_canceled", record)
+            self._on_event("signature_request_canceled", record, None)
             return "canceled"
         if record.body["is_complete"]:
             return "completed"
@@ -194,6 +196,26 @@ class SignatureRequestStore:
         record.cancel_lost = faults.loses_cancel(record.accepted_cancels)
         record.cancel_due = clock.monotonic() + cancel_delay
 
+    def send(self, fields: Sequence[tuple[str, Any]], requester_email: str) -> Record:
+        """
+        ``POST /signature_request/send`` (``signatureRequestSend``) with the fields of its multipart
+        form, as Dropbox Sign names them: ``files[N]`` (uploaded files), ``signers[N][name]``,
+        ``signers[N][email_address]``, ``title``, ``subject``, ``message``, ``test_mode`` and
+        ``metadata[KEY]``. The request is stored as this account sent it, awaiting signature, and
+        ``signature_request_sent`` is sent.
+
+        :param fields: the form's fields in order, files as objects with a ``filename``.
+        :param requester_email: the account's address.
+        :raises ApiError: 400 naming the field at fault, or the fields the emulator does not support.
+        """
+        form = _SendForm()
+        for name, value in fields:
+            form.add(name, value)
+        record = Record(body=_build_body(form.request_fields(), requester_email), forbidden=False)
+        self.add(record)
+        self._on_event("signature_request_sent", record, None)
+        return record
+
     def remove(self, request_id: str) -> None:
         """
         End access to a finished request.
@@ -245,20 +267,45 @@ class SignatureRequestStore:
 
     # -- what the signers do (driven by tests) ----------------------------------------------------
 
-    def sign(self, request_id: str) -> Record:
+    def sign(self, request_id: str, signer: int | None = None) -> Record:
         """
-        Every signer signs: the request is complete.
+        One signer signs, or every signer still to sign; in the order Dropbox Sign documents (the
+        Callbacks and Events glossary): ``signature_request_signed`` for each signature signed, with
+        its ``related_signature_id``, then, once no signature is left unsigned,
+        ``signature_request_all_signed`` and ``signature_request_downloadable``. A request signed by
+        some only stays awaiting signature (and can still be cancelled).
 
+        :param signer: the index (from 0) in ``signatures`` of the one signer who signs; ``None`` for
+            every signer still to sign.
         :raises KeyError: for an unknown id.
-        :raises TransitionRefused: naming the id and the state that forbids it.
+        :raises TransitionRefused: naming the id and the state that forbids it, or a signer who is not
+            there or has signed already.
         """
         record = self._awaiting(request_id, "signed")
+        signatures = record.body["signatures"]
+        if signer is None:
+            signing = [s for s in signatures if s["status_code"] != "signed"]
+        elif isinstance(signer, bool) or not isinstance(signer, int) or not 0 <= signer < len(signatures):
+            raise TransitionRefused(
+                f"signature request {request_id!r} has {len(signatures)} signer(s): signer must be an "
+                f"index from 0 to {len(signatures) - 1}, got {signer!r}"
+            )
+        elif signatures[signer]["status_code"] == "signed":
+            raise TransitionRefused(f"signer {signer} of signature request {request_id!r} has signed already")
+        else:
+            signing = [signatures[signer]]
         now = int(clock.now())
-        for signature in record.body["signatures"]:
-            if signature["status_code"] != "signed":
-                signature.update(status_code="signed", signed_at=now, last_viewed_at=now)
-        record.body.update(is_complete=True, signing_url=None)
-        self._on_event("signature_request_all_signed", record)
+        for signature in signing:
+            signature.update(status_code="signed", signed_at=now, last_viewed_at=now)
+            if all(s["status_code"] == "signed" for s in signatures):
+                record.body.update(is_complete=True, signing_url=None)
+            # Each event carries the request as it stood once that signature was made.
+            self._on_event("signature_request_signed", record, signature["signature_id"])
+        if record.body["is_complete"]:
+            self._on_event("signature_request_all_signed", record, None)
+            # Undocumented (when the files are ready): the final copy exists at once here, so
+            # downloadable follows all_signed immediately; Dropbox Sign sends it "once the final files exist".
+            self._on_event("signature_request_downloadable", record, None)
         return record
 
     def decline(self, request_id: str, reason: str | None = None) -> Record:
@@ -273,7 +320,7 @@ class SignatureRequestStore:
         signature = next(s for s in record.body["signatures"] if s["status_code"] != "signed")
         signature.update(status_code="declined", decline_reason=reason, last_viewed_at=now)
         record.body.update(is_declined=True, signing_url=None)
-        self._on_event("signature_request_declined", record)
+        self._on_event("signature_request_declined", record, signature["signature_id"])
         return record
 
     def expire(self, request_id: str) -> Record:
@@ -285,7 +332,7 @@ class SignatureRequestStore:
         """
         record = self._awaiting(request_id, "expired")
         record.body["expires_at"] = int(clock.now())
-        self._on_event("signature_request_expired", record)
+        self._on_event("signature_request_expired", record, None)
         return record
 
     def _awaiting(self, request_id: str, becoming: str) -> Record:
@@ -307,6 +354,97 @@ class SignatureRequestStore:
         if becoming == "declined" and all(s["status_code"] == "signed" for s in record.body["signatures"]):
             raise TransitionRefused(f"signature request {request_id!r} has no signer left to decline")
         return record
+
+
+#: The form fields of ``POST /signature_request/send`` the emulator takes, besides ``files[N]``,
+#: ``signers[N][...]`` and ``metadata[KEY]``.
+SEND_FIELDS = ("title", "subject", "message", "test_mode")
+#: What the spec allows of metadata (``SignatureRequestSendRequest.metadata``): "up to 10 metadata
+#: keys, with key names up to 40 characters long and values up to 1000 characters long".
+MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 10, 40, 1000
+#: ``title``'s ``maxLength`` in the spec.
+MAX_TITLE_CHARS = 255
+_FILE = re.compile(r"files\[(\d+)\]")
+_SIGNER = re.compile(r"signers\[(\d+)\]\[(name|email_address)\]")
+_METADATA = re.compile(r"metadata\[([^\[\]]+)\]")
+
+
+class _SendForm:
+    """The fields of one send call, checked as they are added."""
+
+    def __init__(self) -> None:
+        self.files: dict[int, Any] = {}
+        self.signers: dict[int, dict[str, str]] = {}
+        self.metadata: dict[str, str] = {}
+        self.plain: dict[str, str] = {}
+        self.unsupported: list[str] = []
+
+    def add(self, name: str, value: Any) -> None:
+        is_file = getattr(value, "filename", None) is not None
+        if (match := _FILE.fullmatch(name)) and is_file:
+            self.files[int(match.group(1))] = value
+        elif is_file:
+            raise ApiError(400, f"{name} is not a file field.", path=name)
+        elif match := _SIGNER.fullmatch(name):
+            self.signers.setdefault(int(match.group(1)), {})[match.group(2)] = str(value)
+        elif match := _METADATA.fullmatch(name):
+            self.metadata[match.group(1)] = str(value)
+        elif name in SEND_FIELDS:
+            self.plain[name] = str(value)
+        else:
+            self.unsupported.append(name)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The fields of the stored request (as :func:`_build_body` takes them), once all are checked."""
+        if self.unsupported:
+            # Undocumented (send fields the emulator does not support): Dropbox Sign takes many more
+            # (file_urls, cc_email_addresses, form fields...); the emulator refuses them by name rather
+            # than ignore what a test relies on.
+            names = ", ".join(sorted(set(self.unsupported)))
+            message = f"The emulator does not support these signature_request/send field(s): {names}."
+            raise ApiError(400, message, path=sorted(self.unsupported)[0])
+        # The spec: "This endpoint requires either files or file_urls[], but not both", and either
+        # signers or grouped_signers.
+        # Undocumented (the wording of send's 400s): the messages.
+        if not self.files:
+            raise ApiError(400, "files[0] is required: upload at least one file.", path="files")
+        if not self.signers:
+            raise ApiError(400, "signers[0] is required: name at least one signer.", path="signers")
+        signers = []
+        for index in sorted(self.signers):
+            signer = self.signers[index]
+            for part in ("name", "email_address"):
+                if not signer.get(part, "").strip():
+                    raise ApiError(
+                        400, f"signers[{index}][{part}] is required.", path=f"signers[{index}][{part}]"
+                    )
+            if "@" not in signer["email_address"]:
+                path = f"signers[{index}][email_address]"
+                raise ApiError(400, f"{path} {signer['email_address']!r} is not an email address.", path=path)
+            signers.append((signer["name"], signer["email_address"]))
+        if len(self.metadata) > MAX_METADATA_KEYS:
+            raise ApiError(400, f"metadata may have at most {MAX_METADATA_KEYS} keys.", path="metadata")
+        for key, value in self.metadata.items():
+            if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+                raise ApiError(400, f"metadata[{key[:50]}] is too long.", path=f"metadata[{key[:50]}]")
+        title = self.plain.get("title", "")
+        if len(title) > MAX_TITLE_CHARS:
+            raise ApiError(400, f"title may have at most {MAX_TITLE_CHARS} characters.", path="title")
+        test_mode = self.plain.get("test_mode", "0").lower()
+        if test_mode not in ("0", "1", "true", "false"):
+            raise ApiError(400, f"test_mode {test_mode!r} is not a boolean.", path="test_mode")
+        fields: dict[str, Any] = {
+            "signers": signers,
+            "metadata": self.metadata,
+            "test_mode": test_mode in ("1", "true"),
+            # The spec's default title is the first file's name.
+            # Undocumented (send's default subject and message): the title, the emulator's usual message.
+            "title": title or self.files[min(self.files)].filename,
+        }
+        for name in ("subject", "message"):
+            if name in self.plain:
+                fields[name] = self.plain[name]
+        return fields
 
 
 def received(record: Record, account_email: str) -> bool:
