@@ -453,15 +453,20 @@ def test_put_account_sets_the_callback_url_as_dropbox_sign_does(
     assert updated.status_code == 200, updated.text
     assert updated.json() == requests.get(account, auth=(KEY, ""), timeout=10).json()
     assert updated.json()["account"]["callback_url"] == receiver.url == emulator.callback_url
+    # Setting the URL sends a callback_test to it first, as Dropbox Sign does.
+    test = receiver.wait_for(1)[0].payload()
+    assert test["event"]["event_type"] == "callback_test"
+    assert_signed_by(test, KEY)
     emulator.decline(emulator.create_signature_request()["signature_request_id"])
-    assert receiver.wait_for(1)[0].payload()["event"]["event_type"] == "signature_request_declined"
+    assert receiver.wait_for(2)[1].payload()["event"]["event_type"] == "signature_request_declined"
 
+    # Removing it sends nothing, not even a callback_test.
     form = requests.put(account, data={"callback_url": "", "locale": "fr-FR"}, auth=(KEY, ""), timeout=10)
     assert form.status_code == 200, form.text
     assert (form.json()["account"]["callback_url"], form.json()["account"]["locale"]) == (None, "fr-FR")
     emulator.decline(emulator.create_signature_request()["signature_request_id"])
     time.sleep(0.3)
-    assert len(receiver.received) == 1
+    assert len(receiver.received) == 2
 
 
 @pytest.mark.parametrize(
@@ -598,10 +603,9 @@ def test_delivery_resolves_localhost_and_never_leaves_loopback(
     outside = make_receiver(host=remote_address)
     opt_in = {"allow_remote_callbacks": True} if opted_in else {}
     emulator = make_emulator(callback_max_attempts=2, **opt_in)
-    account = f"{emulator.base_url}/account"
-    url = f"http://localhost:{outside.port}/callback"
-    assert requests.put(account, json={"callback_url": url}, auth=(KEY, ""), timeout=10).ok
-    # Accepted as localhost; by delivery time the name resolves beyond loopback.
+    # Accepted as localhost (set directly: PUT /account would send its callback_test at once);
+    # by delivery time the name resolves beyond loopback.
+    emulator.callback_url = f"http://localhost:{outside.port}/callback"
     localhost_is(remote_address)
     emulator.send_callback_test()
     if opted_in:

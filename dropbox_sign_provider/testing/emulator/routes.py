@@ -269,6 +269,9 @@ class Api:
                 self.state.set_callback_url(url or None)
             except ValueError as exc:
                 raise ApiError(400, f"{exc}.", path="callback_url") from None
+            # As Dropbox Sign does, to check the new URL: a callback_test event.
+            if url:
+                self.state.send_callback_test()
         if locale is not None:
             settings.locale = locale
 
