@@ -57,8 +57,8 @@ with DAG(
             maxItems=MAX_IDS,
             uniqueItems=True,
             title="Signature request ids",
-            description="One id per line: 16 to 64 lowercase hex characters each, "
-            "e.g. fa5c8a0b0f492d768749333ad6fcc214c111e967. Cancellation cannot be undone.",
+            description=f"One id per line, at most {MAX_IDS}: 16 to 64 lowercase hex characters "
+            "each, e.g. fa5c8a0b0f492d768749333ad6fcc214c111e967. Cancellation cannot be undone.",
         ),
         "require_approval": Param(
             True,

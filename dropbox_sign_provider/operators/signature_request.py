@@ -546,7 +546,8 @@ class ListSignatureRequestsOperator(BaseOperator):
     it only previews. A cancel step refuses ids added to a signed selection, whatever an XCom says.
 
     More than ``max_cancellations`` selected (the deployment's ``[dropbox_sign] max_cancellations``
-    at most): with ``over_cap="fail"`` this task fails before anything is cancelled; with
+    at most): with ``over_cap="fail"`` this task fails before anything is cancelled (a run that
+    cancels nothing, dry or not armed, lists what it found instead, with a warning); with
     ``"ask"`` the selection requires a person's Approve.
 
     Returns (XCom) the list of batches; XCom ``report``: the search sent, how many requests were
@@ -691,19 +692,24 @@ class ListSignatureRequestsOperator(BaseOperator):
         self.log.info(
             "%d requests listed, %d selected, left alone: %s", count, len(chosen), _counted(left) or "none"
         )
-        if over and self.over_cap != "ask":
-            raise AirflowFailException(
-                f"Selected {len(chosen)} signature requests to cancel, more than max_cancellations={cap}. "
-                f"Nothing was cancelled. Check the search ({search!r}) with a dry run, raise "
-                f"max_cancellations (up to [dropbox_sign] max_cancellations={policy.max_cancellations}), "
-                "or ask for approval with over_cap='ask'."
-            )
         why = (
             "dry run: this run cancels nothing"
             if dry_run
             # A person approves everything this step selects: that Approve stands in for arming.
             else policy.why_unarmed(Variable.get(DISARM_VARIABLE, default=None), approved=ask_always)
         )
+        if over and self.over_cap != "ask":
+            over_cap = (
+                f"Selected {len(chosen)} signature requests to cancel, more than max_cancellations={cap}."
+            )
+            if why is None:
+                raise AirflowFailException(
+                    f"{over_cap} Nothing was cancelled. Check the search ({search!r}) with a dry run, "
+                    f"raise max_cancellations (up to [dropbox_sign] max_cancellations="
+                    f"{policy.max_cancellations}), or ask for approval with over_cap='ask'."
+                )
+            # A run that cancels nothing lists what it found: what to check before raising the cap.
+            self.log.warning("%s A run that may cancel would fail here; this one only lists them.", over_cap)
         if why is not None:
             self.log.warning("%s", why)
         max_map_length = conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)

@@ -235,3 +235,27 @@ def test_a_run_that_cancels_nothing_asks_nobody_over_the_cap(
     assert report["decision"]["asked"] is False
     assert report["decision"]["said"] == "nobody was asked, as this run cancels nothing"
     assert report["why"].startswith("dry run" if dry_run else "NOT ARMED")
+
+
+@pytest.mark.parametrize(
+    ("arming", "dry_run"), [(None, False), ("True", True)], ids=["unarmed", "armed-dry-run"]
+)
+def test_a_run_that_cancels_nothing_lists_what_it_found_over_the_cap_instead_of_failing(
+    stale: Stale,
+    monkeypatch: pytest.MonkeyPatch,
+    cleanup_dag: Any,
+    arming: str | None,
+    dry_run: bool,
+) -> None:
+    if arming is not None:
+        monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", arming)
+
+    dag_run = cleanup_dag.test(run_conf={"max_cancellations": CAP, "over_cap": "fail", "dry_run": dry_run})
+
+    # What to check before raising the cap is what it lists: failing would show nothing.
+    assert dag_run.state == "success", task_states(dag_run)
+    assert [entry for entry in stale.emulator.requests_log if entry.method == "POST"] == []
+    report = xcom_of(dag_run, "report")
+    assert report["dry_run"] is True
+    assert report["outcomes"] == dict.fromkeys(stale.ids, "would_cancel")
+    assert report["listed"]["selected"] == len(stale.ids) > report["listed"]["cap"] == CAP
