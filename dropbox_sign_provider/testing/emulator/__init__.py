@@ -113,11 +113,12 @@ One module per concern; only the names below are the public interface.
 - :mod:`.core`: :class:`DropboxSignEmulator` (its settings and the methods a test calls);
 - :mod:`.server`: serving, in a thread of its own or in the caller's loop, and the work done
   while serving;
-- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.routes`: the aiohttp application, ``/v3``, ``/oauth/token`` and ``/_emulator/``;
 - :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
 - :mod:`.bulk_send`: the bulk send jobs, the requests each sent, and the calls that list them;
 - :mod:`.store`: the signature requests, their states and transitions;
 - :mod:`.rate`: the rate-limit windows;
+- :mod:`.oauth`: registered API apps, their refresh and access tokens, rotation and revocation;
 - :mod:`.faults`: API faults, :class:`OddAnswer` and delivery faults;
 - :mod:`.query`: the search ``query`` of the list call;
 - :mod:`.callbacks`: events, their delivery, retries and attempts;
@@ -131,7 +132,7 @@ Choices where the documentation is silent
 Where Dropbox Sign's public documentation is silent, the emulator makes a choice rather than
 pretending to know. Code under test should not depend on these answers. Each is marked
 ``Undocumented (<topic>)`` in the module that makes it (:mod:`.store`, :mod:`.query`,
-:mod:`.routes`, :mod:`.bulk_send`, :mod:`.access`):
+:mod:`.routes`, :mod:`.bulk_send`, :mod:`.access`, :mod:`.oauth`):
 
 - *a password with the key*: HTTP Basic with a non-empty password is accepted; the key is the
   user name either way.
@@ -162,6 +163,15 @@ pretending to know. Code under test should not depend on these answers. Each is 
   ``callback_url`` and ``locale`` answers 400 ``bad_request`` naming it, rather than ignoring it.
 - *an empty callback_url*: ``PUT /account`` with ``callback_url`` ``""`` removes the URL; no event
   is sent until another is set.
+- *a wrong client secret*: a refresh with an unknown ``client_id`` or a wrong ``client_secret``
+  answers 401 ``invalid_client`` (RFC 6749's name) in the API's error envelope.
+- *a revoked, unknown or superseded refresh token*: 400 ``invalid_grant`` in the error envelope;
+  whether a refresh token replaced by rotation still works is a setting
+  (``superseded_refresh_tokens_work``), as Dropbox Sign does not say.
+- *expires_in*: seconds from now (the spec's example and RFC 6749), though its description
+  mentions epoch time.
+- *the token endpoint's rate limit*: its answers carry no rate-limit headers and spend none of the
+  API's budget.
 """
 
 from __future__ import annotations
