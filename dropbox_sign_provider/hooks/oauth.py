@@ -19,6 +19,7 @@ more when another process has rotated it meanwhile.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 import threading
@@ -118,6 +119,10 @@ class TokenKeeper:
         self.current: AccessToken | None = None
         # The newest refresh token this process got from a refresh (None: none rotated here).
         self.latest_refresh_token: str | None = None
+        # A refusal that no retry can change, and the refresh token it refused: raised again at
+        # once while that token is still the newest, so that a run of a thousand ids fails fast
+        # instead of asking the token endpoint (and waiting for the Variable) once per id.
+        self._refused: tuple[str, DropboxSignOAuthError] | None = None
         #: refreshes this process made (answered 200), for the task log and the tests' figures
         self.refreshes = 0
         #: held by a thread that refreshes, so that the others wait and reuse its token
@@ -144,8 +149,18 @@ class TokenKeeper:
         Begin a refresh with the newest refresh token known: the Variable's (``stored``, what
         another process may have rotated to), else the one this process rotated to, else the
         connection's.
+
+        :raises DropboxSignOAuthError: the refusal of that very refresh token, again.
         """
-        return RefreshAttempt(self, stored or self.latest_refresh_token or self.app.refresh_token, rng)
+        refresh_token = stored or self.latest_refresh_token or self.app.refresh_token
+        if self._refused is not None and self._refused[0] == refresh_token:
+            raise copy.copy(self._refused[1])  # a fresh one: each raise adds to its traceback
+        return RefreshAttempt(self, refresh_token, rng)
+
+    def refused(self, refresh_token: str, error: DropboxSignOAuthError) -> DropboxSignOAuthError:
+        """Remember a final refusal of ``refresh_token``; returns ``error`` to raise."""
+        self._refused = (refresh_token, error)
+        return error
 
 
 class RefreshAttempt:
@@ -185,14 +200,17 @@ class RefreshAttempt:
             return self._refreshed(body, now)
         name = _error_name(body)
         if name == "invalid_client" or (status == 401 and name != "invalid_grant"):
-            raise DropboxSignOAuthClientError(
-                status,
-                name or "invalid_client",
-                f"connection {self._keeper.conn_id!r}: Dropbox Sign refused the API app's client_id "
-                "or client_secret; check both in the connection against the app's settings on "
-                "Dropbox Sign",
-                method=self.method,
-                path=self.path,
+            raise self._keeper.refused(
+                self.refresh_token,
+                DropboxSignOAuthClientError(
+                    status,
+                    name or "invalid_client",
+                    f"connection {self._keeper.conn_id!r}: Dropbox Sign refused the API app's client_id "
+                    "or client_secret; check both in the connection against the app's settings on "
+                    "Dropbox Sign",
+                    method=self.method,
+                    path=self.path,
+                ),
             )
         if name == "invalid_grant":
             if not self._reread:
@@ -259,16 +277,19 @@ class RefreshAttempt:
         self._retries += 1
         return Retry(delay=delay)
 
-    def _refresh_token_refused(self, status: int, name: str) -> DropboxSignRefreshTokenError:
+    def _refresh_token_refused(self, status: int, name: str) -> DropboxSignOAuthError:
         conn_id = self._keeper.conn_id
-        return DropboxSignRefreshTokenError(
-            status,
-            name,
-            f"connection {conn_id!r}: Dropbox Sign refused the refresh token (revoked, unknown or "
-            "replaced); authorize the app again and put its new refresh token in the connection, "
-            f"then delete the Variable {refresh_token_variable(conn_id)}",
-            method=self.method,
-            path=self.path,
+        return self._keeper.refused(
+            self.refresh_token,
+            DropboxSignRefreshTokenError(
+                status,
+                name,
+                f"connection {conn_id!r}: Dropbox Sign refused the refresh token (revoked, unknown or "
+                "replaced); authorize the app again and put its new refresh token in the connection, "
+                f"then delete the Variable {refresh_token_variable(conn_id)}",
+                method=self.method,
+                path=self.path,
+            ),
         )
 
     def _refreshed(self, body: bytes, now: float) -> Refreshed:
