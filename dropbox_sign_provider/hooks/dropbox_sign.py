@@ -233,8 +233,6 @@ class DropboxSignHook(_DropboxSignBaseHook):
         session = self.get_conn()
         call = self._call(self.settings, method, path, deadline)
         keeper = self._keeper(self.settings)
-        if keeper is not None:
-            call.access_token = self._access_token(keeper)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -243,6 +241,9 @@ class DropboxSignHook(_DropboxSignBaseHook):
             try:
                 if wait > 0:
                     time.sleep(wait)
+                if keeper is not None:
+                    # After the wait for the rate limit, which may outlast the token.
+                    call.access_token = self._access_token(keeper)
                 call.check_deadline()
                 reply = _send_with_requests(session, call, params, self.settings.timeout)
             except BaseException as failure:
@@ -255,7 +256,6 @@ class DropboxSignHook(_DropboxSignBaseHook):
                     if keeper is None or call.access_token is None or not call.reauthorize():
                         raise
                     keeper.rejected(call.access_token)
-                    call.access_token = self._access_token(keeper)
                     continue
             time.sleep(call.retry_wait())
 
@@ -498,8 +498,6 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
         settings = await self.get_settings()
         call = self._call(settings, method, path, deadline)
         keeper = self._keeper(settings)
-        if keeper is not None:
-            call.access_token = await self._access_token(keeper)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -508,6 +506,8 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
             try:
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if keeper is not None:
+                    call.access_token = await self._access_token(keeper)
                 call.check_deadline()
                 reply = await _send_with_aiohttp(session, call, params)
             except BaseException as failure:  # cancelled too: the trigger was stopped
@@ -520,7 +520,6 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
                     if keeper is None or call.access_token is None or not call.reauthorize():
                         raise
                     keeper.rejected(call.access_token)
-                    call.access_token = await self._access_token(keeper)
                     continue
             await asyncio.sleep(call.retry_wait())
 
