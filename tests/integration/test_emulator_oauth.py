@@ -87,6 +87,12 @@ def test_admin_calls_grant_and_revoke(make_emulator: Callable[..., DropboxSignEm
     revoke = requests.post(f"{emu.admin_url}/oauth/revoke", json={"refresh_token": refresh_token}, timeout=10)
     assert revoke.json() == {"revoked": True}
     assert refresh(emu, refresh_token).status_code == 400
+    refreshes = requests.get(f"{emu.admin_url}/oauth/refreshes", timeout=10).json()
+    assert [(r["status"], r["error_name"], r["rotated"]) for r in refreshes] == [
+        (200, "", False),
+        (200, "", False),
+        (400, "invalid_grant", False),
+    ]
     # A form body, as Dropbox Sign's cURL sample sends, reads the same; the code exchange is not served.
     form = requests.post(f"{emu.oauth_token_url}?refresh", data={"grant_type": "refresh_token"}, timeout=10)
     assert form.json()["error"]["error_name"] == "invalid_client"

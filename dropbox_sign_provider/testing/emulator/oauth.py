@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dropbox_sign_provider.testing.emulator import clock
 from dropbox_sign_provider.testing.emulator.access import same_secret
@@ -33,8 +33,7 @@ class _Grant:
     revoked: bool = False
 
 
-@dataclass(frozen=True)
-class TokenRefresh:
+class TokenRefresh(NamedTuple):
     """
     One ``POST /oauth/token?refresh`` as the emulator answered it.
 

@@ -71,6 +71,7 @@ def build_app(state: EmulatorState) -> web.Application:
     add("POST", "/_emulator/callback_test", guarded(admin.callback_test))
     add("POST", "/_emulator/oauth/grants", guarded(admin.grant_refresh_token))
     add("POST", "/_emulator/oauth/revoke", guarded(admin.revoke_refresh_token))
+    add("GET", "/_emulator/oauth/refreshes", guarded(admin.token_refreshes))
     return app
 
 
@@ -343,6 +344,11 @@ class Admin:
         with self.state.lock:
             revoked = self.state.oauth.revoke(str((fields or {}).get("refresh_token") or ""))
         return web.json_response({"revoked": revoked})
+
+    async def token_refreshes(self, request: web.Request) -> web.Response:
+        with self.state.lock:
+            refreshes = [refresh._asdict() for refresh in self.state.oauth.refreshes]
+        return web.json_response(refreshes)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
