@@ -184,7 +184,9 @@ class DropboxSignHook(_DropboxSignBaseHook):
     Every call waits for room in the account's rate limit (shared by all hooks of this process that
     use the same credentials and learnt from the API's ``X-RateLimit-*`` headers), is retried on
     429, 5xx and connection errors, and raises a typed
-    :class:`~dropbox_sign_provider.exceptions.DropboxSignError` otherwise.
+    :class:`~dropbox_sign_provider.exceptions.DropboxSignError` otherwise. On an API app's
+    connection it goes out with an OAuth access token refreshed as it expires
+    (:mod:`dropbox_sign_provider.hooks.oauth`), and is sent once more after a refresh on a 401.
 
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection to use.
     :param retry_policy: how calls are retried and how long they may wait for the rate limit

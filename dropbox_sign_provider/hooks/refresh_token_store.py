@@ -44,7 +44,13 @@ def read_refresh_token(conn_id: str, log: Logger) -> str | None:
     except Exception as exc:  # a secrets backend or database that refuses: refresh with what we hold
         log.warning("Dropbox Sign: the Variable %s could not be read (%s)", key, type(exc).__name__)
         return None
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    from airflow.sdk.log import mask_secret
+
+    # The Task SDK masks a Variable whose name says "token"; the metadata database's reader may not.
+    mask_secret(value.strip())
+    return value.strip()
 
 
 def write_refresh_token(conn_id: str, refresh_token: str, log: Logger) -> bool:
