@@ -24,7 +24,7 @@ help:
 	@echo "make bench-growth - how cost grows with triggers and poll interval (docs/bench-growth.json, plots)"
 	@echo "make chaos  - the large fault-matrix run"
 	@echo "make e2e    - end to end on a real Airflow deployment, driven in Chromium; then what two users can tamper with"
-	@echo "make e2e-distributed - Postgres, Redis, CeleryExecutor, 2 workers, 2 triggerers, with faults"
+	@echo "make e2e-distributed - Postgres, Redis, CeleryExecutor, 2 workers, 2 triggerers, with faults; then again on an OAuth API app"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -93,6 +93,7 @@ e2e: venv /usr/bin/chromium
 e2e-distributed: venv
 	$(UV) sync --frozen --python $(PYTHON) --group distributed
 	$(BIN)/python -m tests.e2e.distributed.run
+	$(BIN)/python -m tests.e2e.distributed.run --oauth
 
 clean:
 	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 DEFAULT_HOST = "https://api.hellosign.com"
+#: Dropbox Sign's token endpoint (``oauthTokenRefresh``'s server, not the API's), unless a connection
+#: names another.
+DEFAULT_OAUTH_TOKEN_URL = "https://app.hellosign.com/oauth/token"  # noqa: S105 - an address
 DEFAULT_CONN_NAME = "dropbox_sign_default"
 #: The connection type of a Dropbox Sign account, and the provider's section of Airflow's configuration.
 CONN_TYPE = CONFIG_SECTION = "dropbox_sign"
@@ -185,7 +188,7 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"password": "API key"},
                     "placeholders": {
                         "host": DEFAULT_HOST,
-                        "password": "Your Dropbox Sign API key (or leave empty and set an access token)",
+                        "password": "Your Dropbox Sign API key (or leave empty: access token, or API app)",
                     },
                 },
                 "conn-fields": {
@@ -193,6 +196,32 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Access token",
                         "description": "OAuth access token, used instead of an API key (sent as Bearer).",
                         "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "client_id": {
+                        "label": "API app client ID",
+                        "description": "An API app's client_id: with its client secret and a refresh "
+                        "token, access tokens are refreshed as they expire (instead of an API key or a "
+                        "fixed access token).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_secret": {
+                        "label": "API app client secret",
+                        "description": "The API app's client_secret (keep the connection in a secrets "
+                        "backend).",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "refresh_token": {
+                        "label": "Refresh token",
+                        "description": "The refresh token the app got when the account authorized it. "
+                        "When Dropbox Sign rotates it, the newest is kept in the Variable "
+                        "dropbox_sign_refresh_token__<conn_id>, which is read first.",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "oauth_token_url": {
+                        "label": "Token endpoint",
+                        "description": f"Where access tokens are refreshed (default "
+                        f"{DEFAULT_OAUTH_TOKEN_URL}).",
+                        "schema": {"type": ["string", "null"], "default": DEFAULT_OAUTH_TOKEN_URL},
                     },
                     "max_requests_per_minute": {
                         "label": "Requests per minute",

@@ -215,6 +215,26 @@ class DropboxSignTLSError(DropboxSignTransportError):
     """
 
 
+class DropboxSignOAuthError(DropboxSignError):
+    """
+    An API app's access token could not be refreshed (``POST /oauth/token?refresh``). Its message
+    names the connection and what to do, never a token or secret. Not retried: transient failures
+    of the token endpoint were retried before it was raised.
+    """
+
+
+class DropboxSignRefreshTokenError(DropboxSignOAuthError):
+    """``invalid_grant``: the refresh token is revoked, unknown or was replaced; authorize the app again."""
+
+
+class DropboxSignOAuthClientError(DropboxSignOAuthError):
+    """``invalid_client``: the connection's ``client_id`` or ``client_secret`` is wrong."""
+
+
+class DropboxSignTokenHostError(DropboxSignOAuthError):
+    """The token endpoint could not be reached, or kept failing, through every retry."""
+
+
 def _subclasses(cls: type[DropboxSignError]) -> list[type[DropboxSignError]]:
     return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
 

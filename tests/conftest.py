@@ -63,6 +63,7 @@ os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 import pytest
 
 from dropbox_sign_provider.hooks.budget import forget_budgets
+from dropbox_sign_provider.hooks.oauth import forget_tokens
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from tests.compat import answer_hitl_requests_in_dag_test, keep_dag_test_execution_apis_alive
 from tests.helpers import (
@@ -96,10 +97,13 @@ def airflow_db() -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_budgets() -> Iterator[None]:
-    # Budgets are process-wide by design; each test starts with an account nobody has used.
+    # Budgets and access tokens are process-wide by design; each test starts with an account and
+    # an API app nobody has used.
     forget_budgets()
+    forget_tokens()
     yield
     forget_budgets()
+    forget_tokens()
 
 
 @pytest.fixture

@@ -129,6 +129,27 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any)
     return conn_id
 
 
+#: The OAuth API app the emulators of the OAuth tests register, and its secret.
+CLIENT_ID = "app-client-0001"
+CLIENT_SECRET = "cs-live-APPSECRET789"
+
+
+def set_oauth_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, emulator: Any, **extra: Any) -> str:
+    """
+    Define ``conn_id`` as an API app's connection to ``emulator`` (which registers
+    :data:`CLIENT_ID`), holding a refresh token the emulator grants now.
+    """
+    refresh_token = emulator.grant_refresh_token(CLIENT_ID)
+    fields = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": refresh_token,
+        "oauth_token_url": emulator.oauth_token_url,
+        **extra,
+    }
+    return set_connection(monkeypatch, conn_id, host=emulator.url, extra=fields)
+
+
 def assert_acknowledged(response: Any) -> None:
     """The answer Dropbox Sign takes as delivered: 200, ``Hello API Event Received``, plain text."""
     assert response.status_code == 200, response.text

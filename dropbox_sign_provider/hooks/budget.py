@@ -386,7 +386,7 @@ def account_budget(settings: ApiSettings) -> AccountBudget:
     process that uses the same credentials; the lowest ``max_requests_per_minute`` of their
     connections holds for all of them.
     """
-    return budget_for(budget_key(settings.base_url, settings.authorization), settings.max_requests_per_minute)
+    return budget_for(budget_key(settings.base_url, settings.credential), settings.max_requests_per_minute)
 
 
 def forget_budgets() -> None:

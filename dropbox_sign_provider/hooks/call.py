@@ -75,6 +75,9 @@ class _Call:
         self.retry_in = 0.0
         #: why the last attempt is retried: status and ``error_name`` (never a header)
         self.retry_reason = ""
+        #: the OAuth access token the next attempt is sent with (an API app's connection only)
+        self.access_token: str | None = None
+        self._may_reauthorize = settings.oauth is not None
 
     def reserve(self) -> tuple[float, bool]:
         """
@@ -229,6 +232,14 @@ class _Call:
             self._rate_limited_since = time.time()
         self._retry_or_raise(refused)
         return None
+
+    def reauthorize(self) -> bool:
+        """
+        After a 401: whether to refresh the access token and send once more (``True`` once per
+        call, for an API app's connection: its token may have expired or been replaced early).
+        """
+        allowed, self._may_reauthorize = self._may_reauthorize, False
+        return allowed
 
     def failed(self, failure: BaseException) -> None:
         """

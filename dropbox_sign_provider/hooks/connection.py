@@ -14,18 +14,38 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from dropbox_sign_provider import (
     DEFAULT_CONN_NAME,
     DEFAULT_HOST,
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    DEFAULT_OAUTH_TOKEN_URL,
     DEFAULT_TIMEOUT_SECONDS,
 )
 from dropbox_sign_provider.cancellation.grants import derive_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """
+    An API app's credentials, as a ``dropbox_sign`` connection holds them (secrets out of ``repr``).
+
+    :param token_url: where tokens are refreshed (without ``?refresh``).
+    :param client_id: the app's client id.
+    :param client_secret: the app's client secret.
+    :param refresh_token: the refresh token the connection holds; a newer one may be in the
+        connection's Variable
+        (:func:`~dropbox_sign_provider.hooks.oauth.refresh_token_variable`).
+    """
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
 
 
 class _WithPassword(Protocol):
@@ -41,10 +61,12 @@ class ApiSettings:
 
     :param conn_id: the connection's id.
     :param base_url: API base URL, ending in ``/v3``.
-    :param authorization: value of the ``Authorization`` header (kept out of ``repr``).
+    :param authorization: value of the ``Authorization`` header (kept out of ``repr``); empty for
+        an API app's connection, whose header carries an access token refreshed as it goes.
     :param timeout: seconds allowed for every HTTP call.
     :param max_requests_per_minute: client-side budget of the account in this process.
     :param verify: TLS verification: ``True``, ``False`` or a CA bundle path.
+    :param oauth: the API app's credentials, for a connection that refreshes its access tokens.
     """
 
     conn_id: str
@@ -53,6 +75,19 @@ class ApiSettings:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
     verify: bool | str = True
+    oauth: OAuthApp | None = None
+
+    @property
+    def credential(self) -> str:
+        """
+        What the connection authenticates with, as one text: the ``Authorization`` header, or an
+        API app's client and connection refresh token. The budget of the account and the grants'
+        signing key derive from it; it is never sent as it is.
+        """
+        if self.oauth is None:
+            return self.authorization
+        app = self.oauth
+        return f"OAuth {app.token_url}\0{app.client_id}\0{app.client_secret}\0{app.refresh_token}"
 
 
 def api_key_from_connection(conn: _WithPassword) -> str:
@@ -120,6 +155,10 @@ def settings_from_connection(conn: Connection, *, named: bool = True) -> ApiSett
     * ``host``: default ``https://api.hellosign.com``; ``/v3`` is added when missing. Plain
       ``http://`` is refused for anything but a loopback address unless extra
       ``allow_insecure_http`` is true: the key would cross the network in clear.
+    * or an API app's extra ``client_id``, ``client_secret`` and ``refresh_token`` (all three),
+      whose access tokens are refreshed at extra ``oauth_token_url`` (default
+      ``https://app.hellosign.com/oauth/token``; plain ``http://`` only on loopback unless
+      ``allow_insecure_http``).
     * extra ``max_requests_per_minute`` (default 100), ``timeout`` (seconds, default 30),
       ``verify`` (TLS verification, default true; or a CA bundle path).
 
@@ -134,50 +173,50 @@ def settings_from_connection(conn: Connection, *, named: bool = True) -> ApiSett
     extra = conn.extra_dejson or {}
     api_key = api_key_from_connection(conn)
     token = str(_extra(extra, "access_token") or "").strip()
+    app_fields = {name: str(_extra(extra, name) or "").strip() for name in _APP_FIELDS}
     if api_key and token:
         raise ValueError(f"{subject} has both an API key (password) and an access_token; set only one")
-    if not api_key and not token:
+    if (api_key or token) and any(app_fields.values()):
+        other = "API key (password)" if api_key else "access_token"
+        raise ValueError(f"{subject} has an API app's fields and an {other}; set only one kind of credential")
+    if not (api_key or token or any(app_fields.values())):
         raise ValueError(
-            f"{subject} has no credentials: set the API key as the password, or the "
-            "access_token extra for OAuth"
+            f"{subject} has no credentials: set the API key as the password, the access_token "
+            "extra, or an API app's client_id, client_secret and refresh_token"
         )
+    oauth = None
     if api_key:
         authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
-    else:
+    elif token:
         authorization = f"Bearer {token}"
+    else:
+        missing = [name for name, value in app_fields.items() if not value]
+        if missing:
+            raise ValueError(
+                f"{subject} is an API app's connection without {', '.join(missing)}: set "
+                "client_id, client_secret and refresh_token"
+            )
+        authorization = ""
+        oauth = OAuthApp(
+            token_url=_token_url(subject, extra),
+            client_id=app_fields["client_id"],
+            client_secret=app_fields["client_secret"],
+            refresh_token=app_fields["refresh_token"],
+        )
 
     host = (conn.host or "").strip() or DEFAULT_HOST
     base_url = host if "://" in host else f"https://{host}"
-    try:
-        parts = urlsplit(base_url)
-        port = parts.port
-    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
-        parts, port = urlsplit(""), -1
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or not _is_host_name(parts.hostname)
-        or port == -1
-        or " " in base_url
-        or not base_url.isprintable()
-        # A query or fragment would end up in the middle of every URL; a user name and password
-        # would be sent in place of the connection's credentials.
-        or parts.query
-        or parts.fragment
-        or "@" in parts.netloc
-    ):
+    parts = _http_url(base_url)
+    if parts is None:
         raise ValueError(
             f"{subject} has host {_without_userinfo(conn.host or '')!r}, which is not an "
             f"http(s) URL such as {DEFAULT_HOST!r}"
         )
     if conn.port and not parts.port:
-        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        hostname = parts.hostname or ""  # _http_url checked there is one
+        hostname = f"[{hostname}]" if ":" in hostname else hostname
         base_url = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
-    if (
-        parts.scheme == "http"
-        and not _is_loopback(parts.hostname)
-        and not _as_bool(_extra(extra, "allow_insecure_http"))
-    ):
+    if _in_clear(parts, extra):
         raise ValueError(
             f"{subject} uses plain http:// to {parts.hostname!r}, which would send the "
             "credentials in clear; use https://, or set the extra allow_insecure_http to true"
@@ -198,6 +237,59 @@ def settings_from_connection(conn: Connection, *, named: bool = True) -> ApiSett
             DEFAULT_MAX_REQUESTS_PER_MINUTE,
         ),
         verify=_verify(extra),
+        oauth=oauth,
+    )
+
+
+_APP_FIELDS = ("client_id", "client_secret", "refresh_token")
+
+
+def _token_url(subject: str, extra: Mapping[str, Any]) -> str:
+    # The token endpoint is on another host than the API (app.hellosign.com): checked as the host is.
+    url = str(_extra(extra, "oauth_token_url") or "").strip() or DEFAULT_OAUTH_TOKEN_URL
+    parts = _http_url(url)
+    if parts is None:
+        raise ValueError(
+            f"{subject} has oauth_token_url {_without_userinfo(url)!r}, which is not an http(s) URL "
+            f"such as {DEFAULT_OAUTH_TOKEN_URL!r}"
+        )
+    if _in_clear(parts, extra):
+        raise ValueError(
+            f"{subject} has oauth_token_url on plain http:// to {parts.hostname!r}, which would send "
+            "the client secret in clear; use https://, or set the extra allow_insecure_http to true"
+        )
+    return url.rstrip("/")
+
+
+def _http_url(url: str) -> SplitResult | None:
+    """The parts of an http(s) URL both HTTP clients can send to, else ``None``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number or out of range
+    except ValueError:  # or an unclosed IPv6 bracket
+        return None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not _is_host_name(parts.hostname)
+        or " " in url
+        or not url.isprintable()
+        # A query or fragment would end up in the middle of every URL; a user name and password
+        # would be sent in place of the connection's credentials.
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        return None
+    return parts
+
+
+def _in_clear(parts: SplitResult, extra: Mapping[str, Any]) -> bool:
+    # Plain http:// beyond loopback sends the credentials in clear, unless the connection says so.
+    return (
+        parts.scheme == "http"
+        and not _is_loopback(parts.hostname or "")
+        and not _as_bool(_extra(extra, "allow_insecure_http"))
     )
 
 
@@ -234,6 +326,9 @@ def _secrets_of(settings: ApiSettings) -> tuple[str, ...]:
     # What is sent, as it is sent: the whole header, the credential in it and, for HTTP Basic, the
     # API key itself. Airflow masks the connection's password and access_token as it reads them,
     # but as they were stored: with the surrounding whitespace that is stripped before sending.
+    if settings.oauth is not None:
+        # The access tokens are masked as each refresh answers them.
+        return settings.oauth.client_secret, settings.oauth.refresh_token
     scheme, credential = settings.authorization.split(" ", 1)
     if scheme == "Basic":
         api_key = base64.b64decode(credential).decode().removesuffix(":")
@@ -253,4 +348,4 @@ def grant_key(conn_id: str = DEFAULT_CONN_NAME) -> bytes:
     # Imported here: DAG files import the modules that import this one.
     from airflow.sdk import BaseHook
 
-    return derive_key(settings_from_connection(BaseHook.get_connection(conn_id)).authorization, conn_id)
+    return derive_key(settings_from_connection(BaseHook.get_connection(conn_id)).credential, conn_id)

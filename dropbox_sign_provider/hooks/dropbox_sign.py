@@ -24,11 +24,22 @@ from airflow.sdk import BaseHook
 
 from dropbox_sign_provider import CONN_TYPE, DEFAULT_CONN_NAME
 from dropbox_sign_provider.cancellation.ids import validate_bulk_send_job_id, validate_signature_request_id
-from dropbox_sign_provider.exceptions import DropboxSignError, DropboxSignResponseError
+from dropbox_sign_provider.exceptions import (
+    DropboxSignError,
+    DropboxSignResponseError,
+    DropboxSignUnauthorizedError,
+)
 from dropbox_sign_provider.hooks.call import _Call
 from dropbox_sign_provider.hooks.connection import ApiSettings, _secrets_of, settings_from_connection
+from dropbox_sign_provider.hooks.oauth import Refreshed, Retry, TokenKeeper, secrets_of, token_keeper
 from dropbox_sign_provider.hooks.policy import RetryPolicy
-from dropbox_sign_provider.hooks.transport import _send_with_aiohttp, _send_with_requests
+from dropbox_sign_provider.hooks.refresh_token_store import read_refresh_token, write_refresh_token
+from dropbox_sign_provider.hooks.transport import (
+    _refresh_with_aiohttp,
+    _refresh_with_requests,
+    _send_with_aiohttp,
+    _send_with_requests,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -136,6 +147,32 @@ class _DropboxSignBaseHook(BaseHook):
     def _call(self, settings: ApiSettings, method: str, path: str, deadline: float | None) -> _Call:
         return _Call(settings, self.retry_policy, self._rng, method, path, deadline, self.log)
 
+    def _keeper(self, settings: ApiSettings) -> TokenKeeper | None:
+        """The access token keeper of an API app's connection (``None`` for a key or a fixed token)."""
+        if settings.oauth is None:
+            return None
+        return token_keeper(settings.conn_id, settings.oauth, self.retry_policy)
+
+    def _log_refresh(self, keeper: TokenKeeper, refreshed: Refreshed) -> None:
+        self.log.info(
+            "Dropbox Sign: connection %r refreshed its OAuth access token (%d refreshes in this process)%s",
+            keeper.conn_id,
+            keeper.refreshes,
+            "; the refresh token was rotated" if refreshed.rotated else "",
+        )
+
+    def _untested_app(self, settings: ApiSettings) -> tuple[bool, str] | None:
+        # A refresh may rotate the app's refresh token, and the Test button checks a form under a
+        # temporary id: the rotated token would be kept for that id, and the saved connection's
+        # refused wherever Dropbox Sign stops honouring the one it replaced.
+        if settings.oauth is None:
+            return None
+        return False, (
+            "This connection's API app fields are well-formed. It was not tested against Dropbox "
+            "Sign: a refresh may rotate the app's refresh token. Run a task (or airflow connections "
+            "test) with the saved connection to check it"
+        )
+
 
 # --- the sync hook ------------------------------------------------------------------------------
 
@@ -147,7 +184,9 @@ class DropboxSignHook(_DropboxSignBaseHook):
     Every call waits for room in the account's rate limit (shared by all hooks of this process that
     use the same credentials and learnt from the API's ``X-RateLimit-*`` headers), is retried on
     429, 5xx and connection errors, and raises a typed
-    :class:`~dropbox_sign_provider.exceptions.DropboxSignError` otherwise.
+    :class:`~dropbox_sign_provider.exceptions.DropboxSignError` otherwise. On an API app's
+    connection it goes out with an OAuth access token refreshed as it expires
+    (:mod:`dropbox_sign_provider.hooks.oauth`), and is sent once more after a refresh on a 401.
 
     :param dropbox_sign_conn_id: the ``dropbox_sign`` connection to use.
     :param retry_policy: how calls are retried and how long they may wait for the rate limit
@@ -185,7 +224,8 @@ class DropboxSignHook(_DropboxSignBaseHook):
         if self._session is None:
             settings = self.settings
             session = requests.Session()
-            session.headers["Authorization"] = settings.authorization
+            if settings.authorization:
+                session.headers["Authorization"] = settings.authorization
             session.headers["Accept"] = "application/json"
             session.verify = settings.verify
             self._session = session
@@ -194,6 +234,7 @@ class DropboxSignHook(_DropboxSignBaseHook):
     def _request(self, method: str, path: str, params: Query = None, deadline: Deadline = None) -> Json:
         session = self.get_conn()
         call = self._call(self.settings, method, path, deadline)
+        keeper = self._keeper(self.settings)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -202,14 +243,56 @@ class DropboxSignHook(_DropboxSignBaseHook):
             try:
                 if wait > 0:
                     time.sleep(wait)
+                if keeper is not None:
+                    # After the wait for the rate limit, which may outlast the token.
+                    call.access_token = self._access_token(keeper)
                 call.check_deadline()
                 reply = _send_with_requests(session, call, params, self.settings.timeout)
             except BaseException as failure:
                 call.failed(failure)
             else:
-                if (result := call.answered(*reply)) is not None:
-                    return result
+                try:
+                    if (result := call.answered(*reply)) is not None:
+                        return result
+                except DropboxSignUnauthorizedError:
+                    if keeper is None or call.access_token is None or not call.reauthorize():
+                        raise
+                    keeper.rejected(call.access_token)
+                    continue
             time.sleep(call.retry_wait())
+
+    def _access_token(self, keeper: TokenKeeper) -> str:
+        """An access token a call may leave with: the process's, or a new one refreshed here."""
+        if (token := keeper.usable(time.time())) is not None:
+            return token
+        with keeper.lock:
+            # Another thread may have refreshed while this one waited for the lock.
+            if (token := keeper.usable(time.time())) is not None:
+                return token
+            attempt = keeper.start(read_refresh_token(keeper.conn_id, self.log), self._rng)
+            while True:
+                try:
+                    status, body = _refresh_with_requests(self.get_conn(), attempt, self.settings.timeout)
+                except DropboxSignError as failure:
+                    step: Refreshed | Retry = attempt.failed(failure)
+                else:
+                    step = attempt.answered(status, body, time.time())
+                if isinstance(step, Refreshed):
+                    break
+                wait: Retry | None = step
+                while wait is not None:
+                    time.sleep(wait.delay)
+                    wait = (
+                        attempt.newer(read_refresh_token(keeper.conn_id, self.log)) if wait.reread else None
+                    )
+            from airflow.sdk.log import mask_secret
+
+            for secret in secrets_of(step):
+                mask_secret(secret)
+            if step.rotated:
+                write_refresh_token(keeper.conn_id, step.rotated, self.log)
+            self._log_refresh(keeper, step)
+            return step.token.value
 
     def get_account(self) -> dict[str, Any]:
         """The account the credentials belong to (``GET /account``): a cheap proof that they work."""
@@ -322,7 +405,8 @@ class DropboxSignHook(_DropboxSignBaseHook):
         reported of "This connection", never of that id.
         """
         try:
-            self._read_settings(named=False)
+            if (untested := self._untested_app(self._read_settings(named=False))) is not None:
+                return untested
             account = self.get_account()
         except (DropboxSignError, ValueError) as exc:
             return False, str(exc)
@@ -386,9 +470,12 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
                 ssl = ssl_module.create_default_context(cafile=settings.verify)
             elif settings.verify is False:
                 ssl = False
+            headers = {"Accept": "application/json"}
+            if settings.authorization:
+                headers["Authorization"] = settings.authorization
             shared = sessions[settings] = _SharedSession(
                 aiohttp.ClientSession(
-                    headers={"Authorization": settings.authorization, "Accept": "application/json"},
+                    headers=headers,
                     timeout=aiohttp.ClientTimeout(total=settings.timeout),
                     connector=aiohttp.TCPConnector(ssl=ssl, limit=100),
                 ),
@@ -410,7 +497,9 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
 
     async def _request(self, method: str, path: str, params: Query = None, deadline: Deadline = None) -> Json:
         session = await self.get_session()
-        call = self._call(await self.get_settings(), method, path, deadline)
+        settings = await self.get_settings()
+        call = self._call(settings, method, path, deadline)
+        keeper = self._keeper(settings)
         while True:
             wait, claimed = call.reserve()
             if not claimed:
@@ -419,14 +508,59 @@ class DropboxSignAsyncHook(_DropboxSignBaseHook):
             try:
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if keeper is not None:
+                    call.access_token = await self._access_token(keeper)
                 call.check_deadline()
                 reply = await _send_with_aiohttp(session, call, params)
             except BaseException as failure:  # cancelled too: the trigger was stopped
                 call.failed(failure)
             else:
-                if (result := call.answered(*reply)) is not None:
-                    return result
+                try:
+                    if (result := call.answered(*reply)) is not None:
+                        return result
+                except DropboxSignUnauthorizedError:
+                    if keeper is None or call.access_token is None or not call.reauthorize():
+                        raise
+                    keeper.rejected(call.access_token)
+                    continue
             await asyncio.sleep(call.retry_wait())
+
+    async def _access_token(self, keeper: TokenKeeper) -> str:
+        """Async :meth:`DropboxSignHook._access_token`: one trigger of the loop refreshes, the rest reuse."""
+        if (token := keeper.usable(time.time())) is not None:
+            return token
+        from asgiref.sync import sync_to_async
+
+        from dropbox_sign_provider.version_compat import amask_secret
+
+        # Variables are read and written through the Task SDK's blocking calls: off the event loop.
+        read = sync_to_async(read_refresh_token, thread_sensitive=False)
+        async with keeper.async_lock():
+            if (token := keeper.usable(time.time())) is not None:
+                return token
+            attempt = keeper.start(await read(keeper.conn_id, self.log), self._rng)
+            session = await self.get_session()
+            while True:
+                try:
+                    status, body = await _refresh_with_aiohttp(session, attempt)
+                except DropboxSignError as failure:
+                    step: Refreshed | Retry = attempt.failed(failure)
+                else:
+                    step = attempt.answered(status, body, time.time())
+                if isinstance(step, Refreshed):
+                    break
+                wait: Retry | None = step
+                while wait is not None:
+                    await asyncio.sleep(wait.delay)
+                    wait = attempt.newer(await read(keeper.conn_id, self.log)) if wait.reread else None
+            for secret in secrets_of(step):
+                await amask_secret(secret)
+            if step.rotated:
+                await sync_to_async(write_refresh_token, thread_sensitive=False)(
+                    keeper.conn_id, step.rotated, self.log
+                )
+            self._log_refresh(keeper, step)
+            return step.token.value
 
     async def get_signature_request(
         self, signature_request_id: str, *, deadline: float | None = None

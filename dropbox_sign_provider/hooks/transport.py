@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -26,12 +26,20 @@ from dropbox_sign_provider.exceptions import (
     DropboxSignTransportError,
 )
 from dropbox_sign_provider.hooks.call import MAX_RESPONSE_BYTES, _Call
+from dropbox_sign_provider.hooks.oauth import RefreshAttempt
 
 # Bodies are read in pieces of this size, so an oversized one is never held whole.
 _CHUNK_BYTES = 64 * 2**10
 
 
-def _no_answer(call: _Call, reason: BaseException, transient: bool) -> DropboxSignError:
+class _Target(Protocol):
+    # What a failure is described by: an API call, or a refresh at the token endpoint.
+    method: str
+    path: str
+    url: str
+
+
+def _no_answer(call: _Target, reason: BaseException, transient: bool) -> DropboxSignError:
     """
     The typed error for an HTTP client's failure to get an answer to ``call``, raised to the send
     loop, which hands it to :meth:`_Call.failed` to retry or raise.
@@ -117,7 +125,13 @@ def _send_with_requests(
     """
     try:
         with session.request(
-            call.method, call.url, params=params, timeout=timeout, allow_redirects=False, stream=True
+            call.method,
+            call.url,
+            params=params,
+            headers=_authorization(call),
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
         ) as response:
             return (
                 response.status_code,
@@ -144,7 +158,9 @@ async def _send_with_aiohttp(
 ) -> tuple[int, Mapping[str, str], bytes]:
     """Async :func:`_send_with_requests`, the timeout being the session's."""
     try:
-        async with session.request(call.method, call.url, params=params, allow_redirects=False) as response:
+        async with session.request(
+            call.method, call.url, params=params, headers=_authorization(call), allow_redirects=False
+        ) as response:
             body = bytearray()
             while len(body) <= MAX_RESPONSE_BYTES:
                 piece = await response.content.read(_CHUNK_BYTES)
@@ -155,6 +171,44 @@ async def _send_with_aiohttp(
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         transient = isinstance(exc, _AIOHTTP_TRANSIENT) and not isinstance(exc, aiohttp.TooManyRedirects)
         raise _no_answer(call, exc, transient=transient) from exc
+
+
+def _authorization(call: _Call) -> dict[str, str] | None:
+    # An API app's access token changes as it is refreshed: sent with each call, not by the session.
+    return {"Authorization": f"Bearer {call.access_token}"} if call.access_token else None
+
+
+def _refresh_with_requests(
+    session: requests.Session, attempt: RefreshAttempt, timeout: float
+) -> tuple[int, bytes]:
+    """
+    Send one refresh of an access token: the answer's status and body, or a typed error. The
+    session's own ``Authorization`` (none, on an API app's connection) is not sent.
+
+    :raises DropboxSignError: what the client's failure means (:func:`_no_answer`).
+    """
+    try:
+        with session.post(
+            attempt.url,
+            json=attempt.fields,
+            headers={"Authorization": None},
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            return response.status_code, _read_up_to_cap(response.iter_content(_CHUNK_BYTES))
+    except requests.RequestException as exc:
+        raise _no_answer(attempt, exc, transient=isinstance(exc, _REQUESTS_TRANSIENT)) from exc
+
+
+async def _refresh_with_aiohttp(session: aiohttp.ClientSession, attempt: RefreshAttempt) -> tuple[int, bytes]:
+    """Async :func:`_refresh_with_requests`, the timeout being the session's."""
+    try:
+        async with session.post(attempt.url, json=attempt.fields, allow_redirects=False) as response:
+            return response.status, await response.content.read(MAX_RESPONSE_BYTES + 1)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        transient = isinstance(exc, _AIOHTTP_TRANSIENT) and not isinstance(exc, aiohttp.TooManyRedirects)
+        raise _no_answer(attempt, exc, transient=transient) from exc
 
 
 def _describe(reason: BaseException) -> str:

@@ -113,11 +113,12 @@ One module per concern; only the names below are the public interface.
 - :mod:`.core`: :class:`DropboxSignEmulator` (its settings and the methods a test calls);
 - :mod:`.server`: serving, in a thread of its own or in the caller's loop, and the work done
   while serving;
-- :mod:`.routes`: the aiohttp application, ``/v3`` and ``/_emulator/``;
+- :mod:`.routes`: the aiohttp application, ``/v3``, ``/oauth/token`` and ``/_emulator/``;
 - :mod:`.state`: what the methods, the routes and the server share, behind the one lock;
 - :mod:`.bulk_send`: the bulk send jobs, the requests each sent, and the calls that list them;
 - :mod:`.store`: the signature requests, their states and transitions;
 - :mod:`.rate`: the rate-limit windows;
+- :mod:`.oauth`: registered API apps, their refresh and access tokens, rotation and revocation;
 - :mod:`.faults`: API faults, :class:`OddAnswer` and delivery faults;
 - :mod:`.query`: the search ``query`` of the list call;
 - :mod:`.callbacks`: events, their delivery, retries and attempts;

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dropbox_sign_provider.testing.emulator.access import ADMIN_TOKEN_HEADER
 from dropbox_sign_provider.testing.emulator.callbacks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAY
 from dropbox_sign_provider.testing.emulator.core import DropboxSignEmulator
+from dropbox_sign_provider.testing.emulator.oauth import DEFAULT_TOKEN_LIFETIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +83,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--forged-events", action="store_true", help="sign events with a wrong key (event_hash fails)"
     )
+    parser.add_argument(
+        "--oauth-app",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID:CLIENT_SECRET",
+        help="register an OAuth API app (repeatable); POST /_emulator/oauth/grants with its client_id "
+        "grants a refresh token, refreshed at POST /oauth/token?refresh on this server",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=DEFAULT_TOKEN_LIFETIME,
+        metavar="SECONDS",
+        help=f"seconds an OAuth access token lives (default {DEFAULT_TOKEN_LIFETIME:.0f})",
+    )
+    parser.add_argument(
+        "--rotate-refresh-tokens", action="store_true", help="answer a new refresh token at each refresh"
+    )
+    parser.add_argument(
+        "--refuse-superseded-refresh-tokens",
+        action="store_true",
+        help="with rotation, refuse a replaced refresh token (invalid_grant) instead of honouring it",
+    )
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
     parser.add_argument(
         "--allow-remote",
@@ -102,8 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --access-token are None when not given: the emulator picks the defaults, or refuses them
         # with --allow-remote.
         accepted = inspect.signature(DropboxSignEmulator).parameters
+        apps = dict(app.partition(":")[::2] for app in args.oauth_app)
+        if any(not client_id or not secret for client_id, secret in apps.items()):
+            raise ValueError("--oauth-app takes CLIENT_ID:CLIENT_SECRET, both non-empty")
         emulator = DropboxSignEmulator(
-            **{name: value for name, value in vars(args).items() if name in accepted}
+            **{name: value for name, value in vars(args).items() if name in accepted},
+            oauth_apps=apps,
+            superseded_refresh_tokens_work=not args.refuse_superseded_refresh_tokens,
         )
         emulator.set_delivery_fault(
             duplicate=args.duplicate_events,

@@ -9,7 +9,7 @@ caller's loop.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dropbox_sign_provider.testing.emulator.access import check_bind, remote_credentials
@@ -19,6 +19,7 @@ from dropbox_sign_provider.testing.emulator.callbacks import (
     CallbackAttempt,
 )
 from dropbox_sign_provider.testing.emulator.faults import DeliveryFaults, Faults, OddAnswer
+from dropbox_sign_provider.testing.emulator.oauth import DEFAULT_TOKEN_LIFETIME, OAuthApps, TokenRefresh
 from dropbox_sign_provider.testing.emulator.server import Server, root_url
 from dropbox_sign_provider.testing.emulator.state import EmulatorState, LoggedRequest
 
@@ -62,6 +63,14 @@ class DropboxSignEmulator:
     :param callback_retry_delay: seconds before an event's first retry, doubling after each failed
         attempt (capped at 30 s). Dropbox Sign retries for about three days; this is a test's scale.
     :param callback_max_attempts: attempts per event delivery, the first one included.
+    :param oauth_apps: the registered OAuth API apps, ``client_id`` -> ``client_secret``; grant one
+        a refresh token with :meth:`grant_refresh_token`. ``POST /oauth/token?refresh`` (on this same
+        server: point a connection's ``oauth_token_url`` at :attr:`oauth_token_url`) refreshes it.
+    :param token_lifetime: seconds an OAuth access token lives (its ``expires_in``); after that the
+        API answers it 401 ``unauthorized``. Dropbox Sign's are "typically one hour".
+    :param rotate_refresh_tokens: whether each refresh answers a new refresh token (rotation).
+    :param superseded_refresh_tokens_work: with rotation, whether a replaced refresh token still
+        refreshes; Dropbox Sign does not say, so a client must cope with both.
     :raises ValueError: for a ``host`` that is not a loopback address without ``allow_remote``,
         ``allow_remote`` without ``api_keys`` of your own, an empty ``admin_token``, a
         ``callback_url`` that is not an http(s) URL or not on loopback (without
@@ -86,6 +95,10 @@ class DropboxSignEmulator:
         callback_retry_delay: float = DEFAULT_RETRY_DELAY,
         callback_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         allow_remote_callbacks: bool = False,
+        oauth_apps: Mapping[str, str] | None = None,
+        token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
+        rotate_refresh_tokens: bool = False,
+        superseded_refresh_tokens_work: bool = True,
     ) -> None:
         if isinstance(api_keys, str) or isinstance(access_tokens, str):
             raise TypeError("api_keys and access_tokens are collections of strings, not a single string")
@@ -117,6 +130,9 @@ class DropboxSignEmulator:
             callback_retry_delay=callback_retry_delay,
             callback_max_attempts=callback_max_attempts,
             allow_remote_callbacks=allow_remote_callbacks,
+            oauth=OAuthApps(
+                oauth_apps, token_lifetime, rotate_refresh_tokens, superseded_refresh_tokens_work
+            ),
         )
         self.callback_events: list[dict[str, Any]] = self._state.dispatcher.acknowledged
         """The callback events the receiver acknowledged (the ``json`` field, parsed), in that order."""
@@ -181,6 +197,11 @@ class DropboxSignEmulator:
     def admin_url(self) -> str:
         """The admin API base, e.g. ``http://127.0.0.1:8000/_emulator``."""
         return f"{self.url}/_emulator"
+
+    @property
+    def oauth_token_url(self) -> str:
+        """Where OAuth tokens are refreshed, e.g. ``http://127.0.0.1:8000/oauth/token``."""
+        return f"{self.url}/oauth/token"
 
     @property
     def allow_remote_callbacks(self) -> bool:
@@ -275,6 +296,39 @@ class DropboxSignEmulator:
         :return: the request objects, each with an extra ``state`` key (see :meth:`get_state`).
         """
         return self._state.snapshot()
+
+    # -- OAuth ---------------------------------------------------------------------------------
+
+    def grant_refresh_token(self, client_id: str) -> str:
+        """
+        Authorize a registered OAuth app (``oauth_apps``) for the account, as its user would on
+        Dropbox Sign's consent page: the app's refresh token.
+
+        :raises KeyError: for an app that is not registered.
+        """
+        with self._state.lock:
+            return self._state.oauth.grant(client_id)
+
+    def revoke_refresh_token(self, refresh_token: str) -> bool:
+        """
+        Revoke the authorization a refresh token belongs to: its refresh tokens (current and
+        replaced) are refused with ``invalid_grant`` and its access tokens with 401 from now on.
+
+        :return: whether the token belonged to an authorization.
+        """
+        with self._state.lock:
+            return self._state.oauth.revoke(refresh_token)
+
+    @property
+    def token_refreshes(self) -> list[TokenRefresh]:
+        """Every ``POST /oauth/token?refresh``, in arrival order, refused ones included (a copy)."""
+        with self._state.lock:
+            return list(self._state.oauth.refreshes)
+
+    @property
+    def oauth(self) -> OAuthApps:
+        """The OAuth settings a test may change while the emulator serves (lifetime, rotation...)."""
+        return self._state.oauth
 
     # -- what signers do, and the events they cause ----------------------------------------------
 

@@ -45,6 +45,9 @@ def build_app(state: EmulatorState) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/v3", v3.handle)
     app.router.add_route("*", "/v3/{tail:.*}", v3.handle)
+    # Dropbox Sign serves it on another host (app.hellosign.com); a connection names it, so one
+    # loopback server can stand in for both.
+    app.router.add_post("/oauth/token", v3.token)
     # Health stays open so that a script can wait for the emulator before it has the token.
     app.router.add_get("/_emulator/health", admin.health)
     guarded = admin.guarded
@@ -68,6 +71,9 @@ def build_app(state: EmulatorState) -> web.Application:
     add("GET", "/_emulator/callback_events", guarded(admin.callback_events))
     add("GET", "/_emulator/callback_attempts", guarded(admin.callback_attempts))
     add("POST", "/_emulator/callback_test", guarded(admin.callback_test))
+    add("POST", "/_emulator/oauth/grants", guarded(admin.grant_refresh_token))
+    add("POST", "/_emulator/oauth/revoke", guarded(admin.revoke_refresh_token))
+    add("GET", "/_emulator/oauth/refreshes", guarded(admin.token_refreshes))
     return app
 
 
@@ -164,8 +170,9 @@ class Api:
         if sending:
             form = await _read_send_form(request)
         with state.lock:
-            if not authenticated(
-                request.headers.get("Authorization"), settings.api_keys, settings.access_tokens
+            authorization = request.headers.get("Authorization")
+            if not authenticated(authorization, settings.api_keys, settings.access_tokens) and not (
+                state.oauth.access_valid(bearer_token(authorization))
             ):
                 message = (
                     "Unauthorized user. No credentials supplied."
@@ -189,6 +196,31 @@ class Api:
             except ApiError as exc:
                 status, body = exc.status, envelope(exc.status, exc.message, path=exc.path, name=exc.name)
             return json_response(status, body, headers)
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """
+        Answer ``POST /oauth/token?refresh`` (``oauthTokenRefresh``). Odd answers for the path
+        ``/oauth/token`` stand in front of it as they do for ``/v3`` (a 503, a dropped answer...).
+        """
+        state = self.state
+        odd = state.take_odd_answer(request.method, request.path)
+        if odd is not None and odd.status is not None:
+            body = odd.body.encode() if isinstance(odd.body, str) else odd.body
+            response = web.Response(status=odd.status, body=body or None)
+            _apply_headers(response, odd.headers)
+            return response
+        fields = await _read_fields(request)
+        if "refresh" not in request.query:
+            # The code exchange (oauthTokenGenerate) needs a person's consent: the emulator grants
+            # refresh tokens through grant_refresh_token instead.
+            return json_response(
+                400, envelope(400, "Only ?refresh is served by the emulator.", name="unsupported_grant_type")
+            )
+        with state.lock:
+            status, answer = state.oauth.refresh(fields)
+        # Undocumented (the token endpoint's rate limit): its answers carry no rate-limit headers
+        # here, and refreshes spend nothing of the API's budget.
+        return json_response(status, answer)
 
     def _route(self, request: web.Request, form: Any) -> tuple[int, Any]:
         """Caller holds the lock."""
@@ -287,8 +319,14 @@ async def _read_send_form(request: web.Request) -> list[tuple[str, Any]] | ApiEr
     return list(form.items())
 
 
+def bearer_token(authorization: str | None) -> str:
+    """The token of a ``Bearer`` header, ``""`` for any other."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 async def _read_fields(request: web.Request) -> Any:
-    """The fields of a PUT body: JSON as the spec declares it, or a form as older clients send it."""
+    """The fields of a body: JSON as the spec declares it, or a form as older clients send it."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return dict(await request.post())
     raw = await request.read()
@@ -322,6 +360,26 @@ class Admin:
             return await handler(request)
 
         return guarded
+
+    async def grant_refresh_token(self, request: web.Request) -> web.Response:
+        fields = await _read_fields(request)
+        try:
+            with self.state.lock:
+                token = self.state.oauth.grant(str((fields or {}).get("client_id") or ""))
+        except KeyError as exc:
+            return web.json_response(envelope(400, str(exc.args[0])), status=400)
+        return web.json_response({"refresh_token": token})
+
+    async def revoke_refresh_token(self, request: web.Request) -> web.Response:
+        fields = await _read_fields(request)
+        with self.state.lock:
+            revoked = self.state.oauth.revoke(str((fields or {}).get("refresh_token") or ""))
+        return web.json_response({"revoked": revoked})
+
+    async def token_refreshes(self, request: web.Request) -> web.Response:
+        with self.state.lock:
+            refreshes = [refresh._asdict() for refresh in self.state.oauth.refreshes]
+        return web.json_response(refreshes)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -31,6 +31,7 @@ from dropbox_sign_provider.testing.emulator.faults import (
     OddAnswer,
     OddAnswers,
 )
+from dropbox_sign_provider.testing.emulator.oauth import DEFAULT_TOKEN_LIFETIME, OAuthApps
 from dropbox_sign_provider.testing.emulator.rate import RateWindow
 from dropbox_sign_provider.testing.emulator.store import Record, SignatureRequestStore, render
 
@@ -84,6 +85,7 @@ class EmulatorState:
     :param callback_retry_delay: seconds before an event's first retry, doubling.
     :param callback_max_attempts: attempts per event delivery, the first one included.
     :param allow_remote_callbacks: deliver events to any callback URL, not only to loopback.
+    :param oauth: the registered OAuth apps and their tokens (none registered by default).
     :raises ValueError: for a negative retry delay or fewer than one attempt.
     """
 
@@ -94,8 +96,10 @@ class EmulatorState:
         callback_retry_delay: float,
         callback_max_attempts: int,
         allow_remote_callbacks: bool,
+        oauth: OAuthApps | None = None,
     ) -> None:
         self.settings = settings
+        self.oauth = oauth or OAuthApps(None, DEFAULT_TOKEN_LIFETIME, False, True)
         self.lock = threading.RLock()
         self.dispatcher = CallbackDispatcher(
             self.lock, callback_retry_delay, callback_max_attempts, allow_remote=allow_remote_callbacks

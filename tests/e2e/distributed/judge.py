@@ -147,3 +147,25 @@ def print_windows(report: dict[str, Any]) -> None:
             f"    {start}  {w['received']:8} {w['accepted']:8} {w['refused_429']:4}"
             f" {w['processes_sending']:10}  {w['429_per_process'] or '-'}"
         )
+
+
+def judge_oauth(emulator: Emulator, failures: Failures) -> dict[str, Any]:
+    """
+    An OAuth run: the processes refreshed across several token lifetimes, and the app was never
+    locked out (any refresh refused as superseded was followed by one that succeeded).
+    """
+    refreshes = emulator.admin("GET", "oauth/refreshes")
+    statuses = collections.Counter(f"{r['status']} {r['error_name']}".strip() for r in refreshes)
+    unauthorized = sum(1 for e in emulator.requests_log() if e["status"] == 401)
+    failures.check(statuses["200"] >= 3, f"fewer than 3 refreshes answered 200: {dict(statuses)}")
+    failures.check(not refreshes or refreshes[-1]["status"] == 200, "the last refresh was refused")
+    failures.check(
+        not any(r["error_name"] == "invalid_client" for r in refreshes),
+        "a refresh was refused invalid_client",
+    )
+    span = (refreshes[-1]["time"] - refreshes[0]["time"]) if refreshes else 0.0
+    print(
+        f"  token refreshes: {dict(statuses)} over {span:.0f} s; API calls answered 401: {unauthorized}",
+        flush=True,
+    )
+    return {"refreshes": dict(statuses), "span_seconds": span, "api_calls_answered_401": unauthorized}

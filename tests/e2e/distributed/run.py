@@ -41,7 +41,7 @@ from ..harness.lifecycle import Run
 from ..harness.processes import Processes, StackError, listening
 from ..harness.steps import Failures
 from .faults import FaultInjector
-from .judge import judge, print_windows, rate_report
+from .judge import judge, judge_oauth, print_windows, rate_report
 from .meter import read_log
 from .services import COMPONENTS, POOL, TRIGGERERS, CeleryAirflow, Services, ensure_debian_packages
 
@@ -179,8 +179,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="max_requests_per_minute of every process: auto (limit / callers), none, or N",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "e2e-distributed")
+    parser.add_argument(
+        "--oauth",
+        action="store_true",
+        help="every component on an API app's connection: 60-second tokens, rotated, the replaced refused",
+    )
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "build" / ("e2e-distributed-oauth" if args.oauth else "e2e-distributed")
     if args.stale > MAX_CANCELLATIONS:
         parser.error(f"--stale: the scheduled run cancels at most max_cancellations={MAX_CANCELLATIONS}")
     args.share = (
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run("E2E-DISTRIBUTED", args.out, OVERALL_TIMEOUT_S, "e2e-dist-home-")
     processes = Processes(run.out, cwd=run.home)
     emulator = Emulator(processes, secrets.token_hex(16), run.home / "emulator.port")
-    services = Services(processes, emulator, run.out, args.rate_limit)
+    services = Services(processes, emulator, run.out, args.rate_limit, oauth=args.oauth)
     airflow = CeleryAirflow(services, REPO / "dags", args.share)
     injector = FaultInjector(airflow, services.meter_log, run.timer)
     run.summary["faults"] = injector.faults
@@ -227,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             finish_with_faults(airflow, runs, injector, run.failures)
         with run.step("judge by the emulator and the meter"):
             run.summary.update(judge_all(airflow, services, args.share, ids, runs, run.failures))
+            if args.oauth:
+                run.summary["oauth"] = judge_oauth(emulator, run.failures)
     return run.verdict("every stale request cancelled once a try, nothing else, no window over the limit")
 
 

@@ -90,18 +90,30 @@ def succeeds(argv: list[str]) -> bool | None:
     return True if subprocess.run(argv, capture_output=True, check=False).returncode == 0 else None
 
 
+#: The API app of an OAuth run (its secret is the run's random API key), and its tokens' lifetime.
+OAUTH_CLIENT_ID = "e2e-distributed-app"
+OAUTH_TOKEN_LIFETIME = 60
+
+
 class Services:
     """
     PostgreSQL, Redis, and the emulator behind the meter.
 
     :param rate_limit: the emulator's requests per 60-second window.
+    :param oauth: every component's connection is an API app's, whose access tokens live
+        :data:`OAUTH_TOKEN_LIFETIME` seconds, rotated at each refresh, the replaced one refused.
     """
 
-    def __init__(self, processes: Processes, emulator: Emulator, log_dir: Path, rate_limit: int) -> None:
+    def __init__(
+        self, processes: Processes, emulator: Emulator, log_dir: Path, rate_limit: int, oauth: bool = False
+    ) -> None:
         self.processes = processes
         self.emulator = emulator
         self.log_dir = log_dir
         self.rate_limit = rate_limit
+        self.oauth = oauth
+        #: the refresh token the API app was granted (``oauth`` only)
+        self.refresh_token = ""
         self.pg_port = 0
         self.redis_port = 0
         self.meter_ports: dict[str, int] = {}
@@ -217,7 +229,22 @@ class Services:
 
     def start_emulator(self) -> None:
         """The emulator at the scaled-down rate limit, and the meter in front of it."""
-        self.emulator.start(2.0, "--rate-limit", str(self.rate_limit), "--window-seconds", "60")
+        oauth = (
+            [
+                "--oauth-app",
+                f"{OAUTH_CLIENT_ID}:{self.emulator.api_key}",
+                "--token-lifetime",
+                str(OAUTH_TOKEN_LIFETIME),
+                "--rotate-refresh-tokens",
+                "--refuse-superseded-refresh-tokens",
+            ]
+            if self.oauth
+            else []
+        )
+        self.emulator.start(2.0, "--rate-limit", str(self.rate_limit), "--window-seconds", "60", *oauth)
+        if self.oauth:
+            granted = self.emulator.admin("POST", "oauth/grants", {"client_id": OAUTH_CLIENT_ID})
+            self.refresh_token = granted["refresh_token"]
         ports_file = self.emulator.port_file.with_name("meter.ports")
         self.processes.spawn(
             "meter",
@@ -292,14 +319,21 @@ class CeleryAirflow(Airflow):
             extra["max_requests_per_minute"] = self.share
         meter_ports = self.services.meter_ports
         caller = name if name in meter_ports else "other"
-        env["AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "dropbox_sign",
-                "host": f"http://127.0.0.1:{meter_ports[caller]}",
-                "password": self.services.emulator.api_key,
-                "extra": extra,
-            }
-        )
+        conn: dict[str, Any] = {
+            "conn_type": "dropbox_sign",
+            "host": f"http://127.0.0.1:{meter_ports[caller]}",
+            "password": self.services.emulator.api_key,
+        }
+        if self.services.oauth:
+            # Refreshes go to the emulator itself: the meter counts the API's requests only.
+            del conn["password"]
+            extra.update(
+                client_id=OAUTH_CLIENT_ID,
+                client_secret=self.services.emulator.api_key,
+                refresh_token=self.services.refresh_token,
+                oauth_token_url=f"{self.services.emulator.url}/oauth/token",
+            )
+        env["AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT"] = json.dumps({**conn, "extra": extra})
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
         env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
         return env
