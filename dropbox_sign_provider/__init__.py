@@ -217,7 +217,7 @@ def get_provider_info() -> dict[str, Any]:
                         "dropbox_sign_refresh_token__<conn_id>, which is read first.",
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
-                    "oauth_token_url": {
+                    "oauth_refresh_url": {
                         "label": "Token endpoint",
                         "description": f"Where access tokens are refreshed (default "
                         f"{DEFAULT_OAUTH_TOKEN_URL}).",

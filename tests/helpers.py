@@ -144,7 +144,7 @@ def set_oauth_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, emulator
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
         "refresh_token": refresh_token,
-        "oauth_token_url": emulator.oauth_token_url,
+        "oauth_refresh_url": emulator.oauth_refresh_url,
         **extra,
     }
     return set_connection(monkeypatch, conn_id, host=emulator.url, extra=fields)

@@ -156,7 +156,7 @@ def settings_from_connection(conn: Connection, *, named: bool = True) -> ApiSett
       ``http://`` is refused for anything but a loopback address unless extra
       ``allow_insecure_http`` is true: the key would cross the network in clear.
     * or an API app's extra ``client_id``, ``client_secret`` and ``refresh_token`` (all three),
-      whose access tokens are refreshed at extra ``oauth_token_url`` (default
+      whose access tokens are refreshed at extra ``oauth_refresh_url`` (default
       ``https://app.hellosign.com/oauth/token``; plain ``http://`` only on loopback unless
       ``allow_insecure_http``).
     * extra ``max_requests_per_minute`` (default 100), ``timeout`` (seconds, default 30),
@@ -246,16 +246,16 @@ _APP_FIELDS = ("client_id", "client_secret", "refresh_token")
 
 def _token_url(subject: str, extra: Mapping[str, Any]) -> str:
     # The token endpoint is on another host than the API (app.hellosign.com): checked as the host is.
-    url = str(_extra(extra, "oauth_token_url") or "").strip() or DEFAULT_OAUTH_TOKEN_URL
+    url = str(_extra(extra, "oauth_refresh_url") or "").strip() or DEFAULT_OAUTH_TOKEN_URL
     parts = _http_url(url)
     if parts is None:
         raise ValueError(
-            f"{subject} has oauth_token_url {_without_userinfo(url)!r}, which is not an http(s) URL "
+            f"{subject} has oauth_refresh_url {_without_userinfo(url)!r}, which is not an http(s) URL "
             f"such as {DEFAULT_OAUTH_TOKEN_URL!r}"
         )
     if _in_clear(parts, extra):
         raise ValueError(
-            f"{subject} has oauth_token_url on plain http:// to {parts.hostname!r}, which would send "
+            f"{subject} has oauth_refresh_url on plain http:// to {parts.hostname!r}, which would send "
             "the client secret in clear; use https://, or set the extra allow_insecure_http to true"
         )
     return url.rstrip("/")

@@ -4,7 +4,7 @@ send, how to read the answer and which refresh token to use. It sends nothing an
 clock of its own: each hook sends (:mod:`dropbox_sign_provider.hooks.transport`), waits, and reads
 and writes the rotated refresh token (:mod:`dropbox_sign_provider.hooks.refresh_token_store`).
 
-A refresh is ``POST <oauth_token_url>?refresh`` (Dropbox Sign's ``oauthTokenRefresh``, on
+A refresh is ``POST <oauth_refresh_url>?refresh`` (Dropbox Sign's ``oauthTokenRefresh``, on
 ``app.hellosign.com``, not on the API's host) with ``grant_type=refresh_token``, the refresh token
 and the app's ``client_id`` and ``client_secret``; the answer carries ``access_token``,
 ``expires_in``, ``refresh_token``, ``token_type`` and ``state``.
@@ -226,7 +226,7 @@ class RefreshAttempt:
             status,
             error.error_name,
             f"connection {self._keeper.conn_id!r}: the token endpoint refused the refresh "
-            f"({error.error_msg}); check the connection's oauth_token_url and the app's settings",
+            f"({error.error_msg}); check the connection's oauth_refresh_url and the app's settings",
             method=self.method,
             path=self.path,
         )
@@ -261,7 +261,7 @@ class RefreshAttempt:
                     None,
                     error.error_name,
                     f"connection {self._keeper.conn_id!r}: the token endpoint {host} could not be "
-                    f"reached ({error.error_msg}); check the connection's oauth_token_url (default "
+                    f"reached ({error.error_msg}); check the connection's oauth_refresh_url (default "
                     f"{DEFAULT_OAUTH_TOKEN_URL}) and that workers and triggerers may reach it",
                     method=self.method,
                     path=self.path,
@@ -310,7 +310,7 @@ class RefreshAttempt:
                 200,
                 "invalid_response",
                 f"connection {self._keeper.conn_id!r}: the token endpoint's answer has no "
-                "access_token and expires_in; is oauth_token_url Dropbox Sign's token endpoint?",
+                "access_token and expires_in; is oauth_refresh_url Dropbox Sign's token endpoint?",
                 method=self.method,
                 path=self.path,
             )

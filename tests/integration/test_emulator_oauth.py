@@ -33,7 +33,7 @@ def refresh(emu: DropboxSignEmulator, refresh_token: str, **fields: Any) -> requ
         "client_secret": CLIENT_SECRET,
         **fields,
     }
-    return requests.post(f"{emu.oauth_token_url}?refresh", json=body, timeout=10)
+    return requests.post(f"{emu.oauth_refresh_url}?refresh", json=body, timeout=10)
 
 
 def account(emu: DropboxSignEmulator, access_token: str) -> int:
@@ -94,9 +94,9 @@ def test_admin_calls_grant_and_revoke(make_emulator: Callable[..., DropboxSignEm
         (400, "invalid_grant", False),
     ]
     # A form body, as Dropbox Sign's cURL sample sends, reads the same; the code exchange is not served.
-    form = requests.post(f"{emu.oauth_token_url}?refresh", data={"grant_type": "refresh_token"}, timeout=10)
+    form = requests.post(f"{emu.oauth_refresh_url}?refresh", data={"grant_type": "refresh_token"}, timeout=10)
     assert form.json()["error"]["error_name"] == "invalid_client"
-    assert requests.post(emu.oauth_token_url, json={}, timeout=10).status_code == 400
+    assert requests.post(emu.oauth_refresh_url, json={}, timeout=10).status_code == 400
 
 
 def test_the_command_line_registers_apps(capsys: pytest.CaptureFixture[str]) -> None:

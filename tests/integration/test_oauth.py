@@ -289,10 +289,10 @@ def test_a_wrong_client_secret_and_an_unreachable_token_host_name_the_connection
         monkeypatch,
         "ds_no_host",
         app_emulator,
-        oauth_token_url=f"http://127.0.0.1:{closed_port()}/oauth/token",
+        oauth_refresh_url=f"http://127.0.0.1:{closed_port()}/oauth/token",
     )
     with pytest.raises(
-        DropboxSignTokenHostError, match=r"'ds_no_host'.*could not be reached.*oauth_token_url"
+        DropboxSignTokenHostError, match=r"'ds_no_host'.*could not be reached.*oauth_refresh_url"
     ):
         DropboxSignHook("ds_no_host", retry_policy=FAST).get_account()
     assert app_emulator.requests_log == []
@@ -470,7 +470,7 @@ def test_connection_fields_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
             "client_id": "x",
             "client_secret": "y",
             "refresh_token": "z",
-            "oauth_token_url": "http://example.com/t",
+            "oauth_refresh_url": "http://example.com/t",
         },
     )
     with pytest.raises(ValueError, match=r"plain http:// to 'example\.com'"):

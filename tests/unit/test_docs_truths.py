@@ -84,3 +84,17 @@ def test_the_docs_count_the_example_dags_the_package_ships() -> None:
         assert name.removesuffix(".py") in index, (
             f"{name} is not named in docs/index.md or docs/quickstart.md"
         )
+
+
+def test_only_secret_form_fields_have_names_airflow_masks() -> None:
+    # Airflow masks the value of any field whose name holds a sensitive word ("token", "secret",
+    # ...): a plain field so named would show its default as *** in the connection form, and could
+    # be saved as ***. Secret fields are password fields; no other may carry such a name.
+    from airflow.sdk._shared.secrets_masker.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+
+    from dropbox_sign_provider import get_provider_info
+
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    for name, field in fields.items():
+        sensitive = any(word in name for word in DEFAULT_SENSITIVE_FIELDS)
+        assert sensitive == (field["schema"].get("format") == "password"), name

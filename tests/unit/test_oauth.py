@@ -143,7 +143,7 @@ def test_5xx_and_no_answer_are_retried_then_the_token_host_is_named() -> None:
     assert 0 < first.delay <= 0.02
     lost = DropboxSignConnectionError(None, "connection_error", "refused", method="POST", path="/oauth/token")
     assert isinstance(attempt.failed(lost), Retry)
-    with pytest.raises(DropboxSignTokenHostError, match=r"'ds_app'.*app\.hellosign\.com.*oauth_token_url"):
+    with pytest.raises(DropboxSignTokenHostError, match=r"'ds_app'.*app\.hellosign\.com.*oauth_refresh_url"):
         attempt.failed(lost)
 
 

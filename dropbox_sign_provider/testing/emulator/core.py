@@ -65,7 +65,7 @@ class DropboxSignEmulator:
     :param callback_max_attempts: attempts per event delivery, the first one included.
     :param oauth_apps: the registered OAuth API apps, ``client_id`` -> ``client_secret``; grant one
         a refresh token with :meth:`grant_refresh_token`. ``POST /oauth/token?refresh`` (on this same
-        server: point a connection's ``oauth_token_url`` at :attr:`oauth_token_url`) refreshes it.
+        server: point a connection's ``oauth_refresh_url`` at :attr:`oauth_refresh_url`) refreshes it.
     :param token_lifetime: seconds an OAuth access token lives (its ``expires_in``); after that the
         API answers it 401 ``unauthorized``. Dropbox Sign's are "typically one hour".
     :param rotate_refresh_tokens: whether each refresh answers a new refresh token (rotation).
@@ -199,7 +199,7 @@ class DropboxSignEmulator:
         return f"{self.url}/_emulator"
 
     @property
-    def oauth_token_url(self) -> str:
+    def oauth_refresh_url(self) -> str:
         """Where OAuth tokens are refreshed, e.g. ``http://127.0.0.1:8000/oauth/token``."""
         return f"{self.url}/oauth/token"
 

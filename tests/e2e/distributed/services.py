@@ -331,7 +331,7 @@ class CeleryAirflow(Airflow):
                 client_id=OAUTH_CLIENT_ID,
                 client_secret=self.services.emulator.api_key,
                 refresh_token=self.services.refresh_token,
-                oauth_token_url=f"{self.services.emulator.url}/oauth/token",
+                oauth_refresh_url=f"{self.services.emulator.url}/oauth/token",
             )
         env["AIRFLOW_CONN_DROPBOX_SIGN_DEFAULT"] = json.dumps({**conn, "extra": extra})
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
