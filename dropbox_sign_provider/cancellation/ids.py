@@ -165,3 +165,21 @@ def resolved_at_run_time(value: Any) -> bool:
     if isinstance(value, Mapping):
         return any(resolved_at_run_time(key) for key in value)
     return isinstance(value, list | tuple) and any(resolved_at_run_time(item) for item in value)
+
+
+def dry_run_flag(value: Any, name: str = "dry_run") -> bool:
+    """
+    A templated flag (``dry_run``, ``require_approval``) as a boolean: ``True`` or ``False``, or what
+    a template renders them to, ``"true"`` or ``"false"`` in any case and with surrounding white space.
+
+    :param value: the flag as given or rendered.
+    :param name: the argument's name, for the error.
+
+    :raises ValueError: naming the value otherwise: any other text would be a non-empty string,
+        true in Python, and a template meant to say "cancel" would silently make a dry run.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{name} {value!r} must be True or False, or a template rendering to 'true' or 'false'")

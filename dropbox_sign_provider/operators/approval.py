@@ -34,11 +34,11 @@ from dropbox_sign_provider.cancellation.grants import (
     mint,
     verify,
 )
+from dropbox_sign_provider.cancellation.ids import dry_run_flag
 from dropbox_sign_provider.cancellation.policy import CancellationPolicy
 from dropbox_sign_provider.cancellation.preview import preview_markdown
 from dropbox_sign_provider.cancellation.selection import selection_batches, unsigned_reason
 from dropbox_sign_provider.hooks.connection import grant_key
-from dropbox_sign_provider.operators.signature_request import dry_run_flag
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
