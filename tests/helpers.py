@@ -502,23 +502,42 @@ class ApprovalAnswer(threading.Thread):
             # dag.test() waits for the answer for ever: say at once why none will come, and end
             # the wait by failing the task.
             traceback.print_exc()
-            self._fail_waiting_task()
+            self._end_the_run()
 
-    def _fail_waiting_task(self) -> None:
+    def _end_the_run(self) -> None:
+        """
+        Fail the task until the run ends. Once is not enough: the task may not have reached its
+        wait yet (a slow machine), and would then wait for an answer for ever.
+        """
+        deadline = time.monotonic() + self.timeout
+        while self._fail_waiting_task() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def _fail_waiting_task(self) -> bool:
+        """Fail the task in the newest run of the DAG, if not finished; whether that run still runs."""
+        from airflow.models.dagrun import DagRun
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
-        from sqlalchemy import update
+        from airflow.utils.state import State
+        from sqlalchemy import or_, select, update
 
         with create_session() as session:
+            newest = session.scalar(
+                select(DagRun).where(DagRun.dag_id == self.dag_id).order_by(DagRun.id.desc()).limit(1)
+            )
+            if newest is None or newest.state != "running":
+                return False
             session.execute(
                 update(TaskInstance)
                 .where(
                     TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.run_id == newest.run_id,
                     TaskInstance.task_id == self.task_id,
-                    TaskInstance.state.in_(("deferred", "awaiting_input", "queued")),
+                    or_(TaskInstance.state.is_(None), TaskInstance.state.not_in(State.finished)),
                 )
                 .values(state="failed")
             )
+            return True
 
     def result(self) -> dict[str, Any]:
         """The form as Airflow stored it; raises what went wrong in the thread."""
@@ -598,6 +617,47 @@ class ApprovalAnswer(threading.Thread):
                 session=session,
                 map_index=-1,
             )
+        if AIRFLOW_V_3_3_PLUS:
+            self._see_it_resumed(run_id)
+
+    def _see_it_resumed(self, run_id: str) -> None:
+        """
+        Wait until dag.test() runs the answered task again, resuming it again if dag.test() parked
+        it anew. dag.test() runs the task in line, then writes the state the run returned
+        (``awaiting_input``) onto its own copy of the task instance: an answer that arrives in
+        between is recorded, and its resume overwritten. A scheduler does not do that; the second
+        resume is what the REST API's handler does for a parked task.
+        """
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import handle_event_submit
+        from airflow.triggers.base import TriggerEvent
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+        from sqlalchemy.orm import joinedload
+
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            with create_session() as session:
+                ti = session.scalar(
+                    select(TaskInstance)
+                    .where(
+                        TaskInstance.dag_id == self.dag_id,
+                        TaskInstance.run_id == run_id,
+                        TaskInstance.task_id == self.task_id,
+                    )
+                    .options(joinedload(TaskInstance.hitl_detail))
+                )
+                # Scheduled is not enough: dag.test() may still write its copy over it; once it runs
+                # the task again it is past that write.
+                if ti is None or ti.state not in ("awaiting_input", "scheduled"):
+                    return
+                if ti.hitl_detail is not None and ti.hitl_detail.response_received:
+                    handle_event_submit(
+                        TriggerEvent(ti.hitl_detail.as_resume_event_payload()),
+                        task_instance=ti,
+                        session=session,
+                    )
 
     @staticmethod
     def _time_out(trigger_timeout: Any) -> None:
