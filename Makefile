@@ -8,11 +8,12 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv test contract test-compat compat-lock lint demo docs bench bench-growth chaos e2e e2e-distributed dist wheel-check clean
+.PHONY: help venv test tryout contract test-compat compat-lock lint demo docs bench bench-growth chaos e2e e2e-distributed dist wheel-check clean
 
 help:
 	@echo "make demo   - run the expiry clean-up DAG and a manual cancellation against the bundled emulator"
 	@echo "make test   - run the whole test suite"
+	@echo "make tryout - follow docs/try-it-locally.md literally: emulator, airflow standalone, approval, clean-up, events"
 	@echo "make contract - the contract suite: the emulator, and a real account with DROPBOX_SIGN_CONTRACT_API_KEY"
 	@echo "make test-compat - the suite on every supported Airflow minor and the lowest Python"
 	@echo "make compat-lock - re-resolve the pinned constraints of test-compat (.ci/compat/*.txt)"
@@ -38,6 +39,11 @@ venv: $(BIN)/airflow
 
 test: venv
 	$(BIN)/pytest -q
+
+# Runs every command of docs/try-it-locally.md, in a fresh venv under a throw-away HOME, on ports
+# 8080 and 8125; evidence and a transcript in build/tryout/.
+tryout: venv
+	UV=$(UV) $(BIN)/python -m tests.e2e.tryout.run
 
 # Part of make test too; against a real account only when DROPBOX_SIGN_CONTRACT_API_KEY is set
 # (docs/testing.md). Reports: build/contract/<target>.json.
