@@ -14,6 +14,7 @@ else in them. Each block's output goes to ``transcript.txt``; the evidence to ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import signal
@@ -29,7 +30,7 @@ import requests
 
 from scripts.check_wheel import lock_constraints
 from tests.e2e.harness.lifecycle import Run
-from tests.e2e.harness.processes import Processes, tail
+from tests.e2e.harness.processes import Processes, sessions_of, tail
 
 from .page import PAGE, Block, page_blocks
 
@@ -132,17 +133,26 @@ class Terminal1:
         self.transcript.close()
 
 
-def ctrl_c(processes: Processes, name: str, grace: float = 60) -> None:
-    """What Ctrl-C does in a terminal: SIGINT to its foreground group; then wait for it to end."""
+def ctrl_c(processes: Processes, name: str, grace: float = 20) -> dict[str, Any]:
+    """
+    What the page tells the reader to do in a terminal: Ctrl-C (SIGINT to its foreground group),
+    and once more when it is still running after a few seconds (``airflow standalone`` sometimes
+    stays at "Shutting down components"). What it took, and what was still running after both.
+    """
     component = processes.component(name)
-    if component.alive():
+    started = time.monotonic()
+    presses = 0
+    for _ in range(2):
+        if not component.alive():
+            break
+        presses += 1
         os.killpg(component.popen.pid, signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             component.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            print(f"  {name} still running {grace:g} s after Ctrl-C", flush=True)
-    # Whatever Ctrl-C left behind (it should be nothing) goes as well.
+    left = sessions_of({component.popen.pid})
+    # Whatever both presses left behind goes too, as the next start needs the ports.
     processes.terminate(name, grace=10)
+    return {"presses": presses, "seconds": round(time.monotonic() - started, 1), "left_running": len(left)}
 
 
 def port_free(port: int) -> bool:
@@ -164,7 +174,9 @@ def follow_page(run: Run, processes: Processes, env: dict[str, str]) -> dict[str
                 if block.long_running:
                     name = f"terminal-{block.terminal}"
                     if any(c.name == name for c in processes.components):
-                        ctrl_c(processes, name)
+                        stopped = ctrl_c(processes, name)
+                        run.summary.setdefault("ctrl_c", []).append({"terminal": block.terminal, **stopped})
+                        print(f"  Ctrl-C in terminal {block.terminal}: {stopped}", flush=True)
                     processes.spawn(name, ["bash", "-c", f"{environment.text}{block.text}"], env=env)
                     continue
                 timeout = INSTALL_TIMEOUT if index == 0 else BLOCK_TIMEOUT
