@@ -9,12 +9,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, XComArg
 
-from dropbox_sign_provider.cancellation.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.cancellation.ids import MAX_IDS_PER_RUN, SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
 
 #: A person pasting ids into a form cancels a handful; bulk clean-ups belong to the clean-up DAG.
-MAX_IDS = 50
+MAX_IDS = MAX_IDS_PER_RUN
 
 DOC_MD = """
 # Cancel Dropbox Sign signature requests
