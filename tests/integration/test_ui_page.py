@@ -337,6 +337,59 @@ def test_no_secret_of_the_connection_reaches_the_browser(
         assert not [secret for secret in SECRETS if secret in text], answer.status_code
 
 
+# --- what its button asks of Airflow --------------------------------------------------------------
+
+
+@pytest.fixture
+def airflow_api(auth_manager: Any, manual_dag: str) -> Iterator[TestClient]:
+    """Airflow's own REST API, as the page's button calls it; the runs it starts are deleted after."""
+    from airflow.api_fastapi.app import create_app
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with TestClient(create_app("core"), base_url="http://airflow.test") as client:
+        yield client
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.dag_id == manual_dag, DagRun.run_id.like("manual__%")))
+
+
+def trigger_body(ids: list[str], conn_id: str = "dropbox_sign_default") -> dict[str, Any]:
+    """What the page's script posts (``html._SCRIPT``): the same keys, the same shape."""
+    return {"logical_date": None, "conf": {"signature_request_ids": ids, "dropbox_sign_conn_id": conn_id}}
+
+
+def test_the_button_s_request_starts_a_run_of_the_manual_dag_for_who_may(
+    airflow_api: TestClient, token: Callable[[str], str], manual_dag: str
+) -> None:
+    from dropbox_sign_provider.ui.html import _SCRIPT
+
+    assert '"/api/v2/dags/"' in _SCRIPT
+    assert "logical_date: null" in _SCRIPT
+    assert "signature_request_ids: ids, dropbox_sign_conn_id: body.dataset.connId" in _SCRIPT
+    ids = ["d10338cad145e1cb68afc828", "fa5c8a0b0f492d768749333ad6fcc214c111e967"]
+    url = f"/api/v2/dags/{manual_dag}/dagRuns"
+
+    viewer = airflow_api.post(url, json=trigger_body(ids), headers=bearer(token("viewer")))
+    assert viewer.status_code == 403, viewer.text
+
+    started = airflow_api.post(url, json=trigger_body(ids), headers=bearer(token("op")))
+    assert started.status_code == 200, started.text
+    run = started.json()
+    assert run["dag_id"] == manual_dag
+    assert run["conf"]["signature_request_ids"] == ids
+    assert run["conf"]["dropbox_sign_conn_id"] == "dropbox_sign_default"
+
+
+def test_airflow_refuses_a_run_on_a_connection_the_deployment_does_not_list(
+    airflow_api: TestClient, token: Callable[[str], str], manual_dag: str
+) -> None:
+    body = trigger_body(["d10338cad145e1cb68afc828"], conn_id="ds_elsewhere")
+    refused = airflow_api.post(f"/api/v2/dags/{manual_dag}/dagRuns", json=body, headers=bearer(token("op")))
+    assert refused.status_code == 400, refused.text
+    assert "dropbox_sign_conn_id" in refused.text
+
+
 # --- how Airflow finds it -------------------------------------------------------------------------
 
 
