@@ -65,7 +65,7 @@ may_trigger_cancel = Depends(
 
 
 @app.get("/", response_class=HTMLResponse, dependencies=[may_trigger_cancel])
-async def page(
+async def requests_page(
     conn_id: Annotated[str | None, Query(max_length=250)] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     max_age_days: Annotated[str, Query(max_length=32)] = "",

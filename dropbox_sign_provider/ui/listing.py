@@ -117,8 +117,10 @@ def checked_rule(max_age_days: str | None, query: str | None) -> tuple[float | N
     """
     try:
         age = max_age_seconds(max_age_days)
-    except ValueError as exc:
-        raise ListingRefused(400, str(exc).replace("max_age", "age (days)", 1)) from None
+    except ValueError:
+        raise ListingRefused(
+            400, f"age (days) {max_age_days!r} must be a positive number of days, or empty for any age"
+        ) from None
     return age, (query or "").strip()
 
 

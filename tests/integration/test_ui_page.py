@@ -209,12 +209,17 @@ def test_titles_and_names_from_dropbox_sign_are_escaped(
     emulator.create_signature_request(
         title=title, signers=[(name, "a@example.com")], created_at=time.time() - 400 * DAY
     )
+    # A link only to Dropbox Sign's web pages: never a script's address.
+    emulator.create_signature_request(details_url="javascript:alert(2)", created_at=time.time() - 400 * DAY)
     response = page.get(f"{URL_PREFIX}/", params={"max_age_days": "300"}, headers=bearer(token("op")))
     assert response.status_code == 200, response.text
     assert title not in response.text
     assert name not in response.text
     assert html.escape(title) in response.text
     assert html.escape(name) in response.text
+    assert len(shown_ids(response.text)) == 2
+    assert "javascript:" not in response.text
+    assert response.text.count("Open in Dropbox Sign") == 1
     # The only script is the page's own, allowed by its nonce.
     assert response.text.count("<script") == 1
     assert "script-src 'nonce-" in response.headers["content-security-policy"]
