@@ -417,6 +417,18 @@ def test_the_plugin_declares_a_nav_view_and_mounts_the_page() -> None:
     ]
 
 
+def test_airflow_s_rest_api_lists_the_page_for_the_ui_s_navigation(
+    airflow_api: TestClient, token: Callable[[str], str]
+) -> None:
+    answer = airflow_api.get("/api/v2/plugins", headers=bearer(token("admin")))
+    assert answer.status_code == 200, answer.text
+    [plugin] = [p for p in answer.json()["plugins"] if p["name"] == DropboxSignUIPlugin.name]
+    [view] = plugin["external_views"]
+    assert (view["name"], view["destination"], view["url_route"]) == ("Dropbox Sign", "nav", "dropbox-sign")
+    assert view["href"].endswith(f"{URL_PREFIX}/")
+    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == [URL_PREFIX]
+
+
 def test_importing_the_plugin_reads_no_option_connection_or_api_security() -> None:
     # Every process that loads Airflow's plugins imports it; only the API server serves the page.
     loaded = import_unread(
