@@ -9,12 +9,16 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, XComArg
 
-from dropbox_sign_provider.cancellation.ids import SIGNATURE_REQUEST_ID_PATTERN
+from dropbox_sign_provider.cancellation.ids import MAX_IDS_PER_RUN, SIGNATURE_REQUEST_ID_PATTERN
 from dropbox_sign_provider.operators.approval import CancellationApprovalOperator
 from dropbox_sign_provider.operators.signature_request import CancelSignatureRequestOperator
+from dropbox_sign_provider.ui.listing import ui_conn_ids
 
 #: A person pasting ids into a form cancels a handful; bulk clean-ups belong to the clean-up DAG.
-MAX_IDS = 50
+MAX_IDS = MAX_IDS_PER_RUN
+#: The connections a run may use: [dropbox_sign] ui_conn_ids, the ones the Dropbox Sign page offers.
+#: Read when this file is parsed: a param's choices are part of the DAG.
+CONN_IDS = ui_conn_ids() or ["dropbox_sign_default"]
 
 DOC_MD = """
 # Cancel Dropbox Sign signature requests
@@ -37,7 +41,10 @@ has to be sent again. Unpause this DAG first: a run triggered on a paused DAG st
    when *If already signed or declined* is `fail`.
 
 Confirmation polls every `[dropbox_sign] poke_interval` seconds, or on Dropbox Sign's events with
-`[dropbox_sign] event_first`. Uses the `dropbox_sign_default` connection.
+`[dropbox_sign] event_first`. Uses the connection chosen in the form, one of
+`[dropbox_sign] ui_conn_ids` (`dropbox_sign_default` unless the deployment lists others). The
+*Dropbox Sign* page of the Airflow UI lists an account's open requests and triggers this DAG with
+the ones you select.
 """
 
 with DAG(
@@ -59,6 +66,14 @@ with DAG(
             title="Signature request ids",
             description=f"One id per line, at most {MAX_IDS}: 16 to 64 lowercase hex characters "
             "each, e.g. fa5c8a0b0f492d768749333ad6fcc214c111e967. Cancellation cannot be undone.",
+        ),
+        "dropbox_sign_conn_id": Param(
+            CONN_IDS[0],
+            type="string",
+            enum=CONN_IDS,
+            title="Dropbox Sign connection",
+            description="The account whose requests are cancelled: one of the connections the "
+            "deployment lists in [dropbox_sign] ui_conn_ids.",
         ),
         "require_approval": Param(
             True,
@@ -89,12 +104,15 @@ with DAG(
         dry_run=True,
         require_approval="{{ params.require_approval }}",
         max_cancellations=MAX_IDS,
+        dropbox_sign_conn_id="{{ params.dropbox_sign_conn_id }}",
         retries=2,
         retry_delay=timedelta(minutes=1),
     )
     # What preview read and signed: the form shows it, and cancel acts on nothing else.
     selection = XComArg(preview, key="selection")
-    approve = CancellationApprovalOperator(task_id="approve", selection=selection)
+    approve = CancellationApprovalOperator(
+        task_id="approve", selection=selection, dropbox_sign_conn_id="{{ params.dropbox_sign_conn_id }}"
+    )
     cancel = CancelSignatureRequestOperator(
         task_id="cancel",
         signature_request_ids=selection,
@@ -104,6 +122,7 @@ with DAG(
         on_completed="{{ params.on_completed }}",
         deferrable=True,
         max_cancellations=MAX_IDS,
+        dropbox_sign_conn_id="{{ params.dropbox_sign_conn_id }}",
         retries=2,
         retry_delay=timedelta(minutes=1),
     )

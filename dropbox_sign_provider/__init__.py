@@ -175,6 +175,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "dropbox_sign_default,dropbox_sign_sales",
                         "default": DEFAULT_CONN_NAME,
                     },
+                    "ui_conn_ids": {
+                        "description": "Comma-separated ids of the ``dropbox_sign`` connections the "
+                        "Dropbox Sign page of the Airflow UI offers (the provider's plugin): it lists the "
+                        "incomplete requests each account sent, to users who may trigger the manual "
+                        "cancel DAG, and triggers that DAG with the ids they select. No other connection "
+                        "can be listed from the page.",
+                        "version_added": __version__,
+                        "type": "string",
+                        "example": "dropbox_sign_default,dropbox_sign_sales",
+                        "default": DEFAULT_CONN_NAME,
+                    },
                 },
             },
         },

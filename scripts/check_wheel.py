@@ -278,8 +278,9 @@ def main() -> int:
         expect(seen["hidden_fields"] == ["login", "port", "schema"], "its form hides login, port, schema")
         expect(len(seen["classes"]) == 3, f"{', '.join(seen['classes'])} import")
         expect(
-            seen["plugins"] == [["/dropbox-sign"]],
-            "the callback receiver's plugin is an airflow.plugins entry point, mounted at /dropbox-sign",
+            sorted(seen["plugins"]) == [["/dropbox-sign"], ["/dropbox-sign-ui"]],
+            "the callback receiver's and the Dropbox Sign page's plugins are airflow.plugins entry points, "
+            "mounted at /dropbox-sign and /dropbox-sign-ui",
         )
         expect("dropbox-sign" in seen["asset_schemes"], "the dropbox-sign asset URI scheme is registered")
         check_emulator(bin_dir)

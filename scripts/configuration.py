@@ -33,6 +33,8 @@ READ_WHEN = {
     "(the sensor keeps its own default, False)",
     "pool": "on the dag-processor, when it parses an example DAG's file",
     "callback_conn_ids": "on the API server, when callbacks arrive",
+    "ui_conn_ids": "on the API server, when the Dropbox Sign page is opened; on the dag-processor, when "
+    "it parses the manual cancel DAG's file (its connection param's choices)",
 }
 
 

@@ -14,6 +14,8 @@ import importlib.util
 import ipaddress
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -357,6 +359,33 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def import_unread(module: str, report: str) -> str:
+    """
+    Import ``module`` in a fresh interpreter where reading a connection or a ``[dropbox_sign]``
+    option fails, as every process that loads Airflow's plugins imports a plugin; then run
+    ``report`` (Python; ``before`` holds the modules loaded before the import) and return the last
+    line it printed.
+    """
+    code = (
+        "import sys\n"
+        "from airflow.configuration import conf\n"
+        "from airflow.models.connection import Connection\n"
+        "def refuse(*a, **k): raise AssertionError('connection read at import')\n"
+        "Connection.get_connection_from_secrets = refuse\n"
+        "get = conf.get\n"
+        "def get_checked(section, *a, **k):\n"
+        "    assert section != 'dropbox_sign', 'option read at import'\n"
+        "    return get(section, *a, **k)\n"
+        "conf.get = get_checked\n"
+        "import airflow.plugins_manager, fastapi\n"
+        "before = set(sys.modules)\n"
+        f"import {module}\n"
+        f"{report}\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def load_dag_module(name: str) -> ModuleType:

@@ -19,6 +19,11 @@ _SEPARATORS = re.compile(r"[,\s]+")
 #: Longest ``repr`` of a bad value an error message quotes whole: a value can be anything a payload
 #: or a template held, up to a megabyte, and the message ends up in logs and HTTP answers.
 MAX_SHOWN_CHARS = 120
+#: The manual cancel DAG (``dags/dropbox_sign_cancel_request.py``) and the most ids one of its runs
+#: takes: a person picking ids cancels a handful; bulk clean-ups belong to the clean-up DAG. Its
+#: trigger form and the provider's UI page read both from here.
+CANCEL_REQUEST_DAG_ID = "dropbox_sign_cancel_request"
+MAX_IDS_PER_RUN = 50
 
 
 def shown(value: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -173,6 +174,49 @@ def summary(request: Mapping[str, Any], reason: str) -> Summary:
         expires_at=int(expires_at) if isinstance(expires_at, int | float) else None,
         reason=reason,
     )
+
+
+@dataclass
+class Sorted:
+    """
+    Listed requests sorted out by :func:`sort_out`.
+
+    :ivar selected: the summary of each request that may be cancelled, by id, in listed order.
+    :ivar left_alone: how many were left alone, by reason (:func:`left_alone`'s words).
+    :ivar listed: how many were listed.
+    """
+
+    selected: dict[str, Summary] = field(default_factory=dict)
+    left_alone: dict[str, int] = field(default_factory=dict)
+    listed: int = 0
+
+
+def sort_out(
+    listed: Iterable[Mapping[str, Any]],
+    now: float,
+    created_before: float | None,
+    account_email: str,
+    reason: str,
+) -> Sorted:
+    """
+    What a list step (or the UI page) selects from what the API listed, by :func:`left_alone`'s
+    rules; a request listed twice (pages shift as requests are sent) is selected once.
+
+    :param listed: signature requests as a list answers them.
+    :param now: the current Unix time.
+    :param created_before: Unix time; with an age rule, requests created later are left alone.
+    :param account_email: the account's own address (``GET /account``).
+    :param reason: why a selected request was selected, in words.
+    """
+    out = Sorted()
+    for request in listed:
+        out.listed += 1
+        why_not = left_alone(request, now, created_before, account_email)
+        if why_not is None:
+            out.selected.setdefault(str(request["signature_request_id"]), summary(request, reason))
+        else:
+            out.left_alone[why_not] = out.left_alone.get(why_not, 0) + 1
+    return out
 
 
 def oldest_first(summaries: Iterable[Summary]) -> list[Summary]:

@@ -387,13 +387,34 @@ class DropboxSignHook(_DropboxSignBaseHook):
         page_params(page_size, 1)
         return self._pages("/bulk_send_job/list", "bulk_send_jobs", lambda page: page_params(page_size, page))
 
+    def list_signature_requests_page(
+        self, query: str | None = None, page: int = 1, page_size: int = MAX_PAGE_SIZE
+    ) -> tuple[list[dict[str, Any]], int]:
+        """
+        One page of the signature requests matching ``query``: one call, for a caller that shows
+        the list page by page.
+
+        :param query: Dropbox Sign search syntax.
+        :param page: the page, from 1.
+        :param page_size: requests per page, 1 to 100.
+        :return: the page's requests and how many pages the list has.
+        :raises ValueError: naming a bad ``page`` or ``page_size``, before any call.
+        """
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            raise ValueError(f"page {page!r} must be a positive integer")
+        return self._page(
+            "/signature_request/list", "signature_requests", list_params(query, None, page_size, page)
+        )
+
+    def _page(self, path: str, name: str, params: dict[str, Any]) -> tuple[list[Any], int]:
+        return page_items(self._request("GET", path, params), name, "GET", path)
+
     def _pages(
         self, path: str, name: str, params_of: Callable[[int], dict[str, Any]]
     ) -> Iterator[dict[str, Any]]:
         page, num_pages = 1, 1
         while page <= num_pages:
-            answer = self._request("GET", path, params_of(page))
-            items, num_pages = page_items(answer, name, "GET", path)
+            items, num_pages = self._page(path, name, params_of(page))
             yield from items
             page += 1
 

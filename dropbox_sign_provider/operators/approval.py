@@ -71,7 +71,8 @@ class CancellationApprovalOperator(ApprovalOperator):
         (``XComArg(preview, key="selection")``).
     :param describe: turns what the selection shows (its ``shown``) into the form's Markdown;
         the dry run's preview table by default.
-    :param dropbox_sign_conn_id: the connection whose credential signs the grants.
+    :param dropbox_sign_conn_id: the connection whose credential signs the grants (templated, as
+        the manual cancel DAG's connection param gives it).
     :param subject: the form's headline.
     :param response_timeout: how long to wait, when shorter than the deployment's.
     :param require_approval: ask a person even when neither the selection nor the deployment's
@@ -85,7 +86,12 @@ class CancellationApprovalOperator(ApprovalOperator):
     ``assigned_users``, who may answer when the deployment names nobody.
     """
 
-    template_fields: Sequence[str] = ("subject", "selection", "require_approval_setting")
+    template_fields: Sequence[str] = (
+        "subject",
+        "selection",
+        "require_approval_setting",
+        "dropbox_sign_conn_id",
+    )
     ui_color = "#fff4d6"
 
     def __init__(

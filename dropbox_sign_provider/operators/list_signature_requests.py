@@ -18,15 +18,13 @@ from dropbox_sign_provider.cancellation.ids import (
 from dropbox_sign_provider.cancellation.policy import DISARM_VARIABLE, CancellationPolicy
 from dropbox_sign_provider.cancellation.selection import (
     DEFAULT_MAX_MAP_LENGTH,
-    Summary,
     account_address,
     batch_size_within,
     batches,
-    left_alone,
     max_age_seconds,
     oldest_first,
     search_query,
-    summary,
+    sort_out,
 )
 from dropbox_sign_provider.hooks.connection import grant_key
 
@@ -192,17 +190,9 @@ class ListSignatureRequestsOperator(BaseOperator):
         if age is not None:
             reason = f"created more than {_duration(age)} ago" + (f", {reason}" if job else "")
         self.log.info("Listing %s", search)
-        selected: dict[str, Summary] = {}
-        left: dict[str, int] = {}
-        count = 0
-        for request in listed:
-            count += 1
-            why_not = left_alone(request, now, created_before, account_email)
-            if why_not is None:
-                selected.setdefault(request["signature_request_id"], summary(request, reason))
-            else:
-                left[why_not] = left.get(why_not, 0) + 1
-        chosen = oldest_first(selected.values())
+        sorted_out = sort_out(listed, now, created_before, account_email, reason)
+        left, count = sorted_out.left_alone, sorted_out.listed
+        chosen = oldest_first(sorted_out.selected.values())
         cap = policy.cap(asked_cap)
         over = len(chosen) > cap
         report_ = {"search": search, "listed": count, "selected": len(chosen), "left_alone": left, "cap": cap}

@@ -110,7 +110,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         ``.output``: every batch, or one batch each through ``expand()``), cancelled only as far as
         its signature allows, and previewed from its summaries without a read per id; or a list
         of such summaries.
-    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection.
+    :param dropbox_sign_conn_id: the ``dropbox_sign`` connection (templated: a param may choose it).
     :param on_completed: ``fail`` (default) or ``ignore`` for requests that were signed or declined
         before they could be cancelled (templated, checked before anything is sent).
     :param max_cancellations: fail before cancelling anything when given more ids than this
@@ -157,6 +157,7 @@ class CancelSignatureRequestOperator(BaseOperator):
         "selection_grant",
         "wait_for_confirmation",
         "on_completed",
+        "dropbox_sign_conn_id",
     )
     operator_extra_links = (DropboxSignRequestLink(),)
     ui_color = "#fde8e8"

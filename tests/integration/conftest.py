@@ -4,7 +4,9 @@ Fixtures of the integration tests besides the root ones (the emulator, connectio
 - the callback receiver's: the plugin's app over FastAPI's TestClient, Airflow's SQLite metadata
   database with a DAG scheduled on event assets (parsed and written as the DAG processor does), two
   accounts with API keys, and readers of what a callback left in the database;
-- the emulator's events': receivers of what the emulator posts (``tests.helpers.Receiver``).
+- the emulator's events': receivers of what the emulator posts (``tests.helpers.Receiver``);
+- the Dropbox Sign page's: the manual cancel DAG in the database, whose runs Airflow's REST API
+  starts as the page's button asks.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from dropbox_sign_provider.events.callback import CallbackEvent, event_hash
 from dropbox_sign_provider.plugins.callbacks import app
 from dropbox_sign_provider.testing.emulator import DropboxSignEmulator
 from dropbox_sign_provider.version_compat import AIRFLOW_V_3_2_PLUS
-from tests.helpers import SECRET_ACCESS_TOKEN, SECRET_API_KEY, Receiver, connection_uri_json, set_connection
+from tests.helpers import (
+    CANCEL_DAG,
+    SECRET_ACCESS_TOKEN,
+    SECRET_API_KEY,
+    Receiver,
+    connection_uri_json,
+    set_connection,
+)
+from tests.helpers import DAGS as REPO_DAGS
 
 DAGS = Path(__file__).parent / "dags"
 BUNDLE = "callback-test-dags"
@@ -35,9 +45,8 @@ ASSET_DAG_ID = "t_callback_assets"
 KEYS = {"ds_cb_a": SECRET_API_KEY, "ds_cb_b": "sk-live-OTHERKEY789"}
 
 
-@pytest.fixture(scope="session")
-def asset_dag(airflow_db: Path) -> str:
-    """``t_callback_assets`` parsed, written to the database as the DAG processor does, unpaused."""
+def _written_unpaused(dag_folder: Path, bundle_path: Path, bundle: str, dag_id: str) -> str:
+    # Parsed and written to the database as the DAG processor does, then unpaused.
     if AIRFLOW_V_3_2_PLUS:
         from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     else:
@@ -49,18 +58,31 @@ def asset_dag(airflow_db: Path) -> str:
     from airflow.models.dagbundle import DagBundleModel
     from airflow.utils.session import create_session
 
-    bag = DagBag(dag_folder=DAGS, bundle_path=DAGS)
+    bag = DagBag(dag_folder=dag_folder, bundle_path=bundle_path)
     assert not bag.import_errors, bag.import_errors
-    assert ASSET_DAG_ID in bag.dags
+    assert dag_id in bag.dags
     with create_session() as session:
-        if session.get(DagBundleModel, BUNDLE) is None:
-            session.add(DagBundleModel(name=BUNDLE))
-    sync_bag_to_db(bag, BUNDLE, None)
+        if session.get(DagBundleModel, bundle) is None:
+            session.add(DagBundleModel(name=bundle))
+    sync_bag_to_db(bag, bundle, None)
     with create_session() as session:
-        dag_model = session.get(DagModel, ASSET_DAG_ID)
+        dag_model = session.get(DagModel, dag_id)
         assert dag_model is not None
         dag_model.is_paused = False
-    return ASSET_DAG_ID
+    return dag_id
+
+
+@pytest.fixture(scope="session")
+def asset_dag(airflow_db: Path) -> str:
+    """``t_callback_assets`` parsed, written to the database as the DAG processor does, unpaused."""
+    return _written_unpaused(DAGS, DAGS, BUNDLE, ASSET_DAG_ID)
+
+
+@pytest.fixture(scope="session")
+def manual_dag(airflow_db: Path) -> str:
+    """The manual cancel DAG (``dags/dropbox_sign_cancel_request.py``) written to the database as
+    the DAG processor does, unpaused: Airflow's REST API may start its runs."""
+    return _written_unpaused(REPO_DAGS / f"{CANCEL_DAG}.py", REPO_DAGS, "dags-folder", CANCEL_DAG)
 
 
 class Recorded:

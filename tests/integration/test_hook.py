@@ -354,6 +354,26 @@ def test_an_empty_list_costs_one_call(emulator: DropboxSignEmulator, key_conn: s
     assert len(emulator.requests_log) == 1
 
 
+def test_one_page_is_one_call_and_says_how_many_pages_there_are(
+    emulator: DropboxSignEmulator, key_conn: str
+) -> None:
+    created = make_requests(emulator, 7, title="NDA 2024")
+    make_requests(emulator, 2, title="Offer letter")
+    hook = DropboxSignHook(key_conn)
+    first, num_pages = hook.list_signature_requests_page("title:NDA", page=1, page_size=4)
+    last, again = hook.list_signature_requests_page("title:NDA", page=2, page_size=4)
+    assert (len(first), len(last), num_pages, again) == (4, 3, 2, 2)
+    assert sorted(sr["signature_request_id"] for sr in first + last) == sorted(created)
+    assert len(emulator.requests_log) == 2
+
+
+@pytest.mark.parametrize("page", [0, -1, 1.5, "2", True])
+def test_a_bad_page_fails_before_any_call(emulator: DropboxSignEmulator, key_conn: str, page: Any) -> None:
+    with pytest.raises(ValueError, match=f"page {page!r}"):
+        DropboxSignHook(key_conn).list_signature_requests_page(page=page)
+    assert emulator.requests_log == []
+
+
 @pytest.mark.parametrize("page_size", [0, -1, 101, 2.5, "10", None, True])
 def test_a_bad_page_size_fails_before_any_call(
     emulator: DropboxSignEmulator, key_conn: str, page_size: Any

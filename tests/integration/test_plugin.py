@@ -18,6 +18,7 @@ from starlette.routing import Mount
 
 from dropbox_sign_provider.events.callback import CALLBACK_ACKNOWLEDGEMENT
 from dropbox_sign_provider.plugins.callbacks import DropboxSignCallbacksPlugin, app
+from tests.helpers import import_unread
 
 
 def test_the_plugin_is_loaded_from_the_entry_point() -> None:
@@ -52,25 +53,12 @@ def test_the_api_server_mounts_the_receiver_under_dropbox_sign(
 def test_importing_the_plugin_reads_no_connection_option_or_database() -> None:
     # Every process that loads Airflow's plugins imports it (scheduler, workers), not only the
     # API server: in a fresh interpreter, nothing of the receiver's may run at import.
-    code = (
-        "import sys\n"
-        "from airflow.configuration import conf\n"
-        "from airflow.models.connection import Connection\n"
-        "def refuse(*a, **k): raise AssertionError('connection read at import')\n"
-        "Connection.get_connection_from_secrets = refuse\n"
-        "get = conf.get\n"
-        "def get_checked(section, *a, **k):\n"
-        "    assert section != 'dropbox_sign', 'option read at import'\n"
-        "    return get(section, *a, **k)\n"
-        "conf.get = get_checked\n"
-        "import airflow.plugins_manager, fastapi\n"
-        "before = set(sys.modules)\n"
-        "import dropbox_sign_provider.plugins.callbacks\n"
+    loaded = import_unread(
+        "dropbox_sign_provider.plugins.callbacks",
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(('airflow.models', "
-        "'airflow.assets', 'airflow.utils.session', 'sqlalchemy'))))\n"
+        "'airflow.assets', 'airflow.utils.session', 'sqlalchemy'))))",
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert loaded == "[]"
 
 
 def test_the_provider_declares_the_option_and_the_asset_scheme() -> None:

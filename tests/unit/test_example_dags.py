@@ -153,10 +153,29 @@ def test_the_form_needs_ids_and_accepts_good_ones(cancel_module: ModuleType) -> 
     params["signature_request_ids"] = ids
     assert params.validate() == {
         "signature_request_ids": ids,
+        "dropbox_sign_conn_id": "dropbox_sign_default",
         "require_approval": True,
         "wait_for_confirmation": True,
         "on_completed": "fail",
     }
+
+
+def test_the_form_offers_only_the_connections_of_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__UI_CONN_IDS", " ds_sales , ds_legal,ds_sales ")
+    module = load_dag_module(CANCEL_DAG)
+    params = copy.deepcopy(module.dag.params)
+    assert params["dropbox_sign_conn_id"] == "ds_sales"
+    params["dropbox_sign_conn_id"] = "ds_legal"
+    with pytest.raises(ParamValidationError, match="dropbox_sign_conn_id"):
+        params["dropbox_sign_conn_id"] = "dropbox_sign_default"
+    # Every task that talks to Dropbox Sign uses the chosen one.
+    conn_ids = {
+        task.task_id: task.dropbox_sign_conn_id
+        for task in module.dag.tasks
+        if hasattr(task, "dropbox_sign_conn_id")
+    }
+    assert conn_ids == dict.fromkeys(("preview", "approve", "cancel"), "{{ params.dropbox_sign_conn_id }}")
+    assert all("dropbox_sign_conn_id" in module.dag.get_task(t).template_fields for t in conn_ids)
 
 
 @pytest.mark.parametrize(
