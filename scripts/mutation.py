@@ -1,0 +1,339 @@
+"""
+Mutation run over the code that decides what gets cancelled and protects the account (make mutation).
+
+Each module in ``MODULES`` is mutated on its own by mutmut, and each mutant is tested with only the
+fast tests listed for that module: a run is then a few minutes, not the hours the whole suite would
+take per mutant. mutmut mutates a copy of the package under ``mutants/`` and runs pytest in forked
+processes; every module gets a work directory of its own under ``build/mutation/work/`` so that the
+runs do not share mutmut's state, and the source tree is never touched.
+
+A mutant the tests do not kill is a survivor. Each survivor must be listed, with the reason it is
+equivalent or harmless, in ``tests/mutation_survivors.toml``; it is named there by its module, the
+function it is in, and the line before and after the mutation, so that edits elsewhere in the file
+do not change its name. The run fails when a survivor is not listed, when a module kills less than
+``MIN_KILL_RATE``, or when a survivor in a safety check (``SAFETY_CHECKS``) is listed as anything
+but equivalent: a check that can be weakened without a test noticing is not held by the tests.
+
+Prints the kill rate per module and every survivor with its diff, and writes the same to
+``build/mutation/report.json``. ``--module NAME`` (repeatable) runs only those modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "dropbox_sign_provider"
+WORK = ROOT / "build" / "mutation" / "work"
+REPORT = ROOT / "build" / "mutation" / "report.json"
+SURVIVORS = ROOT / "tests" / "mutation_survivors.toml"
+MIN_KILL_RATE = 0.90
+
+#: module name -> (source file, the fast tests that hold it). One table: what is mutated and what
+#: is run against it are read side by side.
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "selection": (
+        "cancellation/selection.py",
+        ["tests/unit/test_selection.py", "tests/unit/test_list_pages.py"],
+    ),
+    "policy": (
+        "cancellation/policy.py",
+        ["tests/unit/test_cancellation_policy.py"],
+    ),
+    "grants": (
+        "cancellation/grants.py",
+        ["tests/unit/test_grants.py"],
+    ),
+    "approval": (
+        "cancellation/approval.py",
+        ["tests/unit/test_approval.py"],
+    ),
+    "state": (
+        "cancellation/state.py",
+        ["tests/unit/test_request_state.py"],
+    ),
+    "watch": (
+        "cancellation/watch.py",
+        ["tests/unit/test_watch.py"],
+    ),
+    "ids": (
+        "cancellation/ids.py",
+        ["tests/unit/test_ids_and_errors.py", "tests/unit/test_arguments.py"],
+    ),
+    "rate-limit-policy": (
+        "hooks/policy.py",
+        ["tests/unit/test_rate_limit.py", "tests/unit/test_retry_policy.py"],
+    ),
+    "callback": (
+        "events/callback.py",
+        ["tests/unit/test_events.py", "tests/integration/test_receiver.py"],
+    ),
+}
+
+#: Functions (mutmut's names: ``function`` or ``Class.method``) that are safety checks: a survivor
+#: in one of them may be listed only as equivalent, never as harmless.
+SAFETY_CHECKS: dict[str, set[str]] = {
+    "selection": {"excluded_because", "select"},
+    "policy": {"cap", "why_unarmed", "refusal", "from_config"},
+    "grants": set(),
+    "approval": set(),
+    "state": {"request_state"},
+    "watch": {"WaitState.observe", "WaitState.recanceled"},
+    "ids": {
+        "validate_signature_request_id",
+        "validate_bulk_send_job_id",
+        "normalize_signature_request_ids",
+        "reported_outcomes",
+        "dry_run_flag",
+    },
+    "rate-limit-policy": set(),
+    "callback": set(),
+}
+
+#: mutmut's exit codes for a mutant's test run (mutmut.stats.status_by_exit_code, read without
+#: importing mutmut here: it reads its settings from the working directory on import).
+STATUS_BY_EXIT_CODE: dict[int | None, str] = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "caught by type check",
+    -11: "segfault",
+    -9: "segfault",
+    None: "not checked",
+}
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+@dataclass
+class Survivor:
+    module: str
+    function: str
+    status: str
+    line: str
+    mutant: str
+    location: str
+    diff: str
+    listed: bool = False
+    kind: str = ""
+    reason: str = ""
+    safety_check: bool = False
+
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.module, self.function, self.line, self.mutant)
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    path: str
+    tests: list[str]
+    mutants: int = 0
+    killed: int = 0
+    seconds: float = 0.0
+    survivors: list[Survivor] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def kill_rate(self) -> float:
+        return self.killed / self.mutants if self.mutants else 1.0
+
+
+def _mutmut(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own venv's mutmut
+        [str(Path(sys.executable).parent / "mutmut"), *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _prepare(name: str, source: str, tests: list[str]) -> Path:
+    work = WORK / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    # Symlinks, not copies: mutmut copies what it needs into mutants/ itself.
+    for entry in (PACKAGE, "tests", "dags", "docs"):
+        (work / entry).symlink_to(ROOT / entry)
+    settings = {
+        "source_paths": [PACKAGE],
+        "only_mutate": [f"{PACKAGE}/{source}"],
+        "also_copy": ["dags", "docs"],
+        "pytest_add_cli_args_test_selection": tests,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + "\n".join(lines) + "\n")
+    return work
+
+
+def _function_of(mutant_name: str) -> str:
+    # mutmut names a mutant <module>.x_<function>__mutmut_<n>, or <module>.xǁ<Class>ǁ<method>__mutmut_<n>.
+    last = mutant_name.rsplit(".", 1)[-1]
+    last = re.sub(r"__mutmut_\d+$", "", last)
+    if last.startswith("xǁ"):
+        return ".".join(part for part in last[2:].split("ǁ") if part)
+    return last.removeprefix("x_")
+
+
+def _changed_lines(diff: str) -> tuple[str, str, str]:
+    """The original line(s), the mutated line(s), and the line number of the first, from a diff."""
+    lines = diff.splitlines()
+    before = [line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")]
+    after = [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")]
+    hunk = re.search(r"^@@ -(\d+)", diff, re.MULTILINE)
+    return " / ".join(before), " / ".join(after), hunk.group(1) if hunk else "?"
+
+
+def _line_number(source: Path, function: str, line: str) -> str:
+    """Where the original line is in the source file (the diff numbers mutmut's rewritten copy)."""
+    first = line.split(" / ")[0]
+    numbers = [str(n) for n, text in enumerate(source.read_text().splitlines(), 1) if text.strip() == first]
+    return ",".join(numbers) if numbers else "?"
+
+
+def run_module(name: str) -> ModuleResult:
+    source, tests = MODULES[name]
+    result = ModuleResult(name, f"{PACKAGE}/{source}", tests)
+    started = time.monotonic()
+    work = _prepare(name, source, tests)
+    run = _mutmut(work, "run", "--max-children", "1")
+    result.seconds = round(time.monotonic() - started, 1)
+    (work / "mutmut-run.log").write_text(run.stdout + run.stderr)
+    meta_path = work / "mutants" / PACKAGE / f"{source}.meta"
+    if not meta_path.exists():
+        result.error = f"mutmut did not run (exit {run.returncode}); see {work / 'mutmut-run.log'}"
+        return result
+    exit_codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
+    for mutant_name, code in sorted(exit_codes.items()):
+        status = STATUS_BY_EXIT_CODE.get(code, "suspicious")
+        if status == "skipped":
+            continue
+        result.mutants += 1
+        if status in KILLED:
+            result.killed += 1
+            continue
+        shown = _mutmut(work, "show", mutant_name).stdout
+        diff = shown.split("\n", 1)[1] if "\n" in shown else shown
+        function = _function_of(mutant_name)
+        before, after, _ = _changed_lines(diff)
+        number = _line_number(ROOT / PACKAGE / source, function, before)
+        result.survivors.append(
+            Survivor(
+                module=name,
+                function=function,
+                status=status,
+                line=before,
+                mutant=after,
+                location=f"{PACKAGE}/{source}:{number}",
+                diff=diff.strip(),
+                safety_check=function in SAFETY_CHECKS.get(name, set()),
+            )
+        )
+    return result
+
+
+def _listed() -> dict[tuple[str, str, str, str], dict[str, str]]:
+    if not SURVIVORS.exists():
+        return {}
+    entries = tomllib.loads(SURVIVORS.read_text()).get("survivor", [])
+    return {(e["module"], e["function"], e["line"], e["mutant"]): e for e in entries}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only this module")
+    args = parser.parse_args()
+    names = args.module or list(MODULES)
+    listed = _listed()
+    failures: list[str] = []
+    results: list[ModuleResult] = []
+    started = time.monotonic()
+    for name in names:
+        print(f"== {name}: {MODULES[name][0]} against {' '.join(MODULES[name][1])}", flush=True)
+        result = run_module(name)
+        results.append(result)
+        if result.error:
+            failures.append(f"{name}: {result.error}")
+            print(f"   {result.error}", flush=True)
+            continue
+        print(
+            f"   {result.killed}/{result.mutants} killed ({result.kill_rate:.1%}), "
+            f"{len(result.survivors)} survived, {result.seconds:.0f}s",
+            flush=True,
+        )
+        if result.kill_rate < MIN_KILL_RATE:
+            failures.append(f"{name}: {result.kill_rate:.1%} killed, below {MIN_KILL_RATE:.0%}")
+        for survivor in result.survivors:
+            entry = listed.get(survivor.key())
+            if entry is not None:
+                survivor.listed = True
+                survivor.kind = entry.get("kind", "")
+                survivor.reason = entry.get("reason", "")
+            verdict = f"listed as {survivor.kind}: {survivor.reason}" if survivor.listed else "NOT LISTED"
+            if survivor.safety_check:
+                verdict += " [safety check]"
+            print(f"\n   {survivor.location} in {survivor.function} ({survivor.status}) {verdict}")
+            print("      " + survivor.diff.replace("\n", "\n      "))
+            if not survivor.listed:
+                failures.append(f"{survivor.location}: survivor not listed in {SURVIVORS.relative_to(ROOT)}")
+            elif survivor.safety_check and survivor.kind != "equivalent":
+                failures.append(f"{survivor.location}: a safety check ({survivor.function}) weakened")
+            elif survivor.kind not in ("equivalent", "harmless") or not survivor.reason:
+                failures.append(f"{survivor.location}: listed without kind (equivalent/harmless) or reason")
+        print(flush=True)
+    seen = {s.key() for r in results for s in r.survivors}
+    stale = [key for key in listed if key[0] in names and key not in seen]
+    for key in stale:
+        print(f"note: listed survivor no longer survives (killed, or its line changed): {key}")
+    wall = round(time.monotonic() - started, 1)
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(
+        json.dumps(
+            {
+                "seconds": wall,
+                "min_kill_rate": MIN_KILL_RATE,
+                "modules": [
+                    {**{k: v for k, v in asdict(r).items() if k != "survivors"}, "kill_rate": r.kill_rate}
+                    | {"survivors": [asdict(s) for s in r.survivors]}
+                    for r in results
+                ],
+                "stale_listed": [list(key) for key in stale],
+                "failures": failures,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+    print("module              killed  rate")
+    for r in results:
+        print(f"{r.module:<18} {r.killed:>4}/{r.mutants:<4} {r.kill_rate:6.1%}")
+    print(f"{wall:.0f}s; report: {REPORT.relative_to(ROOT)}")
+    for failure in failures:
+        print(f"FAIL {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
