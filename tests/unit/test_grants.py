@@ -15,6 +15,7 @@ from dropbox_sign_provider.cancellation.grants import (
     SELECTION,
     GrantError,
     authorize,
+    derive_key,
     mint,
     selection_digest,
     verify,
@@ -78,14 +79,60 @@ def test_a_grant_of_another_run_dag_kind_or_account_does_not_verify() -> None:
         verify(grant, OTHER_KEY, kind=APPROVAL, **RUN)
 
 
-@pytest.mark.parametrize("value", [{"chosen_options": ["Approve"]}, [X], "not json", 42])
-def test_what_is_not_a_grant_is_refused(value: Any) -> None:
-    with pytest.raises(GrantError):
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (
+            {"chosen_options": ["Approve"]},
+            "the approval grant is not a grant: \"{'chosen_options': ['Approve']}\"",
+        ),
+        ([X], f"the approval grant is not a grant: \"['{X}']\""),
+        ("not json", "the approval grant is not JSON: 'not json'"),
+        (42, "the approval grant is not a grant: '42'"),
+        ("x" * 100, f"the approval grant is not JSON: '{'x' * 80}'"),
+        ({"x": "y" * 100}, f"the approval grant is not a grant: \"{{'x': '{'y' * 73}\""),
+    ],
+)
+def test_what_is_not_a_grant_is_refused_saying_what_it_is(value: Any, said: str) -> None:
+    with pytest.raises(GrantError) as refused:
         verify(value, KEY, kind=APPROVAL, **RUN)
+    assert str(refused.value) == said
+
+
+def test_a_grant_holding_what_is_not_json_is_refused() -> None:
+    with pytest.raises(GrantError, match=r"^the approval grant holds values that are not plain JSON$"):
+        verify({**approval([X]), "shown": {1, 2}}, KEY, kind=APPROVAL, **RUN)
+
+
+def test_the_signing_key_is_the_accounts_and_the_connections() -> None:
+    key = derive_key("api-key", "dropbox_sign_default")
+    assert key == derive_key("api-key", "dropbox_sign_default")
+    assert len({key, derive_key("other-key", "dropbox_sign_default"), derive_key("api-key", "other")}) == 3
+    made = mint(key, kind=SELECTION, ids=[X], **RUN)
+    assert verify(made, derive_key("api-key", "dropbox_sign_default"), kind=SELECTION, **RUN).ids == (X,)
+    with pytest.raises(GrantError, match="another account"):
+        verify(made, derive_key("other-key", "dropbox_sign_default"), kind=SELECTION, **RUN)
+
+
+def test_a_refusal_names_the_first_ten_uncovered_ids_and_counts_the_rest() -> None:
+    named = [f"{n:040x}" for n in range(12)]
+    with pytest.raises(GrantError) as refused:
+        decide(named, approval_grant=approval([X]))
+    assert str(refused.value) == (
+        f"12 of the ids are not covered by the approval: {', '.join(named[:10])} and 2 more"
+    )
+    with pytest.raises(GrantError) as refused:
+        decide(named[:10], approval_grant=approval([X]))
+    assert str(refused.value).endswith(f"approval: {', '.join(named[:10])}")
+
+
+def test_a_grant_of_an_unknown_kind_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match=r"^grant kind 'other' must be one of "):
+        mint(KEY, kind="other", ids=[X], **RUN)
 
 
 def test_an_approval_needs_the_person_who_approved() -> None:
-    with pytest.raises(ValueError, match="needs the person who approved"):
+    with pytest.raises(ValueError, match=r"^an approval grant needs the person who approved$"):
         mint(KEY, kind=APPROVAL, ids=[X], **RUN)
 
 
