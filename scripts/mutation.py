@@ -48,7 +48,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "policy": (
         "cancellation/policy.py",
-        ["tests/unit/test_cancellation_policy.py"],
+        # why_unarmed is held where arming meets the selection.
+        ["tests/unit/test_cancellation_policy.py", "tests/unit/test_selection.py"],
     ),
     "grants": (
         "cancellation/grants.py",
@@ -60,15 +61,29 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "state": (
         "cancellation/state.py",
-        ["tests/unit/test_request_state.py"],
+        # The decision from what the API answers is fed with the emulator's answers.
+        [
+            "tests/unit/test_request_state.py",
+            "tests/integration/test_request_state.py",
+            "tests/unit/test_selection.py",
+        ],
     ),
     "watch": (
         "cancellation/watch.py",
-        ["tests/unit/test_watch.py"],
+        # The steps that send the re-cancels are driven against the emulator.
+        ["tests/unit/test_watch.py", "tests/integration/test_watch.py"],
     ),
     "ids": (
         "cancellation/ids.py",
-        ["tests/unit/test_ids_and_errors.py", "tests/unit/test_arguments.py"],
+        [
+            "tests/unit/test_ids_and_errors.py",
+            "tests/unit/test_arguments.py",
+            # A rendered dry_run, and the operator's result as the sensor reads it (keys and outcomes).
+            "tests/integration/test_operator.py::test_dry_run_as_rendered",
+            "tests/integration/test_operator.py::test_a_dry_run_rendered_to_anything_else_fails_before_any_request",
+            "tests/integration/test_sensor.py::test_a_bad_id_as_a_key_of_the_operators_result_fails_before_any_request",
+            "tests/integration/test_sensor.py::test_nothing_to_wait_for_sends_nothing",
+        ],
     ),
     "rate-limit-policy": (
         "hooks/policy.py",
@@ -83,12 +98,17 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 #: Functions (mutmut's names: ``function`` or ``Class.method``) that are safety checks: a survivor
 #: in one of them may be listed only as equivalent, never as harmless.
 SAFETY_CHECKS: dict[str, set[str]] = {
-    "selection": {"excluded_because", "select"},
-    "policy": {"cap", "why_unarmed", "refusal", "from_config"},
-    "grants": set(),
+    "selection": {"left_alone", "sent_by", "account_address", "max_age_seconds", "search_query"},
+    "policy": {
+        "CancellationPolicy.cap",
+        "CancellationPolicy.why_unarmed",
+        "CancellationPolicy.refusal",
+        "CancellationPolicy.from_config",
+    },
+    "grants": {"verify", "authorize", "_refuse_uncovered", "_mac", "derive_key", "mint"},
     "approval": set(),
-    "state": {"request_state"},
-    "watch": {"WaitState.observe", "WaitState.recanceled"},
+    "state": {"request_state", "expired"},
+    "watch": {"CancellationWatch.observe", "CancellationWatch.recanceled", "CancellationWatch.expire"},
     "ids": {
         "validate_signature_request_id",
         "validate_bulk_send_job_id",
@@ -258,11 +278,27 @@ def _listed() -> dict[tuple[str, str, str, str], dict[str, str]]:
     return {(e["module"], e["function"], e["line"], e["mutant"]): e for e in entries}
 
 
+def _stub(survivor: Survivor) -> str:
+    # JSON strings are TOML basic strings: quotes and backslashes in the code stay exact.
+    fields = {
+        "module": survivor.module,
+        "function": survivor.function,
+        "line": survivor.line,
+        "mutant": survivor.mutant,
+        "kind": "equivalent" if survivor.safety_check else "harmless",
+        "reason": "",
+    }
+    return "\n[[survivor]]\n" + "\n".join(f"{key} = {json.dumps(value)}" for key, value in fields.items())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only this module")
+    parser.add_argument(
+        "--stubs", action="store_true", help="print a survivors-file entry for each unlisted survivor"
+    )
     args = parser.parse_args()
     names = args.module or list(MODULES)
     listed = _listed()
@@ -332,6 +368,11 @@ def main() -> int:
     print(f"{wall:.0f}s; report: {REPORT.relative_to(ROOT)}")
     for failure in failures:
         print(f"FAIL {failure}")
+    if args.stubs:
+        for r in results:
+            for survivor in r.survivors:
+                if not survivor.listed:
+                    print(_stub(survivor))
     return 1 if failures else 0
 
 
