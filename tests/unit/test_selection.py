@@ -173,8 +173,16 @@ def test_signed_batches_name_the_whole_selection_and_verify() -> None:
     assert selection_batches(made) == made
     assert selection_batches(made[0]) == [made[0]]
     # The cancel step and the report name the search that selected them.
-    assert search_of(made) == "s"
+    assert search_of(made) == search_of(made[:1]) == "s"
     assert search_of([]) is None
+
+
+def test_a_previews_selection_shows_its_requests_and_no_search() -> None:
+    # A dry run's preview shows its requests as a list, with no search behind them.
+    shown = [{"signature_request_id": "a" * 40, "title": "NDA"}, "not a request"]
+    previewed = [{"kind": "selection", "ids": ["a" * 40], "shown": shown, "mac": None}]
+    assert summaries_of(previewed) == [shown[0]]
+    assert search_of(previewed) is None
 
 
 def test_a_summary_keeps_when_the_request_expires_and_why_it_was_selected() -> None:
