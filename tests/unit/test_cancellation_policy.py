@@ -133,3 +133,15 @@ def test_approvers_refuse_anyone_else() -> None:
 
     assert policy.refusal(ANN, triggered_by=None) == "'Ann' is not one of [dropbox_sign] approvers"
     assert policy.refusal(BOB, triggered_by=None) is None
+
+
+def test_unarmed_unless_approved_and_each_refusal_says_what_to_do() -> None:
+    assert CancellationPolicy(armed=False).why_unarmed(None) == (
+        "NOT ARMED: [dropbox_sign] armed is False, so this run is a dry run and cancels nothing. Read its "
+        "report; when the list is right, the deployment arms cancelling by rule with [dropbox_sign] armed "
+        "= True (AIRFLOW__DROPBOX_SIGN__ARMED=True on the workers)."
+    )
+    assert CancellationPolicy(armed=True).why_unarmed("false") == (
+        "DISARMED: the Variable dropbox_sign_cleanup_armed is false, so this run is a dry run and cancels "
+        "nothing; delete the Variable to let the deployment's [dropbox_sign] armed apply again."
+    )
