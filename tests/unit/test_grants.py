@@ -52,6 +52,17 @@ def test_a_grant_verifies_as_made_and_as_json_text() -> None:
     assert (verified.kind, verified.shown) == (SELECTION, shown)
 
 
+def test_a_grant_verifies_whatever_order_its_keys_come_back_in() -> None:
+    # A database or a serializer may hand the XCom back with its keys in another order.
+    def reordered(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: reordered(value[key]) for key in reversed(list(value))}
+        return [reordered(item) for item in value] if isinstance(value, list) else value
+
+    made = selection([X], shown={"search": "s", "requests": [{"title": "NDA", "signature_request_id": X}]})
+    assert verify(reordered(made), KEY, kind=SELECTION, **RUN).ids == (X,)
+
+
 def test_a_signed_grant_whose_ids_are_not_ids_is_refused() -> None:
     with pytest.raises(GrantError, match=r"^the selection grant's ids are not a list of ids$"):
         verify(selection([7], selection="s"), KEY, kind=SELECTION, **RUN)
