@@ -186,6 +186,30 @@ def _mutmut(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: Asks mutmut for the diffs of many mutants in one process (``mutmut show`` takes one a process).
+_DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+names = json.load(sys.stdin)
+json.dump({name: get_diff_for_mutant(name, path=find_mutant(name).path) for name in names}, sys.stdout)
+"""
+
+
+def _diffs(work: Path, names: list[str]) -> dict[str, str]:
+    if not names:
+        return {}
+    answer = subprocess.run(  # noqa: S603 - our own venv's python
+        [sys.executable, "-c", _DIFFS],
+        cwd=work,
+        input=json.dumps(names),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    diffs: dict[str, str] = json.loads(answer.stdout)
+    return diffs
+
+
 def _prepare(name: str, source: str, tests: list[str]) -> Path:
     work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
@@ -243,16 +267,14 @@ def run_module(name: str) -> ModuleResult:
         result.error = f"mutmut did not run (exit {run.returncode}); see {work / 'mutmut-run.log'}"
         return result
     exit_codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
-    for mutant_name, code in sorted(exit_codes.items()):
-        status = STATUS_BY_EXIT_CODE.get(code, "suspicious")
-        if status == "skipped":
-            continue
-        result.mutants += 1
-        if status in KILLED:
-            result.killed += 1
-            continue
-        shown = _mutmut(work, "show", mutant_name).stdout
-        diff = shown.split("\n", 1)[1] if "\n" in shown else shown
+    statuses = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious") for name, code in exit_codes.items()}
+    statuses = {name: status for name, status in sorted(statuses.items()) if status != "skipped"}
+    result.mutants = len(statuses)
+    result.killed = sum(status in KILLED for status in statuses.values())
+    alive = {name: status for name, status in statuses.items() if status not in KILLED}
+    diffs = _diffs(work, list(alive))
+    for mutant_name, status in alive.items():
+        diff = diffs[mutant_name]
         function = _function_of(mutant_name)
         before, after, _ = _changed_lines(diff)
         number = _line_number(ROOT / PACKAGE / source, function, before)
