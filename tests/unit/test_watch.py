@@ -21,7 +21,11 @@ from dropbox_sign_provider.cancellation.outcomes import (
     summarize,
 )
 from dropbox_sign_provider.cancellation.state import RequestState
-from dropbox_sign_provider.cancellation.wait_settings import check_on_completed, check_wait_settings
+from dropbox_sign_provider.cancellation.wait_settings import (
+    WaitSettings,
+    check_on_completed,
+    check_wait_settings,
+)
 from dropbox_sign_provider.cancellation.watch import (
     Action,
     CancellationWatch,
@@ -272,6 +276,41 @@ def test_a_timeout_shorter_than_recancel_after_is_accepted_and_said_once() -> No
     log_no_recancel(watch_of({A: "cancel_requested"}, timeout=7200.0, recancel_after=3600.0), 7200.0, quiet)
     log_no_recancel(watch_of({A: "canceled"}, timeout=120.0, recancel_after=3600.0), 120.0, quiet)
     assert quiet.lines == []
+
+
+@pytest.mark.parametrize("poll_at_once", [True, False], ids=["poll-at-once", "poll-later"])
+def test_a_tasks_wait_starts_with_its_settings(poll_at_once: bool) -> None:
+    settings = WaitSettings(
+        poll_interval=30.0,
+        timeout=120.0,
+        recancel_after=3600.0,
+        max_cancel_attempts=3,
+        on_completed="fail",
+        event_first=False,
+    )
+    log = Recorder()
+    before = time.time()
+    wait = ConfirmationWait.start(
+        settings,
+        {A: "cancel_requested", B: "error"},
+        log,
+        poll_at_once=poll_at_once,
+        may_recancel=False,
+        errors={B: "Dropbox Sign HTTP 400"},
+    )
+    after = time.time()
+    watch = wait.watch
+    assert before + 120 <= watch.deadline <= after + 120
+    assert (watch.recancel_after, watch.max_cancel_attempts, wait.poll_interval) == (3600.0, 3, 30.0)
+    assert list(watch.pending) == [A]
+    assert watch.pending[A]["may_recancel"] is False
+    assert (watch.outcomes, watch.errors) == (
+        {A: "cancel_requested", B: "error"},
+        {B: "Dropbox Sign HTTP 400"},
+    )
+    # Cancels just sent tell nothing yet: their first read waits a poll interval.
+    assert before + (0 if poll_at_once else 30) <= wait.next_poll <= after + (0 if poll_at_once else 30)
+    assert "no re-cancel can happen within this timeout" in log.text("info")
 
 
 def test_watched_ids_are_never_recancelled_and_time_out_at_the_deadline() -> None:
