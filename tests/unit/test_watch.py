@@ -157,14 +157,26 @@ def test_next_recancel_at() -> None:
 def test_json_round_trip_keeps_every_clock() -> None:
     watch = watch_of({A: "cancel_requested", B: "cancel_requested", C: "declined"}, recancel_after=7.5)
     watch.recanceled(A, None, T0 + 8)
+    watch.errors[C] = "Dropbox Sign HTTP 400"  # what a trigger carries for an id it could not read
     data = json.loads(json.dumps(watch.to_json()))
     rebuilt = CancellationWatch.from_json(data)
     assert rebuilt == watch
+    assert rebuilt.errors == {C: "Dropbox Sign HTTP 400"}
     assert rebuilt.pending[A] == {"last_cancel_at": T0 + 8, "cancel_attempts": 2, "may_recancel": True}
     assert list(rebuilt.outcomes) == [A, B, C]
     # The rebuilt watch answers exactly as the original would.
     for at in (T0 + 10, T0 + 15.5):
         assert rebuilt.observe(B, RequestState.PENDING, at) is watch.observe(B, RequestState.PENDING, at)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [("max_cancel_attempts", 0, "max_cancel_attempts 0"), ("recancel_after", -1.0, "recancel_after -1.0")],
+)
+def test_a_stored_state_with_a_bad_setting_is_refused_naming_it(field: str, value: Any, named: str) -> None:
+    data = {**watch_of({A: "cancel_requested"}).to_json(), field: value}
+    with pytest.raises(ValueError, match=named):
+        CancellationWatch.from_json(data)
 
 
 @pytest.mark.parametrize(
