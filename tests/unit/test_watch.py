@@ -284,6 +284,10 @@ def test_a_timeout_shorter_than_recancel_after_is_accepted_and_said_once() -> No
         "timeout 120 s is not longer than recancel_after 3600 s: no re-cancel can happen within this "
         "timeout; ids not confirmed by then end as timeout"
     )
+    # A timeout equal to recancel_after leaves no room either: the deadline comes first.
+    equal = Recorder()
+    log_no_recancel(watch_of({A: "cancel_requested"}, timeout=3600.0, recancel_after=3600.0), 3600.0, equal)
+    assert "no re-cancel can happen within this timeout" in equal.text("info")
     quiet = Recorder()
     log_no_recancel(watch_of({A: "cancel_requested"}, timeout=7200.0, recancel_after=3600.0), 7200.0, quiet)
     log_no_recancel(watch_of({A: "canceled"}, timeout=120.0, recancel_after=3600.0), 120.0, quiet)
