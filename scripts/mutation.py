@@ -88,6 +88,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/integration/test_operator.py::test_a_dry_run_rendered_to_anything_else_fails_before_any_request",
             "tests/integration/test_sensor.py::test_a_bad_id_as_a_key_of_the_operators_result_fails_before_any_request",
             "tests/integration/test_sensor.py::test_nothing_to_wait_for_sends_nothing",
+            "tests/integration/test_sensor.py::test_a_rendered_dry_run_result_is_carried_not_cancelled",
         ],
     ),
     "rate-limit-policy": (
