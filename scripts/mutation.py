@@ -139,7 +139,12 @@ SAFETY_CHECKS: dict[str, set[str]] = {
         "dry_run_flag",
     },
     "rate-limit-policy": set(),
-    "callback": set(),
+    "callback": {
+        "freshness_problem",
+        "CallbackEvent.payload_problem",
+        "CallbackEvent.verified_by",
+        "event_hash",
+    },
 }
 
 #: mutmut's exit codes for a mutant's test run (mutmut.stats.status_by_exit_code, read without
