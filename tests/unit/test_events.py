@@ -258,6 +258,9 @@ def test_what_a_callback_carries_is_read_as_sent() -> None:
     del payload["signature_request"]
     assert parse_callback(json.dumps(payload)).related_signature_id == "5687fb7bd5b7d6eb3b6bdd0f0e9ef5d9"
     assert parse_callback(body(event_time="1" * 12)).event_time == "1" * 12
+    # event_metadata that is not an object names no signer, and refuses nothing.
+    payload["event"]["event_metadata"] = ["not", "an", "object"]
+    assert parse_callback(json.dumps(payload)).related_signature_id is None
     # A title or metadata of another type is not recorded as one.
     odd = parse_callback(body(signature_request_id=SR_ID, title=42, metadata=["x"]))
     assert (odd.title, odd.metadata) == (None, {})
