@@ -234,3 +234,8 @@ def test_an_approval_of_the_whole_selection_covers_each_batch() -> None:
     )
     with pytest.raises(GrantError, match="not covered by the approval"):
         decide([Z], selection_grant=batch, approval_grant=approval([], count=3, selection="another"))
+
+
+def test_an_approval_by_a_user_without_a_name_names_the_user_by_id() -> None:
+    made = mint(KEY, kind=APPROVAL, approved_by={"id": "carol", "name": None}, ids=[X], **RUN)
+    assert verify(made, KEY, kind=APPROVAL, **RUN).approver == "carol"
