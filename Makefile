@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv test tryout contract test-compat compat-lock lint demo docs bench bench-growth chaos e2e e2e-distributed dist wheel-check clean
+.PHONY: help venv test tryout contract test-compat compat-lock lint demo docs bench bench-growth chaos e2e e2e-distributed dist wheel-check mutation clean
 
 help:
 	@echo "make demo   - run the expiry clean-up DAG and a manual cancellation against the bundled emulator"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  - benchmarks against the emulator (writes build/bench.json)"
 	@echo "make bench-growth - how cost grows with triggers and poll interval (docs/bench-growth.json, plots)"
 	@echo "make chaos  - the large fault-matrix run"
+	@echo "make mutation - mutate the safety checks one module at a time; fails on an unlisted survivor"
 	@echo "make e2e    - end to end on a real Airflow deployment, driven in Chromium; then what two users can tamper with"
 	@echo "make e2e-distributed - Postgres, Redis, CeleryExecutor, 2 workers, 2 triggerers, with faults; then again on an OAuth API app"
 
@@ -82,6 +83,10 @@ bench: venv
 bench-growth: venv
 	$(BIN)/python -m benchmarks.run --growth --out docs/bench-growth.json
 	$(BIN)/python -m benchmarks.plots docs/bench-growth.json --out docs/images
+
+# Not part of .ci/run: about 20 minutes on one core (docs/testing.md).
+mutation: venv
+	nice -n 19 $(BIN)/python scripts/mutation.py
 
 chaos: venv
 	DROPBOX_SIGN_CHAOS=1 $(BIN)/pytest -q -m chaos

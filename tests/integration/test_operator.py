@@ -229,6 +229,17 @@ def test_max_cancellations_fails_before_anything(
     assert list(run(operator([*ids[:2], ids[0]], max_cancellations=2))) == ids[:2]
 
 
+def test_a_cap_of_zero_cancels_nothing_and_a_cap_equal_to_the_ids_cancels_them_all(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str
+) -> None:
+    ids = make_requests(emulator, 2)
+    with pytest.raises(AirflowFailException, match=r"Refusing to cancel 1 .* max_cancellations=0\. Nothing"):
+        run(operator(ids[:1], max_cancellations=0))
+    assert emulator.requests_log == []
+    # The cap is the most a task cancels: exactly that many is within it.
+    assert list(run(operator(ids, max_cancellations=2))) == ids
+
+
 @pytest.mark.parametrize(
     "rendered",
     ["ab" * 20 + ", ../etc/passwd", ["ab" * 20, "AB" * 20], "['abab', ", ["ab" * 20, ""], ["ab" * 20, 7]],

@@ -396,6 +396,26 @@ def test_an_oversized_body_of_no_declared_length_is_refused_as_it_arrives(
     assert recorded.nothing()
 
 
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
+    receiver_app: TestClient, make_callback: Callable[..., dict[str, Any]], recorded: Any
+) -> None:
+    # What arrives would be a good event: the declared length alone refuses it, unread.
+    text = json.dumps(make_callback())
+    response = receiver_app.post(
+        "/callback",
+        content=b'--x\r\nContent-Disposition: form-data; name="json"\r\n\r\n'
+        + text.encode()
+        + b"\r\n--x--\r\n",
+        headers={
+            "content-type": "multipart/form-data; boundary=x",
+            "content-length": str(MAX_CALLBACK_BYTES + 1),
+        },
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == f"the body is over {MAX_CALLBACK_BYTES} bytes"
+    assert recorded.nothing()
+
+
 def test_a_bad_content_length_is_refused(receiver_app: TestClient, recorded: Any) -> None:
     response = receiver_app.post(
         "/callback",

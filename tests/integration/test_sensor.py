@@ -189,6 +189,19 @@ def test_bad_ids_fail_before_any_request(
 
 
 @MODES
+@pytest.mark.parametrize("form", ["mapping", "rendered"])
+def test_a_bad_id_as_a_key_of_the_operators_result_fails_before_any_request(
+    emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool, form: str
+) -> None:
+    # The keys are what the sensor reads and may cancel again: they are checked like any id.
+    result = {"ab" * 20: "cancel_requested", "../etc": "cancel_requested"}
+    ids: Any = result if form == "mapping" else str(result)
+    with pytest.raises(ValueError, match=r"'\.\./etc' is not a Dropbox Sign id"):
+        run(sensor(ids, deferrable))
+    assert emulator.requests_log == []
+
+
+@MODES
 def test_a_rendered_dry_run_result_is_carried_not_cancelled(
     emulator: DropboxSignEmulator, dropbox_sign_conn: str, deferrable: bool
 ) -> None:
@@ -289,6 +302,27 @@ def test_a_timeout_shorter_than_an_hour_is_accepted_and_said_once(
         "timeout 120 s is not longer than recancel_after 3600 s: no re-cancel can happen within this timeout"
     )
     assert (logged.out + logged.err).count(said) == 1
+
+
+@MODES
+def test_no_recancel_goes_out_at_the_deadline_however_many_attempts_are_left(
+    instant: DropboxSignEmulator, clock: Clock, deferrable: bool
+) -> None:
+    emulator = instant
+    sr_id = lost_cancel(emulator)
+    # The first re-cancel falls due exactly when the wait ends: the deadline wins.
+    task = sensor(
+        {sr_id: "cancel_requested"},
+        deferrable,
+        poke_interval=600,
+        timeout=HOUR,
+        recancel_after=HOUR,
+        max_cancel_attempts=10,
+    )
+    with pytest.raises(AirflowFailException, match=f"{sr_id}: cancellation not confirmed in time"):
+        run(task)
+    assert posts(emulator) == []
+    assert emulator.get_state(sr_id) == "cancel_requested"  # the lost cancel, never completed
 
 
 # --- one bad answer for one id -------------------------------------------------------------------

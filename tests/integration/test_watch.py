@@ -40,7 +40,11 @@ def test_one_step_against_the_emulator(emulator: DropboxSignEmulator, dropbox_si
     read_every_pending_id(hook, watch, log)  # lost is due: cancelled again, which now takes effect
     assert emulator.cancel_calls(lost) == 2
     assert watch.pending[lost]["cancel_attempts"] == 2
-    assert "cancelling again" in log.text("warning")
+    assert (
+        f"Signature request {lost}: cancellation not confirmed 0 s after cancel #1; cancelling again"
+        in log.text("warning")
+    )
+    assert f"Signature request {queued}: canceled" in log.text("debug")
     time.sleep(0.25)
     read_every_pending_id(hook, watch, log)
     assert watch.done
@@ -97,7 +101,10 @@ def test_one_bad_answer_ends_only_its_id(
         bad: "Dropbox Sign HTTP 400 bad_request: Signature request is in an invalid state. "
         f"(GET /signature_request/{bad})"
     }
-    assert f"{bad}: Dropbox Sign HTTP 400 bad_request" in log.text("warning")
+    assert log.text("warning") == (
+        f"Signature request {bad}: Dropbox Sign HTTP 400 bad_request: Signature request is in an invalid "
+        f"state. (GET /signature_request/{bad}); not waiting for it any longer"
+    )
     assert emulator.cancel_calls(bad) == 1  # an error is no reason to cancel again
 
 

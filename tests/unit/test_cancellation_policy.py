@@ -38,6 +38,49 @@ def test_the_options_are_read_from_the_environment_at_run_time(monkeypatch: pyte
     assert policy.assigned_users() == [{"id": "ann", "name": "ann"}, {"id": "bob", "name": "bob"}]
 
 
+def test_only_the_deployment_arms_cancelling_by_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CancellationPolicy.from_config().armed is False
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__ARMED", "True")
+    assert CancellationPolicy.from_config().armed is True
+
+
+@pytest.mark.parametrize(
+    ("value", "meant"),
+    [("1", True), ("Yes", True), ("ON", True), ("0", False), ("no", False), (" Off ", False)],
+)
+def test_a_flag_reads_the_usual_spellings_of_true_and_false(
+    monkeypatch: pytest.MonkeyPatch, value: str, meant: bool
+) -> None:
+    for option in ("REQUIRE_APPROVAL", "FOUR_EYES", "ARMED"):
+        monkeypatch.setenv(f"AIRFLOW__DROPBOX_SIGN__{option}", value)
+    policy = CancellationPolicy.from_config()
+    assert (policy.require_approval, policy.four_eyes, policy.armed) == (meant, meant, meant)
+
+
+def test_a_cap_of_one_and_a_time_out_under_a_second_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__MAX_CANCELLATIONS", "1")
+    monkeypatch.setenv("AIRFLOW__DROPBOX_SIGN__APPROVAL_TIMEOUT", "0.5")
+    policy = CancellationPolicy.from_config()
+    assert (policy.max_cancellations, policy.approval_timeout) == (1, timedelta(seconds=0.5))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "kind"),
+    [
+        ("MAX_CANCELLATIONS", "0", "a whole number above 0"),
+        ("APPROVAL_TIMEOUT", "0", "a number of seconds above 0"),
+        ("ARMED", "armed", "True or False"),
+    ],
+)
+def test_a_malformed_option_says_what_it_must_be(
+    monkeypatch: pytest.MonkeyPatch, option: str, value: str, kind: str
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW__DROPBOX_SIGN__{option}", value)
+    with pytest.raises(ValueError, match="must be") as refused:
+        CancellationPolicy.from_config()
+    assert str(refused.value) == f"[dropbox_sign] {option.lower()} must be {kind}, not {value!r}"
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -88,5 +131,17 @@ def test_four_eyes_refuses_the_user_who_triggered_the_run() -> None:
 def test_approvers_refuse_anyone_else() -> None:
     policy = CancellationPolicy(approvers=("bob",))
 
-    assert "not one of [dropbox_sign] approvers" in str(policy.refusal(ANN, triggered_by=None))
+    assert policy.refusal(ANN, triggered_by=None) == "'Ann' is not one of [dropbox_sign] approvers"
     assert policy.refusal(BOB, triggered_by=None) is None
+
+
+def test_unarmed_unless_approved_and_each_refusal_says_what_to_do() -> None:
+    assert CancellationPolicy(armed=False).why_unarmed(None) == (
+        "NOT ARMED: [dropbox_sign] armed is False, so this run is a dry run and cancels nothing. Read its "
+        "report; when the list is right, the deployment arms cancelling by rule with [dropbox_sign] armed "
+        "= True (AIRFLOW__DROPBOX_SIGN__ARMED=True on the workers)."
+    )
+    assert CancellationPolicy(armed=True).why_unarmed("false") == (
+        "DISARMED: the Variable dropbox_sign_cleanup_armed is false, so this run is a dry run and cancels "
+        "nothing; delete the Variable to let the deployment's [dropbox_sign] armed apply again."
+    )

@@ -204,3 +204,81 @@ def test_the_expired_ledgers_range_holds_every_old_ledger_and_no_fresh_one(conn_
         key = event_ledger_variable(conn_id, "signature_request_canceled", when)
         assert len(key) <= 250
         assert (low <= key < high) is expired, key
+
+
+# --- the receiver's limits, at their boundaries -----------------------------------------------------
+
+
+def test_an_event_is_fresh_up_to_the_retry_horizon_and_the_clock_skew() -> None:
+    sent = 1_700_000_000
+    skew = events.EVENT_CLOCK_SKEW_SECONDS
+    assert events.freshness_problem(str(sent), sent + MAX_EVENT_AGE_SECONDS) is None
+    assert events.freshness_problem(str(sent), sent + MAX_EVENT_AGE_SECONDS + 1) == (
+        f"event_time {sent} is {MAX_EVENT_AGE_SECONDS + 1} s old, over {MAX_EVENT_AGE_SECONDS} s "
+        "(Dropbox Sign's retry horizon plus clock skew)"
+    )
+    assert events.freshness_problem(str(sent), sent - skew) is None
+    ahead = events.freshness_problem(str(sent), sent - skew - 1)
+    assert ahead is not None
+    assert ahead.startswith(f"event_time {sent} is {skew + 1} s ahead, over the ")
+
+
+def test_a_payload_is_recorded_up_to_its_limits_and_refused_past_them() -> None:
+    def event(title: str | None = None, metadata: dict[str, object] | None = None) -> CallbackEvent:
+        return CallbackEvent("signature_request_signed", "1", "0" * 64, SR_ID, title, metadata or {})
+
+    limit, most = events.MAX_TITLE_CHARS, events.MAX_METADATA_BYTES
+    assert event(title="t" * limit).payload_problem() is None
+    assert event(title="t" * (limit + 1)).payload_problem() == (
+        f"its title has {limit + 1} characters, over Dropbox Sign's {limit}"
+    )
+    # [null,{"p":"..."}] takes 15 bytes besides the padding.
+    assert event(metadata={"p": "x" * (most - 15)}).payload_problem() is None
+    assert event(metadata={"p": "x" * (most - 14)}).payload_problem() == (
+        f"its title and metadata take {most + 1} bytes, over {most}"
+    )
+    nested: dict[str, object] = {}
+    for _ in range(100_000):
+        nested = {"n": nested}
+    assert event(metadata=nested).payload_problem() == (
+        f"its title and metadata take {events.MAX_CALLBACK_BYTES + 1} bytes, over {most}"
+    )
+
+
+def test_what_a_callback_carries_is_read_as_sent() -> None:
+    # A number for event_time, an upper-case hash, and the signer the event is about.
+    payload = json.loads(body("signature_request_signed", signature_request_id=SR_ID, title="NDA"))
+    payload["event"]["event_time"] = 1669926463
+    payload["event"]["event_hash"] = payload["event"]["event_hash"].upper()
+    payload["event"]["event_metadata"]["related_signature_id"] = "5687fb7bd5b7d6eb3b6bdd0f0e9ef5d9"
+    payload["signature_request"]["metadata"] = {"case": "42"}
+    event = parse_callback(json.dumps(payload))
+    assert (event.event_time, event.title, event.metadata) == ("1669926463", "NDA", {"case": "42"})
+    assert event.related_signature_id == "5687fb7bd5b7d6eb3b6bdd0f0e9ef5d9"
+    del payload["signature_request"]
+    assert parse_callback(json.dumps(payload)).related_signature_id == "5687fb7bd5b7d6eb3b6bdd0f0e9ef5d9"
+    assert parse_callback(body(event_time="1" * 12)).event_time == "1" * 12
+    # event_metadata that is not an object names no signer, and refuses nothing.
+    payload["event"]["event_metadata"] = ["not", "an", "object"]
+    assert parse_callback(json.dumps(payload)).related_signature_id is None
+    # A title or metadata of another type is not recorded as one.
+    odd = parse_callback(body(signature_request_id=SR_ID, title=42, metadata=["x"]))
+    assert (odd.title, odd.metadata) == (None, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * 100_000, "the json field is nested too deeply to be an event"),
+        ("[]", "the json field has no event object"),
+        (
+            json.dumps({"event": {"event_type": "callback_test", "event_time": "1"}}),
+            "event_hash is missing or not a hex SHA-256",
+        ),
+        (body(event_time="1" * 13), f"event_time '{'1' * 13}' is not epoch seconds"),
+        (json.dumps({**json.loads(body()), "signature_request": "x"}), "signature_request is not an object"),
+    ],
+)
+def test_a_malformed_callback_is_told_exactly_what_is_wrong(text: str, said: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        parse_callback(text)

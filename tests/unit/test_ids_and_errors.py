@@ -11,6 +11,7 @@ import pickle
 import pytest
 
 from dropbox_sign_provider.cancellation.ids import (
+    MAX_SHOWN_CHARS,
     SIGNATURE_REQUEST_ID_PATTERN,
     normalize_signature_request_ids,
     resolved_at_run_time,
@@ -93,7 +94,23 @@ def test_surrounding_whitespace_is_stripped(padding: str) -> None:
 def test_anything_else_is_refused_with_the_value_named(value: object) -> None:
     with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
         validate_signature_request_id(value)
-    assert repr(value) in str(raised.value)
+    message = str(raised.value)
+    assert repr(value) in message
+    assert message.endswith(
+        "lowercase hex characters" if isinstance(value, str) else f", got {type(value).__name__}"
+    )
+
+
+def test_a_long_bad_value_is_named_cut_to_a_readable_length() -> None:
+    # A whole rendered template could be a megabyte, and the message goes to logs and HTTP answers.
+    whole, cut = "x" * (MAX_SHOWN_CHARS - 2), "x" * (MAX_SHOWN_CHARS - 1)
+    with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
+        validate_signature_request_id(whole)
+    assert repr(whole) in str(raised.value)
+    with pytest.raises(ValueError, match="is not a Dropbox Sign id") as raised:
+        validate_signature_request_id(cut)
+    shown_cut = f"'{'x' * (MAX_SHOWN_CHARS - 31)}... ({MAX_SHOWN_CHARS + 1} characters)"
+    assert str(raised.value).startswith(f"signature_request_id {shown_cut} is not a Dropbox Sign id")
 
 
 def test_the_published_pattern_agrees_with_the_validator() -> None:
@@ -141,6 +158,9 @@ def test_a_bad_bulk_send_job_id_is_refused_with_the_value_named(value: object) -
         pytest.param(str((ID_24,)), [ID_24], id="rendered-tuple"),
         pytest.param([ID_24, ID_40], [ID_24, ID_40], id="list"),
         pytest.param((ID_24, f" {ID_40}\n"), [ID_24, ID_40], id="tuple"),
+        pytest.param(
+            [{"signature_request_id": ID_40, "title": "NDA"}, ID_24], [ID_40, ID_24], id="summaries"
+        ),
         pytest.param({ID_40: "canceled", ID_24: "cancel_requested"}, [ID_40, ID_24], id="operator-result"),
         pytest.param([ID_40, ID_24, ID_40, f"{ID_24} "], [ID_40, ID_24], id="duplicates"),
     ],
@@ -161,12 +181,22 @@ def test_many_ids_are_normalised_in_order_without_duplicates(value: object, expe
         pytest.param(None, "None", id="None"),
         pytest.param(42, "42", id="int"),
         pytest.param({ID_40}, repr({ID_40}), id="set"),
+        pytest.param("(7)", "'(7)' looks like a list but is not one", id="rendered-number"),
+        pytest.param([{"title": "NDA"}], "{'title': 'NDA'}", id="summary-without-id"),
     ],
 )
 def test_a_bad_value_among_many_is_named(value: object, named: str) -> None:
     with pytest.raises(ValueError, match="signature_request_id") as raised:
         normalize_signature_request_ids(value)
     assert named in str(raised.value)
+
+
+def test_a_value_of_the_wrong_kind_is_named_with_its_type() -> None:
+    with pytest.raises(ValueError, match="must be an id") as raised:
+        normalize_signature_request_ids(42)
+    assert str(raised.value) == (
+        "signature_request_ids 42 must be an id, a list of ids or a mapping keyed by id, got int"
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,6 +225,8 @@ def test_empty_input_is_no_ids_whatever_its_form(value: object) -> None:
         pytest.param("{{ params.ids }}", True, id="template"),
         pytest.param("{% for i in x %}{{ i }}{% endfor %}", True, id="statement"),
         pytest.param([ID_40, "{{ ti.xcom_pull('find') }}"], True, id="template-in-list"),
+        pytest.param("{% if params.all %}" + ID_40 + "{% endif %}", True, id="statement-only"),
+        pytest.param({"{{ params.id }}": "canceled"}, True, id="template-as-key"),
         pytest.param(ID_40, False, id="id"),
         pytest.param([ID_40], False, id="list"),
         pytest.param({ID_40: "canceled"}, False, id="mapping"),

@@ -124,3 +124,39 @@ def test_a_429_without_any_header_is_outlasted_for_at_least_one_window() -> None
         retries += 1
     assert retries == policy.max_retries
     assert waited >= 60
+
+
+def test_the_limits_of_a_possible_policy_are_allowed_and_an_impossible_one_says_the_rule() -> None:
+    assert RetryPolicy(backoff_base=2.0, backoff_max=2.0, max_rate_limit_wait=0).max_rate_limit_wait == 0
+    assert RetryPolicy(max_rate_limit_wait=0.5).max_rate_limit_wait == 0.5
+    with pytest.raises(ValueError, match="must satisfy") as refused:
+        RetryPolicy(backoff_base=2.0, backoff_max=1.0)
+    assert str(refused.value) == (
+        "backoff_base 2.0 and backoff_max 1.0 must satisfy 0 < backoff_base <= backoff_max"
+    )
+
+
+def test_a_headerless_429_spreads_the_retries_left_over_what_remains_of_the_window() -> None:
+    policy = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.01)
+    rng = random.Random(3)
+    error = DropboxSignRateLimitError(429, "exceeded_rate", "Too many requests.")
+    # A first 429: the whole window over the five retries left.
+    first = policy.retry_delay(0, error, rng)
+    assert first is not None
+    assert 12.0 <= first <= 12.1
+    # Half a window later, half of it over the same retries.
+    half = policy.retry_delay(0, error, rng, rate_limited_for=30.0)
+    assert half is not None
+    assert 6.0 <= half <= 6.1
+    # A whole window of 429s: only the backoff and the jitter are left.
+    late = policy.retry_delay(4, error, rng, rate_limited_for=60.0)
+    assert late is not None
+    assert late <= 0.1
+
+
+def test_a_reset_at_the_clock_margin_counts_as_past() -> None:
+    # A reset no later than the margin gives the budget nothing to hold the send back for.
+    policy = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.01)
+    delay = policy.retry_delay(0, answer_error(429, retry_after=0.05), random.Random(3))
+    assert delay is not None
+    assert delay >= 12.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -22,6 +23,7 @@ from dropbox_sign_provider.cancellation.selection import (
     left_alone,
     max_age_seconds,
     oldest_first,
+    search_of,
     search_query,
     selection_batches,
     summaries_of,
@@ -46,7 +48,14 @@ def request(n: int, **fields: object) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(None, None), ("", None), (30, 30 * 86400.0), ("14", 14 * 86400.0), (timedelta(hours=6), 21600.0)],
+    [
+        (None, None),
+        ("", None),
+        (30, 30 * 86400.0),
+        ("14", 14 * 86400.0),
+        (timedelta(hours=6), 21600.0),
+        (timedelta(seconds=1), 1.0),
+    ],
 )
 def test_max_age_is_a_timedelta_or_days(value: object, seconds: float | None) -> None:
     assert max_age_seconds(value) == seconds
@@ -65,6 +74,20 @@ def test_the_fixed_terms_bind_every_or_branch() -> None:
         "from:me AND complete:false AND created:[* TO 2027-01-15] AND title:Offer"
     )
     assert search_query("  ") == "from:me AND complete:false"
+    assert search_query(None) == "from:me AND complete:false"
+
+
+def test_the_age_rule_is_a_utc_day_wherever_the_worker_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2027-01-15 08:00 UTC is still the 14th twelve hours west of Greenwich.
+    monkeypatch.setenv("TZ", "Etc/GMT+12")
+    time.tzset()
+    try:
+        assert search_query(None, created_before=NOW) == (
+            "from:me AND complete:false AND created:[* TO 2027-01-15]"
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize(
@@ -80,6 +103,9 @@ def test_the_fixed_terms_bind_every_or_branch() -> None:
         ({"expires_at": NOW - 1}, EXPIRED),
         ({"expires_at": NOW}, EXPIRED),
         ({"created_at": NOW - 86400}, FRESH),
+        # Exactly max_age old is not older than max_age.
+        ({"created_at": NOW - 30 * 86400}, FRESH),
+        ({"created_at": NOW - 30 * 86400 - 1}, None),
         ({"created_at": None}, FRESH),
         ({}, None),
         ({"expires_at": NOW + 1}, None),
@@ -97,7 +123,7 @@ def test_without_an_age_rule_nothing_is_fresh() -> None:
     "answer", [{}, {"email_address": None}, {"email_address": ""}, {"email_address": "me"}]
 )
 def test_an_account_without_an_address_selects_nothing(answer: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match=r"'dropbox_sign_default'.*cannot be told"):
+    with pytest.raises(ValueError, match=r"'dropbox_sign_default'.*cannot be told .* nothing was selected$"):
         account_address(answer, "dropbox_sign_default")
     assert account_address({"email_address": ME}, "c") == ME
 
@@ -146,12 +172,30 @@ def test_signed_batches_name_the_whole_selection_and_verify() -> None:
     assert unsigned_reason(made) is None
     assert selection_batches(made) == made
     assert selection_batches(made[0]) == [made[0]]
+    # The cancel step and the report name the search that selected them.
+    assert search_of(made) == search_of(made[:1]) == "s"
+    assert search_of([]) is None
+
+
+def test_a_previews_selection_shows_its_requests_and_no_search() -> None:
+    # A dry run's preview shows its requests as a list, with no search behind them.
+    shown = [{"signature_request_id": "a" * 40, "title": "NDA"}, "not a request"]
+    previewed = [{"kind": "selection", "ids": ["a" * 40], "shown": shown, "mac": None}]
+    assert summaries_of(previewed) == [shown[0]]
+    assert search_of(previewed) is None
+
+
+def test_a_summary_keeps_when_the_request_expires_and_why_it_was_selected() -> None:
+    chosen = summary(request(1, expires_at=NOW + 86400.5), "older than 30 days")
+    assert (chosen["expires_at"], chosen["reason"]) == (int(NOW + 86400), "older than 30 days")
+    assert summary(request(1), "old")["expires_at"] is None
 
 
 def test_unsigned_batches_say_why_and_never_verify() -> None:
     made = selection(None)
 
     assert unsigned_reason(made) == "NOT ARMED"
+    assert unsigned_reason([{**made[0], "why": None}]) == "the list step did not sign this selection"
     with pytest.raises(ValueError, match="signature does not match"):
         verify({**made[0], "mac": "0" * 64}, KEY, dag_id="d", run_id="r", kind=SELECTION)
 

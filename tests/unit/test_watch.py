@@ -21,7 +21,11 @@ from dropbox_sign_provider.cancellation.outcomes import (
     summarize,
 )
 from dropbox_sign_provider.cancellation.state import RequestState
-from dropbox_sign_provider.cancellation.wait_settings import check_on_completed, check_wait_settings
+from dropbox_sign_provider.cancellation.wait_settings import (
+    WaitSettings,
+    check_on_completed,
+    check_wait_settings,
+)
 from dropbox_sign_provider.cancellation.watch import (
     Action,
     CancellationWatch,
@@ -153,14 +157,26 @@ def test_next_recancel_at() -> None:
 def test_json_round_trip_keeps_every_clock() -> None:
     watch = watch_of({A: "cancel_requested", B: "cancel_requested", C: "declined"}, recancel_after=7.5)
     watch.recanceled(A, None, T0 + 8)
+    watch.errors[C] = "Dropbox Sign HTTP 400"  # what a trigger carries for an id it could not read
     data = json.loads(json.dumps(watch.to_json()))
     rebuilt = CancellationWatch.from_json(data)
     assert rebuilt == watch
+    assert rebuilt.errors == {C: "Dropbox Sign HTTP 400"}
     assert rebuilt.pending[A] == {"last_cancel_at": T0 + 8, "cancel_attempts": 2, "may_recancel": True}
     assert list(rebuilt.outcomes) == [A, B, C]
     # The rebuilt watch answers exactly as the original would.
     for at in (T0 + 10, T0 + 15.5):
         assert rebuilt.observe(B, RequestState.PENDING, at) is watch.observe(B, RequestState.PENDING, at)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [("max_cancel_attempts", 0, "max_cancel_attempts 0"), ("recancel_after", -1.0, "recancel_after -1.0")],
+)
+def test_a_stored_state_with_a_bad_setting_is_refused_naming_it(field: str, value: Any, named: str) -> None:
+    data = {**watch_of({A: "cancel_requested"}).to_json(), field: value}
+    with pytest.raises(ValueError, match=named):
+        CancellationWatch.from_json(data)
 
 
 @pytest.mark.parametrize(
@@ -268,10 +284,49 @@ def test_a_timeout_shorter_than_recancel_after_is_accepted_and_said_once() -> No
         "timeout 120 s is not longer than recancel_after 3600 s: no re-cancel can happen within this "
         "timeout; ids not confirmed by then end as timeout"
     )
+    # A timeout equal to recancel_after leaves no room either: the deadline comes first.
+    equal = Recorder()
+    log_no_recancel(watch_of({A: "cancel_requested"}, timeout=3600.0, recancel_after=3600.0), 3600.0, equal)
+    assert "no re-cancel can happen within this timeout" in equal.text("info")
     quiet = Recorder()
     log_no_recancel(watch_of({A: "cancel_requested"}, timeout=7200.0, recancel_after=3600.0), 7200.0, quiet)
     log_no_recancel(watch_of({A: "canceled"}, timeout=120.0, recancel_after=3600.0), 120.0, quiet)
     assert quiet.lines == []
+
+
+@pytest.mark.parametrize("poll_at_once", [True, False], ids=["poll-at-once", "poll-later"])
+def test_a_tasks_wait_starts_with_its_settings(poll_at_once: bool) -> None:
+    settings = WaitSettings(
+        poll_interval=30.0,
+        timeout=120.0,
+        recancel_after=3600.0,
+        max_cancel_attempts=3,
+        on_completed="fail",
+        event_first=False,
+    )
+    log = Recorder()
+    before = time.time()
+    wait = ConfirmationWait.start(
+        settings,
+        {A: "cancel_requested", B: "error"},
+        log,
+        poll_at_once=poll_at_once,
+        may_recancel=False,
+        errors={B: "Dropbox Sign HTTP 400"},
+    )
+    after = time.time()
+    watch = wait.watch
+    assert before + 120 <= watch.deadline <= after + 120
+    assert (watch.recancel_after, watch.max_cancel_attempts, wait.poll_interval) == (3600.0, 3, 30.0)
+    assert list(watch.pending) == [A]
+    assert watch.pending[A]["may_recancel"] is False
+    assert (watch.outcomes, watch.errors) == (
+        {A: "cancel_requested", B: "error"},
+        {B: "Dropbox Sign HTTP 400"},
+    )
+    # Cancels just sent tell nothing yet: their first read waits a poll interval.
+    assert before + (0 if poll_at_once else 30) <= wait.next_poll <= after + (0 if poll_at_once else 30)
+    assert "no re-cancel can happen within this timeout" in log.text("info")
 
 
 def test_watched_ids_are_never_recancelled_and_time_out_at_the_deadline() -> None:
