@@ -19,6 +19,14 @@ DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 DEFAULT_TIMEOUT_SECONDS = 30
 
 
+def configured_conn_ids(option: str) -> list[str]:
+    """The comma-separated connection ids of ``[dropbox_sign] <option>``, in order, each once."""
+    from airflow.configuration import conf
+
+    raw = conf.get(CONFIG_SECTION, option, fallback=DEFAULT_CONN_NAME) or ""
+    return list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+
+
 def get_provider_info() -> dict[str, Any]:
     """
     Describe this provider to Airflow's providers manager (the ``apache_airflow_provider`` entry point).

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dropbox_sign_provider import CONFIG_SECTION, CONN_TYPE, DEFAULT_CONN_NAME
+from dropbox_sign_provider import CONFIG_SECTION, CONN_TYPE, configured_conn_ids
 from dropbox_sign_provider.events.callback import CallbackEvent, check_conn_id
 from dropbox_sign_provider.hooks.connection import api_key_from_connection
 
@@ -46,10 +46,7 @@ class CallbackAccount:
 
 def callback_conn_ids() -> list[str]:
     """The connection ids of ``[dropbox_sign] callback_conn_ids``, in order, each once."""
-    from airflow.configuration import conf
-
-    raw = conf.get(CONFIG_SECTION, CALLBACK_CONN_IDS_OPTION, fallback=DEFAULT_CONN_NAME) or ""
-    return list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    return configured_conn_ids(CALLBACK_CONN_IDS_OPTION)
 
 
 def verifying_accounts(event: CallbackEvent, accounts: tuple[CallbackAccount, ...]) -> list[str]:

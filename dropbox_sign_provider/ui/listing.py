@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dropbox_sign_provider import CONFIG_SECTION, DEFAULT_CONN_NAME
+from dropbox_sign_provider import CONFIG_SECTION, configured_conn_ids
 from dropbox_sign_provider.cancellation.selection import (
     Summary,
     account_address,
@@ -100,10 +100,7 @@ class Listing:
 
 def ui_conn_ids() -> list[str]:
     """The connection ids of ``[dropbox_sign] ui_conn_ids``, in order, each once."""
-    from airflow.configuration import conf
-
-    raw = conf.get(CONFIG_SECTION, UI_CONN_IDS_OPTION, fallback=DEFAULT_CONN_NAME) or ""
-    return list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    return configured_conn_ids(UI_CONN_IDS_OPTION)
 
 
 def checked_rule(max_age_days: str | None, query: str | None) -> tuple[float | None, str]:
